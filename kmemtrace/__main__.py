@@ -1,0 +1,3 @@
+from kmemtrace.cli import main
+
+main()

@@ -1,0 +1,75 @@
+"""The typer app and the single error boundary.
+
+Every command module registers itself on :data:`app`; core code raises
+:class:`~kmemtrace.errors.KmemtraceError` and this module turns it into one red line, an
+optional tip and the error's exit code. No traceback reaches the user for expected failures.
+"""
+
+import importlib
+import sys
+
+import typer
+from rich.console import Console
+
+from kmemtrace import __version__
+from kmemtrace.errors import KmemtraceError
+
+app = typer.Typer(
+    name="kmemtrace",
+    help="Record slab events attributed to memory cgroups; replay them under each "
+    "dead-kmem-cache strategy (2014 RFC Ways 1-4, obj_cgroup) and compare.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    add_completion=False,
+)
+err_console = Console(stderr=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"kmemtrace {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """kmemtrace: which way to destroy dead memcgs' kmem caches is best for *your* workload."""
+
+
+# Each module adds its command(s) to `app` when imported.
+COMMAND_MODULES: tuple[str, ...] = ()
+
+
+def _register() -> None:
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"kmemtrace.cli.{name}")
+
+
+def main() -> None:
+    """Console-script entry point: run the app, turning KmemtraceError into an exit code."""
+    _register()
+    try:
+        app(standalone_mode=False)
+    except KmemtraceError as exc:
+        err_console.print(f"[bold red]kmemtrace:[/] {exc}", highlight=False)
+        if exc.tip:
+            err_console.print(f"[dim]Tip:[/] {exc.tip}", highlight=False)
+        sys.exit(exc.exit_code)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        err_console.print("kmemtrace: aborted")
+        sys.exit(130)
+    except SystemExit:
+        raise
+    except Exception as exc:  # click usage errors arrive here with standalone_mode=False
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise

@@ -1,0 +1,172 @@
+"""TraceWriter: columnar batches in, sealed Parquet parts out.
+
+Why parts: a recording can end by Ctrl-C, SIGTERM, a full disk or a crash. Each part is
+written to a hidden temporary file, fsync'ed and renamed into place, and meta.json is then
+rewritten atomically to list it. Whatever happens, every part named in meta.json is whole,
+and at most the rows not yet sealed are lost.
+
+Why a reorder window: records from different CPUs reach user space slightly out of
+timestamp order. The writer keeps the newest ``reorder_window_ns`` of events back when it
+seals a part, so parts are sorted by ``(ts_ns, seq)`` and consecutive parts do not overlap
+in time. Readers then merge nothing.
+"""
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from kmemtrace.errors import TraceFormatError
+from kmemtrace.trace.meta import write_meta_atomic
+from kmemtrace.trace.schema import ARROW_SCHEMA, COLUMNS, EVENTS_DIR, EventKind, LostReason
+
+DEFAULT_ROTATE_ROWS = 2_000_000
+DEFAULT_REORDER_WINDOW_NS = 50_000_000  # 50 ms: far above ring-buffer commit skew
+
+
+class TraceWriter:
+    """Append event batches; ``close()`` seals the trace. Also a context manager."""
+
+    def __init__(
+        self,
+        trace_dir: str | Path,
+        meta: dict,
+        *,
+        rotate_rows: int = DEFAULT_ROTATE_ROWS,
+        reorder_window_ns: int = DEFAULT_REORDER_WINDOW_NS,
+        compression: str = "zstd",
+        overwrite: bool = False,
+    ):
+        self.dir = Path(trace_dir)
+        if self.dir.exists() and any(self.dir.iterdir()) and not overwrite:
+            raise TraceFormatError(
+                f"{self.dir}: already exists and is not empty; choose another -o or pass --force"
+            )
+        (self.dir / EVENTS_DIR).mkdir(parents=True, exist_ok=True)
+        for stale in (self.dir / EVENTS_DIR).glob("*.parquet"):
+            stale.unlink()
+        self.meta = meta
+        self.meta["parts"] = []
+        self.meta["complete"] = False
+        self.rotate_rows = rotate_rows
+        self.reorder_window_ns = reorder_window_ns
+        self.compression = compression
+        self._pending: list[dict[str, np.ndarray]] = []
+        self._pending_rows = 0
+        self._last_sealed_ts: int | None = None
+        self.late_events = 0  # arrived after their time window was already sealed
+        self.rows_written = 0
+        self.bytes_written = 0
+        self._closed = False
+        write_meta_atomic(self.dir, self.meta)
+
+    def append(self, columns: dict[str, np.ndarray]) -> None:
+        """Queue one batch (every column of :data:`COLUMNS`, equal lengths)."""
+        n = len(columns["ts_ns"])
+        if n == 0:
+            return
+        batch = {}
+        for name, dt in COLUMNS.items():
+            col = columns.get(name)
+            if col is None:
+                raise ValueError(f"batch lacks column {name!r}")
+            if len(col) != n:
+                raise ValueError(f"column {name!r} has {len(col)} rows, expected {n}")
+            batch[name] = np.asarray(col, dtype=dt)
+        self._pending.append(batch)
+        self._pending_rows += n
+        self._count(batch)
+        if self._pending_rows >= self.rotate_rows:
+            self._seal(final=False)
+
+    def _count(self, batch: dict[str, np.ndarray]) -> None:
+        kinds, counts = np.unique(batch["kind"], return_counts=True)
+        for k, c in zip(kinds.tolist(), counts.tolist(), strict=True):
+            name = EventKind(k).name if k in EventKind._value2member_map_ else f"KIND_{k}"
+            self.meta["counts"][name] = self.meta["counts"].get(name, 0) + c
+        lost = batch["kind"] == EventKind.LOST
+        if lost.any():
+            self.add_lost(batch["aux"][lost], batch["aux2"][lost])
+
+    def add_lost(self, amounts: np.ndarray, reasons: np.ndarray) -> None:
+        """Fold LOST amounts into meta["lost"] (the writer's LOST rows call this)."""
+        by_reason = self.meta["lost"]["by_reason"]
+        for amount, reason in zip(amounts.tolist(), reasons.tolist(), strict=True):
+            key = LostReason(reason).name if reason in LostReason._value2member_map_ else str(reason)
+            by_reason[key] = by_reason.get(key, 0) + amount
+            self.meta["lost"]["total"] += amount
+
+    def _seal(self, *, final: bool) -> None:
+        if not self._pending:
+            return
+        cols = {name: np.concatenate([b[name] for b in self._pending]) for name in COLUMNS}
+        order = np.lexsort((cols["seq"], cols["ts_ns"]))
+        cols = {name: c[order] for name, c in cols.items()}
+        if self._last_sealed_ts is not None:
+            late = cols["ts_ns"] < self._last_sealed_ts
+            if late.any():
+                # Too late to sort in: keep the row at the window edge so order holds.
+                self.late_events += int(late.sum())
+                cols["ts_ns"][late] = self._last_sealed_ts
+                order = np.lexsort((cols["seq"], cols["ts_ns"]))
+                cols = {name: c[order] for name, c in cols.items()}
+        keep = len(cols["ts_ns"])
+        if not final:
+            cutoff = int(cols["ts_ns"][-1]) - self.reorder_window_ns
+            keep = int(np.searchsorted(cols["ts_ns"], cutoff, side="right"))
+        self._pending = [{name: c[keep:] for name, c in cols.items()}] if keep < len(
+            cols["ts_ns"]
+        ) else []
+        self._pending_rows = len(cols["ts_ns"]) - keep
+        if keep == 0:
+            return
+        self._write_part({name: c[:keep] for name, c in cols.items()})
+
+    def _write_part(self, cols: dict[str, np.ndarray]) -> None:
+        index = len(self.meta["parts"])
+        name = f"part-{index:05d}.parquet"
+        final_path = self.dir / EVENTS_DIR / name
+        tmp_path = self.dir / EVENTS_DIR / f".{name}.tmp"
+        table = pa.Table.from_arrays([pa.array(cols[n]) for n in COLUMNS], schema=ARROW_SCHEMA)
+        pq.write_table(table, tmp_path, compression=self.compression, row_group_size=1 << 20)
+        with open(tmp_path, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp_path, final_path)
+        size = final_path.stat().st_size
+        ts = cols["ts_ns"]
+        self.meta["parts"].append(
+            {"file": name, "rows": len(ts), "ts_min": int(ts[0]), "ts_max": int(ts[-1]), "bytes": size}
+        )
+        self._last_sealed_ts = int(ts[-1])
+        self.rows_written += len(ts)
+        self.bytes_written += size
+        self.meta["late_events"] = self.late_events
+        write_meta_atomic(self.dir, self.meta)
+
+    def flush(self) -> None:
+        """Seal what is pending except the reorder window (for periodic durability)."""
+        self._seal(final=False)
+
+    def close(self) -> None:
+        """Seal every pending row and mark the trace complete."""
+        if self._closed:
+            return
+        self._seal(final=True)
+        clock = self.meta.setdefault("clock", {})
+        if self.meta["parts"]:
+            if clock.get("start_ns") is None:
+                clock["start_ns"] = self.meta["parts"][0]["ts_min"]
+            if clock.get("end_ns") is None:
+                clock["end_ns"] = self.meta["parts"][-1]["ts_max"]
+        self.meta["late_events"] = self.late_events
+        self.meta["complete"] = True
+        write_meta_atomic(self.dir, self.meta)
+        self._closed = True
+
+    def __enter__(self) -> "TraceWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
