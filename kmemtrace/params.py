@@ -23,7 +23,7 @@ def parse_duration_ns(text: str, default_unit: str = "s") -> int:
     m = _DURATION.match(str(text))
     if not m:
         raise UsageError(f"not a duration: {text!r} (examples: 30s, 500ms, 2m)")
-    return int(round(float(m.group(1)) * _NS_PER[m.group(2) or default_unit]))
+    return round(float(m.group(1)) * _NS_PER[m.group(2) or default_unit])
 
 
 def parse_count(text: str) -> int:
@@ -31,7 +31,7 @@ def parse_count(text: str) -> int:
     m = _COUNT.match(str(text))
     if not m:
         raise UsageError(f"not a count: {text!r} (examples: 1000, 50k, 10M)")
-    return int(round(float(m.group(1)) * _MULT[m.group(2).lower()]))
+    return round(float(m.group(1)) * _MULT[m.group(2).lower()])
 
 
 def parse_bool(text: str) -> bool:

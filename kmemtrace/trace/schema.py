@@ -25,7 +25,8 @@ class EventKind(IntEnum):
 
     ALLOC = 1  # object allocated: ptr, cache_id, memcg_id (charged), bytes (= s->size), gfp
     FREE = 2  # object freed: ptr (cache_id when known, else -1); memcg comes from the ALLOC
-    CACHE_CREATE = 3  # a cache instance appeared: cache_id, memcg_id (per-memcg eras), ptr = kmem_cache*
+    # a cache instance appeared: cache_id, memcg_id (per-memcg eras), ptr = kmem_cache*
+    CACHE_CREATE = 3
     CACHE_DESTROY = 4  # kmem_cache_destroy: cache_id, ptr = kmem_cache*
     MEMCG_MKDIR = 5  # memcg created: memcg_id, aux = parent memcg_id, aux2 = level
     MEMCG_OFFLINE = 6  # memcg offlined: memcg_id, aux = OfflineSource

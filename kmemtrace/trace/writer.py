@@ -94,7 +94,8 @@ class TraceWriter:
         """Fold LOST amounts into meta["lost"] (the writer's LOST rows call this)."""
         by_reason = self.meta["lost"]["by_reason"]
         for amount, reason in zip(amounts.tolist(), reasons.tolist(), strict=True):
-            key = LostReason(reason).name if reason in LostReason._value2member_map_ else str(reason)
+            known = reason in LostReason._value2member_map_
+            key = LostReason(reason).name if known else str(reason)
             by_reason[key] = by_reason.get(key, 0) + amount
             self.meta["lost"]["total"] += amount
 
@@ -137,7 +138,8 @@ class TraceWriter:
         size = final_path.stat().st_size
         ts = cols["ts_ns"]
         self.meta["parts"].append(
-            {"file": name, "rows": len(ts), "ts_min": int(ts[0]), "ts_max": int(ts[-1]), "bytes": size}
+            {"file": name, "rows": len(ts), "ts_min": int(ts[0]), "ts_max": int(ts[-1]),
+             "bytes": size}
         )
         self._last_sealed_ts = int(ts[-1])
         self.rows_written += len(ts)
