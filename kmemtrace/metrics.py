@@ -1,0 +1,234 @@
+"""Typed results of a replay, with units; the one object every report is made from.
+
+:class:`StrategyMetrics` is frozen and flat so that the rich table, the 72-column text,
+JSON and pandas all derive from it. Field metadata carries the unit and a one-line
+description; reports print those, never their own wording.
+"""
+
+from dataclasses import asdict, dataclass, field, fields
+
+import numpy as np
+
+from kmemtrace.model.state import (
+    C_ALLOC_AFTER_OFFLINE,
+    C_ALLOCS,
+    C_ATOMIC,
+    C_CACHES_CREATED,
+    C_CACHES_DESTROYED,
+    C_DEAD_CACHES,
+    C_DEAD_EMPTY_PAGES,
+    C_DEAD_FREES,
+    C_DEAD_PAGES,
+    C_DESTROY_NONEMPTY,
+    C_FLUSH,
+    C_FREE_AFTER_DESTROY,
+    C_FREES,
+    C_IMPLIED_FREES,
+    C_IPI,
+    C_LIST_LOCK,
+    C_LIVE_OBJS,
+    C_LOST_EVENTS,
+    C_NINST,
+    C_OFFLINES,
+    C_OUT_OF_ORDER,
+    C_PAGES_ALLOC,
+    C_PAGES_FREED,
+    C_PEAK_DEAD_CACHES,
+    C_PEAK_DEAD_EMPTY_PAGES,
+    C_PEAK_DEAD_MEMCGS_PINNED,
+    C_PEAK_DEAD_PAGES,
+    C_PEAK_TOTAL_PAGES,
+    C_PERCPU,
+    C_RCU_GP,
+    C_REAP_SCAN,
+    C_REPARENT_MOVES,
+    C_STOCK_HIT,
+    C_STOCK_MISS,
+    C_TOTAL_PAGES,
+    C_UNKNOWN_CACHE,
+    C_UNKNOWN_FREES,
+    C_UNSAFE_DESTROY,
+    F_DEAD_EMPTY_PAGE_NS,
+    F_DEAD_PAGE_NS,
+    F_LIVE_BYTES_NS,
+    F_SLAB_BYTES_NS,
+    I_MEMCG,
+    I_T_DESTROY,
+    I_T_OFFLINE,
+    SERIES_NAMES,
+)
+
+
+def _m(unit: str, doc: str, group: str) -> dict:
+    return {"unit": unit, "doc": doc, "group": group}
+
+
+@dataclass(frozen=True)
+class StrategyMetrics:
+    """What one strategy did with one trace. Units in field metadata."""
+
+    strategy: str = field(metadata=_m("", "strategy name", "id"))
+    params: dict = field(metadata=_m("", "strategy parameters", "id"))
+    era: str = field(metadata=_m("", "SLUB era modelled", "id"))
+
+    pinned_pages_peak: int = field(metadata=_m(
+        "pages", "peak slab pages held by caches of offline memcgs", "pinned"))
+    pinned_page_seconds: float = field(metadata=_m(
+        "page·s", "time integral of pages held by dead memcgs' caches", "pinned"))
+    pinned_pages_end: int = field(metadata=_m(
+        "pages", "pages held by dead memcgs' caches at trace end", "pinned"))
+    pinned_empty_pages_peak: int = field(metadata=_m(
+        "pages", "peak pinned pages in empty slabs (parked, pure waste)", "pinned"))
+    pinned_empty_page_seconds: float = field(metadata=_m(
+        "page·s", "time integral of pinned pages in empty slabs", "pinned"))
+    pinned_empty_pages_end: int = field(metadata=_m(
+        "pages", "pinned pages in empty slabs at trace end", "pinned"))
+
+    dead_caches_peak: int = field(metadata=_m(
+        "caches", "peak cache instances of offline memcgs not yet destroyed", "caches"))
+    dead_caches_end: int = field(metadata=_m(
+        "caches", "dead cache instances still alive at trace end", "caches"))
+    caches_created: int = field(metadata=_m("caches", "cache instances created", "caches"))
+    caches_destroyed: int = field(metadata=_m("caches", "cache instances destroyed", "caches"))
+    destroy_latency_p50_s: float | None = field(metadata=_m(
+        "s", "offline -> destroy, median over destroyed dead caches", "caches"))
+    destroy_latency_p99_s: float | None = field(metadata=_m(
+        "s", "offline -> destroy, 99th percentile", "caches"))
+    destroy_latency_max_s: float | None = field(metadata=_m(
+        "s", "offline -> destroy, worst", "caches"))
+    dead_caches_never_destroyed: int = field(metadata=_m(
+        "caches", "caches of offline memcgs never destroyed within the trace", "caches"))
+    dying_memcgs_pinned_peak: int = field(metadata=_m(
+        "memcgs", "peak offline memcgs still charged live objects", "caches"))
+
+    slab_pages_allocated: int = field(metadata=_m(
+        "pages", "pages taken from the page allocator for slabs", "churn"))
+    slab_pages_freed: int = field(metadata=_m(
+        "pages", "slab pages given back to the page allocator", "churn"))
+    slab_pages_peak: int = field(metadata=_m("pages", "peak slab pages, all caches", "churn"))
+    slab_pages_end: int = field(metadata=_m("pages", "slab pages at trace end", "churn"))
+    slab_utilisation: float | None = field(metadata=_m(
+        "%", "time-averaged live object bytes / slab bytes", "churn"))
+
+    atomic_ops: int = field(metadata=_m("ops", "atomic RMW on shared counters", "cost"))
+    percpu_ops: int = field(metadata=_m("ops", "percpu counter / percpu_ref ops", "cost"))
+    list_lock_takes: int = field(metadata=_m("takes", "node list_lock acquisitions", "cost"))
+    flush_ipis: int = field(metadata=_m("IPIs", "CPUs interrupted by flush_all", "cost"))
+    flushes: int = field(metadata=_m("calls", "flush_all calls", "cost"))
+    rcu_grace_periods: int = field(metadata=_m("GPs", "RCU grace periods waited/queued", "cost"))
+    reaper_scan_work: int = field(metadata=_m(
+        "units", "reaper work: caches x (CPUs + partial list)", "cost"))
+    reparent_moves: int = field(metadata=_m(
+        "moves", "slabs, caches or objcgs moved to a parent", "cost"))
+    dead_cache_frees: int = field(metadata=_m(
+        "frees", "frees into dead caches (Way #1's slow path)", "cost"))
+    objcg_stock_hit_pct: float | None = field(metadata=_m(
+        "%", "obj_cgroup per-CPU stock hits (objcg only)", "cost"))
+
+    unsafe_destroy_windows: int = field(metadata=_m(
+        "destroys", "destroys begun inside a free with no grace period (2014 race)", "safety"))
+    free_after_destroy: int = field(metadata=_m(
+        "frees", "frees into an already destroyed cache (invariant)", "safety"))
+    destroy_with_live_objects: int = field(metadata=_m(
+        "slabs", "slabs with live objects found at destroy (invariant)", "safety"))
+
+    allocs: int = field(metadata=_m("events", "allocations replayed", "trace"))
+    frees: int = field(metadata=_m("events", "frees paired with an allocation", "trace"))
+    frees_unknown: int = field(metadata=_m(
+        "events", "frees of objects not allocated in the trace", "trace"))
+    frees_implied: int = field(metadata=_m(
+        "events", "allocs of a still-live pointer (its free was not seen)", "trace"))
+    objects_live_end: int = field(metadata=_m("objects", "objects live at trace end", "trace"))
+    allocs_after_offline: int = field(metadata=_m(
+        "events", "allocations charged to an offline memcg (given to its parent)", "trace"))
+    allocs_unknown_cache: int = field(metadata=_m(
+        "events", "allocations whose cache is not in meta (skipped)", "trace"))
+    memcg_offlines: int = field(metadata=_m("events", "memcgs offlined", "trace"))
+    out_of_order_events: int = field(metadata=_m(
+        "events", "timestamps below an earlier event's (clamped)", "trace"))
+    lost_events: int = field(metadata=_m("events", "events the recorder dropped", "trace"))
+
+    loop_seconds: float = field(default=0.0, metadata=_m("s", "compiled loop time", "run"))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def field_info(name: str) -> dict:
+    return next(f.metadata for f in fields(StrategyMetrics) if f.name == name)
+
+
+def metric_fields(group: str | None = None) -> list[str]:
+    """Names of the numeric metrics (optionally of one group), in declaration order."""
+    return [f.name for f in fields(StrategyMetrics)
+            if f.metadata["group"] not in ("id", "run") and (group is None or
+                                                             f.metadata["group"] == group)]
+
+
+def _pct(a: np.ndarray, q: float) -> float | None:
+    return float(np.percentile(a, q)) if len(a) else None
+
+
+def compute_metrics(run) -> StrategyMetrics:
+    """Reduce a finished :class:`~kmemtrace.replay.engine.StrategyRun` to metrics."""
+    m = run.model
+    c = m.ctr
+    n = int(c[C_NINST])
+    inst = m.inst[:, :n]
+    per_memcg = inst[I_MEMCG] != 0
+    went_dead = per_memcg & (inst[I_T_OFFLINE] >= 0)
+    destroyed = went_dead & (inst[I_T_DESTROY] >= 0)
+    lat_s = (inst[I_T_DESTROY][destroyed] - inst[I_T_OFFLINE][destroyed]) / 1e9
+    slab_bytes_ns = m.fctr[F_SLAB_BYTES_NS]
+    stock_total = c[C_STOCK_HIT] + c[C_STOCK_MISS]
+    return StrategyMetrics(
+        strategy=run.strategy.name, params=_jsonable(run.params), era=run.era.name,
+        pinned_pages_peak=int(c[C_PEAK_DEAD_PAGES]),
+        pinned_page_seconds=float(m.fctr[F_DEAD_PAGE_NS] / 1e9),
+        pinned_pages_end=int(c[C_DEAD_PAGES]),
+        pinned_empty_pages_peak=int(c[C_PEAK_DEAD_EMPTY_PAGES]),
+        pinned_empty_page_seconds=float(m.fctr[F_DEAD_EMPTY_PAGE_NS] / 1e9),
+        pinned_empty_pages_end=int(c[C_DEAD_EMPTY_PAGES]),
+        dead_caches_peak=int(c[C_PEAK_DEAD_CACHES]),
+        dead_caches_end=int(c[C_DEAD_CACHES]),
+        caches_created=int(c[C_CACHES_CREATED]),
+        caches_destroyed=int(c[C_CACHES_DESTROYED]),
+        destroy_latency_p50_s=_pct(lat_s, 50),
+        destroy_latency_p99_s=_pct(lat_s, 99),
+        destroy_latency_max_s=float(lat_s.max()) if len(lat_s) else None,
+        dead_caches_never_destroyed=int((went_dead & ~destroyed).sum()),
+        dying_memcgs_pinned_peak=int(c[C_PEAK_DEAD_MEMCGS_PINNED]),
+        slab_pages_allocated=int(c[C_PAGES_ALLOC]),
+        slab_pages_freed=int(c[C_PAGES_FREED]),
+        slab_pages_peak=int(c[C_PEAK_TOTAL_PAGES]),
+        slab_pages_end=int(c[C_TOTAL_PAGES]),
+        slab_utilisation=(100.0 * m.fctr[F_LIVE_BYTES_NS] / slab_bytes_ns
+                          if slab_bytes_ns > 0 else None),
+        atomic_ops=int(c[C_ATOMIC]), percpu_ops=int(c[C_PERCPU]),
+        list_lock_takes=int(c[C_LIST_LOCK]), flush_ipis=int(c[C_IPI]),
+        flushes=int(c[C_FLUSH]), rcu_grace_periods=int(c[C_RCU_GP]),
+        reaper_scan_work=int(c[C_REAP_SCAN]), reparent_moves=int(c[C_REPARENT_MOVES]),
+        dead_cache_frees=int(c[C_DEAD_FREES]),
+        objcg_stock_hit_pct=(100.0 * c[C_STOCK_HIT] / stock_total if stock_total else None),
+        unsafe_destroy_windows=int(c[C_UNSAFE_DESTROY]),
+        free_after_destroy=int(c[C_FREE_AFTER_DESTROY]),
+        destroy_with_live_objects=int(c[C_DESTROY_NONEMPTY]),
+        allocs=int(c[C_ALLOCS]), frees=int(c[C_FREES]),
+        frees_unknown=int(c[C_UNKNOWN_FREES]), frees_implied=int(c[C_IMPLIED_FREES]),
+        objects_live_end=int(c[C_LIVE_OBJS]),
+        allocs_after_offline=int(c[C_ALLOC_AFTER_OFFLINE]),
+        allocs_unknown_cache=int(c[C_UNKNOWN_CACHE]),
+        memcg_offlines=int(c[C_OFFLINES]),
+        out_of_order_events=int(c[C_OUT_OF_ORDER]),
+        lost_events=int(c[C_LOST_EVENTS]),
+        loop_seconds=float(run.loop_seconds),
+    )
+
+
+def series(run) -> dict[str, np.ndarray]:
+    """The fixed-step time series of one run, by name."""
+    return {name: run.model.series[i].copy() for i, name in enumerate(SERIES_NAMES)}
+
+
+def _jsonable(params: dict) -> dict:
+    return {k: (v.item() if hasattr(v, "item") else v) for k, v in params.items()}

@@ -1,0 +1,405 @@
+"""SLUB, as far as the dead-cache question needs it: where slabs sit and when pages go back.
+
+Each function mirrors the kernel function named in its docstring (mm/slub.c; the rules are
+those of research/kernel-strategies.md §3.3-3.5). Objects are counted, not placed: a slab
+is ``objects`` slots with an ``inuse`` count, which is all the parking rules look at.
+
+Empty slabs can park (a) as a CPU's active slab, (b) on every CPU's partial stack up to
+the era's budget, and (c) on the node partial list while ``nr_partial`` is below
+``min_partial``. Only flush/shrink/destroy release them. That is why the 2014 design leaks.
+
+All page accounting goes through :func:`_pages_changed` so that "pages pinned by dead
+memcgs" and its empty-slab part are maintained in one place.
+"""
+
+from numba import njit
+
+from kmemtrace.model.eras import ERA_3_14, ERA_5_15, ERA_6_8
+from kmemtrace.model.state import (
+    C_DEAD_EMPTY_PAGES,
+    C_DEAD_PAGES,
+    C_FLUSH,
+    C_IPI,
+    C_LIST_LOCK,
+    C_PAGES_ALLOC,
+    C_PAGES_FREED,
+    C_PEAK_DEAD_EMPTY_PAGES,
+    C_PEAK_DEAD_PAGES,
+    C_PEAK_TOTAL_PAGES,
+    C_SLAB_FREE_HEAD,
+    C_SLAB_HWM,
+    C_TOTAL_PAGES,
+    G_OBJS,
+    G_PAGES,
+    I_AHEAD,
+    I_CACHE,
+    I_CPU_PARTIAL,
+    I_EMPTY_PAGES,
+    I_MIN_PARTIAL,
+    I_NR_PAGES,
+    I_NR_PARTIAL,
+    I_NR_SLABS,
+    I_PHEAD,
+    I_PTAIL,
+    I_STATE,
+    IS_DEAD,
+    P_ACTIVE,
+    P_PHEAD,
+    P_PSLABS,
+    S_ANEXT,
+    S_APREV,
+    S_CPU,
+    S_INST,
+    S_INUSE,
+    S_NEXT,
+    S_OBJS,
+    S_PAGES,
+    S_PREV,
+    S_STATE,
+    SL_CPU_ACTIVE,
+    SL_CPU_PARTIAL,
+    SL_FREE,
+    SL_FULL,
+    SL_NODE_PARTIAL,
+    Model,
+)
+
+
+@njit(cache=True)
+def _pages_changed(m: Model, inst: int, dpages: int, dempty: int) -> None:
+    m.inst[I_NR_PAGES, inst] += dpages
+    m.inst[I_EMPTY_PAGES, inst] += dempty
+    if m.inst[I_STATE, inst] == IS_DEAD:
+        m.ctr[C_DEAD_PAGES] += dpages
+        m.ctr[C_DEAD_EMPTY_PAGES] += dempty
+        if m.ctr[C_DEAD_PAGES] > m.ctr[C_PEAK_DEAD_PAGES]:
+            m.ctr[C_PEAK_DEAD_PAGES] = m.ctr[C_DEAD_PAGES]
+        if m.ctr[C_DEAD_EMPTY_PAGES] > m.ctr[C_PEAK_DEAD_EMPTY_PAGES]:
+            m.ctr[C_PEAK_DEAD_EMPTY_PAGES] = m.ctr[C_DEAD_EMPTY_PAGES]
+
+
+@njit(cache=True)
+def set_inuse(m: Model, s: int, delta: int) -> None:
+    """Change a slab's object count, keeping the empty-slab page totals right."""
+    before = m.slab[S_INUSE, s]
+    after = before + delta
+    m.slab[S_INUSE, s] = after
+    if before == 0 and after > 0:
+        _pages_changed(m, m.slab[S_INST, s], 0, -m.slab[S_PAGES, s])
+    elif before > 0 and after == 0:
+        _pages_changed(m, m.slab[S_INST, s], 0, m.slab[S_PAGES, s])
+
+
+@njit(cache=True)
+def new_slab(m: Model, inst: int) -> int:
+    """``new_slab()``: pages from the page allocator for a fresh, empty slab."""
+    s = m.ctr[C_SLAB_FREE_HEAD]
+    if s >= 0:
+        m.ctr[C_SLAB_FREE_HEAD] = m.slab[S_NEXT, s]
+    else:
+        s = m.ctr[C_SLAB_HWM]
+        m.ctr[C_SLAB_HWM] += 1
+    cache = m.inst[I_CACHE, inst]
+    pages = m.geom[G_PAGES, cache]
+    m.slab[S_INST, s] = inst
+    m.slab[S_INUSE, s] = 0
+    m.slab[S_OBJS, s] = m.geom[G_OBJS, cache]
+    m.slab[S_STATE, s] = SL_FULL
+    m.slab[S_CPU, s] = -1
+    m.slab[S_NEXT, s] = -1
+    m.slab[S_PREV, s] = -1
+    m.slab[S_PAGES, s] = pages
+    _all_link(m, inst, s)
+    m.inst[I_NR_SLABS, inst] += 1
+    _pages_changed(m, inst, pages, pages)
+    m.ctr[C_PAGES_ALLOC] += pages
+    m.ctr[C_TOTAL_PAGES] += pages
+    if m.ctr[C_TOTAL_PAGES] > m.ctr[C_PEAK_TOTAL_PAGES]:
+        m.ctr[C_PEAK_TOTAL_PAGES] = m.ctr[C_TOTAL_PAGES]
+    return s
+
+
+@njit(cache=True)
+def _all_link(m: Model, inst: int, s: int) -> None:
+    head = m.inst[I_AHEAD, inst]
+    m.slab[S_ANEXT, s] = head
+    m.slab[S_APREV, s] = -1
+    if head >= 0:
+        m.slab[S_APREV, head] = s
+    m.inst[I_AHEAD, inst] = s
+
+
+@njit(cache=True)
+def _all_unlink(m: Model, inst: int, s: int) -> None:
+    nxt = m.slab[S_ANEXT, s]
+    prv = m.slab[S_APREV, s]
+    if prv >= 0:
+        m.slab[S_ANEXT, prv] = nxt
+    else:
+        m.inst[I_AHEAD, inst] = nxt
+    if nxt >= 0:
+        m.slab[S_APREV, nxt] = prv
+
+
+@njit(cache=True)
+def discard_slab(m: Model, s: int) -> None:
+    """``discard_slab()``: the slab's pages go back to the page allocator."""
+    inst = m.slab[S_INST, s]
+    pages = m.slab[S_PAGES, s]
+    empty = pages if m.slab[S_INUSE, s] == 0 else 0
+    _all_unlink(m, inst, s)
+    m.inst[I_NR_SLABS, inst] -= 1
+    _pages_changed(m, inst, -pages, -empty)
+    m.ctr[C_PAGES_FREED] += pages
+    m.ctr[C_TOTAL_PAGES] -= pages
+    m.slab[S_STATE, s] = SL_FREE
+    m.slab[S_NEXT, s] = m.ctr[C_SLAB_FREE_HEAD]
+    m.ctr[C_SLAB_FREE_HEAD] = s
+
+
+@njit(cache=True)
+def move_slab(m: Model, s: int, to_inst: int) -> None:
+    """Way #3: hand a slab (and its objects) to another cache instance."""
+    inst = m.slab[S_INST, s]
+    pages = m.slab[S_PAGES, s]
+    empty = pages if m.slab[S_INUSE, s] == 0 else 0
+    on_partial = m.slab[S_STATE, s] == SL_NODE_PARTIAL
+    if on_partial:
+        partial_remove(m, inst, s)
+    _all_unlink(m, inst, s)
+    m.inst[I_NR_SLABS, inst] -= 1
+    _pages_changed(m, inst, -pages, -empty)
+    m.slab[S_INST, s] = to_inst
+    _all_link(m, to_inst, s)
+    m.inst[I_NR_SLABS, to_inst] += 1
+    _pages_changed(m, to_inst, pages, empty)
+    if on_partial:
+        partial_add(m, to_inst, s, True)
+
+
+@njit(cache=True)
+def partial_add(m: Model, inst: int, s: int, at_tail: bool) -> None:
+    """``add_partial()`` (DEACTIVATE_TO_TAIL / TO_HEAD)."""
+    m.slab[S_STATE, s] = SL_NODE_PARTIAL
+    m.slab[S_CPU, s] = -1
+    head = m.inst[I_PHEAD, inst]
+    tail = m.inst[I_PTAIL, inst]
+    if head < 0:
+        m.slab[S_NEXT, s] = -1
+        m.slab[S_PREV, s] = -1
+        m.inst[I_PHEAD, inst] = s
+        m.inst[I_PTAIL, inst] = s
+    elif at_tail:
+        m.slab[S_PREV, s] = tail
+        m.slab[S_NEXT, s] = -1
+        m.slab[S_NEXT, tail] = s
+        m.inst[I_PTAIL, inst] = s
+    else:
+        m.slab[S_NEXT, s] = head
+        m.slab[S_PREV, s] = -1
+        m.slab[S_PREV, head] = s
+        m.inst[I_PHEAD, inst] = s
+    m.inst[I_NR_PARTIAL, inst] += 1
+
+
+@njit(cache=True)
+def partial_remove(m: Model, inst: int, s: int) -> None:
+    """``remove_partial()``."""
+    nxt = m.slab[S_NEXT, s]
+    prv = m.slab[S_PREV, s]
+    if prv >= 0:
+        m.slab[S_NEXT, prv] = nxt
+    else:
+        m.inst[I_PHEAD, inst] = nxt
+    if nxt >= 0:
+        m.slab[S_PREV, nxt] = prv
+    else:
+        m.inst[I_PTAIL, inst] = prv
+    m.inst[I_NR_PARTIAL, inst] -= 1
+    m.slab[S_NEXT, s] = -1
+    m.slab[S_PREV, s] = -1
+
+
+@njit(cache=True)
+def may_discard_empty(m: Model, inst: int, era: int) -> bool:
+    """The empty-slab test of ``__slab_free``: ``nr_partial >= min_partial`` (v3.14: ``>``)."""
+    if era == ERA_3_14:
+        return m.inst[I_NR_PARTIAL, inst] > m.inst[I_MIN_PARTIAL, inst]
+    return m.inst[I_NR_PARTIAL, inst] >= m.inst[I_MIN_PARTIAL, inst]
+
+
+@njit(cache=True)
+def _free_objects(m: Model, s: int) -> int:
+    return m.slab[S_OBJS, s] - m.slab[S_INUSE, s]
+
+
+@njit(cache=True)
+def _push_cpu_partial(m: Model, inst: int, cpu: int, s: int) -> None:
+    # The stack's running free-object count (<= v5.15 "pobjects") lives in the head's S_PREV.
+    head = m.pcpu[P_PHEAD, inst, cpu]
+    below = m.slab[S_PREV, head] if head >= 0 else 0
+    m.slab[S_NEXT, s] = head
+    m.slab[S_PREV, s] = below + _free_objects(m, s)
+    m.slab[S_STATE, s] = SL_CPU_PARTIAL
+    m.slab[S_CPU, s] = cpu
+    m.pcpu[P_PHEAD, inst, cpu] = s
+    m.pcpu[P_PSLABS, inst, cpu] += 1
+
+
+@njit(cache=True)
+def unfreeze_partials(m: Model, inst: int, cpu: int, era: int) -> None:
+    """``unfreeze_partials()``/``__put_partials()``: the CPU's partial stack to the node list."""
+    s = m.pcpu[P_PHEAD, inst, cpu]
+    if s < 0:
+        return
+    m.ctr[C_LIST_LOCK] += 1
+    while s >= 0:
+        nxt = m.slab[S_NEXT, s]
+        if m.slab[S_INUSE, s] == 0 and may_discard_empty(m, inst, era):
+            discard_slab(m, s)
+        else:
+            partial_add(m, inst, s, True)
+        s = nxt
+    m.pcpu[P_PHEAD, inst, cpu] = -1
+    m.pcpu[P_PSLABS, inst, cpu] = 0
+
+
+@njit(cache=True)
+def put_cpu_partial(m: Model, inst: int, cpu: int, s: int, era: int) -> None:
+    """``put_cpu_partial()``: park a slab that just got its first free object."""
+    budget = m.inst[I_CPU_PARTIAL, inst]
+    head = m.pcpu[P_PHEAD, inst, cpu]
+    if head >= 0:
+        if era <= ERA_5_15:
+            full = m.slab[S_PREV, head] > budget
+        else:
+            full = m.pcpu[P_PSLABS, inst, cpu] >= budget
+        if full:
+            unfreeze_partials(m, inst, cpu, era)
+    _push_cpu_partial(m, inst, cpu, s)
+    if budget == 0:
+        # Way #1's hook (v4.0-v5.8): dead caches have cpu_partial = 0, drop at once.
+        unfreeze_partials(m, inst, cpu, era)
+
+
+@njit(cache=True)
+def deactivate_slab(m: Model, inst: int, cpu: int, era: int) -> None:
+    """``deactivate_slab()``: the CPU gives its active slab back (flush or switch)."""
+    s = m.pcpu[P_ACTIVE, inst, cpu]
+    if s < 0:
+        return
+    m.pcpu[P_ACTIVE, inst, cpu] = -1
+    if m.slab[S_INUSE, s] == 0 and may_discard_empty(m, inst, era):
+        discard_slab(m, s)
+    elif m.slab[S_INUSE, s] < m.slab[S_OBJS, s]:
+        m.ctr[C_LIST_LOCK] += 1
+        partial_add(m, inst, s, False)
+    else:
+        m.slab[S_STATE, s] = SL_FULL
+        m.slab[S_CPU, s] = -1
+
+
+@njit(cache=True)
+def flush_all(m: Model, inst: int, era: int) -> None:
+    """``flush_all()``: every CPU holding a slab of this cache is interrupted and drains."""
+    ncpu = m.pcpu.shape[2]
+    m.ctr[C_FLUSH] += 1
+    for cpu in range(ncpu):
+        if m.pcpu[P_ACTIVE, inst, cpu] >= 0 or m.pcpu[P_PHEAD, inst, cpu] >= 0:
+            m.ctr[C_IPI] += 1
+            deactivate_slab(m, inst, cpu, era)
+            unfreeze_partials(m, inst, cpu, era)
+
+
+@njit(cache=True)
+def shrink(m: Model, inst: int, era: int) -> None:
+    """``__kmem_cache_shrink()``: flush, then discard every empty node-partial slab."""
+    flush_all(m, inst, era)
+    m.ctr[C_LIST_LOCK] += 1
+    s = m.inst[I_PHEAD, inst]
+    while s >= 0:
+        nxt = m.slab[S_NEXT, s]
+        if m.slab[S_INUSE, s] == 0:
+            partial_remove(m, inst, s)
+            discard_slab(m, s)
+        s = nxt
+
+
+@njit(cache=True)
+def alloc_object(m: Model, inst: int, cpu: int, era: int, track_full: bool) -> int:
+    """``slab_alloc()``/``___slab_alloc()``: take one object, return its slab."""
+    s = m.pcpu[P_ACTIVE, inst, cpu]
+    if s >= 0 and m.slab[S_INUSE, s] < m.slab[S_OBJS, s]:
+        set_inuse(m, s, 1)
+        return s
+    if s >= 0:
+        # The exhausted active slab leaves the CPU on no list (SLUB does not track full
+        # slabs unless debugging; Way #3 must, under the list_lock).
+        m.slab[S_STATE, s] = SL_FULL
+        m.slab[S_CPU, s] = -1
+        m.pcpu[P_ACTIVE, inst, cpu] = -1
+        if track_full:
+            m.ctr[C_LIST_LOCK] += 1
+    s = m.pcpu[P_PHEAD, inst, cpu]
+    if s >= 0:
+        m.pcpu[P_PHEAD, inst, cpu] = m.slab[S_NEXT, s]
+        m.pcpu[P_PSLABS, inst, cpu] -= 1
+    elif m.inst[I_NR_PARTIAL, inst] > 0:
+        s = _get_partial_node(m, inst, cpu, era)
+    else:
+        s = new_slab(m, inst)
+    m.slab[S_STATE, s] = SL_CPU_ACTIVE
+    m.slab[S_CPU, s] = cpu
+    m.slab[S_NEXT, s] = -1
+    m.pcpu[P_ACTIVE, inst, cpu] = s
+    set_inuse(m, s, 1)
+    return s
+
+
+@njit(cache=True)
+def _get_partial_node(m: Model, inst: int, cpu: int, era: int) -> int:
+    """``get_partial_node()``: first node-partial slab becomes active, more refill the CPU."""
+    m.ctr[C_LIST_LOCK] += 1
+    first = m.inst[I_PHEAD, inst]
+    partial_remove(m, inst, first)
+    budget = m.inst[I_CPU_PARTIAL, inst]
+    available = _free_objects(m, first)
+    moved = 0
+    while budget > 0 and m.inst[I_PHEAD, inst] >= 0:
+        if era <= ERA_5_15:
+            if available > budget // 2:
+                break
+        elif moved > budget // 2:
+            break
+        t = m.inst[I_PHEAD, inst]
+        partial_remove(m, inst, t)
+        _push_cpu_partial(m, inst, cpu, t)
+        available += _free_objects(m, t)
+        moved += 1
+    return first
+
+
+@njit(cache=True)
+def free_object(m: Model, s: int, cpu: int, era: int, track_full: bool) -> None:
+    """``do_slab_free()``/``__slab_free()``: return one object to slab ``s``."""
+    inst = m.slab[S_INST, s]
+    was_full = m.slab[S_INUSE, s] == m.slab[S_OBJS, s]
+    set_inuse(m, s, -1)
+    state = m.slab[S_STATE, s]
+    if state == SL_CPU_ACTIVE:
+        return  # any CPU's active slab: lock-free
+    if state == SL_CPU_PARTIAL and era < ERA_6_8:
+        return  # frozen: lock-free
+    if was_full and state == SL_FULL:
+        if track_full:
+            m.ctr[C_LIST_LOCK] += 1  # off n->full
+        put_cpu_partial(m, inst, cpu, s, era)
+        return
+    if m.slab[S_INUSE, s] != 0:
+        return  # the common case: no list change
+    m.ctr[C_LIST_LOCK] += 1
+    if state == SL_CPU_PARTIAL:
+        return  # v6.8+: an unfrozen CPU partial slab stays parked, even empty
+    if may_discard_empty(m, inst, era):
+        partial_remove(m, inst, s)
+        discard_slab(m, s)

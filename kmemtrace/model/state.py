@@ -1,0 +1,226 @@
+"""The replay state: every slab, cache instance, memcg and live object, as numpy arrays.
+
+Why arrays and integer field indices instead of objects: the replay loop is compiled with
+numba and must run at millions of events per second, so the model is a struct-of-arrays
+(``slab[S_INUSE, s]`` is the ``inuse`` count of slab ``s``). Field indices are module
+constants, which numba folds into the compiled code. :class:`Model` bundles the arrays in a
+namedtuple so that compiled functions take one argument.
+
+Capacities grow on demand: the compiled loop stops *before* an event that could overflow
+an array and tells the driver which one to grow (see ``replay/engine.py``).
+"""
+
+from typing import NamedTuple
+
+import numpy as np
+
+PAGE_SIZE = 4096
+
+# --- slab fields: slab[field, slab_index] ------------------------------------------------
+S_INST = 0  # owning cache instance
+S_INUSE = 1  # allocated objects
+S_OBJS = 2  # objects per slab
+S_STATE = 3  # one of SL_*
+S_CPU = 4  # CPU of the active slab / partial stack it sits on
+S_NEXT = 5  # next on node partial list, CPU partial stack, or free-slot list
+S_PREV = 6  # previous on the node partial list
+S_ANEXT = 7  # next in the instance's list of all slabs (walked by reparent/shutdown)
+S_APREV = 8
+S_PAGES = 9  # 1 << order
+NS = 10
+
+SL_FREE = 0  # slot unused (returned to the page allocator)
+SL_CPU_ACTIVE = 1  # c->slab of some CPU
+SL_CPU_PARTIAL = 2  # on a CPU partial stack (frozen before v6.8)
+SL_NODE_PARTIAL = 3  # on the node partial list
+SL_FULL = 4  # no free object, on no list
+
+# --- cache instance fields: inst[field, inst_index] --------------------------------------
+I_CACHE = 0  # root cache index (meta["caches"])
+I_MEMCG = 1  # owning memcg (dense index); 0 = root cache
+I_STATE = 2  # IS_*
+I_NR_PAGES = 3
+I_NR_SLABS = 4
+I_LIVE = 5  # live objects
+I_NR_PARTIAL = 6
+I_PHEAD = 7  # node partial list head / tail
+I_PTAIL = 8
+I_AHEAD = 9  # all-slabs list head
+I_T_OFFLINE = 10
+I_T_DESTROY = 11
+I_T_LAST_FREE = 12
+I_MIN_PARTIAL = 13
+I_CPU_PARTIAL = 14  # budget: objects (<= v5.15) or slabs (>= v5.16); 0 disables caching
+I_EMPTY_PAGES = 15  # pages in slabs with inuse == 0
+I_REF_KILLED = 16  # Way #4: percpu_ref switched to atomic mode
+NI = 17
+
+IS_ALIVE = 0
+IS_DEAD = 1  # memcg offline, cache not yet destroyed
+IS_DESTROYED = 2
+
+# --- per-CPU state of an instance: pcpu[field, inst_index, cpu] ---------------------------
+P_ACTIVE = 0  # active slab or -1
+P_PHEAD = 1  # CPU partial stack head or -1
+P_PSLABS = 2  # slabs on the stack
+P_POBJECTS = 3  # free objects counted at push time (<= v5.15 budget)
+NP = 4
+
+# --- memcg fields: memcg[field, memcg_index]; index 0 is the root ---------------------------
+M_PARENT = 0
+M_STATE = 1  # MS_*
+M_T_OFFLINE = 2
+M_LIVE = 3  # live objects charged to it (by allocation-time attribution)
+M_OBJCGS = 4  # obj_cgroups it owns (its own + reparented from children)
+NM = 5
+
+MS_ONLINE = 0
+MS_OFFLINE = 1
+MS_RELEASED = 2
+
+# --- root cache geometry: geom[field, cache] ----------------------------------------------
+G_OBJS = 0
+G_PAGES = 1
+G_SIZE = 2
+G_MIN_PARTIAL = 3
+G_CPU_PARTIAL = 4  # in the era's unit (objects or slabs)
+NG = 5
+
+# --- integer counters: ctr[C_*] ------------------------------------------------------------
+C_ALLOCS = 0
+C_FREES = 1
+C_UNKNOWN_FREES = 2  # free of a pointer never allocated in the trace
+C_IMPLIED_FREES = 3  # alloc of a still-live pointer: its free was not seen
+C_PAGES_ALLOC = 4
+C_PAGES_FREED = 5
+C_TOTAL_PAGES = 6
+C_PEAK_TOTAL_PAGES = 7
+C_DEAD_PAGES = 8  # pages of dead (offline, undestroyed) cache instances
+C_DEAD_EMPTY_PAGES = 9  # ... of which in empty slabs
+C_PEAK_DEAD_PAGES = 10
+C_PEAK_DEAD_EMPTY_PAGES = 11
+C_DEAD_CACHES = 12
+C_PEAK_DEAD_CACHES = 13
+C_LIVE_OBJS = 14
+C_LIVE_BYTES = 15
+C_ATOMIC = 16  # atomic RMW on shared counters
+C_PERCPU = 17  # percpu counter / percpu_ref ops
+C_LIST_LOCK = 18  # n->list_lock acquisitions
+C_IPI = 19  # flush_all: CPUs interrupted
+C_FLUSH = 20  # flush_all calls
+C_RCU_GP = 21  # RCU grace periods waited or queued
+C_REAP_SCAN = 22  # reaper work: caches x (CPUs + partial list length)
+C_REPARENT_MOVES = 23  # slabs, caches or objcgs moved to a parent
+C_UNSAFE_DESTROY = 24  # destroys started from a free path with no GP/ref (2014 race)
+C_FREE_AFTER_DESTROY = 25  # invariant: free into a destroyed cache
+C_OUT_OF_ORDER = 26  # events with ts_ns below an earlier event's (clamped)
+C_LAST_TS = 27
+C_NEXT_TICK = 28  # Way #2 reaper: next tick time
+C_SLAB_FREE_HEAD = 29  # free-slot list head
+C_SLAB_HWM = 30  # slots ever used
+C_NINST = 31
+C_HASH_COUNT = 32
+C_DEAD_FREES = 33  # frees into dead caches (slow-path cost of Way #1)
+C_ALLOC_AFTER_OFFLINE = 34  # allocations charged to an offline memcg (redirected to parent)
+C_CACHES_CREATED = 35
+C_CACHES_DESTROYED = 36
+C_STOCK_HIT = 37  # obj_cgroup per-CPU stock hits / misses
+C_STOCK_MISS = 38
+C_SAMPLE_IDX = 39
+C_NEXT_SAMPLE = 40
+C_LOST_EVENTS = 41  # LOST events in the trace (recorder drops)
+C_DESTROY_NONEMPTY = 42  # invariant: destroy found live objects
+C_DEAD_MEMCGS_PINNED = 43  # offline memcgs still charged live objects (objcgs alive)
+C_PEAK_DEAD_MEMCGS_PINNED = 44
+C_UNKNOWN_CACHE = 45  # ALLOC events whose cache is not in meta (skipped)
+C_PEAK_LIVE_OBJS = 46
+C_PRESSURE_EVENTS = 47
+C_OFFLINES = 48
+NC = 49
+
+# --- float integrals over trace time: fctr[F_*] --------------------------------------------
+F_DEAD_PAGE_NS = 0
+F_DEAD_EMPTY_PAGE_NS = 1
+F_LIVE_BYTES_NS = 2
+F_SLAB_BYTES_NS = 3
+NF = 4
+
+# --- time series rows: series[R_*, sample] ---------------------------------------------------
+R_DEAD_LIVE_PAGES = 0
+R_DEAD_EMPTY_PAGES = 1
+R_DEAD_CACHES = 2
+R_TOTAL_PAGES = 3
+R_LIVE_OBJS = 4
+NR = 5
+SERIES_NAMES = ("dead_live_pages", "dead_empty_pages", "dead_caches", "total_pages", "live_objects")
+
+HASH_EMPTY = np.uint64(0)
+
+
+class Model(NamedTuple):
+    """All replay state. Compiled code reads and writes these arrays in place."""
+
+    slab: np.ndarray  # int64 [NS, slab_cap]
+    inst: np.ndarray  # int64 [NI, inst_cap]
+    pcpu: np.ndarray  # int64 [NP, inst_cap, ncpu]
+    memcg: np.ndarray  # int64 [NM, memcg_cap]
+    inst_of: np.ndarray  # int64 [ncache, memcg_cap]: (cache, memcg) -> instance or -1
+    geom: np.ndarray  # int64 [NG, ncache]
+    hkeys: np.ndarray  # uint64 [hash_cap]: live object pointers (0 = empty slot)
+    hslab: np.ndarray  # int64 [hash_cap]: slab holding the object
+    hmemcg: np.ndarray  # int64 [hash_cap]: memcg charged at allocation
+    ctr: np.ndarray  # int64 [NC]
+    fctr: np.ndarray  # float64 [NF]
+    series: np.ndarray  # float64 [NR, n_samples]
+    stock: np.ndarray  # int64 [2, ncpu]: obj_cgroup stock (cached memcg, nr_bytes)
+
+
+def new_model(geom: np.ndarray, ncpu: int, n_samples: int, *, slab_cap: int = 1024,
+              inst_cap: int = 256, memcg_cap: int = 64, hash_cap: int = 1 << 16) -> Model:
+    """An empty model for ``geom.shape[1]`` root caches on ``ncpu`` CPUs."""
+    ncache = geom.shape[1]
+    slab = np.zeros((NS, slab_cap), dtype=np.int64)
+    inst = np.zeros((NI, inst_cap), dtype=np.int64)
+    pcpu = np.full((NP, inst_cap, ncpu), -1, dtype=np.int64)
+    pcpu[P_PSLABS:] = 0
+    memcg = np.zeros((NM, memcg_cap), dtype=np.int64)
+    inst_of = np.full((ncache, memcg_cap), -1, dtype=np.int64)
+    ctr = np.zeros(NC, dtype=np.int64)
+    ctr[C_SLAB_FREE_HEAD] = -1
+    stock = np.zeros((2, ncpu), dtype=np.int64)
+    stock[0] = -1
+    return Model(
+        slab=slab, inst=inst, pcpu=pcpu, memcg=memcg, inst_of=inst_of,
+        geom=geom.astype(np.int64), hkeys=np.zeros(hash_cap, dtype=np.uint64),
+        hslab=np.zeros(hash_cap, dtype=np.int64), hmemcg=np.zeros(hash_cap, dtype=np.int64),
+        ctr=ctr, fctr=np.zeros(NF, dtype=np.float64),
+        series=np.zeros((NR, n_samples), dtype=np.float64), stock=stock,
+    )
+
+
+def _grow_cols(a: np.ndarray, new_cap: int, fill: int, axis: int) -> np.ndarray:
+    shape = list(a.shape)
+    shape[axis] = new_cap - a.shape[axis]
+    return np.concatenate([a, np.full(shape, fill, dtype=a.dtype)], axis=axis)
+
+
+def grow_slabs(m: Model) -> Model:
+    return m._replace(slab=_grow_cols(m.slab, 2 * m.slab.shape[1], 0, 1))
+
+
+def grow_instances(m: Model) -> Model:
+    cap = 2 * m.inst.shape[1]
+    pcpu = _grow_cols(m.pcpu, cap, -1, 1)
+    pcpu[P_PSLABS:, m.pcpu.shape[1]:] = 0
+    return m._replace(inst=_grow_cols(m.inst, cap, 0, 1), pcpu=pcpu)
+
+
+def grow_memcgs(m: Model, needed: int) -> Model:
+    cap = m.memcg.shape[1]
+    while cap < needed:
+        cap *= 2
+    if cap == m.memcg.shape[1]:
+        return m
+    return m._replace(
+        memcg=_grow_cols(m.memcg, cap, 0, 1), inst_of=_grow_cols(m.inst_of, cap, -1, 1)
+    )

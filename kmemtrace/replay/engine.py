@@ -1,0 +1,196 @@
+"""Replay driver: stream a trace once, feed every selected strategy's model.
+
+The trace is read part by part (memory bounded by live objects, not trace length). Each
+part is prepared once (memcg ids to dense indices, unaccounted allocations to the root
+memcg) and handed to every strategy's compiled loop in turn, so ``--strategy all`` reads
+the trace a single time.
+"""
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from kmemtrace.model.eras import DEFAULT_ERA, Era, geometry, get_era
+from kmemtrace.model.objects import grow_objects
+from kmemtrace.model.state import (
+    C_LAST_TS,
+    C_NEXT_SAMPLE,
+    C_NEXT_TICK,
+    M_OBJCGS,
+    M_PARENT,
+    Model,
+    grow_instances,
+    grow_memcgs,
+    grow_slabs,
+    new_model,
+)
+from kmemtrace.replay.loop import NEED_INSTANCES, NEED_OBJECTS, NEED_SLABS, finish, run_events
+from kmemtrace.replay.policy import (
+    PO_END_NS,
+    PO_ERA,
+    PO_REAP_PERIOD_NS,
+    PO_SAMPLE_STEP_NS,
+    PO_START_NS,
+    new_policy,
+)
+from kmemtrace.strategies.base import Strategy
+from kmemtrace.trace.reader import TraceReader
+from kmemtrace.trace.schema import GFP_ACCOUNT, ROOT_MEMCG_ID, EventKind
+
+DEFAULT_SAMPLES = 500
+_COLUMNS = ["ts_ns", "kind", "cpu", "ptr", "cache_id", "memcg_id", "gfp", "aux"]
+_GROW = {NEED_SLABS: grow_slabs, NEED_INSTANCES: grow_instances, NEED_OBJECTS: grow_objects}
+
+
+class MemcgIndex:
+    """Trace memcg ids (inode numbers) -> dense indices; 0 is the root and 'unknown'."""
+
+    def __init__(self) -> None:
+        self.ids: list[int] = [ROOT_MEMCG_ID]
+        self._index: dict[int, int] = {0: 0, ROOT_MEMCG_ID: 0}
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def get(self, memcg_id: int) -> int:
+        idx = self._index.get(memcg_id)
+        if idx is None:
+            idx = len(self.ids)
+            self._index[memcg_id] = idx
+            self.ids.append(memcg_id)
+        return idx
+
+    def map(self, ids: np.ndarray) -> np.ndarray:
+        codes, uniques = pd.factorize(ids)
+        lookup = np.fromiter((self.get(int(u)) for u in uniques), dtype=np.int64,
+                             count=len(uniques))
+        return lookup[codes] if len(uniques) else np.zeros(len(ids), dtype=np.int64)
+
+
+@dataclass
+class Chunk:
+    """One part's events in the dtypes the compiled loop takes."""
+
+    ts: np.ndarray
+    kind: np.ndarray
+    cpu: np.ndarray
+    ptr: np.ndarray
+    cache: np.ndarray
+    memcg: np.ndarray
+    aux: np.ndarray
+
+
+def prepare(cols: dict[str, np.ndarray], memcgs: MemcgIndex, accounted_caches: np.ndarray,
+            ncpu: int) -> Chunk:
+    """Dense memcgs; unaccounted allocations belong to the root (they are never charged)."""
+    kind = cols["kind"]
+    memcg = memcgs.map(cols["memcg_id"])
+    cache = cols["cache_id"].astype(np.int64)
+    is_alloc = kind == EventKind.ALLOC
+    known = (cache >= 0) & (cache < len(accounted_caches))
+    by_cache = known & accounted_caches[np.where(known, cache, 0)]
+    accounted = ((cols["gfp"] & GFP_ACCOUNT) != 0) | by_cache
+    memcg[is_alloc & ~accounted] = 0
+    cache[~known] = -1
+    aux = cols["aux"].astype(np.int64)
+    mkdir = kind == EventKind.MEMCG_MKDIR
+    if mkdir.any():
+        aux[mkdir] = memcgs.map(cols["aux"][mkdir].astype(np.uint64))
+    return Chunk(
+        ts=cols["ts_ns"].astype(np.int64), kind=kind.astype(np.int64),
+        cpu=cols["cpu"].astype(np.int64) % ncpu, ptr=cols["ptr"].astype(np.uint64),
+        cache=cache, memcg=memcg, aux=aux,
+    )
+
+
+@dataclass
+class StrategyRun:
+    """One strategy's replay: its final model and what it was run with."""
+
+    strategy: Strategy
+    params: dict
+    era: Era
+    model: Model
+    pol: np.ndarray
+    loop_seconds: float = 0.0
+
+
+@dataclass
+class Replay:
+    """The replay of one trace under several strategies."""
+
+    trace: TraceReader
+    runs: list[StrategyRun]
+    memcg_ids: list[int]
+    events: int = 0
+    read_seconds: float = 0.0
+    sample_times_ns: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+
+def _initial_memcgs(meta: dict, memcgs: MemcgIndex) -> list[tuple[int, int]]:
+    """(index, parent index) for memcgs that existed when the trace started."""
+    return [(memcgs.get(int(g["id"])), memcgs.get(int(g.get("parent") or 0)))
+            for g in meta.get("memcgs", []) if int(g["id"]) not in (0, ROOT_MEMCG_ID)]
+
+
+def replay(trace: TraceReader, selection: list[tuple[Strategy, dict]], *,
+           era: str = DEFAULT_ERA, samples: int = DEFAULT_SAMPLES,
+           progress: Callable[[int], None] | None = None) -> Replay:
+    """Replay ``trace`` under every (strategy, params) of ``selection``."""
+    era_obj = get_era(era)
+    caches = trace.caches
+    geom = geometry(caches, era_obj)
+    accounted = np.zeros(max(len(caches), 1), dtype=bool)
+    for c in caches:
+        accounted[c["id"]] = bool(c.get("accounted", False))
+    ncpu = max(int(trace.meta.get("ncpus") or 1), 1)
+    start, end = trace.start_ns, max(trace.end_ns, trace.start_ns)
+    step = max((end - start) // max(samples - 1, 1), 1)
+    memcgs = MemcgIndex()
+    known = _initial_memcgs(trace.meta, memcgs)
+    runs = []
+    for strategy, params in selection:
+        pol = new_policy()
+        strategy.configure(pol, params)
+        pol[PO_ERA] = era_obj.code
+        pol[PO_START_NS], pol[PO_END_NS], pol[PO_SAMPLE_STEP_NS] = start, end, step
+        model = grow_memcgs(new_model(geom, ncpu, samples), len(memcgs) + 1)
+        model.ctr[C_LAST_TS] = start
+        model.ctr[C_NEXT_SAMPLE] = start
+        model.ctr[C_NEXT_TICK] = start + pol[PO_REAP_PERIOD_NS]
+        for idx, parent in known:
+            model.memcg[M_PARENT, idx] = parent
+            model.memcg[M_OBJCGS, idx] = 1
+        runs.append(StrategyRun(strategy, params, era_obj, model, pol))
+    result = Replay(trace=trace, runs=runs, memcg_ids=memcgs.ids)
+    t_read = time.perf_counter()
+    for cols in trace.iter_parts(_COLUMNS):
+        chunk = prepare(cols, memcgs, accounted, ncpu)
+        result.read_seconds += time.perf_counter() - t_read
+        for run in runs:
+            t0 = time.perf_counter()
+            run.model = _run_chunk(grow_memcgs(run.model, len(memcgs) + 1), run.pol, chunk)
+            run.loop_seconds += time.perf_counter() - t0
+        result.events += len(chunk.ts)
+        if progress is not None:
+            progress(len(chunk.ts))
+        t_read = time.perf_counter()
+    for run in runs:
+        finish(run.model, run.pol, end)
+    result.memcg_ids = memcgs.ids
+    result.sample_times_ns = start + step * np.arange(samples, dtype=np.int64)
+    return result
+
+
+def _run_chunk(model: Model, pol: np.ndarray, c: Chunk) -> Model:
+    pos = 0
+    n = len(c.ts)
+    while pos < n:
+        pos, need = run_events(model, pol, c.ts, c.kind, c.cpu, c.ptr, c.cache, c.memcg,
+                               c.aux, pos)
+        if need:
+            model = _GROW[need](model)
+    return model

@@ -1,0 +1,520 @@
+"""The compiled event loop: trace events and strategy timers on one clock.
+
+Events arrive sorted by ``(ts_ns, seq)``; a timer due at the same instant as trace events
+runs after them (ticks strictly before an event's time fire first). The loop stops before
+any event that might overflow an array and returns what to grow; the driver grows it and
+calls again from the same position, so a replay is identical however often that happens.
+
+Strategies decide (``pol``, see ``policy.py``); this module acts, using the SLUB model.
+"""
+
+from numba import njit
+
+from kmemtrace.model.objects import obj_delete, obj_insert, obj_lookup
+from kmemtrace.model.slub import (
+    alloc_object,
+    discard_slab,
+    flush_all,
+    free_object,
+    move_slab,
+    partial_remove,
+    shrink,
+)
+from kmemtrace.model.state import (
+    C_ALLOC_AFTER_OFFLINE,
+    C_ALLOCS,
+    C_ATOMIC,
+    C_CACHES_CREATED,
+    C_CACHES_DESTROYED,
+    C_DEAD_CACHES,
+    C_DEAD_EMPTY_PAGES,
+    C_DEAD_FREES,
+    C_DEAD_MEMCGS_PINNED,
+    C_DEAD_PAGES,
+    C_DESTROY_NONEMPTY,
+    C_FREE_AFTER_DESTROY,
+    C_FREES,
+    C_HASH_COUNT,
+    C_IMPLIED_FREES,
+    C_LAST_TS,
+    C_LIST_LOCK,
+    C_LIVE_BYTES,
+    C_LIVE_OBJS,
+    C_LOST_EVENTS,
+    C_NEXT_SAMPLE,
+    C_NEXT_TICK,
+    C_NINST,
+    C_OFFLINES,
+    C_OUT_OF_ORDER,
+    C_PEAK_DEAD_CACHES,
+    C_PEAK_DEAD_EMPTY_PAGES,
+    C_PEAK_DEAD_MEMCGS_PINNED,
+    C_PEAK_DEAD_PAGES,
+    C_PEAK_LIVE_OBJS,
+    C_PERCPU,
+    C_PRESSURE_EVENTS,
+    C_RCU_GP,
+    C_REAP_SCAN,
+    C_REPARENT_MOVES,
+    C_SAMPLE_IDX,
+    C_SLAB_FREE_HEAD,
+    C_SLAB_HWM,
+    C_STOCK_HIT,
+    C_STOCK_MISS,
+    C_TOTAL_PAGES,
+    C_UNKNOWN_CACHE,
+    C_UNKNOWN_FREES,
+    C_UNSAFE_DESTROY,
+    F_DEAD_EMPTY_PAGE_NS,
+    F_DEAD_PAGE_NS,
+    F_LIVE_BYTES_NS,
+    F_SLAB_BYTES_NS,
+    G_CPU_PARTIAL,
+    G_MIN_PARTIAL,
+    G_SIZE,
+    I_AHEAD,
+    I_CACHE,
+    I_CPU_PARTIAL,
+    I_EMPTY_PAGES,
+    I_LIVE,
+    I_MEMCG,
+    I_MIN_PARTIAL,
+    I_NR_PAGES,
+    I_NR_PARTIAL,
+    I_PHEAD,
+    I_PTAIL,
+    I_REF_KILLED,
+    I_STATE,
+    I_T_DESTROY,
+    I_T_LAST_FREE,
+    I_T_OFFLINE,
+    IS_ALIVE,
+    IS_DEAD,
+    IS_DESTROYED,
+    M_LIVE,
+    M_OBJCGS,
+    M_PARENT,
+    M_STATE,
+    M_T_OFFLINE,
+    MS_OFFLINE,
+    MS_ONLINE,
+    MS_RELEASED,
+    PAGE_SIZE,
+    R_DEAD_CACHES,
+    R_DEAD_EMPTY_PAGES,
+    R_DEAD_LIVE_PAGES,
+    R_LIVE_OBJS,
+    R_TOTAL_PAGES,
+    S_ANEXT,
+    S_INST,
+    S_INUSE,
+    S_STATE,
+    SL_NODE_PARTIAL,
+    Model,
+)
+from kmemtrace.replay.policy import (
+    DESTROY_FROM_FREE_PATH,
+    DESTROY_NEVER,
+    PO_DEACTIVATE_DEAD,
+    PO_DESTROY_LAST_OBJECT,
+    PO_DESTROY_NO_PAGES,
+    PO_ERA,
+    PO_KILL_REF,
+    PO_OBJCG,
+    PO_OBJECT_REF,
+    PO_OFFLINE_SHRINK,
+    PO_PER_MEMCG_CACHES,
+    PO_REAP_ON_PRESSURE,
+    PO_REAP_PERIOD_NS,
+    PO_REPARENT_SLABS,
+    PO_SAMPLE_STEP_NS,
+    PO_TRACK_FULL,
+)
+from kmemtrace.trace.schema import EventKind
+
+K_ALLOC = int(EventKind.ALLOC)
+K_FREE = int(EventKind.FREE)
+K_MKDIR = int(EventKind.MEMCG_MKDIR)
+K_OFFLINE = int(EventKind.MEMCG_OFFLINE)
+K_RELEASE = int(EventKind.MEMCG_RELEASE)
+K_PRESSURE = int(EventKind.PRESSURE)
+K_LOST = int(EventKind.LOST)
+
+NEED_NOTHING = 0
+NEED_SLABS = 1
+NEED_INSTANCES = 2
+NEED_OBJECTS = 3
+
+OBJCG_PTR_BYTES = 8  # obj_full_size() = s->size + sizeof(struct obj_cgroup *)
+
+
+@njit(cache=True)
+def _take_sample(m: Model) -> None:
+    j = m.ctr[C_SAMPLE_IDX]
+    m.series[R_DEAD_LIVE_PAGES, j] = m.ctr[C_DEAD_PAGES] - m.ctr[C_DEAD_EMPTY_PAGES]
+    m.series[R_DEAD_EMPTY_PAGES, j] = m.ctr[C_DEAD_EMPTY_PAGES]
+    m.series[R_DEAD_CACHES, j] = m.ctr[C_DEAD_CACHES]
+    m.series[R_TOTAL_PAGES, j] = m.ctr[C_TOTAL_PAGES]
+    m.series[R_LIVE_OBJS, j] = m.ctr[C_LIVE_OBJS]
+    m.ctr[C_SAMPLE_IDX] = j + 1
+
+
+@njit(cache=True)
+def _advance(m: Model, pol, t: int) -> None:
+    """Move the clock to ``t``: integrate page-seconds and take due samples."""
+    last = m.ctr[C_LAST_TS]
+    if t <= last:
+        return
+    step = pol[PO_SAMPLE_STEP_NS]
+    n = m.series.shape[1]
+    while m.ctr[C_SAMPLE_IDX] < n and m.ctr[C_NEXT_SAMPLE] <= t:
+        _take_sample(m)
+        m.ctr[C_NEXT_SAMPLE] += step
+    dt = float(t - last)
+    m.fctr[F_DEAD_PAGE_NS] += m.ctr[C_DEAD_PAGES] * dt
+    m.fctr[F_DEAD_EMPTY_PAGE_NS] += m.ctr[C_DEAD_EMPTY_PAGES] * dt
+    m.fctr[F_LIVE_BYTES_NS] += m.ctr[C_LIVE_BYTES] * dt
+    m.fctr[F_SLAB_BYTES_NS] += m.ctr[C_TOTAL_PAGES] * float(PAGE_SIZE) * dt
+    m.ctr[C_LAST_TS] = t
+
+
+@njit(cache=True)
+def _instance(m: Model, cache: int, memcg: int) -> int:
+    """The cache instance for (root cache, memcg), created on first use."""
+    inst = m.inst_of[cache, memcg]
+    if inst >= 0:
+        return inst
+    inst = m.ctr[C_NINST]
+    m.ctr[C_NINST] += 1
+    m.inst[:, inst] = 0
+    m.inst[I_CACHE, inst] = cache
+    m.inst[I_MEMCG, inst] = memcg
+    m.inst[I_STATE, inst] = IS_ALIVE
+    m.inst[I_PHEAD, inst] = -1
+    m.inst[I_PTAIL, inst] = -1
+    m.inst[I_AHEAD, inst] = -1
+    m.inst[I_T_OFFLINE, inst] = -1
+    m.inst[I_T_DESTROY, inst] = -1
+    m.inst[I_T_LAST_FREE, inst] = -1
+    m.inst[I_MIN_PARTIAL, inst] = m.geom[G_MIN_PARTIAL, cache]
+    m.inst[I_CPU_PARTIAL, inst] = m.geom[G_CPU_PARTIAL, cache]
+    m.inst_of[cache, memcg] = inst
+    m.ctr[C_CACHES_CREATED] += 1
+    return inst
+
+
+@njit(cache=True)
+def _online_ancestor(m: Model, memcg: int) -> int:
+    while memcg != 0 and m.memcg[M_STATE, memcg] != MS_ONLINE:
+        memcg = m.memcg[M_PARENT, memcg]
+    return memcg
+
+
+@njit(cache=True)
+def _mark_dead(m: Model, inst: int, now: int) -> None:
+    m.inst[I_STATE, inst] = IS_DEAD
+    m.inst[I_T_OFFLINE, inst] = now
+    m.ctr[C_DEAD_CACHES] += 1
+    if m.ctr[C_DEAD_CACHES] > m.ctr[C_PEAK_DEAD_CACHES]:
+        m.ctr[C_PEAK_DEAD_CACHES] = m.ctr[C_DEAD_CACHES]
+    m.ctr[C_DEAD_PAGES] += m.inst[I_NR_PAGES, inst]
+    m.ctr[C_DEAD_EMPTY_PAGES] += m.inst[I_EMPTY_PAGES, inst]
+    if m.ctr[C_DEAD_PAGES] > m.ctr[C_PEAK_DEAD_PAGES]:
+        m.ctr[C_PEAK_DEAD_PAGES] = m.ctr[C_DEAD_PAGES]
+    if m.ctr[C_DEAD_EMPTY_PAGES] > m.ctr[C_PEAK_DEAD_EMPTY_PAGES]:
+        m.ctr[C_PEAK_DEAD_EMPTY_PAGES] = m.ctr[C_DEAD_EMPTY_PAGES]
+
+
+@njit(cache=True)
+def _destroy(m: Model, pol, inst: int, now: int) -> None:
+    """``kmem_cache_destroy()``/``shutdown_cache()``: flush, free every empty slab, retire."""
+    flush_all(m, inst, pol[PO_ERA])
+    s = m.inst[I_AHEAD, inst]
+    while s >= 0:
+        nxt = m.slab[S_ANEXT, s]
+        if m.slab[S_INUSE, s] == 0:
+            if m.slab[S_STATE, s] == SL_NODE_PARTIAL:
+                partial_remove(m, inst, s)
+            discard_slab(m, s)
+        else:
+            m.ctr[C_DESTROY_NONEMPTY] += 1
+        s = nxt
+    if m.inst[I_STATE, inst] == IS_DEAD:
+        m.ctr[C_DEAD_CACHES] -= 1
+        m.ctr[C_DEAD_PAGES] -= m.inst[I_NR_PAGES, inst]
+        m.ctr[C_DEAD_EMPTY_PAGES] -= m.inst[I_EMPTY_PAGES, inst]
+    m.inst[I_STATE, inst] = IS_DESTROYED
+    m.inst[I_T_DESTROY, inst] = now
+    m.ctr[C_CACHES_DESTROYED] += 1
+
+
+@njit(cache=True)
+def _destroy_after_gp(m: Model, pol, inst: int, now: int) -> None:
+    m.ctr[C_RCU_GP] += 1
+    _destroy(m, pol, inst, now)
+
+
+@njit(cache=True)
+def _reparent(m: Model, pol, inst: int, now: int) -> None:
+    """Way #3: every slab of a dead cache moves to the parent memcg's cache; destroy."""
+    cache = m.inst[I_CACHE, inst]
+    parent = _online_ancestor(m, m.memcg[M_PARENT, m.inst[I_MEMCG, inst]])
+    target = _instance(m, cache, parent)
+    shrink(m, inst, pol[PO_ERA])  # flush CPUs, drop empties: only live slabs move
+    m.ctr[C_LIST_LOCK] += 2  # both caches' node lists
+    s = m.inst[I_AHEAD, inst]
+    while s >= 0:
+        nxt = m.slab[S_ANEXT, s]
+        move_slab(m, s, target)
+        m.ctr[C_REPARENT_MOVES] += 1
+        s = nxt
+    m.inst[I_LIVE, target] += m.inst[I_LIVE, inst]
+    m.inst[I_LIVE, inst] = 0
+    _destroy_after_gp(m, pol, inst, now)
+
+
+@njit(cache=True)
+def _memcg_offline(m: Model, pol, memcg: int, now: int) -> None:
+    """``mem_cgroup_css_offline()``: each strategy's offline decisions, in kernel order."""
+    if memcg == 0 or m.memcg[M_STATE, memcg] != MS_ONLINE:
+        return
+    m.memcg[M_STATE, memcg] = MS_OFFLINE
+    m.memcg[M_T_OFFLINE, memcg] = now
+    m.ctr[C_OFFLINES] += 1
+    if m.memcg[M_LIVE, memcg] > 0:
+        m.ctr[C_DEAD_MEMCGS_PINNED] += 1
+        if m.ctr[C_DEAD_MEMCGS_PINNED] > m.ctr[C_PEAK_DEAD_MEMCGS_PINNED]:
+            m.ctr[C_PEAK_DEAD_MEMCGS_PINNED] = m.ctr[C_DEAD_MEMCGS_PINNED]
+    if pol[PO_OBJCG]:
+        # memcg_reparent_objcgs(): the active objcg and every objcg on the list move.
+        parent = _online_ancestor(m, m.memcg[M_PARENT, memcg])
+        m.ctr[C_REPARENT_MOVES] += m.memcg[M_OBJCGS, memcg]
+        m.memcg[M_OBJCGS, parent] += m.memcg[M_OBJCGS, memcg]
+        m.memcg[M_OBJCGS, memcg] = 0
+        m.ctr[C_RCU_GP] += 1  # percpu_ref_kill of the active objcg
+    if not pol[PO_PER_MEMCG_CACHES]:
+        return
+    era = pol[PO_ERA]
+    for cache in range(m.inst_of.shape[0]):
+        inst = m.inst_of[cache, memcg]
+        if inst < 0 or m.inst[I_STATE, inst] != IS_ALIVE:
+            continue
+        _mark_dead(m, inst, now)
+        if pol[PO_KILL_REF]:
+            m.inst[I_REF_KILLED, inst] = 1
+            m.ctr[C_RCU_GP] += 1
+        if pol[PO_REPARENT_SLABS]:
+            _reparent(m, pol, inst, now)
+            continue
+        if pol[PO_DEACTIVATE_DEAD]:
+            m.inst[I_MIN_PARTIAL, inst] = 0
+            m.inst[I_CPU_PARTIAL, inst] = 0
+            m.ctr[C_RCU_GP] += 1  # so concurrent put_cpu_partial() sees cpu_partial == 0
+        if pol[PO_OFFLINE_SHRINK]:
+            shrink(m, inst, era)
+        if pol[PO_DESTROY_LAST_OBJECT]:
+            if m.inst[I_LIVE, inst] == 0:
+                _destroy(m, pol, inst, now)
+        elif m.inst[I_NR_PAGES, inst] == 0:
+            # Destruction work found the cache empty: process context, no free in flight.
+            if pol[PO_DESTROY_NO_PAGES] == DESTROY_FROM_FREE_PATH:
+                _destroy(m, pol, inst, now)
+            else:
+                _destroy_after_gp(m, pol, inst, now)
+
+
+@njit(cache=True)
+def _reap(m: Model, pol, now: int) -> None:
+    """Way #2: shrink every dead cache; destroy those left empty."""
+    if m.ctr[C_DEAD_CACHES] == 0:
+        return
+    ncpu = m.pcpu.shape[2]
+    era = pol[PO_ERA]
+    for inst in range(m.ctr[C_NINST]):
+        if m.inst[I_STATE, inst] != IS_DEAD:
+            continue
+        m.ctr[C_REAP_SCAN] += ncpu + m.inst[I_NR_PARTIAL, inst]
+        shrink(m, inst, era)
+        if m.inst[I_NR_PAGES, inst] == 0:
+            _destroy_after_gp(m, pol, inst, now)
+
+
+@njit(cache=True)
+def _run_timers(m: Model, pol, t: int) -> None:
+    """Fire reaper ticks strictly before ``t`` (ties go to trace events first)."""
+    period = pol[PO_REAP_PERIOD_NS]
+    if period <= 0:
+        return
+    while m.ctr[C_NEXT_TICK] < t:
+        tick = m.ctr[C_NEXT_TICK]
+        _advance(m, pol, tick)
+        _reap(m, pol, tick)
+        m.ctr[C_NEXT_TICK] = tick + period
+
+
+@njit(cache=True)
+def _stock_drain(m: Model, cpu: int) -> None:
+    if m.stock[0, cpu] >= 0 and m.stock[1, cpu] > 0:
+        m.ctr[C_ATOMIC] += 1  # pages uncharged, rest to objcg->nr_charged_bytes
+    m.stock[0, cpu] = -1
+    m.stock[1, cpu] = 0
+
+
+@njit(cache=True)
+def _stock_charge(m: Model, cpu: int, memcg: int, size: int) -> None:
+    """``obj_cgroup_charge()`` through the per-CPU obj stock (``consume_obj_stock``)."""
+    if m.stock[0, cpu] == memcg and m.stock[1, cpu] >= size:
+        m.stock[1, cpu] -= size
+        m.ctr[C_STOCK_HIT] += 1
+        return
+    m.ctr[C_STOCK_MISS] += 1
+    if m.stock[0, cpu] != memcg:
+        _stock_drain(m, cpu)
+        m.stock[0, cpu] = memcg
+    pages = (size - m.stock[1, cpu] + PAGE_SIZE - 1) // PAGE_SIZE
+    m.ctr[C_ATOMIC] += 1  # page_counter charge
+    m.stock[1, cpu] += pages * PAGE_SIZE - size
+
+
+@njit(cache=True)
+def _stock_uncharge(m: Model, cpu: int, memcg: int, size: int) -> None:
+    """``refill_obj_stock()``: whole pages beyond one are uncharged."""
+    if m.stock[0, cpu] != memcg:
+        _stock_drain(m, cpu)
+        m.stock[0, cpu] = memcg
+    m.stock[1, cpu] += size
+    if m.stock[1, cpu] > PAGE_SIZE:
+        m.ctr[C_ATOMIC] += 1
+        m.stock[1, cpu] &= PAGE_SIZE - 1
+
+
+@njit(cache=True)
+def _free(m: Model, pol, slot: int, cpu: int, now: int) -> None:
+    s = m.hslab[slot]
+    memcg = m.hmemcg[slot]
+    obj_delete(m, slot)
+    inst = m.slab[S_INST, s]
+    cache = m.inst[I_CACHE, inst]
+    size = m.geom[G_SIZE, cache]
+    state = m.inst[I_STATE, inst]
+    per_memcg = m.inst[I_MEMCG, inst] != 0
+    if state == IS_DESTROYED:
+        m.ctr[C_FREE_AFTER_DESTROY] += 1
+    if per_memcg and pol[PO_OBJECT_REF]:
+        m.ctr[C_ATOMIC if m.inst[I_REF_KILLED, inst] else C_PERCPU] += 1
+    if per_memcg and pol[PO_TRACK_FULL]:
+        m.ctr[C_PERCPU] += 2  # percpu_ref get/put around the free
+    if memcg != 0 and pol[PO_OBJCG]:
+        _stock_uncharge(m, cpu, memcg, size + OBJCG_PTR_BYTES)
+        m.ctr[C_ATOMIC if m.memcg[M_STATE, memcg] != MS_ONLINE else C_PERCPU] += 1
+    free_object(m, s, cpu, pol[PO_ERA], per_memcg and pol[PO_TRACK_FULL] != 0)
+    m.inst[I_LIVE, inst] -= 1
+    if memcg != 0:
+        m.memcg[M_LIVE, memcg] -= 1
+        if m.memcg[M_LIVE, memcg] == 0 and m.memcg[M_STATE, memcg] != MS_ONLINE:
+            m.ctr[C_DEAD_MEMCGS_PINNED] -= 1
+    m.ctr[C_LIVE_OBJS] -= 1
+    m.ctr[C_LIVE_BYTES] -= size
+    m.ctr[C_FREES] += 1
+    if state != IS_DEAD:
+        return
+    m.ctr[C_DEAD_FREES] += 1
+    m.inst[I_T_LAST_FREE, inst] = now
+    if pol[PO_DESTROY_LAST_OBJECT]:
+        if m.inst[I_LIVE, inst] == 0:
+            _destroy(m, pol, inst, now)  # percpu_ref release: the ref covered the free
+    elif m.inst[I_NR_PAGES, inst] == 0 and pol[PO_DESTROY_NO_PAGES] != DESTROY_NEVER:
+        if pol[PO_DESTROY_NO_PAGES] == DESTROY_FROM_FREE_PATH:
+            m.ctr[C_UNSAFE_DESTROY] += 1
+            _destroy(m, pol, inst, now)
+        else:
+            _destroy_after_gp(m, pol, inst, now)
+
+
+@njit(cache=True)
+def _alloc(m: Model, pol, key, cache: int, memcg: int, cpu: int, now: int) -> None:
+    slot = obj_lookup(m, key)
+    if slot >= 0:
+        m.ctr[C_IMPLIED_FREES] += 1  # its free was not seen (bulk free, lost event)
+        _free(m, pol, slot, cpu, now)
+    if memcg != 0 and m.memcg[M_STATE, memcg] != MS_ONLINE:
+        m.ctr[C_ALLOC_AFTER_OFFLINE] += 1
+        memcg = _online_ancestor(m, memcg)
+    per_memcg = pol[PO_PER_MEMCG_CACHES] != 0 and memcg != 0
+    inst = _instance(m, cache, memcg if per_memcg else 0)
+    size = m.geom[G_SIZE, cache]
+    if per_memcg and pol[PO_OBJECT_REF]:
+        m.ctr[C_PERCPU] += 1
+    if memcg != 0 and pol[PO_OBJCG]:
+        _stock_charge(m, cpu, memcg, size + OBJCG_PTR_BYTES)
+        m.ctr[C_PERCPU] += 1  # obj_cgroup_get()
+    s = alloc_object(m, inst, cpu, pol[PO_ERA], per_memcg and pol[PO_TRACK_FULL] != 0)
+    obj_insert(m, key, s, memcg)
+    m.inst[I_LIVE, inst] += 1
+    if memcg != 0:
+        m.memcg[M_LIVE, memcg] += 1
+    m.ctr[C_LIVE_OBJS] += 1
+    if m.ctr[C_LIVE_OBJS] > m.ctr[C_PEAK_LIVE_OBJS]:
+        m.ctr[C_PEAK_LIVE_OBJS] = m.ctr[C_LIVE_OBJS]
+    m.ctr[C_LIVE_BYTES] += size
+    m.ctr[C_ALLOCS] += 1
+
+
+@njit(cache=True)
+def run_events(m: Model, pol, ts, kind, cpu, ptr, cache, memcg, aux, start: int):
+    """Replay events ``start..`` of one chunk; return ``(next_index, NEED_*)``."""
+    n = ts.shape[0]
+    ninst_margin = m.inst_of.shape[0] + 1
+    for i in range(start, n):
+        if m.ctr[C_SLAB_FREE_HEAD] < 0 and m.ctr[C_SLAB_HWM] + 1 >= m.slab.shape[1]:
+            return i, NEED_SLABS
+        if m.ctr[C_NINST] + ninst_margin >= m.inst.shape[1]:
+            return i, NEED_INSTANCES
+        if 2 * (m.ctr[C_HASH_COUNT] + 1) > m.hkeys.shape[0]:
+            return i, NEED_OBJECTS
+        t = ts[i]
+        if t < m.ctr[C_LAST_TS]:
+            m.ctr[C_OUT_OF_ORDER] += 1
+            t = m.ctr[C_LAST_TS]
+        _run_timers(m, pol, t)
+        _advance(m, pol, t)
+        k = kind[i]
+        if k == K_ALLOC:
+            if cache[i] < 0 or ptr[i] == 0:
+                m.ctr[C_UNKNOWN_CACHE] += 1
+            else:
+                _alloc(m, pol, ptr[i], cache[i], memcg[i], cpu[i], t)
+        elif k == K_FREE:
+            slot = obj_lookup(m, ptr[i])
+            if slot < 0:
+                m.ctr[C_UNKNOWN_FREES] += 1
+            else:
+                _free(m, pol, slot, cpu[i], t)
+        elif k == K_MKDIR:
+            g = memcg[i]
+            if g != 0:
+                m.memcg[M_PARENT, g] = aux[i]
+                m.memcg[M_STATE, g] = MS_ONLINE
+                m.memcg[M_OBJCGS, g] = 1
+        elif k == K_OFFLINE:
+            _memcg_offline(m, pol, memcg[i], t)
+        elif k == K_RELEASE:
+            g = memcg[i]
+            if g != 0 and m.memcg[M_STATE, g] == MS_OFFLINE:
+                m.memcg[M_STATE, g] = MS_RELEASED
+        elif k == K_PRESSURE:
+            m.ctr[C_PRESSURE_EVENTS] += 1
+            if pol[PO_REAP_ON_PRESSURE]:
+                _reap(m, pol, t)
+        elif k == K_LOST:
+            m.ctr[C_LOST_EVENTS] += aux[i]
+    return n, NEED_NOTHING
+
+
+@njit(cache=True)
+def finish(m: Model, pol, end_ns: int) -> None:
+    """Run timers and integrals up to the end of the trace; fill the remaining samples."""
+    _run_timers(m, pol, end_ns + 1)
+    _advance(m, pol, end_ns)
+    while m.ctr[C_SAMPLE_IDX] < m.series.shape[1]:
+        _take_sample(m)
