@@ -9,7 +9,8 @@ the era's budget, and (c) on the node partial list while ``nr_partial`` is below
 ``min_partial``. Only flush/shrink/destroy release them. That is why the 2014 design leaks.
 
 All page accounting goes through :func:`_pages_changed` so that "pages pinned by dead
-memcgs" and its empty-slab part are maintained in one place.
+memcgs" and its empty-slab part are maintained in one place. Peaks are taken by the
+replay clock (``replay/loop.py``), over values that were held for some time.
 """
 
 from numba import njit
@@ -23,9 +24,6 @@ from kmemtrace.model.state import (
     C_LIST_LOCK,
     C_PAGES_ALLOC,
     C_PAGES_FREED,
-    C_PEAK_DEAD_EMPTY_PAGES,
-    C_PEAK_DEAD_PAGES,
-    C_PEAK_TOTAL_PAGES,
     C_SLAB_FREE_HEAD,
     C_SLAB_HWM,
     C_TOTAL_PAGES,
@@ -72,10 +70,6 @@ def _pages_changed(m: Model, inst: int, dpages: int, dempty: int) -> None:
     if m.inst[I_STATE, inst] == IS_DEAD:
         m.ctr[C_DEAD_PAGES] += dpages
         m.ctr[C_DEAD_EMPTY_PAGES] += dempty
-        if m.ctr[C_DEAD_PAGES] > m.ctr[C_PEAK_DEAD_PAGES]:
-            m.ctr[C_PEAK_DEAD_PAGES] = m.ctr[C_DEAD_PAGES]
-        if m.ctr[C_DEAD_EMPTY_PAGES] > m.ctr[C_PEAK_DEAD_EMPTY_PAGES]:
-            m.ctr[C_PEAK_DEAD_EMPTY_PAGES] = m.ctr[C_DEAD_EMPTY_PAGES]
 
 
 @njit(cache=True)
@@ -114,8 +108,6 @@ def new_slab(m: Model, inst: int) -> int:
     _pages_changed(m, inst, pages, pages)
     m.ctr[C_PAGES_ALLOC] += pages
     m.ctr[C_TOTAL_PAGES] += pages
-    if m.ctr[C_TOTAL_PAGES] > m.ctr[C_PEAK_TOTAL_PAGES]:
-        m.ctr[C_PEAK_TOTAL_PAGES] = m.ctr[C_TOTAL_PAGES]
     return s
 
 

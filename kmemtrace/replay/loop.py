@@ -51,6 +51,7 @@ from kmemtrace.model.state import (
     C_PEAK_DEAD_MEMCGS_PINNED,
     C_PEAK_DEAD_PAGES,
     C_PEAK_LIVE_OBJS,
+    C_PEAK_TOTAL_PAGES,
     C_PERCPU,
     C_PRESSURE_EVENTS,
     C_RCU_GP,
@@ -160,11 +161,30 @@ def _take_sample(m: Model) -> None:
 
 
 @njit(cache=True)
+def _peak(m: Model, peak: int, value: int) -> None:
+    if m.ctr[value] > m.ctr[peak]:
+        m.ctr[peak] = m.ctr[value]
+
+
+@njit(cache=True)
+def _update_peaks(m: Model) -> None:
+    """Peaks are over values held for a while: a change undone within the same instant
+    (Way #3 marks a cache dead and empties it at once) is no peak."""
+    _peak(m, C_PEAK_DEAD_PAGES, C_DEAD_PAGES)
+    _peak(m, C_PEAK_DEAD_EMPTY_PAGES, C_DEAD_EMPTY_PAGES)
+    _peak(m, C_PEAK_DEAD_CACHES, C_DEAD_CACHES)
+    _peak(m, C_PEAK_TOTAL_PAGES, C_TOTAL_PAGES)
+    _peak(m, C_PEAK_LIVE_OBJS, C_LIVE_OBJS)
+    _peak(m, C_PEAK_DEAD_MEMCGS_PINNED, C_DEAD_MEMCGS_PINNED)
+
+
+@njit(cache=True)
 def _advance(m: Model, pol, t: int) -> None:
     """Move the clock to ``t``: integrate page-seconds and take due samples."""
     last = m.ctr[C_LAST_TS]
     if t <= last:
         return
+    _update_peaks(m)
     step = pol[PO_SAMPLE_STEP_NS]
     n = m.series.shape[1]
     while m.ctr[C_SAMPLE_IDX] < n and m.ctr[C_NEXT_SAMPLE] <= t:
@@ -215,14 +235,8 @@ def _mark_dead(m: Model, inst: int, now: int) -> None:
     m.inst[I_STATE, inst] = IS_DEAD
     m.inst[I_T_OFFLINE, inst] = now
     m.ctr[C_DEAD_CACHES] += 1
-    if m.ctr[C_DEAD_CACHES] > m.ctr[C_PEAK_DEAD_CACHES]:
-        m.ctr[C_PEAK_DEAD_CACHES] = m.ctr[C_DEAD_CACHES]
     m.ctr[C_DEAD_PAGES] += m.inst[I_NR_PAGES, inst]
     m.ctr[C_DEAD_EMPTY_PAGES] += m.inst[I_EMPTY_PAGES, inst]
-    if m.ctr[C_DEAD_PAGES] > m.ctr[C_PEAK_DEAD_PAGES]:
-        m.ctr[C_PEAK_DEAD_PAGES] = m.ctr[C_DEAD_PAGES]
-    if m.ctr[C_DEAD_EMPTY_PAGES] > m.ctr[C_PEAK_DEAD_EMPTY_PAGES]:
-        m.ctr[C_PEAK_DEAD_EMPTY_PAGES] = m.ctr[C_DEAD_EMPTY_PAGES]
 
 
 @njit(cache=True)
@@ -283,8 +297,6 @@ def _memcg_offline(m: Model, pol, memcg: int, now: int) -> None:
     m.ctr[C_OFFLINES] += 1
     if m.memcg[M_LIVE, memcg] > 0:
         m.ctr[C_DEAD_MEMCGS_PINNED] += 1
-        if m.ctr[C_DEAD_MEMCGS_PINNED] > m.ctr[C_PEAK_DEAD_MEMCGS_PINNED]:
-            m.ctr[C_PEAK_DEAD_MEMCGS_PINNED] = m.ctr[C_DEAD_MEMCGS_PINNED]
     if pol[PO_OBJCG]:
         # memcg_reparent_objcgs(): the active objcg and every objcg on the list move.
         parent = _online_ancestor(m, m.memcg[M_PARENT, memcg])
@@ -454,8 +466,6 @@ def _alloc(m: Model, pol, key, cache: int, memcg: int, cpu: int, now: int) -> No
     if memcg != 0:
         m.memcg[M_LIVE, memcg] += 1
     m.ctr[C_LIVE_OBJS] += 1
-    if m.ctr[C_LIVE_OBJS] > m.ctr[C_PEAK_LIVE_OBJS]:
-        m.ctr[C_PEAK_LIVE_OBJS] = m.ctr[C_LIVE_OBJS]
     m.ctr[C_LIVE_BYTES] += size
     m.ctr[C_ALLOCS] += 1
 
@@ -516,5 +526,6 @@ def finish(m: Model, pol, end_ns: int) -> None:
     """Run timers and integrals up to the end of the trace; fill the remaining samples."""
     _run_timers(m, pol, end_ns + 1)
     _advance(m, pol, end_ns)
+    _update_peaks(m)
     while m.ctr[C_SAMPLE_IDX] < m.series.shape[1]:
         _take_sample(m)

@@ -1,0 +1,74 @@
+"""Shared test helpers: build small traces by hand, exactly as a recorder would write them."""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from kmemtrace.trace.meta import new_meta
+from kmemtrace.trace.schema import GFP_ACCOUNT, EventKind, empty_columns
+from kmemtrace.trace.writer import TraceWriter
+
+SEC = 1_000_000_000
+
+
+@dataclass
+class TraceBuilder:
+    """Append events in time order, then ``write()`` a real trace directory."""
+
+    path: Path
+    ncpus: int = 1
+    caches: list[dict] = field(default_factory=list)
+    memcgs: list[dict] = field(default_factory=list)
+    rows: list[dict] = field(default_factory=list)
+
+    def cache(self, name="dentry", *, size=192, objs_per_slab=4, order=0, min_partial=5,
+              accounted=True) -> int:
+        cid = len(self.caches)
+        self.caches.append(dict(id=cid, name=name, object_size=size, size=size,
+                                objs_per_slab=objs_per_slab, order=order,
+                                min_partial=min_partial, cpu_partial=30, aliases=[],
+                                accounted=accounted))
+        return cid
+
+    def _ev(self, ts, kind, **kw):
+        self.rows.append(dict(ts_ns=ts, kind=int(kind), **kw))
+
+    def mkdir(self, ts, memcg, parent=1, level=1):
+        self._ev(ts, EventKind.MEMCG_MKDIR, memcg_id=memcg, aux=parent, aux2=level)
+
+    def alloc(self, ts, ptr, memcg, cache=0, cpu=0, accounted=True):
+        self._ev(ts, EventKind.ALLOC, ptr=ptr, memcg_id=memcg, cache_id=cache, cpu=cpu,
+                 gfp=GFP_ACCOUNT if accounted else 0,
+                 bytes=self.caches[cache]["size"] if cache >= 0 else 0)
+
+    def free(self, ts, ptr, cpu=0, cache=0):
+        self._ev(ts, EventKind.FREE, ptr=ptr, cpu=cpu, cache_id=cache)
+
+    def offline(self, ts, memcg):
+        self._ev(ts, EventKind.MEMCG_OFFLINE, memcg_id=memcg)
+
+    def pressure(self, ts):
+        self._ev(ts, EventKind.PRESSURE)
+
+    def write(self, end_ns: int, *, start_ns: int = 0) -> Path:
+        meta = new_meta("test", ncpus=self.ncpus)
+        meta["caches"] = self.caches
+        meta["memcgs"] = self.memcgs
+        meta["clock"] = {"start_ns": start_ns, "end_ns": end_ns}
+        cols = empty_columns(len(self.rows))
+        for i, row in enumerate(self.rows):
+            cols["seq"][i] = i
+            for k, v in row.items():
+                cols[k][i] = v
+        with TraceWriter(self.path, meta, overwrite=True) as w:
+            w.append(cols)
+        return self.path
+
+
+@pytest.fixture
+def trace_builder(tmp_path):
+    def make(name="trace", **kw) -> TraceBuilder:
+        return TraceBuilder(path=tmp_path / name, **kw)
+
+    return make

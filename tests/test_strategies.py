@@ -1,0 +1,194 @@
+"""Each strategy on hand-built scenarios whose outcome was worked out on paper.
+
+Scenario "survivors": memcg 100, one cache of 4 objects per one-page slab (min_partial 5,
+era 5.16: CPU partial budget ceil(2*120/4) = 60 slabs), one CPU. Six objects are allocated
+at t=10..15 ns: slab A fills (4), slab B holds 2. The memcg goes offline at 1 s. All six
+are freed at 2 s + 0..5 ns, A's first. The trace ends at 10 s.
+
+On paper:
+* offline shrink (current, way1, way2): B leaves the CPU for the node partial list; A is
+  full, on no list; nothing is empty, so 2 pages stay.
+* the first free into full A parks it on the CPU partial stack (budget 60), later frees
+  empty it there; B empties on the node partial list, where nr_partial 1 < min_partial 5
+  keeps it. So ``current`` ends with the dead cache alive holding 2 empty pages.
+* way1: cpu_partial = min_partial = 0: A goes to the node list at its first free and is
+  discarded at its last; B likewise; destroy after the last free (2 s + 5 ns).
+* way2 (period 2 s): the tick at 2 s runs after the free at 2 s (ties go to the trace) and
+  finds objects; the 4 s tick shrinks both empty slabs and destroys: latency 3 s.
+* way3: both slabs move to the root cache at offline, the dead cache dies at once; the
+  parent keeps the pages (none freed).
+* way4: the last free drops the live count to 0 and shuts the cache down (2 s + 5 ns).
+* objcg: one shared cache, never a per-memcg one.
+"""
+
+import pytest
+
+from kmemtrace.metrics import compute_metrics
+from kmemtrace.replay.engine import replay
+from kmemtrace.strategies import REGISTRY, select
+from kmemtrace.trace.reader import open_trace
+
+from conftest import SEC
+
+MEMCG = 100
+
+
+def _survivors(tb):
+    tb.cache()
+    tb.mkdir(0, MEMCG)
+    for i in range(6):
+        tb.alloc(10 + i, 0x1000 + 0x100 * i, MEMCG)
+    tb.offline(1 * SEC, MEMCG)
+    for i in range(6):
+        tb.free(2 * SEC + i, 0x1000 + 0x100 * i)
+    return open_trace(tb.write(end_ns=10 * SEC))
+
+
+def _run(trace, names="all", params=None, **kw):
+    r = replay(trace, select(names, params or {}), **kw)
+    return {run.strategy.name: compute_metrics(run) for run in r.runs}
+
+
+@pytest.fixture
+def survivors(trace_builder):
+    return _run(_survivors(trace_builder()))
+
+
+def test_current_leaks_the_dead_cache(survivors):
+    m = survivors["current"]
+    assert m.dead_caches_end == 1
+    assert m.dead_caches_never_destroyed == 1
+    assert m.pinned_pages_end == 2
+    assert m.pinned_empty_pages_end == 2  # every pinned page is an empty, parked slab
+    assert m.slab_pages_allocated == 2
+    assert m.slab_pages_freed == 0
+    assert m.destroy_latency_max_s is None
+    # pinned from offline (1 s) to the end (10 s): 2 pages x 9 s
+    assert m.pinned_page_seconds == pytest.approx(18.0, rel=1e-6)
+    # empty from the last free of each slab: A at 2 s + 3 ns, B at 2 s + 5 ns
+    assert m.pinned_empty_page_seconds == pytest.approx(16.0, rel=1e-6)
+
+
+def test_way1_destroys_at_the_last_free(survivors):
+    m = survivors["way1"]
+    assert m.dead_caches_end == 0
+    assert m.caches_destroyed == 1
+    assert m.destroy_latency_max_s == pytest.approx(1.0 + 5e-9)
+    assert m.slab_pages_freed == 2
+    assert m.pinned_pages_end == 0
+    assert m.rcu_grace_periods == 2  # deactivation + destroy
+    assert m.unsafe_destroy_windows == 0
+
+
+def test_way2_destroys_at_the_first_tick_after_the_last_free(survivors):
+    m = survivors["way2"]
+    assert m.caches_destroyed == 1
+    assert m.destroy_latency_max_s == pytest.approx(3.0)
+    assert m.slab_pages_freed == 2
+    assert m.dead_caches_end == 0
+    assert m.reaper_scan_work > 0
+
+
+def test_way2_period_is_a_parameter(trace_builder):
+    m = _run(_survivors(trace_builder()), "way2", {"period": "500ms"})["way2"]
+    # ticks every 0.5 s: the first after 2 s + 5 ns is 2.5 s
+    assert m.destroy_latency_max_s == pytest.approx(1.5)
+
+
+def test_way3_reparents_at_offline(survivors):
+    m = survivors["way3"]
+    assert m.destroy_latency_max_s == 0.0
+    assert m.reparent_moves == 2
+    assert m.pinned_pages_peak == 0
+    assert m.slab_pages_freed == 0  # the parent (root) cache keeps both slabs
+    assert m.dead_caches_peak == 0  # dead and destroyed in the same instant
+
+
+def test_way4_destroys_at_the_last_free(survivors):
+    m = survivors["way4"]
+    assert m.destroy_latency_max_s == pytest.approx(1.0 + 5e-9)
+    assert m.slab_pages_freed == 2
+    assert m.percpu_ops == 6  # one get per allocation while online
+    assert m.atomic_ops == 6  # every put after the kill is atomic
+    assert m.unsafe_destroy_windows == 0
+
+
+def test_objcg_never_creates_per_memcg_caches(survivors):
+    m = survivors["objcg"]
+    assert m.caches_created == 1  # the shared root cache only
+    assert m.dead_caches_peak == 0
+    assert m.pinned_pages_peak == 0
+    assert m.reparent_moves == 1  # the memcg's objcg moves to the root
+    assert m.dying_memcgs_pinned_peak == 1  # its objcg lingers while objects live
+
+
+def test_every_strategy_conserves_objects(survivors):
+    assert set(survivors) == set(REGISTRY)
+    for m in survivors.values():
+        assert m.allocs == 6 and m.frees == 6 and m.objects_live_end == 0
+        assert m.free_after_destroy == 0 and m.destroy_with_live_objects == 0
+
+
+def test_current_self_destroys_from_the_free_path_without_min_partial(trace_builder):
+    """CONFIG_SLUB_TINY has MIN_PARTIAL = 0: the last free discards the last slab, and
+    3.14 queues the destruction from inside that free: the RFC's unsafe window."""
+    tb = trace_builder()
+    tb.cache(min_partial=0)
+    tb.mkdir(0, MEMCG)
+    tb.alloc(10, 0x1000, MEMCG)
+    tb.offline(SEC, MEMCG)
+    tb.free(2 * SEC, 0x1000)
+    m = _run(open_trace(tb.write(end_ns=3 * SEC)), "current")["current"]
+    assert m.caches_destroyed == 1
+    assert m.unsafe_destroy_windows == 1
+    assert m.destroy_latency_max_s == pytest.approx(1.0)
+
+
+def test_way2_pressure_reaps_without_a_period(trace_builder):
+    tb = trace_builder()
+    _ = _survivors  # same geometry, own timeline
+    tb.cache()
+    tb.mkdir(0, MEMCG)
+    tb.alloc(10, 0x1000, MEMCG)
+    tb.offline(SEC, MEMCG)
+    tb.free(2 * SEC, 0x1000)
+    tb.pressure(5 * SEC)
+    trace = open_trace(tb.write(end_ns=9 * SEC))
+    idle = _run(trace, "way2", {"period": "0"})["way2"]
+    assert idle.caches_destroyed == 0  # no tick, no pressure reaping: never
+    pressed = _run(trace, "way2", {"period": "0", "pressure": "on"})["way2"]
+    assert pressed.destroy_latency_max_s == pytest.approx(4.0)
+
+
+def test_nested_memcg_reparents_to_its_online_parent(trace_builder):
+    tb = trace_builder()
+    tb.cache()
+    tb.mkdir(0, 200)
+    tb.mkdir(1, MEMCG, parent=200, level=2)
+    tb.alloc(10, 0x1000, MEMCG)
+    tb.offline(SEC, MEMCG)
+    tb.alloc(SEC + 1, 0x2000, 200)  # the parent allocates into the slab it inherited
+    m = _run(open_trace(tb.write(end_ns=2 * SEC)), "way3")["way3"]
+    assert m.reparent_moves == 1
+    assert m.slab_pages_allocated == 1  # the parent's cache reused the moved slab's space
+    assert m.caches_created == 2
+
+
+def test_unaccounted_allocations_never_reach_a_memcg_cache(trace_builder):
+    tb = trace_builder()
+    tb.cache(accounted=False)
+    tb.mkdir(0, MEMCG)
+    tb.alloc(10, 0x1000, MEMCG, accounted=False)
+    tb.offline(SEC, MEMCG)
+    m = _run(open_trace(tb.write(end_ns=2 * SEC)), "current")["current"]
+    assert m.dead_caches_peak == 0 and m.caches_created == 1
+
+
+def test_era_changes_the_outcome(trace_builder):
+    """v6.8: a CPU partial slab is not frozen, but an empty one still stays parked; the
+    3.14 discard test is '>' so one more partial slab must exist before a discard."""
+    trace = _survivors(trace_builder())
+    for era in ("3.14", "5.15", "5.16", "6.8"):
+        m = _run(trace, "current,way1", era=era)
+        assert m["current"].pinned_pages_end == 2, era
+        assert m["way1"].pinned_pages_end == 0, era
