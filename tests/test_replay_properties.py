@@ -7,6 +7,7 @@ the replay must agree with it whatever the strategy decides about slabs and cach
 from collections import Counter
 
 import numpy as np
+from conftest import TraceBuilder
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -16,8 +17,7 @@ from kmemtrace.replay.engine import replay
 from kmemtrace.strategies import select
 from kmemtrace.trace.reader import open_trace
 
-from conftest import TraceBuilder
-
+FIXTURE_OK = HealthCheck.function_scoped_fixture  # each example writes its own dir
 MEMCGS = (100, 101, 102)  # 102 is a child of 100
 GEOM = ({"objs_per_slab": 3, "order": 0}, {"objs_per_slab": 8, "order": 1})
 
@@ -69,7 +69,7 @@ def build(tmp_path, ops, era_seed):
     return open_trace(tb.write(end_ns=ts + 5_000_000_000)), live, offline
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, deadline=None, suppress_health_check=[FIXTURE_OK])
 @given(ops=st.lists(op, min_size=1, max_size=120), era=st.sampled_from(["3.14", "5.16", "6.8"]))
 def test_invariants_hold_for_every_strategy(tmp_path, ops, era):
     trace, live, offline = build(tmp_path, ops, era)
@@ -99,7 +99,7 @@ def test_invariants_hold_for_every_strategy(tmp_path, ops, era):
             assert m.dead_caches_end >= len(held), name
 
 
-@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=10, deadline=None, suppress_health_check=[FIXTURE_OK])
 @given(ops=st.lists(op, min_size=1, max_size=80))
 def test_same_trace_same_metrics(tmp_path, ops):
     trace, _, _ = build(tmp_path, ops, "x")

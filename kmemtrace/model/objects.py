@@ -16,12 +16,12 @@ _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _SHIFT = np.uint64(24)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True, _nrt=False, inline="always")
 def _home(key, mask):
     return np.int64(((key * _GOLDEN) >> _SHIFT) & np.uint64(mask))
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True, _nrt=False, inline="always")
 def obj_lookup(m: Model, key) -> int:
     """Slot holding ``key``, or -1."""
     mask = m.hkeys.shape[0] - 1
@@ -35,7 +35,7 @@ def obj_lookup(m: Model, key) -> int:
         i = (i + 1) & mask
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True, _nrt=False, inline="always")
 def obj_insert(m: Model, key, slab: int, memcg: int) -> None:
     """Insert a key known to be absent; the caller keeps the load factor below 1/2."""
     mask = m.hkeys.shape[0] - 1
@@ -48,7 +48,7 @@ def obj_insert(m: Model, key, slab: int, memcg: int) -> None:
     m.ctr[C_HASH_COUNT] += 1
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True, _nrt=False, inline="always")
 def obj_delete(m: Model, i: int) -> None:
     """Remove slot ``i`` and shift later entries of its probe run back (no tombstones)."""
     mask = m.hkeys.shape[0] - 1
@@ -69,7 +69,7 @@ def obj_delete(m: Model, i: int) -> None:
     m.ctr[C_HASH_COUNT] -= 1
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _rehash(keys, slabs, memcgs, new_keys, new_slabs, new_memcgs):
     mask = new_keys.shape[0] - 1
     for j in range(keys.shape[0]):

@@ -63,7 +63,7 @@ from kmemtrace.model.state import (
 )
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True, _nrt=False, inline="always")
 def _pages_changed(m: Model, inst: int, dpages: int, dempty: int) -> None:
     m.inst[I_NR_PAGES, inst] += dpages
     m.inst[I_EMPTY_PAGES, inst] += dempty
@@ -72,7 +72,7 @@ def _pages_changed(m: Model, inst: int, dpages: int, dempty: int) -> None:
         m.ctr[C_DEAD_EMPTY_PAGES] += dempty
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True, _nrt=False, inline="always")
 def set_inuse(m: Model, s: int, delta: int) -> None:
     """Change a slab's object count, keeping the empty-slab page totals right."""
     before = m.slab[S_INUSE, s]
@@ -84,7 +84,7 @@ def set_inuse(m: Model, s: int, delta: int) -> None:
         _pages_changed(m, m.slab[S_INST, s], 0, m.slab[S_PAGES, s])
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def new_slab(m: Model, inst: int) -> int:
     """``new_slab()``: pages from the page allocator for a fresh, empty slab."""
     s = m.ctr[C_SLAB_FREE_HEAD]
@@ -111,7 +111,7 @@ def new_slab(m: Model, inst: int) -> int:
     return s
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _all_link(m: Model, inst: int, s: int) -> None:
     head = m.inst[I_AHEAD, inst]
     m.slab[S_ANEXT, s] = head
@@ -121,7 +121,7 @@ def _all_link(m: Model, inst: int, s: int) -> None:
     m.inst[I_AHEAD, inst] = s
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _all_unlink(m: Model, inst: int, s: int) -> None:
     nxt = m.slab[S_ANEXT, s]
     prv = m.slab[S_APREV, s]
@@ -133,7 +133,7 @@ def _all_unlink(m: Model, inst: int, s: int) -> None:
         m.slab[S_APREV, nxt] = prv
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def discard_slab(m: Model, s: int) -> None:
     """``discard_slab()``: the slab's pages go back to the page allocator."""
     inst = m.slab[S_INST, s]
@@ -149,7 +149,7 @@ def discard_slab(m: Model, s: int) -> None:
     m.ctr[C_SLAB_FREE_HEAD] = s
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def move_slab(m: Model, s: int, to_inst: int) -> None:
     """Way #3: hand a slab (and its objects) to another cache instance."""
     inst = m.slab[S_INST, s]
@@ -169,7 +169,7 @@ def move_slab(m: Model, s: int, to_inst: int) -> None:
         partial_add(m, to_inst, s, True)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def partial_add(m: Model, inst: int, s: int, at_tail: bool) -> None:
     """``add_partial()`` (DEACTIVATE_TO_TAIL / TO_HEAD)."""
     m.slab[S_STATE, s] = SL_NODE_PARTIAL
@@ -194,7 +194,7 @@ def partial_add(m: Model, inst: int, s: int, at_tail: bool) -> None:
     m.inst[I_NR_PARTIAL, inst] += 1
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def partial_remove(m: Model, inst: int, s: int) -> None:
     """``remove_partial()``."""
     nxt = m.slab[S_NEXT, s]
@@ -212,7 +212,7 @@ def partial_remove(m: Model, inst: int, s: int) -> None:
     m.slab[S_PREV, s] = -1
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def may_discard_empty(m: Model, inst: int, era: int) -> bool:
     """The empty-slab test of ``__slab_free``: ``nr_partial >= min_partial`` (v3.14: ``>``)."""
     if era == ERA_3_14:
@@ -220,12 +220,12 @@ def may_discard_empty(m: Model, inst: int, era: int) -> bool:
     return m.inst[I_NR_PARTIAL, inst] >= m.inst[I_MIN_PARTIAL, inst]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _free_objects(m: Model, s: int) -> int:
     return m.slab[S_OBJS, s] - m.slab[S_INUSE, s]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _push_cpu_partial(m: Model, inst: int, cpu: int, s: int) -> None:
     # The stack's running free-object count (<= v5.15 "pobjects") lives in the head's S_PREV.
     head = m.pcpu[P_PHEAD, inst, cpu]
@@ -238,7 +238,7 @@ def _push_cpu_partial(m: Model, inst: int, cpu: int, s: int) -> None:
     m.pcpu[P_PSLABS, inst, cpu] += 1
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def unfreeze_partials(m: Model, inst: int, cpu: int, era: int) -> None:
     """``unfreeze_partials()``/``__put_partials()``: the CPU's partial stack to the node list."""
     s = m.pcpu[P_PHEAD, inst, cpu]
@@ -256,7 +256,7 @@ def unfreeze_partials(m: Model, inst: int, cpu: int, era: int) -> None:
     m.pcpu[P_PSLABS, inst, cpu] = 0
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def put_cpu_partial(m: Model, inst: int, cpu: int, s: int, era: int) -> None:
     """``put_cpu_partial()``: park a slab that just got its first free object."""
     budget = m.inst[I_CPU_PARTIAL, inst]
@@ -274,7 +274,7 @@ def put_cpu_partial(m: Model, inst: int, cpu: int, s: int, era: int) -> None:
         unfreeze_partials(m, inst, cpu, era)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def deactivate_slab(m: Model, inst: int, cpu: int, era: int) -> None:
     """``deactivate_slab()``: the CPU gives its active slab back (flush or switch)."""
     s = m.pcpu[P_ACTIVE, inst, cpu]
@@ -291,7 +291,7 @@ def deactivate_slab(m: Model, inst: int, cpu: int, era: int) -> None:
         m.slab[S_CPU, s] = -1
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def flush_all(m: Model, inst: int, era: int) -> None:
     """``flush_all()``: every CPU holding a slab of this cache is interrupted and drains."""
     ncpu = m.pcpu.shape[2]
@@ -303,7 +303,7 @@ def flush_all(m: Model, inst: int, era: int) -> None:
             unfreeze_partials(m, inst, cpu, era)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def shrink(m: Model, inst: int, era: int) -> None:
     """``__kmem_cache_shrink()``: flush, then discard every empty node-partial slab."""
     flush_all(m, inst, era)
@@ -317,7 +317,7 @@ def shrink(m: Model, inst: int, era: int) -> None:
         s = nxt
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True, _nrt=False, inline="always")
 def alloc_object(m: Model, inst: int, cpu: int, era: int, track_full: bool) -> int:
     """``slab_alloc()``/``___slab_alloc()``: take one object, return its slab."""
     s = m.pcpu[P_ACTIVE, inst, cpu]
@@ -348,7 +348,7 @@ def alloc_object(m: Model, inst: int, cpu: int, era: int, track_full: bool) -> i
     return s
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _get_partial_node(m: Model, inst: int, cpu: int, era: int) -> int:
     """``get_partial_node()``: first node-partial slab becomes active, more refill the CPU."""
     m.ctr[C_LIST_LOCK] += 1
@@ -371,7 +371,7 @@ def _get_partial_node(m: Model, inst: int, cpu: int, era: int) -> int:
     return first
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True, _nrt=False, inline="always")
 def free_object(m: Model, s: int, cpu: int, era: int, track_full: bool) -> None:
     """``do_slab_free()``/``__slab_free()``: return one object to slab ``s``."""
     inst = m.slab[S_INST, s]

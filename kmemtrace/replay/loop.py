@@ -149,7 +149,7 @@ NEED_OBJECTS = 3
 OBJCG_PTR_BYTES = 8  # obj_full_size() = s->size + sizeof(struct obj_cgroup *)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True, _nrt=False, inline="always")
 def _take_sample(m: Model) -> None:
     j = m.ctr[C_SAMPLE_IDX]
     m.series[R_DEAD_LIVE_PAGES, j] = m.ctr[C_DEAD_PAGES] - m.ctr[C_DEAD_EMPTY_PAGES]
@@ -160,13 +160,13 @@ def _take_sample(m: Model) -> None:
     m.ctr[C_SAMPLE_IDX] = j + 1
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True, _nrt=False, inline="always")
 def _peak(m: Model, peak: int, value: int) -> None:
     if m.ctr[value] > m.ctr[peak]:
         m.ctr[peak] = m.ctr[value]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True, _nrt=False, inline="always")
 def _update_peaks(m: Model) -> None:
     """Peaks are over values held for a while: a change undone within the same instant
     (Way #3 marks a cache dead and empties it at once) is no peak."""
@@ -178,7 +178,7 @@ def _update_peaks(m: Model) -> None:
     _peak(m, C_PEAK_DEAD_MEMCGS_PINNED, C_DEAD_MEMCGS_PINNED)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True, _nrt=False, inline="always")
 def _advance(m: Model, pol, t: int) -> None:
     """Move the clock to ``t``: integrate page-seconds and take due samples."""
     last = m.ctr[C_LAST_TS]
@@ -198,7 +198,7 @@ def _advance(m: Model, pol, t: int) -> None:
     m.ctr[C_LAST_TS] = t
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True, _nrt=False, inline="always")
 def _instance(m: Model, cache: int, memcg: int) -> int:
     """The cache instance for (root cache, memcg), created on first use."""
     inst = m.inst_of[cache, memcg]
@@ -223,14 +223,14 @@ def _instance(m: Model, cache: int, memcg: int) -> int:
     return inst
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _online_ancestor(m: Model, memcg: int) -> int:
     while memcg != 0 and m.memcg[M_STATE, memcg] != MS_ONLINE:
         memcg = m.memcg[M_PARENT, memcg]
     return memcg
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _mark_dead(m: Model, inst: int, now: int) -> None:
     m.inst[I_STATE, inst] = IS_DEAD
     m.inst[I_T_OFFLINE, inst] = now
@@ -239,7 +239,7 @@ def _mark_dead(m: Model, inst: int, now: int) -> None:
     m.ctr[C_DEAD_EMPTY_PAGES] += m.inst[I_EMPTY_PAGES, inst]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _destroy(m: Model, pol, inst: int, now: int) -> None:
     """``kmem_cache_destroy()``/``shutdown_cache()``: flush, free every empty slab, retire."""
     flush_all(m, inst, pol[PO_ERA])
@@ -262,13 +262,13 @@ def _destroy(m: Model, pol, inst: int, now: int) -> None:
     m.ctr[C_CACHES_DESTROYED] += 1
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _destroy_after_gp(m: Model, pol, inst: int, now: int) -> None:
     m.ctr[C_RCU_GP] += 1
     _destroy(m, pol, inst, now)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _reparent(m: Model, pol, inst: int, now: int) -> None:
     """Way #3: every slab of a dead cache moves to the parent memcg's cache; destroy."""
     cache = m.inst[I_CACHE, inst]
@@ -287,7 +287,7 @@ def _reparent(m: Model, pol, inst: int, now: int) -> None:
     _destroy_after_gp(m, pol, inst, now)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _memcg_offline(m: Model, pol, memcg: int, now: int) -> None:
     """``mem_cgroup_css_offline()``: each strategy's offline decisions, in kernel order."""
     if memcg == 0 or m.memcg[M_STATE, memcg] != MS_ONLINE:
@@ -335,7 +335,7 @@ def _memcg_offline(m: Model, pol, memcg: int, now: int) -> None:
                 _destroy_after_gp(m, pol, inst, now)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _reap(m: Model, pol, now: int) -> None:
     """Way #2: shrink every dead cache; destroy those left empty."""
     if m.ctr[C_DEAD_CACHES] == 0:
@@ -351,7 +351,7 @@ def _reap(m: Model, pol, now: int) -> None:
             _destroy_after_gp(m, pol, inst, now)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True, _nrt=False, inline="always")
 def _run_timers(m: Model, pol, t: int) -> None:
     """Fire reaper ticks strictly before ``t`` (ties go to trace events first)."""
     period = pol[PO_REAP_PERIOD_NS]
@@ -364,7 +364,7 @@ def _run_timers(m: Model, pol, t: int) -> None:
         m.ctr[C_NEXT_TICK] = tick + period
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True, _nrt=False, inline="always")
 def _stock_drain(m: Model, cpu: int) -> None:
     if m.stock[0, cpu] >= 0 and m.stock[1, cpu] > 0:
         m.ctr[C_ATOMIC] += 1  # pages uncharged, rest to objcg->nr_charged_bytes
@@ -372,7 +372,7 @@ def _stock_drain(m: Model, cpu: int) -> None:
     m.stock[1, cpu] = 0
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True, _nrt=False, inline="always")
 def _stock_charge(m: Model, cpu: int, memcg: int, size: int) -> None:
     """``obj_cgroup_charge()`` through the per-CPU obj stock (``consume_obj_stock``)."""
     if m.stock[0, cpu] == memcg and m.stock[1, cpu] >= size:
@@ -388,7 +388,7 @@ def _stock_charge(m: Model, cpu: int, memcg: int, size: int) -> None:
     m.stock[1, cpu] += pages * PAGE_SIZE - size
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True, _nrt=False, inline="always")
 def _stock_uncharge(m: Model, cpu: int, memcg: int, size: int) -> None:
     """``refill_obj_stock()``: whole pages beyond one are uncharged."""
     if m.stock[0, cpu] != memcg:
@@ -400,7 +400,7 @@ def _stock_uncharge(m: Model, cpu: int, memcg: int, size: int) -> None:
         m.stock[1, cpu] &= PAGE_SIZE - 1
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True, _nrt=False, inline="always")
 def _free(m: Model, pol, slot: int, cpu: int, now: int) -> None:
     s = m.hslab[slot]
     memcg = m.hmemcg[slot]
@@ -443,7 +443,7 @@ def _free(m: Model, pol, slot: int, cpu: int, now: int) -> None:
             _destroy_after_gp(m, pol, inst, now)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True, _nrt=False, inline="always")
 def _alloc(m: Model, pol, key, cache: int, memcg: int, cpu: int, now: int) -> None:
     slot = obj_lookup(m, key)
     if slot >= 0:
@@ -470,7 +470,7 @@ def _alloc(m: Model, pol, key, cache: int, memcg: int, cpu: int, now: int) -> No
     m.ctr[C_ALLOCS] += 1
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def run_events(m: Model, pol, ts, kind, cpu, ptr, cache, memcg, aux, start: int):
     """Replay events ``start..`` of one chunk; return ``(next_index, NEED_*)``."""
     n = ts.shape[0]
@@ -521,7 +521,7 @@ def run_events(m: Model, pol, ts, kind, cpu, ptr, cache, memcg, aux, start: int)
     return n, NEED_NOTHING
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def finish(m: Model, pol, end_ns: int) -> None:
     """Run timers and integrals up to the end of the trace; fill the remaining samples."""
     _run_timers(m, pol, end_ns + 1)

@@ -1,0 +1,59 @@
+"""What a trace holds, as one plain dict: for ``kmemtrace info`` and for scripts (``--json``).
+
+Most of it is meta.json; memcg lifecycle counts come from streaming two columns of the
+parts, because meta.json only holds the cgroup tree at the start of a recording.
+"""
+
+import numpy as np
+
+from kmemtrace.trace.reader import TraceReader
+from kmemtrace.trace.schema import EventKind
+
+_LIFECYCLE = (EventKind.MEMCG_MKDIR, EventKind.MEMCG_OFFLINE, EventKind.MEMCG_RELEASE)
+
+
+def memcg_lifecycle(reader: TraceReader) -> dict[str, int]:
+    """Distinct memcgs known (listed in meta.json or mkdir'ed), offlined and released."""
+    seen = {kind: [] for kind in _LIFECYCLE}
+    for cols in reader.iter_parts(columns=["kind", "memcg_id"]):
+        for kind in _LIFECYCLE:
+            seen[kind].append(cols["memcg_id"][cols["kind"] == kind])
+    ids = {kind: np.unique(np.concatenate(seen[kind] or [np.zeros(0, np.uint64)]))
+           for kind in _LIFECYCLE}
+    in_meta = np.array([m["id"] for m in reader.meta.get("memcgs", [])], dtype=np.uint64)
+    return {
+        "known": len(np.union1d(in_meta, ids[EventKind.MEMCG_MKDIR])),
+        "in_meta": len(in_meta),
+        "created": len(ids[EventKind.MEMCG_MKDIR]),
+        "offlined": len(ids[EventKind.MEMCG_OFFLINE]),
+        "released": len(ids[EventKind.MEMCG_RELEASE]),
+    }
+
+
+def summarize(reader: TraceReader) -> dict:
+    """The facts ``kmemtrace info`` shows, JSON-serialisable."""
+    meta = reader.meta
+    parts = meta.get("parts", [])
+    counts = {k: v for k, v in meta.get("counts", {}).items() if v}
+    return {
+        "path": str(reader.path),
+        "format_version": meta["format_version"],
+        "complete": bool(meta.get("complete")),
+        "source": meta.get("source"),
+        "workload": meta.get("workload"),
+        "created_utc": meta.get("created_utc"),
+        "host": meta.get("host"),
+        "command": meta.get("command", []),
+        "kernel": meta.get("kernel", {}),
+        "ncpus": meta.get("ncpus"),
+        "attach_plan": meta.get("attach_plan", []),
+        "events": reader.n_events,
+        "counts": counts,
+        "lost": meta.get("lost", {"total": 0, "by_reason": {}}),
+        "late_events": int(meta.get("late_events", 0)),
+        "caches": meta.get("caches", []),
+        "memcgs": memcg_lifecycle(reader),
+        "clock": {"start_ns": reader.start_ns, "end_ns": reader.end_ns,
+                  "span_s": (reader.end_ns - reader.start_ns) / 1e9},
+        "parts": {"count": len(parts), "bytes": sum(p.get("bytes", 0) for p in parts)},
+    }

@@ -1,0 +1,210 @@
+"""`kmemtrace record` on the real kernel (root). CI runs these; they fail, never skip.
+
+The workload creates N tmpfs files and unlinks half, in a memcg that `record --in-memcg`
+makes: each file is at least one accounted shmem inode, dentry and file, so the counts
+are known without trusting the recorder.
+"""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kmemtrace.trace.reader import open_trace
+from kmemtrace.trace.schema import GFP_ACCOUNT, EventKind, OfflineSource
+
+pytestmark = pytest.mark.root
+
+N_FILES = 2000
+WORKLOAD = """
+import os, sys, tempfile
+n = int(sys.argv[1]); d = tempfile.mkdtemp(dir="/dev/shm", prefix="kmt-test-")
+for i in range(n):
+    with open(f"{d}/f{i}", "w") as fh:
+        fh.write("x")
+for i in range(0, n, 2):
+    os.unlink(f"{d}/f{i}")
+print(d)
+"""
+ENV = {**os.environ, "COLUMNS": "300"}  # one error line must stay one line
+
+
+def kmemtrace(*args, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "kmemtrace", *args], capture_output=True,
+                          text=True, env=ENV, timeout=180, **kw)
+
+
+@pytest.fixture(scope="module")
+def in_memcg_trace(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    out = tmp_path_factory.mktemp("rec") / "trace"
+    script = out.parent / "workload.py"
+    script.write_text(WORKLOAD)
+    res = kmemtrace("record", "-o", str(out), "--in-memcg", "--grace", "1s", "--",
+                    "/usr/bin/python3", str(script), str(N_FILES))
+    shm = res.stdout.strip().splitlines()[-1] if res.stdout.strip() else ""
+    if shm.startswith("/dev/shm/kmt-test-"):
+        shutil.rmtree(shm, ignore_errors=True)
+    assert res.returncode == 0, res.stderr
+    return out, res
+
+
+def test_in_memcg_trace_holds_the_workload(in_memcg_trace):
+    out, res = in_memcg_trace
+    trace = open_trace(out)
+    meta = trace.meta
+    assert meta["complete"] and meta["lost"]["total"] == 0
+    assert meta["kernel"]["btf"] and meta["kernel"]["cgroup"] in ("v1", "v2")
+    plan = {p["probe"]: p for p in meta["attach_plan"]}
+    assert plan["kmem:kmem_cache_alloc"]["status"] == "attached"
+    memcg = next(m for m in meta["memcgs"] if m["path"].startswith("/kmemtrace-"))
+    df = trace.to_pandas()
+    assert not (df.kind == EventKind.LOST).any()
+
+    allocs = df[(df.kind == EventKind.ALLOC) & (df.memcg_id == memcg["id"])]
+    assert len(allocs) >= N_FILES
+    assert ((allocs.gfp.to_numpy() & GFP_ACCOUNT) != 0).all()
+    names = np.array([c["name"] for c in meta["caches"]])
+    assert (allocs.cache_id >= 0).mean() > 0.99
+    by_cache = allocs[allocs.cache_id >= 0].cache_id.map(lambda i: names[i]).value_counts()
+    assert by_cache.get("shmem_inode_cache", 0) >= N_FILES  # one inode per file
+    assert by_cache.get("dentry", 0) >= N_FILES
+    sizes = {c["name"]: c["size"] for c in meta["caches"]}
+    inodes = allocs[allocs.cache_id.map(lambda i: names[i]) == "shmem_inode_cache"]
+    assert (inodes.bytes == sizes["shmem_inode_cache"]).all()
+
+    frees = df[df.kind == EventKind.FREE]
+    freed = frees[frees.ptr.isin(allocs.ptr)]
+    assert len(freed) >= N_FILES // 2  # the unlinked half, at least
+    first_alloc = allocs.groupby("ptr").ts_ns.min()
+    assert (freed.ts_ns.to_numpy() >= first_alloc.loc[freed.ptr].to_numpy()).all()
+
+    mkdir = df[(df.kind == EventKind.MEMCG_MKDIR) & (df.memcg_id == memcg["id"])]
+    offline = df[(df.kind == EventKind.MEMCG_OFFLINE) & (df.memcg_id == memcg["id"])]
+    assert len(mkdir) == 1 and len(offline) == 1
+    assert mkdir.aux.iloc[0] == memcg["parent"] and mkdir.aux2.iloc[0] == memcg["level"]
+    assert offline.aux.iloc[0] in (OfflineSource.CGROUP_RMDIR, OfflineSource.KPROBE)
+    assert mkdir.ts_ns.iloc[0] < allocs.ts_ns.min() <= allocs.ts_ns.max() < offline.ts_ns.iloc[0]
+    assert meta["clock"]["start_ns"] < mkdir.ts_ns.iloc[0] < meta["clock"]["end_ns"]
+    samples = df[df.kind == EventKind.SLAB_SAMPLE]
+    assert len(samples) and (samples.cache_id >= 0).all() and (samples.aux > 0).any()
+    assert "LOST 0" in res.stderr
+
+
+def test_replay_runs_on_a_recorded_trace(in_memcg_trace):
+    out, _ = in_memcg_trace
+    res = kmemtrace("replay", str(out), "--strategy", "all")
+    assert res.returncode == 0, res.stderr
+
+
+def _wait_for(stream, needle: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = stream.readline()
+        if needle in line:
+            return
+        if not line:
+            time.sleep(0.05)
+    raise AssertionError(f"never saw {needle!r}")
+
+
+def test_counts_agree_with_bpftrace(tmp_path):
+    """Same workload pid, same window: bpftrace's accounted allocs vs the trace's ALLOCs."""
+    memcg = Path("/sys/fs/cgroup/memory") / f"kmt-xcheck-{os.getpid()}"
+    memcg.mkdir()
+    script = tmp_path / "workload.py"
+    script.write_text("import sys; sys.stdin.readline()\n" + WORKLOAD)
+    work = subprocess.Popen(["/usr/bin/python3", str(script), "4000"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    (memcg / "cgroup.procs").write_text(str(work.pid))
+    out = tmp_path / "trace"
+    rec = subprocess.Popen([sys.executable, "-m", "kmemtrace", "record", "-o", str(out),
+                            "--cgroup", memcg.name], stderr=subprocess.PIPE, text=True, env=ENV)
+    bt = subprocess.Popen(
+        ["bpftrace", "-e",
+         f"tracepoint:kmem:kmem_cache_alloc /pid == {work.pid} && args->accounted/ "
+         "{ @cache = count(); } "
+         f"tracepoint:kmem:kmalloc /pid == {work.pid} && (args->gfp_flags & {GFP_ACCOUNT})/ "
+         "{ @kmalloc = count(); }"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        _wait_for(rec.stderr, "recording to", 60)
+        _wait_for(bt.stdout, "Attaching", 60)
+        time.sleep(1.0)  # bpftrace prints before its probes are live
+        work.stdin.write("go\n")
+        work.stdin.close()
+        shm = work.stdout.read().strip()
+        work.wait(60)
+        time.sleep(0.5)
+    finally:
+        for p in (bt, rec):
+            p.send_signal(signal.SIGINT)
+        bt_out = bt.communicate(timeout=60)[0]
+        rec_err = rec.communicate(timeout=60)[1]
+        if work.poll() is None:
+            work.kill()
+        memcg.rmdir()
+        shutil.rmtree(shm, ignore_errors=True) if shm.startswith("/dev/shm/") else None
+    assert rec.returncode == 0, rec_err
+    counts = dict(line.split(": ") for line in bt_out.splitlines() if line.startswith("@"))
+    expected = int(counts["@cache"]) + int(counts["@kmalloc"])
+    df = open_trace(out).to_pandas()
+    got = int(((df.kind == EventKind.ALLOC) & (df.pid == work.pid)).sum())
+    assert expected > 4000
+    assert abs(got - expected) <= 0.01 * expected, (got, expected)
+
+
+def test_perf_buffer_transport_records(tmp_path):
+    out = tmp_path / "trace"
+    script = tmp_path / "workload.py"
+    script.write_text(WORKLOAD)
+    res = kmemtrace("record", "-o", str(out), "--transport", "perf", "--in-memcg",
+                    "--grace", "0.5s", "--", "/usr/bin/python3", str(script), "200")
+    shutil.rmtree(res.stdout.strip(), ignore_errors=True)
+    assert res.returncode == 0, res.stderr
+    meta = open_trace(out).meta
+    assert meta["record"]["transport"] == "perf"
+    assert meta["counts"]["ALLOC"] >= 200 and meta["counts"]["MEMCG_OFFLINE"] == 1
+
+
+def _assert_clean_failure(res: subprocess.CompletedProcess, out: Path, words: str) -> None:
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert res.returncode != 0
+    assert lines and lines[0].startswith("kmemtrace:") and words in lines[0], res.stderr
+    assert "Traceback" not in res.stderr and len(lines) <= 2  # the error and its tip
+    assert not out.exists()
+
+
+def test_non_root_fails_cleanly(tmp_path):
+    out = tmp_path / "trace"
+    tmp_path.chmod(0o777)
+    res = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                          sys.executable, "-m", "kmemtrace", "record", "-o", str(out)],
+                         capture_output=True, text=True, env=ENV, timeout=60)
+    _assert_clean_failure(res, out, "root")
+
+
+def _in_private_mounts(shell: str, out: Path) -> subprocess.CompletedProcess:
+    """Run the CLI in a private mount namespace where ``shell`` hid something for real."""
+    cmd = f"{shell} && exec {sys.executable} -m kmemtrace record -o {out} --duration 1s"
+    return subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", cmd],
+                          capture_output=True, text=True, env=ENV, timeout=60)
+
+
+def test_missing_bcc_fails_cleanly(tmp_path):
+    out = tmp_path / "trace"
+    res = _in_private_mounts("mount -t tmpfs none /usr/lib/python3/dist-packages/bcc", out)
+    _assert_clean_failure(res, out, "BCC")
+
+
+def test_missing_tracefs_fails_cleanly(tmp_path):
+    out = tmp_path / "trace"
+    hide = " && ".join(f"mount -t tmpfs none {p}" for p in ("/sys/kernel/tracing",
+                                                             "/sys/kernel/debug"))
+    res = _in_private_mounts(hide, out)
+    _assert_clean_failure(res, out, "tracefs")

@@ -1,0 +1,46 @@
+"""The Python mirror of bpf/kmemtrace.h must match what a C compiler makes of it."""
+
+import subprocess
+
+import numpy as np
+
+from kmemtrace.record.events import CACHE_DTYPE, CG_EVENT_DTYPE, EVENT_DTYPE, HEADER, K
+
+STRUCTS = {"kmt_event": EVENT_DTYPE, "kmt_cg_event": CG_EVENT_DTYPE, "kmt_cache": CACHE_DTYPE}
+
+
+def _c_layout(tmp_path) -> dict[str, int]:
+    """Compile a program printing sizeof/offsetof for every field, run it, parse the output."""
+    lines = []
+    for struct, dtype in STRUCTS.items():
+        lines.append(f'printf("{struct} %zu\\n", sizeof(struct {struct}));')
+        for field in dtype.names:
+            lines.append(f'printf("{struct}.{field} %zu\\n", offsetof(struct {struct}, {field}));')
+    src = tmp_path / "layout.c"
+    src.write_text(
+        "#include <stddef.h>\n#include <stdio.h>\n#include <linux/types.h>\n"
+        f'#include "{HEADER}"\nint main(void) {{\n' + "\n".join(lines) + "\nreturn 0;\n}\n"
+    )
+    exe = tmp_path / "layout"
+    subprocess.run(["gcc", "-o", str(exe), str(src)], check=True)
+    out = subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout
+    return {name: int(value) for name, value in (line.split() for line in out.splitlines())}
+
+
+def test_dtypes_match_c_layout(tmp_path):
+    layout = _c_layout(tmp_path)
+    for struct, dtype in STRUCTS.items():
+        assert layout[struct] == dtype.itemsize, struct
+        for field in dtype.names:
+            assert layout[f"{struct}.{field}"] == dtype.fields[field][1], f"{struct}.{field}"
+
+
+def test_hot_record_is_40_bytes():
+    # research/limits.md: 40-byte records (48 with the ring header) keep the drain cheap.
+    assert EVENT_DTYPE.itemsize == 40
+
+
+def test_constants_come_from_the_header():
+    assert K["KMT_K_ALLOC"] != K["KMT_K_FREE"]
+    assert K["KMT_SIZE_MASK"] == (1 << 24) - 1
+    assert CG_EVENT_DTYPE.fields["path"][0] == np.dtype(f"S{K['KMT_CG_PATH_LEN']}")
