@@ -50,26 +50,16 @@ def _register() -> None:
 
 
 def main() -> None:
-    """Console-script entry point: run the app, turning KmemtraceError into an exit code."""
+    """Console-script entry point: run the app, turning KmemtraceError into an exit code.
+
+    Click's own usage errors (unknown option, missing argument) are handled by typer in
+    standalone mode; everything kmemtrace raises on purpose is caught here, once.
+    """
     _register()
     try:
-        app(standalone_mode=False)
+        app()
     except KmemtraceError as exc:
         err_console.print(f"[bold red]kmemtrace:[/] {exc}", highlight=False)
         if exc.tip:
             err_console.print(f"[dim]Tip:[/] {exc.tip}", highlight=False)
         sys.exit(exc.exit_code)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except typer.Abort:
-        err_console.print("kmemtrace: aborted")
-        sys.exit(130)
-    except SystemExit:
-        raise
-    except Exception as exc:  # click usage errors arrive here with standalone_mode=False
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
