@@ -31,25 +31,26 @@ class TraceBuilder:
                                 accounted=accounted))
         return cid
 
-    def _ev(self, ts, kind, **kw):
+    def event(self, ts, kind, **kw):
+        """Any event, columns by name (see kmemtrace.trace.schema.COLUMNS)."""
         self.rows.append(dict(ts_ns=ts, kind=int(kind), **kw))
 
     def mkdir(self, ts, memcg, parent=1, level=1):
-        self._ev(ts, EventKind.MEMCG_MKDIR, memcg_id=memcg, aux=parent, aux2=level)
+        self.event(ts, EventKind.MEMCG_MKDIR, memcg_id=memcg, aux=parent, aux2=level)
 
     def alloc(self, ts, ptr, memcg, cache=0, cpu=0, accounted=True):
-        self._ev(ts, EventKind.ALLOC, ptr=ptr, memcg_id=memcg, cache_id=cache, cpu=cpu,
+        self.event(ts, EventKind.ALLOC, ptr=ptr, memcg_id=memcg, cache_id=cache, cpu=cpu,
                  gfp=GFP_ACCOUNT if accounted else 0,
                  bytes=self.caches[cache]["size"] if cache >= 0 else 0)
 
     def free(self, ts, ptr, cpu=0, cache=0):
-        self._ev(ts, EventKind.FREE, ptr=ptr, cpu=cpu, cache_id=cache)
+        self.event(ts, EventKind.FREE, ptr=ptr, cpu=cpu, cache_id=cache)
 
     def offline(self, ts, memcg):
-        self._ev(ts, EventKind.MEMCG_OFFLINE, memcg_id=memcg)
+        self.event(ts, EventKind.MEMCG_OFFLINE, memcg_id=memcg)
 
     def pressure(self, ts):
-        self._ev(ts, EventKind.PRESSURE)
+        self.event(ts, EventKind.PRESSURE)
 
     def write(self, end_ns: int, *, start_ns: int = 0) -> Path:
         meta = new_meta("test", ncpus=self.ncpus)
