@@ -7,7 +7,6 @@ the replay must agree with it whatever the strategy decides about slabs and cach
 from collections import Counter
 
 import numpy as np
-from conftest import TraceBuilder
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -16,6 +15,8 @@ from kmemtrace.model.state import C_SLAB_FREE_HEAD, NC
 from kmemtrace.replay.engine import replay
 from kmemtrace.strategies import select
 from kmemtrace.trace.reader import open_trace
+
+from conftest import TraceBuilder
 
 FIXTURE_OK = HealthCheck.function_scoped_fixture  # each example writes its own dir
 MEMCGS = (100, 101, 102)  # 102 is a child of 100

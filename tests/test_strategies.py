@@ -22,12 +22,13 @@ On paper:
 """
 
 import pytest
-from conftest import SEC
 
 from kmemtrace.metrics import compute_metrics
 from kmemtrace.replay.engine import replay
 from kmemtrace.strategies import REGISTRY, select
 from kmemtrace.trace.reader import open_trace
+
+from conftest import SEC
 
 MEMCG = 100
 
