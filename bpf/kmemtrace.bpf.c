@@ -1,0 +1,319 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * kmemtrace.bpf.c: slab and memcg events for `kmemtrace record`, compiled by BCC.
+ *
+ * Everything version-specific arrives as -D macros computed by kmemtrace/record/ from the
+ * running kernel (BTF offsets, which probes exist, the filter mode), so this file never
+ * dereferences a kernel struct through the (possibly mismatched) installed headers.
+ *
+ * Required macros: KMT_OFF_CACHE_{NAME,SIZE,FLAGS}, KMT_SLAB_ACCOUNT, KMT_GFP_ACCOUNT,
+ * KMT_MEMCG_ROOT, KMT_RING_PAGES, KMT_LIVE_MAX, KMT_MAX_CACHES, and either KMT_CGROUP_V2 or
+ * KMT_OFF_TASK_CGROUPS, KMT_OFF_CSSSET_SUBSYS, KMT_MEMORY_CGRP_ID, KMT_OFF_CSS_CGROUP,
+ * KMT_OFF_CGROUP_KN, KMT_OFF_KN_ID.
+ * Optional: KMT_ALL_OBJECTS, KMT_FILTER_CGROUP, KMT_PERF, KMT_TP_<EVENT> per cgroup tracepoint.
+ */
+#include <uapi/linux/ptrace.h>
+#include "kmemtrace.h"
+
+#ifndef BPF_RB_NO_WAKEUP
+#define BPF_RB_NO_WAKEUP 1
+#endif
+
+#ifdef KMT_PERF
+BPF_PERF_OUTPUT(events);
+BPF_PERF_OUTPUT(ctl);
+#else
+BPF_RINGBUF_OUTPUT(events, KMT_RING_PAGES);
+BPF_RINGBUF_OUTPUT(ctl, 16);
+#endif
+
+BPF_HASH(caches, u64, struct kmt_cache, KMT_MAX_CACHES);
+/* Dense cache indices are claimed by an atomic BPF_NOEXIST insert into cache_slots:
+ * BCC cannot use the return value of __sync_fetch_and_add (no BPF_FETCH with its -mcpu). */
+BPF_HASH(cache_slots, u32, u64, KMT_MAX_CACHES);
+BPF_ARRAY(cache_seq, u32, 1);
+BPF_PERCPU_ARRAY(lost, u64, KMT_NR_LOST);
+#ifndef KMT_ALL_OBJECTS
+/* Live accounted objects: ptr -> cache_idx. Only frees of these are emitted. */
+BPF_HASH(live, u64, u32, KMT_LIVE_MAX);
+#endif
+#ifdef KMT_FILTER_CGROUP
+/* memcg ids of the --cgroup subtree; user space adds children as they are created. */
+BPF_HASH(subtree, u64, u8, 4096);
+#endif
+
+static __always_inline void count_lost(int reason)
+{
+	u64 *n = lost.lookup(&reason);
+	if (n)
+		(*n)++;
+}
+
+static __always_inline u64 read_u64(u64 addr)
+{
+	u64 v = 0;
+	bpf_probe_read_kernel(&v, sizeof(v), (void *)addr);
+	return v;
+}
+
+/* The memcg the current task is in: its id is the memcg directory's inode number. */
+static __always_inline u64 current_memcg_id(void)
+{
+#ifdef KMT_CGROUP_V2
+	return bpf_get_current_cgroup_id();
+#else
+	u64 p = bpf_get_current_task();
+	p = read_u64(p + KMT_OFF_TASK_CGROUPS);
+	p = read_u64(p + KMT_OFF_CSSSET_SUBSYS + 8 * KMT_MEMORY_CGRP_ID);
+	p = read_u64(p + KMT_OFF_CSS_CGROUP);
+	p = read_u64(p + KMT_OFF_CGROUP_KN);
+	return read_u64(p + KMT_OFF_KN_ID);
+#endif
+}
+
+/* A fresh dense index for cache `s`, or 0 if four candidates were all taken. */
+static __always_inline u32 claim_cache_idx(u64 s)
+{
+	int zero = 0;
+	u32 *seq = cache_seq.lookup(&zero);
+	if (!seq)
+		return 0;
+	u32 cand = *seq + 1;
+#pragma unroll
+	for (int i = 0; i < 4; i++) {
+		if (cache_slots.insert(&cand, &s) == 0) {
+			*seq = cand; /* a stale store only costs a later claimer a retry */
+			return cand;
+		}
+		cand++;
+	}
+	return 0;
+}
+
+/* Cache info by kmem_cache pointer, registered (with a dense index) on first sight. */
+static __always_inline struct kmt_cache *cache_info(u64 s)
+{
+	struct kmt_cache *c = caches.lookup(&s);
+	if (c)
+		return c;
+	struct kmt_cache fresh = {};
+	fresh.idx = claim_cache_idx(s);
+	if (!fresh.idx)
+		return 0;
+	bpf_probe_read_kernel(&fresh.size, sizeof(fresh.size), (void *)(s + KMT_OFF_CACHE_SIZE));
+	bpf_probe_read_kernel(&fresh.flags, sizeof(fresh.flags), (void *)(s + KMT_OFF_CACHE_FLAGS));
+	bpf_probe_read_kernel_str(fresh.name, sizeof(fresh.name),
+				  (void *)read_u64(s + KMT_OFF_CACHE_NAME));
+	caches.insert(&s, &fresh); /* a racing CPU may win: use whatever is stored */
+	return caches.lookup(&s);
+}
+
+static __always_inline int emit(void *ctx, u64 ptr, u64 memcg, u32 gfp, u32 size, u32 kind,
+				u32 cache_idx)
+{
+#ifdef KMT_PERF
+	struct kmt_event ev = {};
+	struct kmt_event *e = &ev;
+#else
+	struct kmt_event *e = events.ringbuf_reserve(sizeof(struct kmt_event));
+	if (!e) {
+		count_lost(KMT_LOST_RINGBUF);
+		return 0;
+	}
+#endif
+	e->ts_ns = bpf_ktime_get_ns();
+	e->ptr = ptr;
+	e->memcg_id = memcg;
+	e->pid = bpf_get_current_pid_tgid() >> 32;
+	e->gfp = gfp;
+	e->size_kind = (size > KMT_SIZE_MASK ? KMT_SIZE_MASK : size) | kind << 24;
+	e->cache_idx = cache_idx;
+	e->cpu = bpf_get_smp_processor_id();
+#ifdef KMT_PERF
+	if (events.perf_submit(ctx, e, sizeof(*e)))
+		count_lost(KMT_LOST_RINGBUF);
+#else
+	events.ringbuf_submit(e, BPF_RB_NO_WAKEUP);
+#endif
+	return 0;
+}
+
+/* An allocation passed the accounting filter: filter by subtree, remember it, emit it. */
+static __always_inline int on_alloc(void *ctx, u64 ptr, u32 gfp, u32 size, u32 kind,
+				    u32 cache_idx)
+{
+	u64 memcg = current_memcg_id();
+#ifdef KMT_FILTER_CGROUP
+	if (!subtree.lookup(&memcg))
+		return 0;
+#endif
+#ifndef KMT_ALL_OBJECTS
+	if (live.update(&ptr, &cache_idx))
+		count_lost(KMT_LOST_LIVE_MAP);
+#endif
+	return emit(ctx, ptr, memcg, gfp, size, kind, cache_idx);
+}
+
+/* A free: emitted when recording everything, else only for a live accounted object. */
+static __always_inline int on_free(void *ctx, u64 ptr, u32 cache_idx)
+{
+	if (ptr < 4096) /* NULL and ZERO_SIZE_PTR */
+		return 0;
+#ifndef KMT_ALL_OBJECTS
+	u32 *known = live.lookup(&ptr);
+	if (!known)
+		return 0;
+	if (!cache_idx)
+		cache_idx = *known;
+	live.delete(&ptr);
+#endif
+	return emit(ctx, ptr, 0, 0, 0, KMT_K_FREE, cache_idx);
+}
+
+/* kmem:kmem_cache_alloc, TP_PROTO(call_site, ptr, struct kmem_cache *s, gfp, node) */
+int kmt_cache_alloc(struct bpf_raw_tracepoint_args *ctx)
+{
+	u64 ptr = ctx->args[1];
+	u32 gfp = ctx->args[3];
+	if (!ptr)
+		return 0;
+	struct kmt_cache *c = cache_info(ctx->args[2]);
+	if (!c)
+		return 0;
+	if (c->flags & KMT_SLAB_ACCOUNT)
+		gfp |= KMT_GFP_ACCOUNT;
+#ifndef KMT_ALL_OBJECTS
+	if (!(gfp & KMT_GFP_ACCOUNT))
+		return 0;
+#endif
+	return on_alloc(ctx, ptr, gfp, c->size, KMT_K_ALLOC, c->idx);
+}
+
+/* kmem:kmem_cache_free, TP_PROTO(call_site, ptr, const struct kmem_cache *s) */
+int kmt_cache_free(struct bpf_raw_tracepoint_args *ctx)
+{
+	u64 s = ctx->args[2];
+	struct kmt_cache *c = caches.lookup(&s);
+	return on_free(ctx, ctx->args[1], c ? c->idx : 0);
+}
+
+/* kmem:kmalloc, TP_PROTO(call_site, ptr, bytes_req, bytes_alloc, gfp[, node]) */
+int kmt_kmalloc(struct bpf_raw_tracepoint_args *ctx)
+{
+	u64 ptr = ctx->args[1];
+	u32 gfp = ctx->args[4];
+	if (!ptr)
+		return 0;
+#ifndef KMT_ALL_OBJECTS
+	if (!(gfp & KMT_GFP_ACCOUNT))
+		return 0;
+#endif
+	return on_alloc(ctx, ptr, gfp, ctx->args[3], KMT_K_KMALLOC, 0);
+}
+
+/* kmem:kfree, TP_PROTO(call_site, ptr) */
+int kmt_kfree(struct bpf_raw_tracepoint_args *ctx)
+{
+	return on_free(ctx, ctx->args[1], 0);
+}
+
+/* --- kprobes: only attached where the kernel has them (never on a tracepoint-only host) */
+
+/* kmem_cache_free_bulk(s, size, void **p): frees that no tracepoint reports. */
+int kmt_free_bulk(struct pt_regs *ctx)
+{
+	u64 s = PT_REGS_PARM1(ctx);
+	u64 n = PT_REGS_PARM2(ctx);
+	u64 p = PT_REGS_PARM3(ctx);
+	struct kmt_cache *c = caches.lookup(&s);
+	u32 idx = c ? c->idx : 0;
+#pragma unroll
+	for (int i = 0; i < 32; i++) {
+		if (i >= n)
+			break;
+		on_free(ctx, read_u64(p + 8 * i), idx);
+	}
+	return 0;
+}
+
+/* kmem_cache_destroy(s) */
+int kmt_cache_destroy(struct pt_regs *ctx)
+{
+	u64 s = PT_REGS_PARM1(ctx);
+	struct kmt_cache *c = caches.lookup(&s);
+	emit(ctx, s, 0, 0, 0, KMT_K_CACHE_DESTROY, c ? c->idx : 0);
+	caches.delete(&s); /* the address may be reused by a later cache */
+	return 0;
+}
+
+/* return of the era's cache-creation function: the new struct kmem_cache * */
+int kmt_cache_create_ret(struct pt_regs *ctx)
+{
+	u64 s = PT_REGS_RC(ctx);
+	if (!s)
+		return 0;
+	struct kmt_cache *c = cache_info(s);
+	return emit(ctx, s, current_memcg_id(), 0, c ? c->size : 0, KMT_K_CACHE_CREATE,
+		    c ? c->idx : 0);
+}
+
+/* --- cgroup events, memory hierarchy only --- */
+
+static __always_inline void cg_emit(void *ctx, struct kmt_cg_event *ev)
+{
+	ev->ts_ns = bpf_ktime_get_ns();
+	ev->cpu = bpf_get_smp_processor_id();
+#ifdef KMT_PERF
+	ctl.perf_submit(ctx, ev, sizeof(*ev));
+#else
+	ctl.ringbuf_output(ev, sizeof(*ev), 0);
+#endif
+}
+
+/* mem_cgroup_css_offline(struct cgroup_subsys_state *css) */
+int kmt_memcg_offline(struct pt_regs *ctx)
+{
+	struct kmt_cg_event ev = {.kind = KMT_CG_OFFLINE};
+	u64 kn = read_u64(read_u64(PT_REGS_PARM1(ctx) + KMT_OFF_CSS_CGROUP) + KMT_OFF_CGROUP_KN);
+	ev.id = read_u64(kn + KMT_OFF_KN_ID);
+	cg_emit(ctx, &ev);
+	return 0;
+}
+
+#define CG_PROBE(event, KIND)                                               \
+	TRACEPOINT_PROBE(cgroup, event)                                     \
+	{                                                                   \
+		if (args->root != KMT_MEMCG_ROOT)                           \
+			return 0;                                           \
+		struct kmt_cg_event ev = {.kind = KIND};                    \
+		ev.id = args->id;                                           \
+		ev.level = args->level;                                     \
+		TP_DATA_LOC_READ_STR(ev.path, path, sizeof(ev.path));       \
+		cg_emit(args, &ev);                                         \
+		return 0;                                                   \
+	}
+
+#ifdef KMT_TP_CGROUP_MKDIR
+CG_PROBE(cgroup_mkdir, KMT_CG_MKDIR)
+#endif
+#ifdef KMT_TP_CGROUP_RMDIR
+CG_PROBE(cgroup_rmdir, KMT_CG_RMDIR)
+#endif
+#ifdef KMT_TP_CGROUP_RELEASE
+CG_PROBE(cgroup_release, KMT_CG_RELEASE)
+#endif
+
+#ifdef KMT_TP_CGROUP_ATTACH_TASK
+TRACEPOINT_PROBE(cgroup, cgroup_attach_task)
+{
+	if (args->dst_root != KMT_MEMCG_ROOT)
+		return 0;
+	struct kmt_cg_event ev = {.kind = KMT_CG_ATTACH};
+	ev.id = args->dst_id;
+	ev.level = args->dst_level;
+	ev.pid = args->pid;
+	TP_DATA_LOC_READ_STR(ev.path, dst_path, sizeof(ev.path));
+	cg_emit(args, &ev);
+	return 0;
+}
+#endif

@@ -1,0 +1,69 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * kmemtrace.h: the one definition of the records the BPF side hands to user space.
+ *
+ * kmemtrace/record/events.py mirrors these structs as numpy dtypes; a test compiles this
+ * header with gcc and checks that sizes and offsets agree, so edit both together.
+ *
+ * struct kmt_event is the hot record (slab allocs and frees): fixed size, 40 bytes, so that
+ * user space can view a whole ring-buffer span as one numpy array. struct kmt_cg_event is
+ * the rare cgroup record and carries the cgroup's path.
+ */
+#ifndef KMEMTRACE_H
+#define KMEMTRACE_H
+
+/* kmt_event.kind (bits 24..31 of size_kind) */
+#define KMT_K_ALLOC 1          /* kmem_cache_alloc: cache_idx set, bytes = s->size */
+#define KMT_K_FREE 2           /* kmem_cache_free / kfree / kmem_cache_free_bulk */
+#define KMT_K_KMALLOC 3        /* kmalloc: no cache pointer, bytes = bytes_alloc */
+#define KMT_K_CACHE_CREATE 4   /* cache-creation kretprobe: ptr = kmem_cache * */
+#define KMT_K_CACHE_DESTROY 5  /* kmem_cache_destroy kprobe: ptr = kmem_cache * */
+
+/* kmt_cg_event.kind */
+#define KMT_CG_MKDIR 1
+#define KMT_CG_RMDIR 2
+#define KMT_CG_RELEASE 3
+#define KMT_CG_ATTACH 4
+#define KMT_CG_OFFLINE 5       /* mem_cgroup_css_offline kprobe (stock kernels) */
+
+/* Per-CPU loss counters: index into the `lost` array (= LostReason in schema.py). */
+#define KMT_LOST_RINGBUF 0
+#define KMT_LOST_LIVE_MAP 1
+#define KMT_NR_LOST 2
+
+#define KMT_SIZE_MASK 0x00ffffffu /* KMALLOC_MAX_SIZE is 4 MiB on x86: 24 bits suffice */
+#define KMT_CG_PATH_LEN 256
+#define KMT_CACHE_NAME_LEN 32
+
+struct kmt_event {
+	__u64 ts_ns;      /* bpf_ktime_get_ns(): CLOCK_MONOTONIC */
+	__u64 ptr;        /* object, or kmem_cache * for cache events */
+	__u64 memcg_id;   /* allocating task's memcg (kernfs id = directory inode); 0 on frees */
+	__u32 pid;        /* tgid of the current task */
+	__u32 gfp;        /* gfp flags; __GFP_ACCOUNT also set when the cache is SLAB_ACCOUNT */
+	__u32 size_kind;  /* bytes (low 24 bits) | kind << 24 */
+	__u16 cache_idx;  /* 1 + index in the `caches` map; 0 = unknown (kmalloc, kfree) */
+	__u16 cpu;
+};
+
+struct kmt_cg_event {
+	__u64 ts_ns;
+	__u64 id;         /* cgroup id (kernfs id) */
+	__u32 pid;        /* ATTACH: the task moved */
+	__s32 level;
+	__u16 cpu;
+	__u8 kind;
+	__u8 pad[5];
+	char path[KMT_CG_PATH_LEN];
+};
+
+/* Value of the `caches` map, keyed by struct kmem_cache *: filled on first sight. */
+struct kmt_cache {
+	__u32 idx;        /* dense index, 1-based, as stored in kmt_event.cache_idx */
+	__u32 size;       /* s->size: bytes per object slot */
+	__u32 flags;      /* s->flags (slab_flags_t) */
+	__u32 pad;
+	char name[KMT_CACHE_NAME_LEN];
+};
+
+#endif /* KMEMTRACE_H */

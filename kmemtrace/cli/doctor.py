@@ -1,0 +1,104 @@
+"""``kmemtrace doctor``: is this machine ready to record? Each missing piece with its fix."""
+
+import os
+from pathlib import Path
+
+from rich.console import Console
+
+from kmemtrace.cli import app
+from kmemtrace.errors import KernelSupportError, KmemtraceError
+from kmemtrace.record import bccload, headers, probes
+from kmemtrace.record.btf import VMLINUX_BTF
+
+
+def _check(name: str, fn) -> tuple[str, bool, str, str]:
+    """(name, ok, detail, fix); ``fn`` returns the detail or raises KmemtraceError."""
+    try:
+        return name, True, fn(), ""
+    except KmemtraceError as exc:
+        return name, False, str(exc), exc.tip or ""
+
+
+def _root() -> str:
+    if os.geteuid() != 0:
+        raise KmemtraceError("not root", tip="run recording with sudo")
+    return "running as root"
+
+
+def _tracefs() -> str:
+    path = probes.find_tracefs()
+    if path is None:
+        raise KmemtraceError("tracefs not mounted",
+                             tip="mount -t tracefs nodev /sys/kernel/tracing")
+    return str(path)
+
+
+def _bcc() -> str:
+    return f"bcc at {Path(bccload.load_bcc().__file__).parent}"
+
+
+def _headers() -> str:
+    choice = headers.choose_headers(build=False)
+    if choice is None:
+        raise KmemtraceError("no kernel headers installed",
+                             tip="apt-get install linux-headers-amd64")
+    return choice.how
+
+
+def _btf() -> str:
+    if not VMLINUX_BTF.exists():
+        raise KmemtraceError(f"{VMLINUX_BTF} missing",
+                             tip="use a kernel built with CONFIG_DEBUG_INFO_BTF=y")
+    return f"{VMLINUX_BTF} ({VMLINUX_BTF.stat().st_size // 1024} KiB)"
+
+
+def _cgroups() -> str:
+    mount = probes.memcg_mount()
+    if mount is None:
+        raise KmemtraceError("no memory cgroup controller mounted",
+                             tip="mount -t cgroup -o memory none /sys/fs/cgroup/memory")
+    return f"memory controller on cgroup {mount[0]} at {mount[1]}"
+
+
+def _kprobes() -> str:
+    if not (probes.KPROBE_PMU.exists() or Path("/sys/kernel/tracing/kprobe_events").exists()):
+        raise KmemtraceError(
+            "no kprobes: memcg offline comes from cgroup:cgroup_rmdir; kmem_cache_destroy "
+            "and kmem_cache_free_bulk are not traced",
+            tip="optional: a kernel with CONFIG_KPROBES=y adds those events")
+    return "kprobes available"
+
+
+def _fentry() -> str:
+    feats = probes.detect()
+    headers.apply(headers.choose_headers())  # the trial program is compiled by BCC
+    if not probes.check_fentry(bccload.load_bcc(), feats):
+        raise KmemtraceError("fentry programs cannot attach here",
+                             tip="optional: not used for recording")
+    return "fentry works"
+
+
+REQUIRED = (("root", _root), ("tracefs", _tracefs), ("bcc module", _bcc),
+            ("kernel headers", _headers), ("kernel BTF", _btf), ("memory cgroup", _cgroups))
+OPTIONAL = (("kprobes", _kprobes), ("fentry", _fentry))
+app_console = Console(soft_wrap=True)
+
+
+@app.command()
+def doctor() -> None:
+    """Check root, tracefs, BCC, headers, BTF, kprobes/fentry and cgroups; print fixes."""
+    failed = False
+    for group, checks in (("required", REQUIRED), ("optional", OPTIONAL)):
+        for name, fn in checks:
+            if group == "optional" and failed:
+                break  # their probes need what is missing above
+            label, ok, detail, fix = _check(name, fn)
+            mark = "[green]ok[/]  " if ok else ("[red]FAIL[/]" if group == "required"
+                                                else "[yellow]no[/]  ")
+            app_console.print(f"{mark} {label:15} {detail}", highlight=False)
+            if fix:
+                app_console.print(f"      {'':15} fix: {fix}", highlight=False)
+            failed |= not ok and group == "required"
+    if failed:
+        raise KernelSupportError("this machine cannot record yet: fix the FAIL lines above")
+

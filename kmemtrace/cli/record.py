@@ -1,0 +1,150 @@
+"""``kmemtrace record``: trace slab and memcg events into a sealed trace directory."""
+
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.live import Live
+from rich.text import Text
+
+from kmemtrace.cli import app, err_console
+from kmemtrace.errors import UsageError
+from kmemtrace.params import parse_duration_ns
+from kmemtrace.record import probes
+from kmemtrace.record.inmemcg import FreshMemcg
+from kmemtrace.record.recorder import (
+    BPF_SOURCE,
+    Recorder,
+    RecordOptions,
+    cflags,
+    prepare,
+)
+
+
+@app.command(context_settings={"allow_interspersed_args": False})
+def record(
+    output: Annotated[Path | None, typer.Option("-o", "--output",
+                                                help="Trace directory to create.")] = None,
+    duration: Annotated[str | None, typer.Option(help="Stop after this long (e.g. 30s).")] = None,
+    cgroup: Annotated[str | None, typer.Option(
+        help="Only tasks in this memcg subtree (path in the memory hierarchy, e.g. /mygroup)."
+    )] = None,
+    all_objects: Annotated[bool, typer.Option(
+        "--all-objects", help="Record every slab object, not only memcg-accounted ones.")] = False,
+    print_bpf: Annotated[bool, typer.Option(
+        "--print-bpf", help="Print the BPF program and its -D flags, then exit.")] = False,
+    in_memcg: Annotated[bool, typer.Option(
+        "--in-memcg", help="Run COMMAND in a fresh memcg, remove it when the command ends, "
+        "record a grace period, stop.")] = False,
+    grace: Annotated[str, typer.Option(
+        help="--in-memcg: keep recording this long after removing the memcg.")] = "2s",
+    transport: Annotated[str, typer.Option(
+        help="auto | ringbuf | perf (perf buffers: kernels before 5.8).")] = "auto",
+    sample_interval: Annotated[str, typer.Option(
+        help="Period of the /sys/kernel/slab samples.")] = "1s",
+    command: Annotated[list[str] | None, typer.Argument(
+        help="With --in-memcg: the command to run (after --).")] = None,
+) -> None:
+    """Record slab allocations/frees charged to memcgs, and memcg lifecycle events."""
+    if transport not in ("auto", "ringbuf", "perf"):
+        raise UsageError(f"--transport {transport}: expected auto, ringbuf or perf")
+    if command and not in_memcg:
+        raise UsageError("a COMMAND needs --in-memcg (record --in-memcg -o T -- COMMAND...)")
+    if in_memcg and not command:
+        raise UsageError("--in-memcg needs a command after --")
+    opts = RecordOptions(output=output, all_objects=all_objects, cgroup=cgroup,
+                         transport=transport,
+                         sample_interval_s=parse_duration_ns(sample_interval) / 1e9,
+                         command=list(command or []), in_memcg=in_memcg)
+    if print_bpf:
+        _print_bpf(opts)
+        return
+    if output is None:
+        raise UsageError("missing -o TRACE (the trace directory to create)")
+    limit_s = parse_duration_ns(duration) / 1e9 if duration else None
+    grace_s = parse_duration_ns(grace) / 1e9
+
+    feats, header_note = prepare(opts)
+    err_console.print(header_note, highlight=False, soft_wrap=True)
+    rec = Recorder(opts, feats, header_note)
+    rec.start()
+    _install_stop_handlers(rec)
+    missing = [r.probe for r in rec.plan if r.status == "missing"]
+    err_console.print(
+        f"recording to {output} (offline from {probes.offline_source_note(rec.plan)}"
+        + (f"; not attached: {', '.join(missing)}" if missing else "")
+        + "); Ctrl-C stops",
+        highlight=False, soft_wrap=True,
+    )
+    started = time.monotonic()
+    deadline = started + limit_s if limit_s else float("inf")
+    exit_code = 0
+    try:
+        with Live(console=err_console, auto_refresh=False, transient=True) as live:
+            def tick() -> None:
+                live.update(_progress(rec, started), refresh=True)
+
+            if in_memcg:
+                exit_code = _run_in_memcg(rec, feats, opts, deadline, grace_s, tick)
+            else:
+                rec.run(lambda: time.monotonic() >= deadline, tick)
+    finally:
+        meta = rec.stop()  # whatever happened, what was recorded is sealed
+    _summary(meta, time.monotonic() - started)
+    if exit_code:
+        err_console.print(f"kmemtrace: the command exited with status {exit_code}", soft_wrap=True)
+        sys.exit(exit_code)  # click swallows typer.Exit codes with standalone_mode=False
+
+
+def _run_in_memcg(rec, feats, opts, deadline, grace_s, tick) -> int:
+    memcg = FreshMemcg(feats.memcg_root)
+    try:
+        rec.add_memcg(memcg.id, memcg.rel, memcg.level)
+        if opts.cgroup is None:
+            rec.set_subtree(memcg.rel)  # the command is the subject: record its memcg only
+        proc = memcg.spawn(opts.command)
+        rec.run(lambda: proc.poll() is not None or time.monotonic() >= deadline, tick)
+    finally:
+        memcg.terminate()
+        memcg.remove()
+    if not rec.stop_requested:
+        end = time.monotonic() + grace_s
+        rec.run(lambda: time.monotonic() >= end, tick)
+    code = proc.returncode
+    return code if code >= 0 else 128 - code
+
+
+def _install_stop_handlers(rec: Recorder) -> None:
+    def stop(_signum, _frame):
+        rec.stop_requested = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+
+
+def _progress(rec: Recorder, started: float) -> Text:
+    elapsed = max(time.monotonic() - started, 1e-9)
+    mib = (rec.writer.bytes_written + 40 * rec.writer._pending_rows) / 2**20
+    return Text(f"{elapsed:6.1f} s  {rec.events / elapsed / 1e3:8.1f} k events/s  "
+                f"{rec.events:,} events  ~{mib:.1f} MiB  lost {rec.lost_total():,}")
+
+
+def _summary(meta: dict, elapsed: float) -> None:
+    counts = {k: v for k, v in meta["counts"].items() if v}
+    lost = meta["lost"]["total"]
+    parts = ", ".join(f"{k}={v:,}" for k, v in counts.items())
+    err_console.print(f"sealed trace: {parts or 'no events'} in {elapsed:.1f} s",
+                      highlight=False, soft_wrap=True)
+    style = "bold red" if lost else "green"
+    err_console.print(f"[{style}]LOST {lost:,} events[/] {meta['lost']['by_reason'] or ''}",
+                      highlight=False, soft_wrap=True)
+
+
+def _print_bpf(opts: RecordOptions) -> None:
+    feats = probes.detect()
+    flags = cflags(feats, opts, use_perf=opts.transport == "perf")
+    sys.stdout.write(f"/* cflags: {' '.join(flags)} */\n")
+    sys.stdout.write(BPF_SOURCE.read_text())

@@ -1,0 +1,225 @@
+"""Feature detection: what this kernel offers, and the attach plan built from it.
+
+Every decision is made by looking (tracefs event directories, BTF prototypes, kallsyms,
+mounts, a trial fentry load), never by parsing version strings. The plan is written into
+the trace's meta so a reader knows which events could appear at all.
+"""
+
+import contextlib
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from kmemtrace.errors import KernelSupportError
+from kmemtrace.record.btf import Btf
+
+TRACEFS_CANDIDATES = (Path("/sys/kernel/tracing"), Path("/sys/kernel/debug/tracing"))
+KPROBE_PMU = Path("/sys/bus/event_source/devices/kprobe")
+KALLSYMS = Path("/proc/kallsyms")
+BPF_DIR = Path(__file__).resolve().parents[2] / "bpf"
+
+# Raw tracepoints and the TP_PROTO position of the argument each handler reads.
+RAW_KMEM = {
+    "kmem_cache_alloc": ("kmt_cache_alloc", {2: "struct kmem_cache *"}),
+    "kmem_cache_free": ("kmt_cache_free", {2: "struct kmem_cache *"}),
+    "kmalloc": ("kmt_kmalloc", {1: "void *", 3: "long unsigned int"}),
+    "kfree": ("kmt_kfree", {1: "void *"}),
+}
+CGROUP_TPS = ("cgroup_mkdir", "cgroup_rmdir", "cgroup_release", "cgroup_attach_task")
+# Lifecycle events with no tracepoint: (kernel function, BPF handler, is a return probe).
+CACHE_CREATE_CANDIDATES = ("__kmem_cache_create_args", "kmem_cache_create_usercopy",
+                           "kmem_cache_create")
+LIFECYCLE = (("mem_cgroup_css_offline", "kmt_memcg_offline"),
+             ("kmem_cache_destroy", "kmt_cache_destroy"),
+             ("kmem_cache_free_bulk", "kmt_free_bulk"))
+
+
+@dataclass
+class Probe:
+    """One row of the attach plan (``meta["attach_plan"]``)."""
+
+    probe: str
+    type: str  # raw_tracepoint | tracepoint | kprobe | kretprobe
+    status: str  # attached | missing
+    why: str
+    fn: str = field(default="", repr=False)
+
+
+@dataclass
+class KernelFeatures:
+    release: str
+    tracefs: Path | None
+    btf: Btf | None
+    cgroup: str  # v1 | v2
+    memcg_root: Path
+    memcg_hierarchy: int  # `root` in cgroup tracepoints for the memory hierarchy
+    kprobes: bool
+    fentry: bool | None = None  # None until checked with a trial load
+    emulated_vm: bool = False
+    ksyms: frozenset[str] = frozenset()
+
+    def meta(self) -> dict:
+        return {"release": self.release, "btf": self.btf is not None, "cgroup": self.cgroup,
+                "kprobes": self.kprobes, "fentry": bool(self.fentry),
+                "emulated_vm": self.emulated_vm}
+
+
+def find_tracefs() -> Path | None:
+    for path in TRACEFS_CANDIDATES:
+        try:
+            if (path / "events").is_dir():
+                return path
+        except PermissionError:  # mounted, but only root may look inside
+            return path
+    return None
+
+
+def memcg_mount(mounts_file: Path = Path("/proc/mounts")) -> tuple[str, Path] | None:
+    """("v1", mountpoint) for a v1 memory hierarchy, ("v2", mountpoint) if v2 has memory."""
+    v2 = None
+    for line in mounts_file.read_text().splitlines():
+        parts = line.split()
+        if len(parts) < 4:
+            continue
+        mnt, fstype, opts = Path(parts[1]), parts[2], parts[3].split(",")
+        if fstype == "cgroup" and "memory" in opts:
+            return "v1", mnt
+        if fstype == "cgroup2" and v2 is None:
+            controllers = mnt / "cgroup.controllers"
+            if controllers.exists() and "memory" in controllers.read_text().split():
+                v2 = mnt
+    return ("v2", v2) if v2 else None
+
+
+def memory_hierarchy_id(proc_cgroups: Path = Path("/proc/cgroups")) -> int:
+    """Hierarchy id of the memory controller (0 = the v2 unified hierarchy)."""
+    for line in proc_cgroups.read_text().splitlines():
+        parts = line.split()
+        if parts and parts[0] == "memory":
+            return int(parts[1])
+    raise KernelSupportError("/proc/cgroups lists no memory controller",
+                             tip="boot a kernel with CONFIG_MEMCG=y")
+
+
+def _ksyms(names: set[str]) -> frozenset[str]:
+    found = set()
+    try:
+        with open(KALLSYMS) as fh:
+            for line in fh:
+                sym = line.split()[2]
+                if sym in names:
+                    found.add(sym)
+    except OSError:
+        pass
+    return frozenset(found)
+
+
+def detect(*, need_btf: bool = True) -> KernelFeatures:
+    """Look at the running kernel; raise KernelSupportError for what recording cannot lack."""
+    tracefs = find_tracefs()
+    if tracefs is None:
+        raise KernelSupportError(
+            "tracefs is not mounted (no /sys/kernel/tracing/events)",
+            tip="mount -t tracefs nodev /sys/kernel/tracing",
+        )
+    mount = memcg_mount()
+    if mount is None:
+        raise KernelSupportError(
+            "no memory cgroup controller is mounted (v1 'memory' or v2 with memory enabled)",
+            tip="mount -t cgroup -o memory none /sys/fs/cgroup/memory",
+        )
+    cgroup, root = mount
+    btf = Btf.from_file() if need_btf else None
+    wanted = {f for f, _ in LIFECYCLE} | set(CACHE_CREATE_CANDIDATES) | {
+        "bpf_trampoline_link_prog"}
+    return KernelFeatures(
+        release=os.uname().release,
+        tracefs=tracefs,
+        btf=btf,
+        cgroup=cgroup,
+        memcg_root=root,
+        memcg_hierarchy=memory_hierarchy_id() if cgroup == "v1" else 0,
+        kprobes=KPROBE_PMU.exists() or (tracefs / "kprobe_events").exists(),
+        emulated_vm=_emulated(),
+        ksyms=_ksyms(wanted),
+    )
+
+
+def _emulated() -> bool:
+    """True under full emulation (QEMU TCG), where timings are not the hardware's."""
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "QEMU Virtual CPU" in cpuinfo or "TCG" in cpuinfo
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def check_fentry(bcc, feats: KernelFeatures) -> bool:
+    """Try loading a trivial fentry program: the only reliable test."""
+    if feats.btf is None or "bpf_trampoline_link_prog" not in feats.ksyms:
+        feats.fentry = False
+        return False
+    try:
+        with _quiet_stderr():  # libbpf prints the refusal itself; the plan says it better
+            probe = bcc.BPF(src_file=str(BPF_DIR / "fentry_check.bpf.c"))
+    except Exception:  # BCC raises bare Exception for load/attach failures
+        feats.fentry = False
+        return False
+    probe.cleanup()
+    feats.fentry = True
+    return True
+
+
+def plan(feats: KernelFeatures) -> list[Probe]:
+    """Every probe kmemtrace would like, each marked attachable or missing with a reason."""
+    rows: list[Probe] = []
+    for event, (fn, expect) in RAW_KMEM.items():
+        params = feats.btf.raw_tracepoint_params(event) if feats.btf else None
+        if params is None:
+            rows.append(Probe(f"kmem:{event}", "raw_tracepoint", "missing",
+                              "no btf_trace_ prototype in BTF: raw tracepoint absent", fn))
+            continue
+        bad = [f"arg{i} is {params[i] if i < len(params) else 'absent'}, want {want}"
+               for i, want in expect.items() if i >= len(params) or params[i] != want]
+        rows.append(Probe(f"kmem:{event}", "raw_tracepoint", "missing" if bad else "attached",
+                          "; ".join(bad) or "TP_PROTO checked against BTF", fn))
+    for event in CGROUP_TPS:
+        present = (feats.tracefs / "events" / "cgroup" / event).is_dir()
+        rows.append(Probe(f"cgroup:{event}", "tracepoint", "attached" if present else "missing",
+                          "tracefs format" if present else "tracepoint not in tracefs"))
+    creator = next((f for f in CACHE_CREATE_CANDIDATES if f in feats.ksyms), None)
+    lifecycle = [(f, fn, "kprobe") for f, fn in LIFECYCLE]
+    lifecycle.append((creator or "kmem_cache_create", "kmt_cache_create_ret", "kretprobe"))
+    for func, fn, kind in lifecycle:
+        if not feats.kprobes:
+            why = "kernel has no kprobes (CONFIG_KPROBES off)"
+            if feats.fentry:
+                why += "; fentry works but kmemtrace attaches these through kprobes only"
+            rows.append(Probe(func, kind, "missing", why, fn))
+        elif func not in feats.ksyms:
+            rows.append(Probe(func, kind, "missing", "symbol not in /proc/kallsyms", fn))
+        else:
+            rows.append(Probe(func, kind, "attached", "kallsyms", fn))
+    return rows
+
+
+def plan_meta(rows: list[Probe]) -> list[dict]:
+    return [{k: v for k, v in asdict(r).items() if k != "fn"} for r in rows]
+
+
+def offline_source_note(rows: list[Probe]) -> str:
+    """How MEMCG_OFFLINE is produced under this plan (for the one-line summary)."""
+    kprobe = any(r.probe == "mem_cgroup_css_offline" and r.status == "attached" for r in rows)
+    return "kprobe mem_cgroup_css_offline" if kprobe else "cgroup:cgroup_rmdir"

@@ -1,0 +1,458 @@
+"""The recording loop: compile and attach the BPF program, drain, convert, write.
+
+The BPF side hands over two streams: compact slab records (bulk-drained, see
+:mod:`kmemtrace.record.ring`) and rare cgroup records with paths (BCC's per-record
+callback is fine at that rate). This module turns both into trace columns, keeps
+``meta["caches"]``/``meta["memcgs"]`` up to date as new caches and memcgs appear, samples
+``/sys/kernel/slab`` periodically and, at the end, writes the per-CPU loss counters.
+"""
+
+import ctypes
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from kmemtrace.errors import KernelSupportError, PermissionNeeded, UsageError
+from kmemtrace.record import bccload, headers, probes, sysfs
+from kmemtrace.record.btf import STRUCT
+from kmemtrace.record.events import CG_EVENT_DTYPE, EVENT_DTYPE, K
+from kmemtrace.trace.meta import new_meta
+from kmemtrace.trace.schema import (
+    GFP_ACCOUNT,
+    EventKind,
+    LostReason,
+    OfflineSource,
+    empty_columns,
+)
+from kmemtrace.trace.writer import TraceWriter
+
+BPF_SOURCE = probes.BPF_DIR / "kmemtrace.bpf.c"
+RING_PAGES = 8192  # 32 MiB: ~0.5 s of the heaviest stream measured here
+PERF_PAGES = 1024  # per CPU, fallback transport only
+LIVE_MAX = 1 << 20  # live accounted objects tracked for free filtering
+MAX_CACHES = 4096
+DRAIN_INTERVAL_S = 0.01
+FLUSH_INTERVAL_S = 10.0
+DEFAULT_GFP_ACCOUNT_BIT = 22  # used only if BTF lacks ___GFP_ACCOUNT_BIT
+
+
+def now_ns() -> int:
+    """CLOCK_MONOTONIC, the clock of bpf_ktime_get_ns()."""
+    return time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+
+
+@dataclass
+class RecordOptions:
+    output: Path
+    all_objects: bool = False
+    cgroup: str | None = None  # memcg subtree path, relative to the memory hierarchy
+    transport: str = "auto"  # auto | ringbuf | perf
+    sample_interval_s: float = 1.0
+    command: list[str] | None = None
+    in_memcg: bool = False  # the subtree filter then follows the fresh memcg
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        raise PermissionNeeded(
+            "recording needs root (loading BPF programs and writing cgroups)",
+            tip="run it as: sudo kmemtrace record ...",
+        )
+
+
+def check_output(path: Path) -> None:
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise UsageError(f"{path}: already exists and is not empty; choose another -o")
+
+
+def cflags(feats: probes.KernelFeatures, opts: RecordOptions, use_perf: bool) -> list[str]:
+    """Everything kernel-specific the BPF C needs, as -D macros (offsets from BTF)."""
+    btf = feats.btf
+    if btf is None:
+        raise KernelSupportError("no kernel BTF: struct offsets unknown",
+                                 tip="use a kernel with CONFIG_DEBUG_INFO_BTF=y")
+    try:
+        offs = {
+            "KMT_OFF_CACHE_NAME": btf.offset("kmem_cache", "name"),
+            "KMT_OFF_CACHE_SIZE": btf.offset("kmem_cache", "size"),
+            "KMT_OFF_CACHE_FLAGS": btf.offset("kmem_cache", "flags"),
+            "KMT_OFF_TASK_CGROUPS": btf.offset("task_struct", "cgroups"),
+            "KMT_OFF_CSSSET_SUBSYS": btf.offset("css_set", "subsys"),
+            "KMT_OFF_CSS_CGROUP": btf.offset("cgroup_subsys_state", "cgroup"),
+            "KMT_OFF_CGROUP_KN": btf.offset("cgroup", "kn"),
+            "KMT_OFF_KN_ID": btf.offset("kernfs_node", "id"),
+        }
+    except KeyError as exc:
+        raise KernelSupportError(f"kernel BTF lacks a field the recorder reads: {exc}") from None
+    memory_id = btf.enum_value("memory_cgrp_id")
+    if memory_id is None:
+        raise KernelSupportError("kernel BTF has no memory_cgrp_id: memcg not built in")
+    gfp_bit = btf.enum_value("___GFP_ACCOUNT_BIT")
+    slab_account_bit = btf.enum_value("_SLAB_ACCOUNT")
+    flags = [f"-I{probes.BPF_DIR}"] + [f"-D{k}={v}" for k, v in offs.items()] + [
+        f"-DKMT_MEMORY_CGRP_ID={memory_id}",
+        f"-DKMT_GFP_ACCOUNT={1 << (DEFAULT_GFP_ACCOUNT_BIT if gfp_bit is None else gfp_bit)}u",
+        # Older kernels #define SLAB_ACCOUNT (no enum): then only __GFP_ACCOUNT counts.
+        f"-DKMT_SLAB_ACCOUNT={0 if slab_account_bit is None else 1 << slab_account_bit}u",
+        f"-DKMT_MEMCG_ROOT={feats.memcg_hierarchy}",
+        f"-DKMT_RING_PAGES={RING_PAGES}",
+        f"-DKMT_LIVE_MAX={LIVE_MAX}",
+        f"-DKMT_MAX_CACHES={MAX_CACHES}",
+    ]
+    if feats.cgroup == "v2":
+        flags.append("-DKMT_CGROUP_V2")
+    if opts.all_objects:
+        flags.append("-DKMT_ALL_OBJECTS")
+    if opts.cgroup is not None or opts.in_memcg:
+        flags.append("-DKMT_FILTER_CGROUP")
+    if use_perf:
+        flags.append("-DKMT_PERF")
+    for event in probes.CGROUP_TPS:
+        if (feats.tracefs / "events" / "cgroup" / event).is_dir():
+            flags.append(f"-DKMT_TP_{event.upper()}")
+    return flags
+
+
+def has_ringbuf(feats: probes.KernelFeatures) -> bool:
+    """BPF ring buffers exist when the kernel has the map's helper (5.8+)."""
+    return feats.btf is not None and feats.btf.find(STRUCT, "bpf_ringbuf") is not None
+
+
+class Recorder:
+    """One recording session; ``start()``, then ``run()`` as often as needed, ``stop()``."""
+
+    def __init__(self, opts: RecordOptions, feats: probes.KernelFeatures, header_note: str):
+        self.opts = opts
+        self.feats = feats
+        self.header_note = header_note
+        self.bcc = bccload.load_bcc()
+        probes.check_fentry(self.bcc, feats)
+        self.plan = probes.plan(feats)
+        self.use_perf = opts.transport == "perf" or (
+            opts.transport == "auto" and not has_ringbuf(feats))
+        if opts.transport == "ringbuf" and not has_ringbuf(feats):
+            raise KernelSupportError("this kernel has no BPF ring buffer; use --transport perf")
+        self.cflags = cflags(feats, opts, self.use_perf)
+        self.stop_requested = False
+        self.seq = 0
+        self.events = 0
+        self.kprobe_offline = False
+        self.subtree_path: str | None = None
+        self._cg_rows: list[tuple] = []
+
+    # --- set-up ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Compile, attach, open the trace. Nothing is written before this succeeds."""
+        alloc = next(r for r in self.plan if r.probe == "kmem:kmem_cache_alloc")
+        if alloc.status != "attached":
+            raise KernelSupportError(f"cannot trace kmem:kmem_cache_alloc: {alloc.why}")
+        try:
+            self.bpf = self.bcc.BPF(src_file=str(BPF_SOURCE), cflags=self.cflags)
+        except Exception as exc:  # BCC raises bare Exception on compile/load failure
+            raise KernelSupportError(f"BPF program failed to compile or load: {exc}",
+                                     tip="run `kmemtrace doctor`") from None
+        self._attach()
+        self._open_transports()
+        self.caches = sysfs.read_caches()
+        self.by_name = sysfs.name_index(self.caches)
+        self.kmalloc = {True: sysfs.kmalloc_sizes(self.caches, "kmalloc-cg-"),
+                        False: sysfs.kmalloc_sizes(self.caches, "kmalloc-")}
+        self.xlate = np.full(1, -1, np.int32)
+        self.memcgs = sysfs.memcg_tree(self.feats.memcg_root)
+        self.memcg_by_path = {m["path"]: m for m in self.memcgs}
+        if self.opts.cgroup is not None:
+            self.set_subtree(self.opts.cgroup)
+        meta = new_meta("record", command=self.opts.command)
+        meta["kernel"] = self.feats.meta()
+        meta["attach_plan"] = probes.plan_meta(self.plan)
+        meta["caches"] = self.caches
+        meta["memcgs"] = self.memcgs
+        meta["record"] = {"all_objects": self.opts.all_objects, "cgroup": self.opts.cgroup,
+                          "transport": "perf" if self.use_perf else "ringbuf",
+                          "headers": self.header_note, "cflags": self.cflags}
+        self.start_ns = now_ns()
+        meta["clock"]["start_ns"] = self.start_ns
+        self.writer = TraceWriter(self.opts.output, meta)
+        self._next_sample = 0.0
+        self._next_flush = time.monotonic() + FLUSH_INTERVAL_S
+
+    def _attach(self) -> None:
+        for row in self.plan:
+            if row.status != "attached" or row.type == "tracepoint":
+                continue  # cgroup tracepoints attach themselves (TRACEPOINT_PROBE)
+            try:
+                if row.type == "raw_tracepoint":
+                    self.bpf.attach_raw_tracepoint(tp=row.probe.split(":")[1], fn_name=row.fn)
+                elif row.type == "kprobe":
+                    self.bpf.attach_kprobe(event=row.probe, fn_name=row.fn)
+                else:
+                    self.bpf.attach_kretprobe(event=row.probe, fn_name=row.fn)
+            except Exception as exc:  # BCC: bare Exception
+                row.status, row.why = "missing", f"attach failed: {exc}"
+        self.kprobe_offline = any(r.probe == "mem_cgroup_css_offline"
+                                  and r.status == "attached" for r in self.plan)
+        for row in self.plan:
+            if row.probe == "kmem:kmem_cache_alloc" and row.status != "attached":
+                raise KernelSupportError(f"kmem:kmem_cache_alloc did not attach: {row.why}")
+
+    def _open_transports(self) -> None:
+        from kmemtrace.record.ring import MmapRing, PerfTransport
+
+        if self.use_perf:
+            self.ring = PerfTransport(self.bpf["events"], EVENT_DTYPE, PERF_PAGES)
+            self.bpf["ctl"].open_perf_buffer(self._on_cg, page_cnt=16)
+        else:
+            self.ring = MmapRing(self.bpf["events"].map_fd, RING_PAGES * os.sysconf("SC_PAGESIZE"),
+                                 EVENT_DTYPE)
+            self.bpf["ctl"].open_ring_buffer(self._on_cg)
+
+    def set_subtree(self, path: str) -> None:
+        """Record only tasks in the memcg at ``path`` and its descendants."""
+        path = "/" + path.strip("/") if path.strip("/") else "/"
+        if path not in self.memcg_by_path:
+            raise UsageError(f"--cgroup {path}: no such memcg under {self.feats.memcg_root}")
+        self.subtree_path = path
+        table = self.bpf["subtree"]
+        for m in self.memcgs:
+            if self._in_subtree(m["path"]):
+                table[table.Key(m["id"])] = table.Leaf(1)
+
+    def _in_subtree(self, path: str) -> bool:
+        sub = self.subtree_path
+        return sub == "/" or path == sub or path.startswith(sub + "/")
+
+    def add_memcg(self, memcg_id: int, path: str, level: int) -> None:
+        """Register a memcg (from a MKDIR event, or one we just created ourselves)."""
+        if path in self.memcg_by_path and self.memcg_by_path[path]["id"] == memcg_id:
+            return
+        parent_path = path.rsplit("/", 1)[0] or "/"
+        parent = self.memcg_by_path.get(parent_path, {}).get("id", 0)
+        entry = {"id": memcg_id, "parent": parent, "path": path, "level": level}
+        self.memcgs.append(entry)
+        self.memcg_by_path[path] = entry
+        if self.subtree_path is not None and self._in_subtree(path):
+            table = self.bpf["subtree"]
+            table[table.Key(memcg_id)] = table.Leaf(1)
+
+    # --- the loop -------------------------------------------------------------------------
+
+    def run(self, until, tick=None, tick_interval_s: float = 0.5) -> None:
+        """Drain and write until ``until()`` is true or a stop was requested.
+
+        ``tick()`` (live progress) is called every ``tick_interval_s``.
+        """
+        next_tick = time.monotonic()
+        while not self.stop_requested and not until():
+            self.poll()
+            if tick is not None and time.monotonic() >= next_tick:
+                tick()
+                next_tick = time.monotonic() + tick_interval_s
+            time.sleep(DRAIN_INTERVAL_S)
+        self.poll()
+
+    def poll(self) -> None:
+        if self.use_perf:
+            self.bpf.perf_buffer_poll(timeout=0)
+        else:
+            self.bpf.ring_buffer_consume()
+        self._write_cg_rows()
+        recs = self.ring.drain()
+        if len(recs):
+            self._write_records(recs)
+        mono = time.monotonic()
+        if mono >= self._next_sample:
+            self._sample_slabs()
+            self._next_sample = mono + self.opts.sample_interval_s
+        if mono >= self._next_flush:
+            self.writer.flush()
+            self._next_flush = mono + FLUSH_INTERVAL_S
+
+    def _on_cg(self, *args) -> None:
+        """BCC callback for cgroup records: (ctx, data, size) or (cpu, data, size)."""
+        data = args[-2]  # perf pads the sample: read exactly one record
+        ev = np.frombuffer(ctypes.string_at(data, CG_EVENT_DTYPE.itemsize), CG_EVENT_DTYPE)[0]
+        kind, mid, level = int(ev["kind"]), int(ev["id"]), int(ev["level"])
+        path = ev["path"].split(b"\0")[0].decode(errors="replace") or "/"
+        ts, cpu, pid = int(ev["ts_ns"]), int(ev["cpu"]), int(ev["pid"])
+        if kind == K["KMT_CG_MKDIR"]:
+            self.add_memcg(mid, path, level)
+            parent = self.memcg_by_path[path]["parent"]
+            self._cg_rows.append((ts, cpu, EventKind.MEMCG_MKDIR, mid, 0, parent, level))
+        elif kind == K["KMT_CG_RMDIR"] and not self.kprobe_offline:
+            self._cg_rows.append((ts, cpu, EventKind.MEMCG_OFFLINE, mid, 0,
+                                  OfflineSource.CGROUP_RMDIR, 0))
+        elif kind == K["KMT_CG_OFFLINE"]:
+            self._cg_rows.append((ts, cpu, EventKind.MEMCG_OFFLINE, mid, 0,
+                                  OfflineSource.KPROBE, 0))
+        elif kind == K["KMT_CG_RELEASE"]:
+            self._cg_rows.append((ts, cpu, EventKind.MEMCG_RELEASE, mid, 0, 0, 0))
+        elif kind == K["KMT_CG_ATTACH"]:
+            self._cg_rows.append((ts, cpu, EventKind.ATTACH, mid, pid, 0, 0))
+
+    def _write_cg_rows(self) -> None:
+        if not self._cg_rows:
+            return
+        rows, self._cg_rows = self._cg_rows, []
+        cols = empty_columns(len(rows))
+        for name, values in zip(("ts_ns", "cpu", "kind", "memcg_id", "pid", "aux", "aux2"),
+                                zip(*rows, strict=True), strict=True):
+            cols[name][:] = values
+        self._append(cols)
+
+    def _append(self, cols: dict[str, np.ndarray]) -> None:
+        n = len(cols["ts_ns"])
+        cols["seq"] = np.arange(self.seq, self.seq + n, dtype=np.int64)
+        self.seq += n
+        self.writer.append(cols)
+
+    def _write_records(self, recs: np.ndarray) -> None:
+        n = len(recs)
+        self.events += n
+        raw_kind = recs["size_kind"] >> 24
+        size = (recs["size_kind"] & K["KMT_SIZE_MASK"]).astype(np.int32)
+        cols = empty_columns(n)
+        cols["ts_ns"] = recs["ts_ns"].astype(np.int64)
+        cols["cpu"] = recs["cpu"].astype(np.int32)
+        cols["ptr"] = recs["ptr"]
+        cols["memcg_id"] = recs["memcg_id"]
+        cols["pid"] = recs["pid"].astype(np.int32)
+        cols["gfp"] = recs["gfp"]
+        cols["bytes"] = size
+        kind = np.zeros(n, np.uint8)
+        kind[(raw_kind == K["KMT_K_ALLOC"]) | (raw_kind == K["KMT_K_KMALLOC"])] = EventKind.ALLOC
+        kind[raw_kind == K["KMT_K_FREE"]] = EventKind.FREE
+        kind[raw_kind == K["KMT_K_CACHE_CREATE"]] = EventKind.CACHE_CREATE
+        kind[raw_kind == K["KMT_K_CACHE_DESTROY"]] = EventKind.CACHE_DESTROY
+        cols["kind"] = kind
+        idx = recs["cache_idx"].astype(np.int64)
+        if idx.max(initial=0) >= len(self.xlate):
+            self._refresh_caches()
+        known = idx < len(self.xlate)
+        cache_id = np.full(n, -1, np.int32)
+        cache_id[known] = self.xlate[idx[known]]
+        kmalloc = raw_kind == K["KMT_K_KMALLOC"]
+        if kmalloc.any():
+            cache_id[kmalloc] = self._kmalloc_ids(size[kmalloc], recs["gfp"][kmalloc])
+        cols["cache_id"] = cache_id
+        self._append(cols)
+
+    def _kmalloc_ids(self, size: np.ndarray, gfp: np.ndarray) -> np.ndarray:
+        """kmalloc-cg-<n> for __GFP_ACCOUNT, else kmalloc-<n>; -1 for kmalloc_large."""
+        out = np.full(len(size), -1, np.int32)
+        acct = (gfp & GFP_ACCOUNT) != 0
+        for accounted, table in self.kmalloc.items():
+            sel = acct == accounted
+            for nbytes, cid in table.items():
+                out[sel & (size == nbytes)] = cid
+        return out
+
+    def _refresh_caches(self) -> None:
+        """Map BPF cache indices to meta cache ids, adding caches created since start."""
+        table = self.bpf["caches"]
+        slab_account = next((int(f.split("=")[1].rstrip("u")) for f in self.cflags
+                             if f.startswith("-DKMT_SLAB_ACCOUNT=")), 0)
+        entries = [(int(v.idx), v.name.decode(errors="replace"), int(v.flags))
+                   for v in table.values()]
+        top = max((e[0] for e in entries), default=0)
+        xlate = np.full(max(top + 1, len(self.xlate)), -1, np.int32)
+        xlate[: len(self.xlate)] = self.xlate
+        for idx, name, flags in entries:
+            cid = self.by_name.get(name)
+            if cid is None:
+                cid = self._discover_cache(name)
+            if cid is None:
+                continue
+            cache = self.caches[cid]
+            if cache["sysfs"].startswith(":"):
+                cache["name"] = name  # the kernel's own name for the merged cache
+            if slab_account:
+                cache["accounted"] = bool(flags & slab_account)
+            xlate[idx] = cid
+        self.xlate = xlate
+
+    def _discover_cache(self, name: str) -> int | None:
+        link = sysfs.SLAB_ROOT / name
+        if not link.exists():
+            return None
+        dirname = os.path.basename(os.path.realpath(link))
+        if dirname in self.by_name:
+            cid = self.by_name[dirname]
+        else:
+            cache = sysfs.read_cache(sysfs.SLAB_ROOT, dirname,
+                                     sysfs.aliases_of(sysfs.SLAB_ROOT, dirname), len(self.caches))
+            if cache is None:
+                return None
+            self.caches.append(cache)
+            cid = cache["id"]
+            for alias in (dirname, *cache["aliases"]):
+                self.by_name.setdefault(alias, cid)
+        self.by_name[name] = cid
+        return cid
+
+    def _sample_slabs(self) -> None:
+        ts = now_ns()
+        samples = sysfs.sample_slabs(self.caches)
+        cols = empty_columns(len(samples))
+        cols["ts_ns"][:] = ts
+        cols["kind"][:] = EventKind.SLAB_SAMPLE
+        if samples:
+            cid, slabs, objects = zip(*samples, strict=True)
+            cols["cache_id"][:] = cid
+            cols["aux"][:] = slabs
+            cols["aux2"][:] = objects
+        self._append(cols)
+
+    # --- the end --------------------------------------------------------------------------
+
+    def lost_per_cpu(self) -> dict[tuple[int, int], int]:
+        """(cpu, LostReason) -> count, from the BPF per-CPU array and the perf lost callback."""
+        out: dict[tuple[int, int], int] = {}
+        table = self.bpf["lost"]
+        for reason in (LostReason.RINGBUF_FULL, LostReason.LIVE_MAP_FULL):
+            for cpu, count in enumerate(table.getvalue(table.Key(int(reason)))):
+                if count:
+                    out[(cpu, int(reason))] = int(count)
+        for cpu, count in getattr(self.ring, "lost_by_cpu", {}).items():
+            out[(cpu, int(LostReason.PERF_LOST))] = count
+        return out
+
+    def lost_total(self) -> int:
+        return sum(self.lost_per_cpu().values())
+
+    def stop(self) -> dict:
+        """Final drain, LOST rows, seal. Returns the sealed meta."""
+        self.poll()
+        end = now_ns()
+        lost = self.lost_per_cpu()
+        if lost:
+            cols = empty_columns(len(lost))
+            cols["ts_ns"][:] = end
+            cols["kind"][:] = EventKind.LOST
+            for i, ((cpu, reason), count) in enumerate(sorted(lost.items())):
+                cols["cpu"][i], cols["aux"][i], cols["aux2"][i] = cpu, count, reason
+            self._append(cols)
+        self.writer.meta["clock"]["end_ns"] = end
+        self.writer.close()
+        self.ring.close()
+        self.bpf.cleanup()
+        return self.writer.meta
+
+
+def prepare(opts: RecordOptions) -> tuple[probes.KernelFeatures, str]:
+    """Pre-flight in the order a user can fix things: root, output, tracefs, bcc, headers."""
+    require_root()
+    check_output(opts.output)
+    feats = probes.detect()
+    bccload.load_bcc()
+    choice = headers.choose_headers()
+    if choice is None:
+        raise KernelSupportError(
+            "no kernel headers installed: BCC cannot compile",
+            tip="apt-get install linux-headers-amd64 (any version: offsets come from BTF)",
+        )
+    headers.apply(choice)
+    return feats, choice.how

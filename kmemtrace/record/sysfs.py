@@ -1,0 +1,116 @@
+"""Context read from sysfs and cgroupfs: slab geometry, merged-cache aliases, memcg tree.
+
+SLUB merges caches of compatible geometry and flags: ``/sys/kernel/slab`` then has one real
+directory (named ``:<flags>-<size>``) and a symlink per merged name (UNIX sockets land in
+``signal_cache`` here). The trace keeps one entry per real cache with every alias, so a
+report can say honestly which names share slabs. The flag letters of a merged cache's
+directory include ``A`` for SLAB_ACCOUNT (mm/slub.c ``create_unique_id``).
+"""
+
+import os
+from pathlib import Path
+
+SLAB_ROOT = Path("/sys/kernel/slab")
+GEOMETRY = {"object_size": "object_size", "size": "slab_size",
+            "objs_per_slab": "objs_per_slab", "order": "order",
+            "min_partial": "min_partial", "cpu_partial": "cpu_partial"}
+
+
+def _first_int(path: Path) -> int:
+    """``/sys/kernel/slab/x/slabs`` reads ``'4017 N0=4017'``: take the leading number."""
+    return int(path.read_text().split()[0])
+
+
+def read_caches(root: Path = SLAB_ROOT) -> list[dict]:
+    """One dict per real cache directory, ids in sorted-directory order."""
+    dirs: dict[str, list[str]] = {}
+    links: list[tuple[str, str]] = []
+    for entry in os.scandir(root):
+        if entry.is_symlink():
+            links.append((entry.name, os.path.basename(os.readlink(entry.path))))
+        elif entry.is_dir():
+            dirs[entry.name] = []
+    for name, target in links:
+        if target in dirs:
+            dirs[target].append(name)
+    caches = []
+    for dirname in sorted(dirs):
+        cache = read_cache(root, dirname, sorted(dirs[dirname]), len(caches))
+        if cache is not None:
+            caches.append(cache)
+    return caches
+
+
+def read_cache(root: Path, dirname: str, aliases: list[str], cache_id: int) -> dict | None:
+    """One real cache directory as a trace cache entry (None if it vanished meanwhile)."""
+    merged = dirname.startswith(":")
+    cache = {"id": cache_id, "name": aliases[0] if merged and aliases else dirname,
+             "sysfs": dirname}
+    try:
+        for key, fname in GEOMETRY.items():
+            cache[key] = _first_int(root / dirname / fname)
+    except (OSError, ValueError, IndexError):
+        return None
+    cache["aliases"] = aliases + ([dirname] if merged else [])
+    cache["accounted"] = merged and "A" in dirname[1:].split("-")[0]
+    return cache
+
+
+def aliases_of(root: Path, dirname: str) -> list[str]:
+    """Names whose symlink points at ``dirname`` (for a cache found after start-up)."""
+    return sorted(e.name for e in os.scandir(root)
+                  if e.is_symlink() and os.path.basename(os.readlink(e.path)) == dirname)
+
+
+def name_index(caches: list[dict]) -> dict[str, int]:
+    """Every name a cache is known by (its name, aliases, sysfs dir) -> cache id."""
+    index = {}
+    for c in caches:
+        for name in (c["name"], c["sysfs"], *c["aliases"]):
+            index.setdefault(name, c["id"])
+    return index
+
+
+def kmalloc_sizes(caches: list[dict], prefix: str) -> dict[int, int]:
+    """object_size -> cache id for a kmalloc family (``kmalloc-`` or ``kmalloc-cg-``).
+
+    Names look like kmalloc-96, kmalloc-1k, kmalloc-cg-8k; the size comes from sysfs, not
+    from the name, and a merged kmalloc cache is found through its alias.
+    """
+    out = {}
+    for c in caches:
+        for name in (c["name"], *c["aliases"]):
+            rest = name[len(prefix):] if name.startswith(prefix) else ""
+            if rest and (rest[:-1] if rest.endswith("k") else rest).isdigit():
+                out[c["object_size"]] = c["id"]
+    return out
+
+
+def sample_slabs(caches: list[dict], root: Path = SLAB_ROOT) -> list[tuple[int, int, int]]:
+    """(cache id, slabs, objects) now, for caches still present."""
+    out = []
+    for c in caches:
+        d = root / c["sysfs"]
+        try:
+            out.append((c["id"], _first_int(d / "slabs"), _first_int(d / "objects")))
+        except (OSError, ValueError, IndexError):
+            continue
+    return out
+
+
+def memcg_tree(mount: Path) -> list[dict]:
+    """Every memcg directory: id = inode (= kernfs id), parent id, path, level."""
+    out = []
+    root_id = mount.stat().st_ino
+    out.append({"id": root_id, "parent": 0, "path": "/", "level": 0})
+    for dirpath, dirnames, _files in os.walk(mount):
+        parent = os.stat(dirpath).st_ino
+        for d in sorted(dirnames):
+            full = Path(dirpath) / d
+            try:
+                ino = full.stat().st_ino
+            except OSError:
+                continue
+            rel = "/" + str(full.relative_to(mount))
+            out.append({"id": ino, "parent": parent, "path": rel, "level": rel.count("/")})
+    return out
