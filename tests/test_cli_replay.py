@@ -11,10 +11,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import SEC
 
 from kmemtrace.report.text import WIDTH
 from kmemtrace.strategies import REGISTRY
+
+from conftest import SEC
 
 KMEMTRACE = Path(sys.executable).with_name("kmemtrace")
 
@@ -121,3 +122,8 @@ def test_unknown_format_version_is_one_line(trace):
     meta["format_version"] = 99
     meta_path.write_text(json.dumps(meta))
     assert_one_line_failure(run("replay", str(trace)), "99")
+
+
+@pytest.mark.parametrize("args", [["--samples", "many"], ["--no-such-option"]])
+def test_click_level_usage_error_is_one_line(trace, args):
+    assert_one_line_failure(run("replay", str(trace), *args))

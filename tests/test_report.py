@@ -8,9 +8,9 @@ pinned pages, dead caches and latency, which exercises the best-value marking.
 
 import dataclasses
 import json
+from types import SimpleNamespace
 
 import pytest
-from conftest import SEC
 from rich.console import Console
 
 from kmemtrace.metrics import metric_fields
@@ -25,6 +25,8 @@ from kmemtrace.report.terminal import header, render
 from kmemtrace.report.text import BEST_MARK, WIDTH, render_text
 from kmemtrace.strategies import select
 from kmemtrace.trace.reader import open_trace
+
+from conftest import SEC
 
 
 def _two_memcgs(tb):
@@ -85,8 +87,7 @@ def test_text_numbers_are_the_metrics_objects(cmp):
             if len(tokens) < 2:
                 continue  # a group header
             metric, _unit, *cells = tokens
-            values = [getattr(m, metric) for m in cmp.metrics]
-            best = {cmp.metrics[i].strategy for i in best_columns(metric, values)}
+            best = {cmp.metrics[i].strategy for i in best_columns(metric, cmp.metrics)}
             for name, cell in zip(names, cells, strict=True):
                 assert cell.rstrip(BEST_MARK) == humanise(getattr(by_name[name], metric))
                 assert cell.endswith(BEST_MARK) == (name in best), (metric, name)
@@ -158,10 +159,23 @@ def test_humanise_keeps_three_significant_digits(value, text):
     assert humanise(value) == text
 
 
+def _fake(**fields) -> SimpleNamespace:
+    return SimpleNamespace(**{"dead_caches_never_destroyed": 0, **fields})
+
+
 def test_best_is_the_lowest_of_a_ranked_row_only():
-    assert best_columns("pinned_pages_peak", [3, 1, None, 1]) == {1, 3}
-    assert best_columns("pinned_pages_peak", [2, 2, None]) == set()
-    assert best_columns("allocs", [3, 1]) == set()
+    rows = [_fake(pinned_pages_peak=v, allocs=v) for v in (3, 1, None, 1)]
+    assert best_columns("pinned_pages_peak", rows) == {1, 3}
+    tied = [_fake(pinned_pages_peak=v) for v in (2, None, 2)]
+    assert best_columns("pinned_pages_peak", tied) == set()
+    assert best_columns("allocs", rows) == set()
+
+
+def test_latency_of_a_strategy_that_never_destroys_is_not_ranked():
+    leaky = _fake(destroy_latency_p99_s=0.0, dead_caches_never_destroyed=5)
+    prompt = _fake(destroy_latency_p99_s=2.0)
+    slow = _fake(destroy_latency_p99_s=9.0)
+    assert best_columns("destroy_latency_p99_s", [leaky, prompt, slow]) == {1}
 
 
 @pytest.mark.parametrize("release, objcg", [

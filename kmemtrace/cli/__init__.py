@@ -50,16 +50,25 @@ def _register() -> None:
 
 
 def main() -> None:
-    """Console-script entry point: run the app, turning KmemtraceError into an exit code.
+    """Console-script entry point: every expected failure is one line and an exit code.
 
-    Click's own usage errors (unknown option, missing argument) are handled by typer in
-    standalone mode; everything kmemtrace raises on purpose is caught here, once.
+    Runs typer outside standalone mode so that its own usage errors (unknown option, bad
+    value) come back here too, instead of as a multi-line box.
     """
     _register()
     try:
-        app()
+        rc = app(standalone_mode=False)
     except KmemtraceError as exc:
-        err_console.print(f"[bold red]kmemtrace:[/] {exc}", highlight=False)
-        if exc.tip:
-            err_console.print(f"[dim]Tip:[/] {exc.tip}", highlight=False)
-        sys.exit(exc.exit_code)
+        _fail(str(exc), exc.exit_code, exc.tip)
+    except typer.Abort:
+        _fail("aborted", 130)
+    except typer.TyperException as exc:  # click's usage errors, vendored by typer
+        _fail(exc.format_message(), getattr(exc, "exit_code", 2))
+    sys.exit(rc if isinstance(rc, int) else 0)
+
+
+def _fail(message: str, code: int, tip: str | None = None) -> None:
+    err_console.print(f"[bold red]kmemtrace:[/] {message}", highlight=False)
+    if tip:
+        err_console.print(f"[dim]Tip:[/] {tip}", highlight=False)
+    sys.exit(code)
