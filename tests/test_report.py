@@ -8,6 +8,7 @@ pinned pages, dead caches and latency, which exercises the best-value marking.
 
 import dataclasses
 import json
+import math
 from types import SimpleNamespace
 
 import pytest
@@ -108,7 +109,11 @@ def test_text_carries_header_and_wrapped_assumptions(cmp):
 
 def test_json_round_trips_every_strategy(cmp):
     out = json.loads(dumps(cmp))
-    assert out["strategies"] == [m.to_dict() for m in cmp.metrics]
+    never = {"never": math.inf}
+    back = [{k: never.get(v, v) if isinstance(v, str) and k.startswith("destroy_latency")
+             else v for k, v in d.items()} for d in out["strategies"]]
+    assert back == [m.to_dict() for m in cmp.metrics]
+    assert any(d["destroy_latency_max_s"] == "never" for d in out["strategies"])
     assert out["era"] == cmp.era
     assert out["trace"]["events"] == cmp.facts.events
     assert out["assumptions"] == assumptions(cmp.era, cmp.facts.kernel_release)
@@ -171,11 +176,12 @@ def test_best_is_the_lowest_of_a_ranked_row_only():
     assert best_columns("allocs", rows) == set()
 
 
-def test_latency_of_a_strategy_that_never_destroys_is_not_ranked():
-    leaky = _fake(destroy_latency_p99_s=0.0, dead_caches_never_destroyed=5)
+def test_a_censored_latency_is_never_and_never_best():
+    leaky = _fake(destroy_latency_p99_s=math.inf, dead_caches_never_destroyed=5)
     prompt = _fake(destroy_latency_p99_s=2.0)
     slow = _fake(destroy_latency_p99_s=9.0)
     assert best_columns("destroy_latency_p99_s", [leaky, prompt, slow]) == {1}
+    assert humanise(math.inf) == "never"
 
 
 @pytest.mark.parametrize("release, objcg", [

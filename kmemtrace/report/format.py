@@ -12,6 +12,7 @@ from kmemtrace.params import ParamSpec
 from kmemtrace.strategies import REGISTRY
 
 MISSING = "–"  # a metric that does not apply (no destroys: no latency)
+NEVER = "never"  # a censored latency: some dead cache was never destroyed
 _SUFFIXES = ("", "k", "M", "G", "T")
 
 # Rows where less is plainly better; caches_created/destroyed and the trace group describe
@@ -30,7 +31,9 @@ def humanise(value) -> str:
     if isinstance(value, Integral) and abs(value) < 1000:
         return str(int(value))
     v = float(value)
-    if v == 0 or not math.isfinite(v):
+    if math.isinf(v):
+        return NEVER
+    if v == 0 or math.isnan(v):
         return f"{v:g}"
     scale = 0
     while abs(v) >= 999.5 and scale < len(_SUFFIXES) - 1:
@@ -39,20 +42,11 @@ def humanise(value) -> str:
     return f"{v:.3g}{_SUFFIXES[scale]}"
 
 
-def _ranked_value(name: str, m):
-    # A latency percentile covers only the caches that were destroyed; a strategy that
-    # never destroys some of them (current under SLUB) would look best with its 0 s
-    # destroys of already-empty caches. Its latency is censored, so it is not ranked.
-    if name.startswith("destroy_latency_") and m.dead_caches_never_destroyed:
-        return None
-    return getattr(m, name)
-
-
 def best_columns(name: str, metrics) -> set[int]:
     """Indices of the strategies with the row's best value; none if unranked or all equal."""
     if name not in LOWER_IS_BETTER:
         return set()
-    values = [_ranked_value(name, m) for m in metrics]
+    values = [getattr(m, name) for m in metrics]
     present = [v for v in values if v is not None]
     if len(set(present)) < 2:
         return set()

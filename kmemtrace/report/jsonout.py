@@ -7,6 +7,7 @@ axis (seconds since the trace's start) plus each strategy's sampled series.
 """
 
 import json
+import math
 
 from kmemtrace import __version__
 from kmemtrace.report.assumptions import assumptions
@@ -21,11 +22,16 @@ def to_json(cmp: Comparison) -> dict:
                   "start_ns": f.start_ns, "end_ns": f.end_ns, "lost": f.lost},
         "era": cmp.era,
         "assumptions": assumptions(cmp.era, f.kernel_release),
-        "strategies": [m.to_dict() for m in cmp.metrics],
+        "strategies": [_json_safe(m.to_dict()) for m in cmp.metrics],
         "series": {"t_s": cmp.t_s.tolist(),
                    **{name: {k: v.tolist() for k, v in by_name.items()}
                       for name, by_name in cmp.series.items()}},
     }
+
+
+def _json_safe(d: dict) -> dict:
+    """A censored latency (inf, "some cache never destroyed") becomes the string "never"."""
+    return {k: ("never" if isinstance(v, float) and math.isinf(v) else v) for k, v in d.items()}
 
 
 def dumps(cmp: Comparison) -> str:
