@@ -41,6 +41,7 @@ from kmemtrace.trace.reader import TraceReader
 from kmemtrace.trace.schema import GFP_ACCOUNT, ROOT_MEMCG_ID, EventKind
 
 DEFAULT_SAMPLES = 500
+PROGRESS_SLICE = 1 << 20  # events per progress update
 _COLUMNS = ["ts_ns", "kind", "cpu", "ptr", "cache_id", "memcg_id", "gfp", "aux"]
 _GROW = {NEED_SLABS: grow_slabs, NEED_INSTANCES: grow_instances, NEED_OBJECTS: grow_objects}
 
@@ -171,12 +172,17 @@ def replay(trace: TraceReader, selection: list[tuple[Strategy, dict]], *,
         chunk = prepare(cols, memcgs, accounted, ncpu)
         result.read_seconds += time.perf_counter() - t_read
         for run in runs:
-            t0 = time.perf_counter()
-            run.model = _run_chunk(grow_memcgs(run.model, len(memcgs) + 1), run.pol, chunk)
-            run.loop_seconds += time.perf_counter() - t0
+            run.model = grow_memcgs(run.model, len(memcgs) + 1)
+        # Slices only pace the progress report; results do not depend on them.
+        for lo in range(0, len(chunk.ts), PROGRESS_SLICE):
+            hi = min(lo + PROGRESS_SLICE, len(chunk.ts))
+            for run in runs:
+                t0 = time.perf_counter()
+                run.model = _run_chunk(run.model, run.pol, chunk, lo, hi)
+                run.loop_seconds += time.perf_counter() - t0
+            if progress is not None:
+                progress(hi - lo)
         result.events += len(chunk.ts)
-        if progress is not None:
-            progress(len(chunk.ts))
         t_read = time.perf_counter()
     for run in runs:
         finish(run.model, run.pol, end)
@@ -185,12 +191,11 @@ def replay(trace: TraceReader, selection: list[tuple[Strategy, dict]], *,
     return result
 
 
-def _run_chunk(model: Model, pol: np.ndarray, c: Chunk) -> Model:
-    pos = 0
-    n = len(c.ts)
-    while pos < n:
-        pos, need = run_events(model, pol, c.ts, c.kind, c.cpu, c.ptr, c.cache, c.memcg,
-                               c.aux, pos)
+def _run_chunk(model: Model, pol: np.ndarray, c: Chunk, lo: int, hi: int) -> Model:
+    pos = lo
+    while pos < hi:
+        pos, need = run_events(model, pol, c.ts[:hi], c.kind[:hi], c.cpu[:hi], c.ptr[:hi],
+                               c.cache[:hi], c.memcg[:hi], c.aux[:hi], pos)
         if need:
             model = _GROW[need](model)
     return model
