@@ -48,6 +48,7 @@ from kmemtrace.model.state import (
     C_UNKNOWN_CACHE,
     C_UNKNOWN_FREES,
     C_UNSAFE_DESTROY,
+    C_VSAMPLE_IDX,
     F_DEAD_EMPTY_PAGE_NS,
     F_DEAD_PAGE_NS,
     F_LIVE_BYTES_NS,
@@ -56,6 +57,12 @@ from kmemtrace.model.state import (
     I_T_DESTROY,
     I_T_OFFLINE,
     SERIES_NAMES,
+    V_CACHE,
+    V_KERNEL_OBJECTS,
+    V_KERNEL_SLABS,
+    V_MODEL_OBJECTS,
+    V_MODEL_SLABS,
+    V_TS,
 )
 
 
@@ -174,15 +181,9 @@ def compute_metrics(run) -> StrategyMetrics:
     """Reduce a finished :class:`~kmemtrace.replay.engine.StrategyRun` to metrics."""
     m = run.model
     c = m.ctr
-    n = int(c[C_NINST])
-    inst = m.inst[:, :n]
-    per_memcg = inst[I_MEMCG] != 0
-    went_dead = per_memcg & (inst[I_T_OFFLINE] >= 0)
-    destroyed = went_dead & (inst[I_T_DESTROY] >= 0)
     # Caches never destroyed are censored at infinity: a strategy that leaks must not look
     # fast because it only destroyed the caches that were already empty at offline.
-    lat_s = np.where(inst[I_T_DESTROY] >= 0, inst[I_T_DESTROY] - inst[I_T_OFFLINE],
-                     np.inf)[went_dead] / 1e9
+    lat_s = destroy_latencies_s(run)
     slab_bytes_ns = m.fctr[F_SLAB_BYTES_NS]
     stock_total = c[C_STOCK_HIT] + c[C_STOCK_MISS]
     return StrategyMetrics(
@@ -200,7 +201,7 @@ def compute_metrics(run) -> StrategyMetrics:
         destroy_latency_p50_s=_pct(lat_s, 50),
         destroy_latency_p99_s=_pct(lat_s, 99),
         destroy_latency_max_s=_pct(lat_s, 100),
-        dead_caches_never_destroyed=int((went_dead & ~destroyed).sum()),
+        dead_caches_never_destroyed=int(np.isinf(lat_s).sum()),
         dying_memcgs_pinned_peak=int(c[C_PEAK_DEAD_MEMCGS_PINNED]),
         slab_pages_allocated=int(c[C_PAGES_ALLOC]),
         slab_pages_freed=int(c[C_PAGES_FREED]),
@@ -228,6 +229,22 @@ def compute_metrics(run) -> StrategyMetrics:
         lost_events=int(c[C_LOST_EVENTS]),
         loop_seconds=float(run.loop_seconds),
     )
+
+
+def destroy_latencies_s(run) -> np.ndarray:
+    """Offline -> destroy of every dead per-memcg cache, s; inf where never destroyed."""
+    inst = run.model.inst[:, :int(run.model.ctr[C_NINST])]
+    went_dead = (inst[I_MEMCG] != 0) & (inst[I_T_OFFLINE] >= 0)
+    return np.where(inst[I_T_DESTROY] >= 0, inst[I_T_DESTROY] - inst[I_T_OFFLINE],
+                    np.inf)[went_dead] / 1e9
+
+
+def slab_samples(run) -> dict[str, np.ndarray]:
+    """Each SLAB_SAMPLE of the trace beside the model's count for the same root cache."""
+    v = run.model.vsample[:, :int(run.model.ctr[C_VSAMPLE_IDX])]
+    return {"ts_ns": v[V_TS], "cache_id": v[V_CACHE], "kernel_slabs": v[V_KERNEL_SLABS],
+            "kernel_objects": v[V_KERNEL_OBJECTS], "model_slabs": v[V_MODEL_SLABS],
+            "model_objects": v[V_MODEL_OBJECTS]}
 
 
 def series(run) -> dict[str, np.ndarray]:

@@ -136,7 +136,8 @@ C_UNKNOWN_CACHE = 45  # ALLOC events whose cache is not in meta (skipped)
 C_PEAK_LIVE_OBJS = 46
 C_PRESSURE_EVENTS = 47
 C_OFFLINES = 48
-NC = 49
+C_VSAMPLE_IDX = 49  # SLAB_SAMPLE events paired with the model so far
+NC = 50
 
 # --- float integrals over trace time: fctr[F_*] --------------------------------------------
 F_DEAD_PAGE_NS = 0
@@ -154,7 +155,14 @@ R_LIVE_OBJS = 4
 NR = 5
 SERIES_NAMES = ("dead_live_pages", "dead_empty_pages", "dead_caches", "total_pages", "live_objects")
 
-HASH_EMPTY = np.uint64(0)
+# --- model validation: vsample[V_*, k] for the k-th SLAB_SAMPLE event ----------------------
+V_TS = 0
+V_CACHE = 1
+V_KERNEL_SLABS = 2  # what /sys/kernel/slab said
+V_KERNEL_OBJECTS = 3
+V_MODEL_SLABS = 4  # what the model holds for that root cache, all instances
+V_MODEL_OBJECTS = 5
+NV = 6
 
 
 class Model(NamedTuple):
@@ -173,9 +181,11 @@ class Model(NamedTuple):
     fctr: np.ndarray  # float64 [NF]
     series: np.ndarray  # float64 [NR, n_samples]
     stock: np.ndarray  # int64 [2, ncpu]: obj_cgroup stock (cached memcg, nr_bytes)
+    vsample: np.ndarray  # int64 [NV, n_slab_samples]: kernel vs model, per SLAB_SAMPLE
 
 
-def new_model(geom: np.ndarray, ncpu: int, n_samples: int, *, slab_cap: int = 1024,
+def new_model(geom: np.ndarray, ncpu: int, n_samples: int, *, n_slab_samples: int = 0,
+              slab_cap: int = 1024,
               inst_cap: int = 256, memcg_cap: int = 64, hash_cap: int = 1 << 16) -> Model:
     """An empty model for ``geom.shape[1]`` root caches on ``ncpu`` CPUs."""
     ncache = geom.shape[1]
@@ -195,6 +205,7 @@ def new_model(geom: np.ndarray, ncpu: int, n_samples: int, *, slab_cap: int = 10
         hslab=np.zeros(hash_cap, dtype=np.int64), hmemcg=np.zeros(hash_cap, dtype=np.int64),
         ctr=ctr, fctr=np.zeros(NF, dtype=np.float64),
         series=np.zeros((NR, n_samples), dtype=np.float64), stock=stock,
+        vsample=np.zeros((NV, n_slab_samples), dtype=np.int64),
     )
 
 

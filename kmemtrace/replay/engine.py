@@ -42,7 +42,7 @@ from kmemtrace.trace.schema import GFP_ACCOUNT, ROOT_MEMCG_ID, EventKind
 
 DEFAULT_SAMPLES = 500
 PROGRESS_SLICE = 1 << 20  # events per progress update
-_COLUMNS = ["ts_ns", "kind", "cpu", "ptr", "cache_id", "memcg_id", "gfp", "aux"]
+_COLUMNS = ["ts_ns", "kind", "cpu", "ptr", "cache_id", "memcg_id", "gfp", "aux", "aux2"]
 _GROW = {NEED_SLABS: grow_slabs, NEED_INSTANCES: grow_instances, NEED_OBJECTS: grow_objects}
 
 
@@ -82,6 +82,7 @@ class Chunk:
     cache: np.ndarray
     memcg: np.ndarray
     aux: np.ndarray
+    aux2: np.ndarray
 
 
 def prepare(cols: dict[str, np.ndarray], memcgs: MemcgIndex, accounted_caches: np.ndarray,
@@ -103,7 +104,7 @@ def prepare(cols: dict[str, np.ndarray], memcgs: MemcgIndex, accounted_caches: n
     return Chunk(
         ts=cols["ts_ns"].astype(np.int64), kind=kind.astype(np.int64),
         cpu=cols["cpu"].astype(np.int64) % ncpu, ptr=cols["ptr"].astype(np.uint64),
-        cache=cache, memcg=memcg, aux=aux,
+        cache=cache, memcg=memcg, aux=aux, aux2=cols["aux2"].astype(np.int64),
     )
 
 
@@ -129,6 +130,7 @@ class Replay:
     events: int = 0
     read_seconds: float = 0.0
     sample_times_ns: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    offline_ns: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
 
 def _initial_memcgs(meta: dict, memcgs: MemcgIndex) -> list[tuple[int, int]]:
@@ -158,7 +160,9 @@ def replay(trace: TraceReader, selection: list[tuple[Strategy, dict]], *,
         strategy.configure(pol, params)
         pol[PO_ERA] = era_obj.code
         pol[PO_START_NS], pol[PO_END_NS], pol[PO_SAMPLE_STEP_NS] = start, end, step
-        model = grow_memcgs(new_model(geom, ncpu, samples), len(memcgs) + 1)
+        n_slab_samples = int(trace.meta.get("counts", {}).get("SLAB_SAMPLE", 0))
+        model = grow_memcgs(new_model(geom, ncpu, samples, n_slab_samples=n_slab_samples),
+                            len(memcgs) + 1)
         model.ctr[C_LAST_TS] = start
         model.ctr[C_NEXT_SAMPLE] = start
         model.ctr[C_NEXT_TICK] = start + pol[PO_REAP_PERIOD_NS]
@@ -167,9 +171,11 @@ def replay(trace: TraceReader, selection: list[tuple[Strategy, dict]], *,
             model.memcg[M_OBJCGS, idx] = 1
         runs.append(StrategyRun(strategy, params, era_obj, model, pol))
     result = Replay(trace=trace, runs=runs, memcg_ids=memcgs.ids)
+    offlines = []
     t_read = time.perf_counter()
     for cols in trace.iter_parts(_COLUMNS):
         chunk = prepare(cols, memcgs, accounted, ncpu)
+        offlines.append(chunk.ts[chunk.kind == EventKind.MEMCG_OFFLINE])
         result.read_seconds += time.perf_counter() - t_read
         for run in runs:
             run.model = grow_memcgs(run.model, len(memcgs) + 1)
@@ -187,6 +193,7 @@ def replay(trace: TraceReader, selection: list[tuple[Strategy, dict]], *,
     for run in runs:
         finish(run.model, run.pol, end)
     result.memcg_ids = memcgs.ids
+    result.offline_ns = np.concatenate(offlines) if offlines else result.offline_ns
     result.sample_times_ns = start + step * np.arange(samples, dtype=np.int64)
     return result
 
@@ -195,7 +202,7 @@ def _run_chunk(model: Model, pol: np.ndarray, c: Chunk, lo: int, hi: int) -> Mod
     pos = lo
     while pos < hi:
         pos, need = run_events(model, pol, c.ts[:hi], c.kind[:hi], c.cpu[:hi], c.ptr[:hi],
-                               c.cache[:hi], c.memcg[:hi], c.aux[:hi], pos)
+                               c.cache[:hi], c.memcg[:hi], c.aux[:hi], c.aux2[:hi], pos)
         if need:
             model = _GROW[need](model)
     return model

@@ -66,6 +66,7 @@ from kmemtrace.model.state import (
     C_UNKNOWN_CACHE,
     C_UNKNOWN_FREES,
     C_UNSAFE_DESTROY,
+    C_VSAMPLE_IDX,
     F_DEAD_EMPTY_PAGE_NS,
     F_DEAD_PAGE_NS,
     F_LIVE_BYTES_NS,
@@ -82,6 +83,7 @@ from kmemtrace.model.state import (
     I_MIN_PARTIAL,
     I_NR_PAGES,
     I_NR_PARTIAL,
+    I_NR_SLABS,
     I_PHEAD,
     I_PTAIL,
     I_REF_KILLED,
@@ -111,6 +113,12 @@ from kmemtrace.model.state import (
     S_INUSE,
     S_STATE,
     SL_NODE_PARTIAL,
+    V_CACHE,
+    V_KERNEL_OBJECTS,
+    V_KERNEL_SLABS,
+    V_MODEL_OBJECTS,
+    V_MODEL_SLABS,
+    V_TS,
     Model,
 )
 from kmemtrace.replay.policy import (
@@ -140,6 +148,7 @@ K_OFFLINE = int(EventKind.MEMCG_OFFLINE)
 K_RELEASE = int(EventKind.MEMCG_RELEASE)
 K_PRESSURE = int(EventKind.PRESSURE)
 K_LOST = int(EventKind.LOST)
+K_SLAB_SAMPLE = int(EventKind.SLAB_SAMPLE)
 
 NEED_NOTHING = 0
 NEED_SLABS = 1
@@ -471,7 +480,29 @@ def _alloc(m: Model, pol, key, cache: int, memcg: int, cpu: int, now: int) -> No
 
 
 @njit(cache=True, nogil=True, _nrt=False)
-def run_events(m: Model, pol, ts, kind, cpu, ptr, cache, memcg, aux, start: int):
+def _pair_slab_sample(m: Model, cache: int, slabs: int, objects: int, now: int) -> None:
+    """Model validation: next to the kernel's count, what the model holds for the cache."""
+    j = m.ctr[C_VSAMPLE_IDX]
+    if cache < 0 or j >= m.vsample.shape[1]:
+        return
+    model_slabs = 0
+    model_objects = 0
+    for g in range(m.inst_of.shape[1]):
+        inst = m.inst_of[cache, g]
+        if inst >= 0:
+            model_slabs += m.inst[I_NR_SLABS, inst]
+            model_objects += m.inst[I_LIVE, inst]
+    m.vsample[V_TS, j] = now
+    m.vsample[V_CACHE, j] = cache
+    m.vsample[V_KERNEL_SLABS, j] = slabs
+    m.vsample[V_KERNEL_OBJECTS, j] = objects
+    m.vsample[V_MODEL_SLABS, j] = model_slabs
+    m.vsample[V_MODEL_OBJECTS, j] = model_objects
+    m.ctr[C_VSAMPLE_IDX] = j + 1
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def run_events(m: Model, pol, ts, kind, cpu, ptr, cache, memcg, aux, aux2, start: int):
     """Replay events ``start..`` of one chunk; return ``(next_index, NEED_*)``."""
     n = ts.shape[0]
     ninst_margin = m.inst_of.shape[0] + 1
@@ -518,6 +549,8 @@ def run_events(m: Model, pol, ts, kind, cpu, ptr, cache, memcg, aux, start: int)
                 _reap(m, pol, t)
         elif k == K_LOST:
             m.ctr[C_LOST_EVENTS] += aux[i]
+        elif k == K_SLAB_SAMPLE:
+            _pair_slab_sample(m, cache[i], aux[i], aux2[i], t)
     return n, NEED_NOTHING
 
 
