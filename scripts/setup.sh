@@ -4,7 +4,7 @@
 #   bash scripts/setup.sh --kernel-tools  also what `record` and its tests need (Debian, root):
 #                                         BCC from Debian (python3-bpfcc; the PyPI "bcc" is an
 #                                         unrelated lattice library), kernel headers, bpftrace,
-#                                         perf and gcc
+#                                         perf, gcc, and chromium (the HTML report test)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,7 +12,8 @@ if [[ "${1:-}" == "--kernel-tools" ]]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q
   apt-get install -y -q --no-install-recommends \
-    python3-bpfcc bpfcc-tools bpftrace linux-headers-amd64 linux-perf gcc util-linux
+    python3-bpfcc bpfcc-tools bpftrace linux-headers-amd64 linux-perf gcc util-linux \
+    chromium
 fi
 
 [[ -x .venv/bin/python ]] || python3 -m venv .venv

@@ -41,7 +41,9 @@ def _root(
 
 
 # Each module adds its command(s) to `app` when imported.
-COMMAND_MODULES: tuple[str, ...] = ("synth", "info", "record", "doctor", "replay")
+COMMAND_MODULES: tuple[str, ...] = (
+    "synth", "info", "record", "doctor", "replay", "report", "compare", "validate",
+)
 
 
 def _register() -> None:

@@ -78,6 +78,9 @@ def replay_command(
     = DEFAULT_SAMPLES,
     show_strategies: Annotated[bool, typer.Option(
         "--list-strategies", help="List strategies and their parameters, then exit.")] = False,
+    plot_dir: Annotated[Path | None, typer.Option(
+        "--plot", help="Also write PNG charts (pinned pages, dead caches, destroy latency, "
+        "hot-path costs) into this directory.", show_default=False)] = None,
 ) -> None:
     """Replay TRACE under each strategy and compare pinned pages, dead caches and costs."""
     if show_strategies:
@@ -90,16 +93,28 @@ def replay_command(
     if trace is None:
         raise UsageError("missing TRACE (a trace directory)",
                          tip="kmemtrace replay --list-strategies needs none")
-    # Reject bad names before reading anything.
-    selection = select(strategy, split_params(param))
-    get_era(era)
-    reader = open_trace(trace)
-    with _progress(reader.n_events) as progress:
-        result = replay(reader, selection, era=era, samples=samples, progress=progress)
-    cmp = Comparison.from_replay(result)
+    cmp = compare_strategies(trace, strategy, param, era, samples)
     if fmt == "text":
         print(render_text(cmp), end="")
     else:
         Console().print(render(cmp))
     if json_path is not None:
         json_path.write_text(dumps(cmp))
+    if plot_dir is not None:
+        # Imported here: matplotlib costs every other command's start-up otherwise.
+        from kmemtrace.report.plots import write_plots
+
+        for path in write_plots(cmp, plot_dir):
+            err_console.print(f"wrote {path}", highlight=False)
+
+
+def compare_strategies(trace: Path, strategy: str, param: list[str] | None, era: str,
+                       samples: int) -> Comparison:
+    """Replay one trace under the selected strategies (with a progress bar if long)."""
+    # Reject bad names before reading anything.
+    selection = select(strategy, split_params(param))
+    get_era(era)
+    reader = open_trace(trace)
+    with _progress(reader.n_events) as progress:
+        result = replay(reader, selection, era=era, samples=samples, progress=progress)
+    return Comparison.from_replay(result)

@@ -4,11 +4,11 @@ Built once from a finished :class:`~kmemtrace.replay.engine.Replay` so that the 
 outputs cannot disagree; afterwards nothing reads the trace again.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from kmemtrace.metrics import StrategyMetrics, compute_metrics, series
+from kmemtrace.metrics import StrategyMetrics, compute_metrics, destroy_latencies_s, series
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,7 @@ class TraceFacts:
     memcgs: int
     lost: dict
     workload: dict | None = None  # synthetic traces: generator name, seed, params
+    attach_plan: tuple[dict, ...] = ()  # recordings: which probes were real, which missing
 
     @property
     def span_s(self) -> float:
@@ -60,6 +61,10 @@ class Comparison:
     metrics: tuple[StrategyMetrics, ...]
     t_s: np.ndarray
     series: dict[str, dict[str, np.ndarray]]
+    # Per strategy, offline -> destroy of every dead cache in s (inf: never destroyed), and
+    # the memcg offline moments in s since the trace's start: what the plots draw.
+    latencies_s: dict[str, np.ndarray] = field(default_factory=dict)
+    offline_s: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     @classmethod
     def from_replay(cls, result) -> "Comparison":
@@ -74,6 +79,7 @@ class Comparison:
             memcgs=len(result.memcg_ids) - 1,
             lost=dict(meta.get("lost") or {"total": 0, "by_reason": {}}),
             workload=meta.get("workload"),
+            attach_plan=tuple(meta.get("attach_plan") or ()),
         )
         return cls(
             facts=facts,
@@ -81,4 +87,6 @@ class Comparison:
             metrics=tuple(compute_metrics(run) for run in result.runs),
             t_s=(result.sample_times_ns - trace.start_ns) / 1e9,
             series={run.strategy.name: series(run) for run in result.runs},
+            latencies_s={run.strategy.name: destroy_latencies_s(run) for run in result.runs},
+            offline_s=(result.offline_ns - trace.start_ns) / 1e9,
         )

@@ -1,0 +1,50 @@
+"""``kmemtrace validate TRACE``: the model's slab pages against the kernel's own counts."""
+
+from pathlib import Path, PurePath
+from typing import Annotated
+
+import typer
+
+from kmemtrace.cli import app
+from kmemtrace.errors import UsageError
+from kmemtrace.metrics import slab_samples
+from kmemtrace.model.eras import DEFAULT_ERA, ERAS, get_era
+from kmemtrace.replay.engine import replay
+from kmemtrace.report.assumptions import recorded_with_objcg
+from kmemtrace.report.validate import validate
+from kmemtrace.report.validate_out import render_validate_text, validate_json
+from kmemtrace.strategies import REGISTRY, select
+from kmemtrace.trace.reader import open_trace
+
+MATCHING = "objcg"  # what 5.9+ kernels do, and the default for traces of unknown kernels
+
+
+@app.command("validate")
+def validate_command(
+    trace: Annotated[Path, typer.Argument(help="A recorded trace directory.",
+                                          show_default=False)],
+    strategy: Annotated[str, typer.Option(
+        "--strategy", "-s", help=f"Strategy the recording kernel used, one of "
+        f"{', '.join(REGISTRY)}; 5.9+ kernels use {MATCHING}.")] = MATCHING,
+    era: Annotated[str, typer.Option(
+        help=f"SLUB behaviour to model: {', '.join(ERAS)}.")] = DEFAULT_ERA,
+    json_path: Annotated[Path | None, typer.Option(
+        "--json", help="Also write per-cache samples and errors as JSON to this file.",
+        show_default=False)] = None,
+) -> None:
+    """Compare simulated slab pages with the trace's /sys/kernel/slab samples (error %)."""
+    if strategy not in REGISTRY:
+        raise UsageError(f"unknown strategy {strategy!r} (strategies: {', '.join(REGISTRY)})")
+    get_era(era)
+    reader = open_trace(trace)
+    release = str((reader.meta.get("kernel") or {}).get("release") or "unknown")
+    note = ""
+    if recorded_with_objcg(release) and strategy != MATCHING:
+        note = (f"Linux {release} uses obj_cgroup (5.9+): validating {strategy} against it "
+                "compares the kernel with a strategy it does not run")
+    result = replay(reader, select(strategy, {}), era=era, samples=2)
+    v = validate(slab_samples(result.runs[0]), reader.caches, reader.start_ns, strategy,
+                 (reader.meta.get("record") or {}).get("all_objects"))
+    print(render_validate_text(v, PurePath(trace).name, release, note), end="")
+    if json_path is not None:
+        json_path.write_text(validate_json(v, str(trace), release, note))
