@@ -194,3 +194,20 @@ def test_era_changes_the_outcome(trace_builder):
         m = _run(trace, "current,way1", era=era)
         assert m["current"].pinned_pages_end == 2, era
         assert m["way1"].pinned_pages_end == 0, era
+
+
+def test_cpu_partial_budget_follows_the_era(trace_builder):
+    """40 full slabs of 4 objects each get one free on CPU 0: each is parked on the CPU
+    partial stack. Up to v5.15 the budget is 30 *objects* (size < 256): the 32nd push
+    finds 31 > 30 and drains the stack to the node list (one list_lock). From v5.16 it is
+    DIV_ROUND_UP(2 * 120, 4) = 60 *slabs*: nothing drains."""
+    tb = trace_builder()
+    tb.cache(accounted=False)
+    for i in range(160):
+        tb.alloc(10 + i, 0x1000 + 0x40 * i, 1, accounted=False)
+    for s in range(40):
+        tb.free(1000 + s, 0x1000 + 0x40 * 4 * s)
+    trace = open_trace(tb.write(end_ns=SEC))
+    locks = {era: _run(trace, "objcg", era=era)["objcg"].list_lock_takes
+             for era in ("3.14", "5.15", "5.16", "6.8")}
+    assert locks == {"3.14": 1, "5.15": 1, "5.16": 0, "6.8": 0}
