@@ -1,15 +1,42 @@
 """The SLUB allocator model the replay runs on (struct-of-arrays, compiled with numba).
 
-Compiled code is cached next to the sources. When the package directory is not writable
-(a non-root user of a root-installed kmemtrace), numba would refuse to cache; point it at
-a per-user folder instead, before numba is first imported.
+Where compiled code is cached: numba checks only the timestamp of the file that defines a
+function, not the constants and helpers it imports from other files (the field indices in
+``state.py``, the decisions in ``replay/policy.py``). A stale cache would replay with old
+constants. So the cache lives in a folder named after a hash of every source the compiled
+code depends on, in the user's cache directory (a temporary one if that is not writable),
+set before numba is first imported. An explicit ``NUMBA_CACHE_DIR`` wins.
 """
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
 
-if "NUMBA_CACHE_DIR" not in os.environ and not os.access(Path(__file__).parent, os.W_OK):
-    os.environ["NUMBA_CACHE_DIR"] = str(
-        Path(tempfile.gettempdir()) / f"kmemtrace-numba-{os.getuid()}"
-    )
+_PKG = Path(__file__).resolve().parent.parent
+_COMPILED_SOURCES = ("model", "replay", "trace/schema.py")
+
+
+def _sources_digest() -> str:
+    h = hashlib.sha256()
+    for entry in _COMPILED_SOURCES:
+        path = _PKG / entry
+        for f in sorted(path.glob("*.py")) if path.is_dir() else [path]:
+            h.update(f.name.encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _cache_root() -> Path:
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "kmemtrace"
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+        if os.access(base, os.W_OK):
+            return base
+    except OSError:
+        pass
+    return Path(tempfile.gettempdir()) / f"kmemtrace-{os.getuid()}"
+
+
+if "NUMBA_CACHE_DIR" not in os.environ:
+    os.environ["NUMBA_CACHE_DIR"] = str(_cache_root() / "numba" / _sources_digest())

@@ -62,9 +62,8 @@ IS_DESTROYED = 2
 # --- per-CPU state of an instance: pcpu[field, inst_index, cpu] ---------------------------
 P_ACTIVE = 0  # active slab or -1
 P_PHEAD = 1  # CPU partial stack head or -1
-P_PSLABS = 2  # slabs on the stack
-P_POBJECTS = 3  # free objects counted at push time (<= v5.15 budget)
-NP = 4
+P_PSLABS = 2  # slabs on the stack (<= v5.15's free-object count lives in the head's S_PREV)
+NP = 3
 
 # --- memcg fields: memcg[field, memcg_index]; index 0 is the root ---------------------------
 M_PARENT = 0

@@ -29,11 +29,9 @@ from kmemtrace.model.state import (
 )
 from kmemtrace.replay.loop import NEED_INSTANCES, NEED_OBJECTS, NEED_SLABS, finish, run_events
 from kmemtrace.replay.policy import (
-    PO_END_NS,
     PO_ERA,
     PO_REAP_PERIOD_NS,
     PO_SAMPLE_STEP_NS,
-    PO_START_NS,
     new_policy,
 )
 from kmemtrace.strategies.base import Strategy
@@ -159,7 +157,7 @@ def replay(trace: TraceReader, selection: list[tuple[Strategy, dict]], *,
         pol = new_policy()
         strategy.configure(pol, params)
         pol[PO_ERA] = era_obj.code
-        pol[PO_START_NS], pol[PO_END_NS], pol[PO_SAMPLE_STEP_NS] = start, end, step
+        pol[PO_SAMPLE_STEP_NS] = step
         n_slab_samples = int(trace.meta.get("counts", {}).get("SLAB_SAMPLE", 0))
         model = grow_memcgs(new_model(geom, ncpu, samples, n_slab_samples=n_slab_samples),
                             len(memcgs) + 1)

@@ -29,9 +29,7 @@ PO_OBJCG = 11  # 5.9+: per-object obj_cgroup charge, stock and refcount
 # Allocator and clocks.
 PO_ERA = 12
 PO_SAMPLE_STEP_NS = 13
-PO_START_NS = 14
-PO_END_NS = 15
-NPO = 16
+NPO = 14
 
 DESTROY_NEVER = 0
 DESTROY_FROM_FREE_PATH = 1  # 3.14: queued from inside the free, no grace period (unsafe)
