@@ -12,12 +12,12 @@ from rich.console import Console
 from typer.core import TyperCommand
 
 from kmemtrace.cli import app
+from kmemtrace.cli.options import EraOption, FormatOption, ParamOption, StrategyOption
 from kmemtrace.cli.replay import FORMATS, compare_strategies
 from kmemtrace.errors import UsageError
-from kmemtrace.model.eras import DEFAULT_ERA, ERAS
+from kmemtrace.model.eras import DEFAULT_ERA
 from kmemtrace.report.compare import side_by_side
 from kmemtrace.report.compare_out import compare_json, render_compare, render_compare_text
-from kmemtrace.strategies import REGISTRY
 
 _AFTER_SEPARATOR = "kmemtrace.after_separator"
 
@@ -51,17 +51,10 @@ def compare_command(
         help="A B, or A1 A2 ... -- B1 B2 ... (several runs per side enable the test; "
         "options go before the --).",
         show_default=False)],
-    strategy: Annotated[str, typer.Option(
-        "--strategy", "-s",
-        help=f"'all' or a comma list of: {', '.join(REGISTRY)}.")] = "all",
-    param: Annotated[list[str] | None, typer.Option(
-        "--param", "-p", help="name=value for every selected strategy that has it; "
-        "repeatable.", show_default=False)] = None,
-    era: Annotated[str, typer.Option(
-        help=f"SLUB behaviour to model: {', '.join(ERAS)}.")] = DEFAULT_ERA,
-    fmt: Annotated[str, typer.Option(
-        "--format", help="rich (terminal table) or text (72 columns, for a mailing list)."
-    )] = "rich",
+    strategy: StrategyOption = "all",
+    param: ParamOption = None,
+    era: EraOption = DEFAULT_ERA,
+    fmt: FormatOption = "rich",
     json_path: Annotated[Path | None, typer.Option(
         "--json", help="Also write every value, p and verdict as JSON to this file.",
         show_default=False)] = None,

@@ -15,8 +15,15 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from kmemtrace.cli import app, err_console
+from kmemtrace.cli.options import (
+    EraOption,
+    FormatOption,
+    ParamOption,
+    SamplesOption,
+    StrategyOption,
+)
 from kmemtrace.errors import UsageError
-from kmemtrace.model.eras import DEFAULT_ERA, ERAS, get_era
+from kmemtrace.model.eras import DEFAULT_ERA, get_era
 from kmemtrace.params import split_params
 from kmemtrace.replay.engine import DEFAULT_SAMPLES, replay
 from kmemtrace.report.comparison import Comparison
@@ -60,22 +67,14 @@ def _progress(total: int) -> Iterator[Callable[[int], None] | None]:
 def replay_command(
     trace: Annotated[Path | None, typer.Argument(
         help="Trace directory.", show_default=False)] = None,
-    strategy: Annotated[str, typer.Option(
-        "--strategy", "-s",
-        help=f"'all' or a comma list of: {', '.join(REGISTRY)}.")] = "all",
-    param: Annotated[list[str] | None, typer.Option(
-        "--param", "-p", help="name=value for every selected strategy that has it "
-        "(see --list-strategies); repeatable.", show_default=False)] = None,
-    era: Annotated[str, typer.Option(
-        help=f"SLUB behaviour to model: {', '.join(ERAS)}.")] = DEFAULT_ERA,
-    fmt: Annotated[str, typer.Option(
-        "--format", help="rich (terminal table) or text (72 columns, for a mailing list)."
-    )] = "rich",
+    strategy: StrategyOption = "all",
+    param: ParamOption = None,
+    era: EraOption = DEFAULT_ERA,
+    fmt: FormatOption = "rich",
     json_path: Annotated[Path | None, typer.Option(
         "--json", help="Also write metrics, assumptions and series as JSON to this file.",
         show_default=False)] = None,
-    samples: Annotated[int, typer.Option(help="Time-series points per strategy.")]
-    = DEFAULT_SAMPLES,
+    samples: SamplesOption = DEFAULT_SAMPLES,
     show_strategies: Annotated[bool, typer.Option(
         "--list-strategies", help="List strategies and their parameters, then exit.")] = False,
     plot_dir: Annotated[Path | None, typer.Option(

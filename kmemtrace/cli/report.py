@@ -6,11 +6,11 @@ from typing import Annotated
 import typer
 
 from kmemtrace.cli import app, err_console
+from kmemtrace.cli.options import EraOption, ParamOption, SamplesOption, StrategyOption
 from kmemtrace.cli.replay import compare_strategies
 from kmemtrace.errors import UsageError
-from kmemtrace.model.eras import DEFAULT_ERA, ERAS
+from kmemtrace.model.eras import DEFAULT_ERA
 from kmemtrace.replay.engine import DEFAULT_SAMPLES
-from kmemtrace.strategies import REGISTRY
 
 
 @app.command("report")
@@ -18,16 +18,10 @@ def report_command(
     trace: Annotated[Path, typer.Argument(help="Trace directory.", show_default=False)],
     output: Annotated[Path, typer.Option(
         "--output", "-o", help="HTML file to write.")] = Path("report.html"),
-    strategy: Annotated[str, typer.Option(
-        "--strategy", "-s",
-        help=f"'all' or a comma list of: {', '.join(REGISTRY)}.")] = "all",
-    param: Annotated[list[str] | None, typer.Option(
-        "--param", "-p", help="name=value for every selected strategy that has it; "
-        "repeatable.", show_default=False)] = None,
-    era: Annotated[str, typer.Option(
-        help=f"SLUB behaviour to model: {', '.join(ERAS)}.")] = DEFAULT_ERA,
-    samples: Annotated[int, typer.Option(help="Time-series points per strategy.")]
-    = DEFAULT_SAMPLES,
+    strategy: StrategyOption = "all",
+    param: ParamOption = None,
+    era: EraOption = DEFAULT_ERA,
+    samples: SamplesOption = DEFAULT_SAMPLES,
 ) -> None:
     """Replay TRACE and write one HTML file: trace facts, table, charts, assumptions."""
     # Imported here: matplotlib costs every other command's start-up otherwise.

@@ -6,9 +6,10 @@ from typing import Annotated
 import typer
 
 from kmemtrace.cli import app
+from kmemtrace.cli.options import EraOption
 from kmemtrace.errors import UsageError
 from kmemtrace.metrics import slab_samples
-from kmemtrace.model.eras import DEFAULT_ERA, ERAS, get_era
+from kmemtrace.model.eras import DEFAULT_ERA, get_era
 from kmemtrace.replay.engine import replay
 from kmemtrace.report.assumptions import recorded_with_objcg
 from kmemtrace.report.validate import validate
@@ -26,8 +27,7 @@ def validate_command(
     strategy: Annotated[str, typer.Option(
         "--strategy", "-s", help=f"Strategy the recording kernel used, one of "
         f"{', '.join(REGISTRY)}; 5.9+ kernels use {MATCHING}.")] = MATCHING,
-    era: Annotated[str, typer.Option(
-        help=f"SLUB behaviour to model: {', '.join(ERAS)}.")] = DEFAULT_ERA,
+    era: EraOption = DEFAULT_ERA,
     json_path: Annotated[Path | None, typer.Option(
         "--json", help="Also write per-cache samples and errors as JSON to this file.",
         show_default=False)] = None,
