@@ -10,7 +10,11 @@
  * KMT_MEMCG_ROOT, KMT_RING_PAGES, KMT_LIVE_MAX, KMT_MAX_CACHES, and either KMT_CGROUP_V2 or
  * KMT_OFF_TASK_CGROUPS, KMT_OFF_CSSSET_SUBSYS, KMT_MEMORY_CGRP_ID, KMT_OFF_CSS_CGROUP,
  * KMT_OFF_CGROUP_KN, KMT_OFF_KN_ID.
- * Optional: KMT_ALL_OBJECTS, KMT_FILTER_CGROUP, KMT_PERF, KMT_TP_<EVENT> per cgroup tracepoint.
+ * Optional: KMT_ALL_OBJECTS, KMT_FILTER_CGROUP, KMT_PERF, KMT_TP_<EVENT> per cgroup tracepoint,
+ * and per lifecycle event (KMT_MEMCG_OFFLINE, KMT_MEMCG_FREE, KMT_CACHE_DESTROY, KMT_FREE_BULK)
+ * a _TP (lab/patches tracepoint) or _FENTRY suffix: those handlers attach themselves when
+ * BCC loads the program, so they exist only when the attach plan chose them. The kprobe and
+ * raw-tracepoint handlers are plain functions, attached (or not) from user space.
  */
 #include <uapi/linux/ptrace.h>
 #include "kmemtrace.h"
@@ -217,34 +221,113 @@ int kmt_kfree(struct bpf_raw_tracepoint_args *ctx)
 	return on_free(ctx, ctx->args[1], 0);
 }
 
-/* --- kprobes: only attached where the kernel has them (never on a tracepoint-only host) */
+/* --- lifecycle events: one body each, entered from a kprobe, fentry or raw tracepoint ---
+ * fentry handlers declare pointer arguments as u64: offsets come from BTF (-D macros), not
+ * from the headers, exactly as for the kprobes. */
 
-/* kmem_cache_free_bulk(s, size, void **p): frees that no tracepoint reports. */
-int kmt_free_bulk(struct pt_regs *ctx)
+/* kmem_cache_free_bulk(s, size, void **p): frees that no tracepoint reports. kfree_rcu
+ * batches arrive here (s = NULL: cache unknown, as for kfree). The 6.1 verifier cannot prune
+ * inside a loop it is still exploring, so a branch in a loop body multiplies its work: an
+ * unrolled walk calling on_free() fails ("sequence of 8193 jumps is too complex"), and so do
+ * a bounded loop with early exit (each exit re-explores what follows: E2BIG) and bpf_loop()
+ * (BCC cannot pass it a callback). Hence two loops: the first has no branch at all (it
+ * walks all KMT_BULK_MAX slots, masking those past n, and keeps the pointers that were
+ * live), the second's only branch leaves it. Objects past KMT_BULK_MAX go unseen. */
+#define KMT_BULK_MAX 128 /* a power of two: indices are masked, not checked */
+
+struct kmt_bulk {
+	u64 ptrs[KMT_BULK_MAX];
+};
+BPF_PERCPU_ARRAY(bulk_scratch, struct kmt_bulk, 1);
+
+static __always_inline int free_bulk(void *ctx, u64 s, u64 n, u64 p)
 {
-	u64 s = PT_REGS_PARM1(ctx);
-	u64 n = PT_REGS_PARM2(ctx);
-	u64 p = PT_REGS_PARM3(ctx);
+	int zero = 0;
+	struct kmt_bulk *buf = bulk_scratch.lookup(&zero);
+	if (!buf)
+		return 0;
 	struct kmt_cache *c = caches.lookup(&s);
-	u32 idx = c ? c->idx : 0;
-#pragma unroll
-	for (int i = 0; i < 32; i++) {
-		if (i >= n)
+	struct kmt_event ev = {.size_kind = KMT_K_FREE << 24, .cache_idx = c ? c->idx : 0};
+	ev.pid = bpf_get_current_pid_tgid() >> 32;
+	ev.cpu = bpf_get_smp_processor_id();
+	u64 kept = 0, failed = 0;
+#pragma clang loop unroll(disable)
+	for (u64 i = 0; i < KMT_BULK_MAX; i++) {
+		u64 valid = (i - n) >> 63; /* 1 while i < n: arithmetic, not a branch */
+		u64 ptr = read_u64(p + 8 * i) & -valid;
+		buf->ptrs[kept & (KMT_BULK_MAX - 1)] = ptr;
+#ifdef KMT_ALL_OBJECTS
+		kept += valid;
+#else
+		long gone = live.delete(&ptr); /* 0 if it was live (never for ptr 0), else < 0 */
+		kept += 1 + (gone >> 63);
+#endif
+	}
+	/* volatile: else clang turns this into a countdown from `kept` with a moving pointer,
+	 * whose bound the verifier cannot see ("invalid access to map value, off=2048") */
+	volatile u64 limit = kept;
+#pragma clang loop unroll(disable)
+	for (int i = 0; i < KMT_BULK_MAX; i++) {
+		if (i >= limit)
 			break;
-		on_free(ctx, read_u64(p + 8 * i), idx);
+		ev.ptr = buf->ptrs[i & (KMT_BULK_MAX - 1)];
+		ev.ts_ns = bpf_ktime_get_ns();
+#ifdef KMT_PERF
+		long rc = events.perf_submit(ctx, &ev, sizeof(ev));
+#else
+		long rc = events.ringbuf_output(&ev, sizeof(ev), BPF_RB_NO_WAKEUP);
+#endif
+		failed += (u64)rc >> 63;
+	}
+	if (failed) {
+		int reason = KMT_LOST_RINGBUF;
+		u64 *lost_n = lost.lookup(&reason);
+		if (lost_n)
+			*lost_n += failed;
 	}
 	return 0;
 }
 
-/* kmem_cache_destroy(s) */
-int kmt_cache_destroy(struct pt_regs *ctx)
+int kmt_free_bulk(struct pt_regs *ctx)
 {
-	u64 s = PT_REGS_PARM1(ctx);
+	return free_bulk(ctx, PT_REGS_PARM1(ctx), PT_REGS_PARM2(ctx), PT_REGS_PARM3(ctx));
+}
+
+#ifdef KMT_FREE_BULK_FENTRY
+KFUNC_PROBE(kmem_cache_free_bulk, u64 s, u64 n, u64 p)
+{
+	return free_bulk(ctx, s, n, p);
+}
+#endif
+
+/* kmem_cache_destroy(s): kmem_cache_destroy(NULL) is legal and common (error paths). */
+static __always_inline int cache_destroy(void *ctx, u64 s)
+{
+	if (!s)
+		return 0;
 	struct kmt_cache *c = caches.lookup(&s);
 	emit(ctx, s, 0, 0, 0, KMT_K_CACHE_DESTROY, c ? c->idx : 0);
 	caches.delete(&s); /* the address may be reused by a later cache */
 	return 0;
 }
+
+int kmt_cache_destroy(struct pt_regs *ctx)
+{
+	return cache_destroy(ctx, PT_REGS_PARM1(ctx));
+}
+
+/* kmem:kmem_cache_destroy (lab/patches), TP_PROTO(const struct kmem_cache *s) */
+int kmt_cache_destroy_tp(struct bpf_raw_tracepoint_args *ctx)
+{
+	return cache_destroy(ctx, ctx->args[0]);
+}
+
+#ifdef KMT_CACHE_DESTROY_FENTRY
+KFUNC_PROBE(kmem_cache_destroy, u64 s)
+{
+	return cache_destroy(ctx, s);
+}
+#endif
 
 /* return of the era's cache-creation function: the new struct kmem_cache * */
 int kmt_cache_create_ret(struct pt_regs *ctx)
@@ -270,15 +353,58 @@ static __always_inline void cg_emit(void *ctx, struct kmt_cg_event *ev)
 #endif
 }
 
-/* mem_cgroup_css_offline(struct cgroup_subsys_state *css) */
-int kmt_memcg_offline(struct pt_regs *ctx)
+/* A memcg lifecycle record; id = css->cgroup->kn->id, the memcg directory's inode. */
+static __always_inline int memcg_event(void *ctx, u64 css, u8 kind)
 {
-	struct kmt_cg_event ev = {.kind = KMT_CG_OFFLINE};
-	u64 kn = read_u64(read_u64(PT_REGS_PARM1(ctx) + KMT_OFF_CSS_CGROUP) + KMT_OFF_CGROUP_KN);
+	struct kmt_cg_event ev = {.kind = kind};
+	u64 kn = read_u64(read_u64(css + KMT_OFF_CSS_CGROUP) + KMT_OFF_CGROUP_KN);
 	ev.id = read_u64(kn + KMT_OFF_KN_ID);
 	cg_emit(ctx, &ev);
 	return 0;
 }
+
+/* mem_cgroup_css_offline(struct cgroup_subsys_state *css), and _free alike */
+int kmt_memcg_offline(struct pt_regs *ctx)
+{
+	return memcg_event(ctx, PT_REGS_PARM1(ctx), KMT_CG_OFFLINE);
+}
+
+int kmt_memcg_free(struct pt_regs *ctx)
+{
+	return memcg_event(ctx, PT_REGS_PARM1(ctx), KMT_CG_FREE);
+}
+
+#ifdef KMT_MEMCG_OFFLINE_FENTRY
+KFUNC_PROBE(mem_cgroup_css_offline, u64 css)
+{
+	return memcg_event(ctx, css, KMT_CG_OFFLINE);
+}
+#endif
+
+#ifdef KMT_MEMCG_FREE_FENTRY
+KFUNC_PROBE(mem_cgroup_css_free, u64 css)
+{
+	return memcg_event(ctx, css, KMT_CG_FREE);
+}
+#endif
+
+/* memcg:mem_cgroup_css_offline / _free (lab/patches): fields id (= cgroup_id), level */
+#define MEMCG_TP(event, KIND)                                               \
+	TRACEPOINT_PROBE(memcg, event)                                      \
+	{                                                                   \
+		struct kmt_cg_event ev = {.kind = KIND};                    \
+		ev.id = args->id;                                           \
+		ev.level = args->level;                                     \
+		cg_emit(args, &ev);                                         \
+		return 0;                                                   \
+	}
+
+#ifdef KMT_MEMCG_OFFLINE_TP
+MEMCG_TP(mem_cgroup_css_offline, KMT_CG_OFFLINE)
+#endif
+#ifdef KMT_MEMCG_FREE_TP
+MEMCG_TP(mem_cgroup_css_free, KMT_CG_FREE)
+#endif
 
 #define CG_PROBE(event, KIND)                                               \
 	TRACEPOINT_PROBE(cgroup, event)                                     \

@@ -24,7 +24,8 @@
 #define KMT_CG_RMDIR 2
 #define KMT_CG_RELEASE 3
 #define KMT_CG_ATTACH 4
-#define KMT_CG_OFFLINE 5       /* mem_cgroup_css_offline kprobe (stock kernels) */
+#define KMT_CG_OFFLINE 5       /* mem_cgroup_css_offline: patched tracepoint, fentry, kprobe */
+#define KMT_CG_FREE 6          /* mem_cgroup_css_free: patched tracepoint, fentry, kprobe */
 
 /* Per-CPU loss counters: index into the `lost` array (= LostReason in schema.py). */
 #define KMT_LOST_RINGBUF 0

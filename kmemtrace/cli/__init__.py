@@ -42,7 +42,7 @@ def _root(
 
 # Each module adds its command(s) to `app` when imported.
 COMMAND_MODULES: tuple[str, ...] = (
-    "synth", "info", "record", "doctor", "replay", "report", "compare", "validate",
+    "synth", "info", "record", "doctor", "replay", "report", "compare", "validate", "lab",
 )
 
 

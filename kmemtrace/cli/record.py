@@ -45,12 +45,19 @@ def record(
         help="auto | ringbuf | perf (perf buffers: kernels before 5.8).")] = "auto",
     sample_interval: Annotated[str, typer.Option(
         help="Period of the /sys/kernel/slab samples.")] = "1s",
+    lifecycle: Annotated[str, typer.Option(
+        help="How memcg offline/free, cache destroy and free_bulk are caught, first that "
+        "works: auto (patched tracepoint, fentry, kprobe) | fentry (fentry, kprobe) | "
+        "kprobe.")] = "auto",
     command: Annotated[list[str] | None, typer.Argument(
         help="With --in-memcg: the command to run (after --).")] = None,
 ) -> None:
     """Record slab allocations/frees charged to memcgs, and memcg lifecycle events."""
     if transport not in ("auto", "ringbuf", "perf"):
         raise UsageError(f"--transport {transport}: expected auto, ringbuf or perf")
+    if lifecycle not in probes.LIFECYCLE_MODES:
+        raise UsageError(f"--lifecycle {lifecycle}: expected "
+                         + ", ".join(probes.LIFECYCLE_MODES))
     if command and not in_memcg:
         raise UsageError("a COMMAND needs --in-memcg (record --in-memcg -o T -- COMMAND...)")
     if in_memcg and not command:
@@ -58,7 +65,7 @@ def record(
     opts = RecordOptions(output=output, all_objects=all_objects, cgroup=cgroup,
                          transport=transport,
                          sample_interval_s=parse_duration_ns(sample_interval) / 1e9,
-                         command=list(command or []), in_memcg=in_memcg)
+                         command=list(command or []), in_memcg=in_memcg, lifecycle=lifecycle)
     if print_bpf:
         _print_bpf(opts)
         return
@@ -145,6 +152,6 @@ def _summary(meta: dict, elapsed: float) -> None:
 
 def _print_bpf(opts: RecordOptions) -> None:
     feats = probes.detect()
-    flags = cflags(feats, opts, use_perf=opts.transport == "perf")
+    flags = cflags(feats, opts, opts.transport == "perf", probes.plan(feats, opts.lifecycle))
     sys.stdout.write(f"/* cflags: {' '.join(flags)} */\n")
     sys.stdout.write(BPF_SOURCE.read_text())

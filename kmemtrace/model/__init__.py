@@ -5,13 +5,16 @@ function, not the constants and helpers it imports from other files (the field i
 ``state.py``, the decisions in ``replay/policy.py``). A stale cache would replay with old
 constants. So the cache lives in a folder named after a hash of every source the compiled
 code depends on, in the user's cache directory (a temporary one if that is not writable),
-set before numba is first imported. An explicit ``NUMBA_CACHE_DIR`` wins.
+set in numba's config (not in the environment, so child processes of another user
+do not inherit a folder they cannot write). An explicit ``NUMBA_CACHE_DIR`` wins.
 """
 
 import hashlib
 import os
 import tempfile
 from pathlib import Path
+
+from numba.core import config as numba_config
 
 _PKG = Path(__file__).resolve().parent.parent
 _COMPILED_SOURCES = ("model", "replay", "trace/schema.py")
@@ -38,5 +41,5 @@ def _cache_root() -> Path:
     return Path(tempfile.gettempdir()) / f"kmemtrace-{os.getuid()}"
 
 
-if "NUMBA_CACHE_DIR" not in os.environ:
-    os.environ["NUMBA_CACHE_DIR"] = str(_cache_root() / "numba" / _sources_digest())
+if not os.environ.get("NUMBA_CACHE_DIR"):
+    numba_config.CACHE_DIR = str(_cache_root() / "numba" / _sources_digest())

@@ -19,12 +19,29 @@ from kmemtrace.errors import KernelSupportError, UsageError
 RMDIR_TIMEOUT_S = 5.0
 
 
+def _delegate_memory(mount: Path) -> None:
+    """cgroup v2: children get a memory controller (a memcg) only if the parent delegates it.
+
+    Without this a fresh v2 directory would be a cgroup with no memcg: nothing charged to
+    it, and no mem_cgroup_css_offline when it goes. v1 memory mounts have no such file.
+    """
+    control = mount / "cgroup.subtree_control"
+    if not control.exists() or "memory" in control.read_text().split():
+        return
+    try:
+        control.write_text("+memory")
+    except OSError as exc:
+        raise KernelSupportError(f"cannot enable the memory controller in {control}: "
+                                 f"{exc.strerror}") from None
+
+
 class FreshMemcg:
     """A memcg directory we create, run one command in, and remove."""
 
     def __init__(self, mount: Path):
         self.mount = mount
         self.path = mount / f"kmemtrace-{os.getpid()}-{secrets.token_hex(3)}"
+        _delegate_memory(mount)
         try:
             self.path.mkdir()
         except OSError as exc:

@@ -26,12 +26,40 @@ RAW_KMEM = {
     "kfree": ("kmt_kfree", {1: "void *"}),
 }
 CGROUP_TPS = ("cgroup_mkdir", "cgroup_rmdir", "cgroup_release", "cgroup_attach_task")
-# Lifecycle events with no tracepoint: (kernel function, BPF handler, is a return probe).
 CACHE_CREATE_CANDIDATES = ("__kmem_cache_create_args", "kmem_cache_create_usercopy",
                            "kmem_cache_create")
-LIFECYCLE = (("mem_cgroup_css_offline", "kmt_memcg_offline"),
-             ("kmem_cache_destroy", "kmt_cache_destroy"),
-             ("kmem_cache_free_bulk", "kmt_free_bulk"))
+
+
+@dataclass(frozen=True)
+class Lifecycle:
+    """A lifecycle event upstream has no tracepoint for, and the ways to catch it.
+
+    ``tracepoint`` is the event that lab/patches adds (a patched kernel); without it the
+    kernel function is probed by fentry or kprobe; ``macro`` names the -D switch that
+    compiles the tracepoint or fentry handler (both attach themselves when loaded).
+    """
+
+    func: str
+    handler: str  # kprobe handler; the raw tracepoint one is handler + "_tp"
+    macro: str
+    tracepoint: str | None = None
+    tp_type: str = "tracepoint"
+    fentry: bool = True  # False: the verifier refuses the fentry handler's argument reads
+
+
+LIFECYCLE = (
+    Lifecycle("mem_cgroup_css_offline", "kmt_memcg_offline", "KMT_MEMCG_OFFLINE",
+              "memcg:mem_cgroup_css_offline"),
+    Lifecycle("mem_cgroup_css_free", "kmt_memcg_free", "KMT_MEMCG_FREE",
+              "memcg:mem_cgroup_css_free"),
+    Lifecycle("kmem_cache_destroy", "kmt_cache_destroy", "KMT_CACHE_DESTROY",
+              "kmem:kmem_cache_destroy", "raw_tracepoint"),
+    # 6.1 rejects reading `void **p` in fentry ("arg2 type PTR is not a struct"): kprobe only.
+    Lifecycle("kmem_cache_free_bulk", "kmt_free_bulk", "KMT_FREE_BULK", fentry=False),
+)
+# Preference order of each --lifecycle mode; the first kind that works is attached.
+LIFECYCLE_MODES = {"auto": ("tracepoint", "fentry", "kprobe"), "fentry": ("fentry", "kprobe"),
+                   "kprobe": ("kprobe",)}
 
 
 @dataclass
@@ -39,10 +67,11 @@ class Probe:
     """One row of the attach plan (``meta["attach_plan"]``)."""
 
     probe: str
-    type: str  # raw_tracepoint | tracepoint | kprobe | kretprobe
+    type: str  # raw_tracepoint | tracepoint | fentry | kprobe | kretprobe
     status: str  # attached | missing
     why: str
     fn: str = field(default="", repr=False)
+    macro: str = field(default="", repr=False)  # -D switch of a self-attaching handler
 
 
 @dataclass
@@ -130,7 +159,7 @@ def detect(*, need_btf: bool = True) -> KernelFeatures:
         )
     cgroup, root = mount
     btf = Btf.from_file() if need_btf else None
-    wanted = {f for f, _ in LIFECYCLE} | set(CACHE_CREATE_CANDIDATES) | {
+    wanted = {lc.func for lc in LIFECYCLE} | set(CACHE_CREATE_CANDIDATES) | {
         "bpf_trampoline_link_prog"}
     return KernelFeatures(
         release=os.uname().release,
@@ -182,44 +211,81 @@ def check_fentry(bcc, feats: KernelFeatures) -> bool:
     return True
 
 
-def plan(feats: KernelFeatures) -> list[Probe]:
-    """Every probe kmemtrace would like, each marked attachable or missing with a reason."""
+def plan(feats: KernelFeatures, lifecycle: str = "auto") -> list[Probe]:
+    """Every probe kmemtrace would like, each marked attachable or missing with a reason.
+
+    Lifecycle events take the first that works of: the patched kernel's tracepoint, fentry,
+    kprobe (``lifecycle`` = "kprobe" or "fentry" forces one kind, to test both paths).
+    """
     rows: list[Probe] = []
     for event, (fn, expect) in RAW_KMEM.items():
-        params = feats.btf.raw_tracepoint_params(event) if feats.btf else None
-        if params is None:
-            rows.append(Probe(f"kmem:{event}", "raw_tracepoint", "missing",
-                              "no btf_trace_ prototype in BTF: raw tracepoint absent", fn))
-            continue
-        bad = [f"arg{i} is {params[i] if i < len(params) else 'absent'}, want {want}"
-               for i, want in expect.items() if i >= len(params) or params[i] != want]
-        rows.append(Probe(f"kmem:{event}", "raw_tracepoint", "missing" if bad else "attached",
-                          "; ".join(bad) or "TP_PROTO checked against BTF", fn))
+        rows.append(_raw_tp_row(feats, "kmem", event, fn, expect))
     for event in CGROUP_TPS:
-        present = (feats.tracefs / "events" / "cgroup" / event).is_dir()
+        present = _tracefs_has(feats, f"cgroup:{event}")
         rows.append(Probe(f"cgroup:{event}", "tracepoint", "attached" if present else "missing",
                           "tracefs format" if present else "tracepoint not in tracefs"))
+    for lc in LIFECYCLE:
+        rows.append(_lifecycle_row(feats, lc, lifecycle))
     creator = next((f for f in CACHE_CREATE_CANDIDATES if f in feats.ksyms), None)
-    lifecycle = [(f, fn, "kprobe") for f, fn in LIFECYCLE]
-    lifecycle.append((creator or "kmem_cache_create", "kmt_cache_create_ret", "kretprobe"))
-    for func, fn, kind in lifecycle:
-        if not feats.kprobes:
-            why = "kernel has no kprobes (CONFIG_KPROBES off)"
-            if feats.fentry:
-                why += "; fentry works but kmemtrace attaches these through kprobes only"
-            rows.append(Probe(func, kind, "missing", why, fn))
-        elif func not in feats.ksyms:
-            rows.append(Probe(func, kind, "missing", "symbol not in /proc/kallsyms", fn))
-        else:
-            rows.append(Probe(func, kind, "attached", "kallsyms", fn))
+    rows.append(_kprobe_row(feats, creator or "kmem_cache_create", "kmt_cache_create_ret",
+                            "kretprobe"))
     return rows
 
 
+def _tracefs_has(feats: KernelFeatures, probe: str) -> bool:
+    system, event = probe.split(":")
+    return (feats.tracefs / "events" / system / event).is_dir()
+
+
+def _raw_tp_row(feats, system: str, event: str, fn: str, expect: dict[int, str]) -> Probe:
+    """A raw tracepoint whose TP_PROTO argument types are checked against BTF."""
+    params = feats.btf.raw_tracepoint_params(event) if feats.btf else None
+    if params is None:
+        return Probe(f"{system}:{event}", "raw_tracepoint", "missing",
+                     "no btf_trace_ prototype in BTF: raw tracepoint absent", fn)
+    bad = [f"arg{i} is {params[i] if i < len(params) else 'absent'}, want {want}"
+           for i, want in expect.items() if i >= len(params) or params[i] != want]
+    return Probe(f"{system}:{event}", "raw_tracepoint", "missing" if bad else "attached",
+                 "; ".join(bad) or "TP_PROTO checked against BTF", fn)
+
+
+def _lifecycle_row(feats: KernelFeatures, lc: Lifecycle, mode: str) -> Probe:
+    for kind in LIFECYCLE_MODES[mode]:
+        if kind == "tracepoint" and lc.tracepoint and _tracefs_has(feats, lc.tracepoint):
+            if lc.tp_type == "tracepoint":
+                return Probe(lc.tracepoint, "tracepoint", "attached",
+                             "tracefs format (patched kernel)", macro=lc.macro + "_TP")
+            system, event = lc.tracepoint.split(":")
+            row = _raw_tp_row(feats, system, event, lc.handler + "_tp",
+                              {0: "struct kmem_cache *"})
+            if row.status == "attached":
+                return row
+        if kind == "fentry" and lc.fentry and feats.fentry and lc.func in feats.ksyms:
+            return Probe(lc.func, "fentry", "attached", "BTF + trial fentry load",
+                         macro=lc.macro + "_FENTRY")
+    return _kprobe_row(feats, lc.func, lc.handler, "kprobe")
+
+
+def _kprobe_row(feats: KernelFeatures, func: str, fn: str, kind: str) -> Probe:
+    if not feats.kprobes:
+        return Probe(func, kind, "missing", "kernel has no kprobes (CONFIG_KPROBES off)", fn)
+    if func not in feats.ksyms:
+        return Probe(func, kind, "missing", "symbol not in /proc/kallsyms", fn)
+    return Probe(func, kind, "attached", "kallsyms", fn)
+
+
 def plan_meta(rows: list[Probe]) -> list[dict]:
-    return [{k: v for k, v in asdict(r).items() if k != "fn"} for r in rows]
+    return [{k: v for k, v in asdict(r).items() if k not in ("fn", "macro")} for r in rows]
+
+
+def lifecycle_row(rows: list[Probe], func: str) -> Probe | None:
+    """The attached row that catches ``func``'s event (tracepoint, fentry or kprobe)."""
+    lc = next(lc for lc in LIFECYCLE if lc.func == func)
+    return next((r for r in rows if r.status == "attached"
+                 and r.probe in (lc.func, lc.tracepoint)), None)
 
 
 def offline_source_note(rows: list[Probe]) -> str:
     """How MEMCG_OFFLINE is produced under this plan (for the one-line summary)."""
-    kprobe = any(r.probe == "mem_cgroup_css_offline" and r.status == "attached" for r in rows)
-    return "kprobe mem_cgroup_css_offline" if kprobe else "cgroup:cgroup_rmdir"
+    row = lifecycle_row(rows, "mem_cgroup_css_offline")
+    return f"{row.type} {row.probe}" if row else "cgroup:cgroup_rmdir"

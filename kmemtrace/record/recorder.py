@@ -37,6 +37,7 @@ MAX_CACHES = 4096
 DRAIN_INTERVAL_S = 0.01
 FLUSH_INTERVAL_S = 10.0
 DEFAULT_GFP_ACCOUNT_BIT = 22  # used only if BTF lacks ___GFP_ACCOUNT_BIT
+LEGACY_SLAB_ACCOUNT = 0x04000000  # SLAB_ACCOUNT in v4.5-v6.7 include/linux/slab.h
 
 
 def now_ns() -> int:
@@ -53,6 +54,7 @@ class RecordOptions:
     sample_interval_s: float = 1.0
     command: list[str] | None = None
     in_memcg: bool = False  # the subtree filter then follows the fresh memcg
+    lifecycle: str = "auto"  # auto | kprobe | fentry: how lifecycle events are caught
 
 
 def require_root() -> None:
@@ -68,8 +70,13 @@ def check_output(path: Path) -> None:
         raise UsageError(f"{path}: already exists and is not empty; choose another -o")
 
 
-def cflags(feats: probes.KernelFeatures, opts: RecordOptions, use_perf: bool) -> list[str]:
-    """Everything kernel-specific the BPF C needs, as -D macros (offsets from BTF)."""
+def cflags(feats: probes.KernelFeatures, opts: RecordOptions, use_perf: bool,
+           rows: list[probes.Probe]) -> list[str]:
+    """Everything kernel-specific the BPF C needs, as -D macros (offsets from BTF).
+
+    Self-attaching handlers (tracepoints of a patched kernel, fentry) are compiled only
+    when the plan picked them: BCC would otherwise try to attach them on any kernel.
+    """
     btf = feats.btf
     if btf is None:
         raise KernelSupportError("no kernel BTF: struct offsets unknown",
@@ -92,11 +99,14 @@ def cflags(feats: probes.KernelFeatures, opts: RecordOptions, use_perf: bool) ->
         raise KernelSupportError("kernel BTF has no memory_cgrp_id: memcg not built in")
     gfp_bit = btf.enum_value("___GFP_ACCOUNT_BIT")
     slab_account_bit = btf.enum_value("_SLAB_ACCOUNT")
+    # Before 6.8 slab flags are #defines, invisible in BTF; SLAB_ACCOUNT was 0x04000000 from
+    # its introduction (4.5) on. Without it dentries and inodes (SLAB_ACCOUNT caches, no
+    # __GFP_ACCOUNT) would be dropped as unaccounted: measured on 6.1 in the VM lab.
+    slab_account = LEGACY_SLAB_ACCOUNT if slab_account_bit is None else 1 << slab_account_bit
     flags = [f"-I{probes.BPF_DIR}"] + [f"-D{k}={v}" for k, v in offs.items()] + [
         f"-DKMT_MEMORY_CGRP_ID={memory_id}",
         f"-DKMT_GFP_ACCOUNT={1 << (DEFAULT_GFP_ACCOUNT_BIT if gfp_bit is None else gfp_bit)}u",
-        # Older kernels #define SLAB_ACCOUNT (no enum): then only __GFP_ACCOUNT counts.
-        f"-DKMT_SLAB_ACCOUNT={0 if slab_account_bit is None else 1 << slab_account_bit}u",
+        f"-DKMT_SLAB_ACCOUNT={slab_account}u",
         f"-DKMT_MEMCG_ROOT={feats.memcg_hierarchy}",
         f"-DKMT_RING_PAGES={RING_PAGES}",
         f"-DKMT_LIVE_MAX={LIVE_MAX}",
@@ -113,6 +123,7 @@ def cflags(feats: probes.KernelFeatures, opts: RecordOptions, use_perf: bool) ->
     for event in probes.CGROUP_TPS:
         if (feats.tracefs / "events" / "cgroup" / event).is_dir():
             flags.append(f"-DKMT_TP_{event.upper()}")
+    flags += [f"-D{r.macro}" for r in rows if r.macro and r.status == "attached"]
     return flags
 
 
@@ -130,16 +141,17 @@ class Recorder:
         self.header_note = header_note
         self.bcc = bccload.load_bcc()
         probes.check_fentry(self.bcc, feats)
-        self.plan = probes.plan(feats)
+        self.plan = probes.plan(feats, opts.lifecycle)
         self.use_perf = opts.transport == "perf" or (
             opts.transport == "auto" and not has_ringbuf(feats))
         if opts.transport == "ringbuf" and not has_ringbuf(feats):
             raise KernelSupportError("this kernel has no BPF ring buffer; use --transport perf")
-        self.cflags = cflags(feats, opts, self.use_perf)
+        self.cflags = cflags(feats, opts, self.use_perf, self.plan)
         self.stop_requested = False
         self.seq = 0
         self.events = 0
-        self.kprobe_offline = False
+        self.offline_source: OfflineSource | None = None  # None: cgroup_rmdir stands in
+        self.memcg_free_probe = False  # else cgroup:cgroup_release marks MEMCG_RELEASE
         self.subtree_path: str | None = None
         self._cg_rows: list[tuple] = []
 
@@ -173,6 +185,7 @@ class Recorder:
         meta["memcgs"] = self.memcgs
         meta["record"] = {"all_objects": self.opts.all_objects, "cgroup": self.opts.cgroup,
                           "transport": "perf" if self.use_perf else "ringbuf",
+                          "lifecycle": self.opts.lifecycle,
                           "headers": self.header_note, "cflags": self.cflags}
         self.start_ns = now_ns()
         meta["clock"]["start_ns"] = self.start_ns
@@ -182,8 +195,8 @@ class Recorder:
 
     def _attach(self) -> None:
         for row in self.plan:
-            if row.status != "attached" or row.type == "tracepoint":
-                continue  # cgroup tracepoints attach themselves (TRACEPOINT_PROBE)
+            if row.status != "attached" or row.type in ("tracepoint", "fentry"):
+                continue  # TRACEPOINT_PROBE and KFUNC_PROBE handlers attach themselves
             try:
                 if row.type == "raw_tracepoint":
                     self.bpf.attach_raw_tracepoint(tp=row.probe.split(":")[1], fn_name=row.fn)
@@ -193,8 +206,11 @@ class Recorder:
                     self.bpf.attach_kretprobe(event=row.probe, fn_name=row.fn)
             except Exception as exc:  # BCC: bare Exception
                 row.status, row.why = "missing", f"attach failed: {exc}"
-        self.kprobe_offline = any(r.probe == "mem_cgroup_css_offline"
-                                  and r.status == "attached" for r in self.plan)
+        offline = probes.lifecycle_row(self.plan, "mem_cgroup_css_offline")
+        if offline is not None:
+            self.offline_source = (OfflineSource.TRACEPOINT if offline.type == "tracepoint"
+                                   else OfflineSource.KPROBE)
+        self.memcg_free_probe = probes.lifecycle_row(self.plan, "mem_cgroup_css_free") is not None
         for row in self.plan:
             if row.probe == "kmem:kmem_cache_alloc" and row.status != "attached":
                 raise KernelSupportError(f"kmem:kmem_cache_alloc did not attach: {row.why}")
@@ -282,13 +298,14 @@ class Recorder:
             self.add_memcg(mid, path, level)
             parent = self.memcg_by_path[path]["parent"]
             self._cg_rows.append((ts, cpu, EventKind.MEMCG_MKDIR, mid, 0, parent, level))
-        elif kind == K["KMT_CG_RMDIR"] and not self.kprobe_offline:
+        elif kind == K["KMT_CG_RMDIR"] and self.offline_source is None:
             self._cg_rows.append((ts, cpu, EventKind.MEMCG_OFFLINE, mid, 0,
                                   OfflineSource.CGROUP_RMDIR, 0))
         elif kind == K["KMT_CG_OFFLINE"]:
             self._cg_rows.append((ts, cpu, EventKind.MEMCG_OFFLINE, mid, 0,
-                                  OfflineSource.KPROBE, 0))
-        elif kind == K["KMT_CG_RELEASE"]:
+                                  self.offline_source, 0))
+        elif kind == K["KMT_CG_FREE"] or (kind == K["KMT_CG_RELEASE"]
+                                          and not self.memcg_free_probe):
             self._cg_rows.append((ts, cpu, EventKind.MEMCG_RELEASE, mid, 0, 0, 0))
         elif kind == K["KMT_CG_ATTACH"]:
             self._cg_rows.append((ts, cpu, EventKind.ATTACH, mid, pid, 0, 0))
