@@ -2,6 +2,7 @@
 
 import json
 import math
+import shutil
 import subprocess
 import sys
 from itertools import combinations
@@ -20,6 +21,7 @@ from kmemtrace.report.compare import (
 )
 from kmemtrace.report.text import WIDTH
 from kmemtrace.synth import synthesize, write_synthesis
+from kmemtrace.trace.meta import write_meta_atomic
 
 KMEMTRACE = Path(sys.executable).with_name("kmemtrace")
 SEEDS_PER_SIDE = 4  # the fewest at which one Mann–Whitney row can reach p < 0.05
@@ -120,3 +122,14 @@ def test_three_traces_without_separator_is_a_usage_error():
         split_sides([Path("a"), Path("b"), Path("c")], None)
     assert split_sides([Path("a"), Path("b"), Path("c")], 1) == ([Path("a"), Path("b")],
                                                                  [Path("c")])
+
+
+def test_traces_from_an_emulated_vm_carry_the_warning(traces, tmp_path):
+    vm = tmp_path / "vm-trace"
+    shutil.copytree(traces["a"][0], vm)
+    meta = json.loads((vm / "meta.json").read_text())
+    meta["kernel"]["emulated_vm"] = True
+    write_meta_atomic(vm, meta)
+    text, _ = compare([traces["a"][1]], [vm], tmp_path)
+    warned = [line for line in text.splitlines() if "emulated VM" in line]
+    assert len(warned) == 1  # side B only

@@ -43,6 +43,8 @@ def _sides(sbs: SideBySide) -> list[str]:
                              subsequent_indent=" " * 3, break_on_hyphens=False)
         sources = "; ".join(dict.fromkeys(c.facts.source_text for c in side))
         out += textwrap.wrap(sources, WIDTH, initial_indent="   ", subsequent_indent="   ")
+        if any(c.facts.is_emulated_vm for c in side):
+            out.append("   warning: recorded in an emulated VM; times are not real-time")
     return out
 
 
