@@ -122,15 +122,24 @@ def _all_link(m: Model, inst: int, s: int) -> None:
 
 
 @njit(cache=True, nogil=True, _nrt=False)
-def _all_unlink(m: Model, inst: int, s: int) -> None:
-    nxt = m.slab[S_ANEXT, s]
-    prv = m.slab[S_APREV, s]
+def _unlink(m: Model, inst: int, s: int, next_f: int, prev_f: int, head_f: int,
+            tail_f: int) -> None:
+    # One doubly-linked unlink for both intrusive lists (tail_f < 0: the list has no tail).
+    nxt = m.slab[next_f, s]
+    prv = m.slab[prev_f, s]
     if prv >= 0:
-        m.slab[S_ANEXT, prv] = nxt
+        m.slab[next_f, prv] = nxt
     else:
-        m.inst[I_AHEAD, inst] = nxt
+        m.inst[head_f, inst] = nxt
     if nxt >= 0:
-        m.slab[S_APREV, nxt] = prv
+        m.slab[prev_f, nxt] = prv
+    elif tail_f >= 0:
+        m.inst[tail_f, inst] = prv
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def _all_unlink(m: Model, inst: int, s: int) -> None:
+    _unlink(m, inst, s, S_ANEXT, S_APREV, I_AHEAD, -1)
 
 
 @njit(cache=True, nogil=True, _nrt=False)
@@ -197,16 +206,7 @@ def partial_add(m: Model, inst: int, s: int, at_tail: bool) -> None:
 @njit(cache=True, nogil=True, _nrt=False)
 def partial_remove(m: Model, inst: int, s: int) -> None:
     """``remove_partial()``."""
-    nxt = m.slab[S_NEXT, s]
-    prv = m.slab[S_PREV, s]
-    if prv >= 0:
-        m.slab[S_NEXT, prv] = nxt
-    else:
-        m.inst[I_PHEAD, inst] = nxt
-    if nxt >= 0:
-        m.slab[S_PREV, nxt] = prv
-    else:
-        m.inst[I_PTAIL, inst] = prv
+    _unlink(m, inst, s, S_NEXT, S_PREV, I_PHEAD, I_PTAIL)
     m.inst[I_NR_PARTIAL, inst] -= 1
     m.slab[S_NEXT, s] = -1
     m.slab[S_PREV, s] = -1
