@@ -199,3 +199,29 @@ def test_pyarrow_only_example_in_docs_writes_a_valid_trace(tmp_path):
     assert list(df["kind"]) == [EventKind.MEMCG_MKDIR, EventKind.ALLOC, EventKind.FREE]
     assert df["ptr"].iloc[1] == df["ptr"].iloc[2]
     assert reader.caches[0]["name"] == "dentry"
+
+
+def test_format_1_trace_reads_with_unknown_context(tmp_path):
+    """A v1 trace (no ``ctx`` column) still reads; its rows say 'context unknown'."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from kmemtrace.trace.schema import V1_ARROW_SCHEMA, V1_COLUMNS, EventContext
+
+    write(tmp_path / "t", [batch(np.arange(100) * 1_000)])
+    meta_path = tmp_path / "t" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    part = tmp_path / "t" / "events" / meta["parts"][0]["file"]
+    table = pq.read_table(part)
+    assert table.schema.names[-1] == "ctx"  # what this release writes
+    pq.write_table(pa.Table.from_arrays([table.column(c) for c in V1_COLUMNS],
+                                        schema=V1_ARROW_SCHEMA), part)
+    meta["format_version"] = 1
+    meta["parts"][0]["bytes"] = part.stat().st_size
+    meta_path.write_text(json.dumps(meta))
+    back = read_all(tmp_path / "t")
+    assert len(back["ts_ns"]) == 100
+    assert back["ctx"].dtype == np.uint8
+    assert (back["ctx"] == EventContext.UNKNOWN).all()
+    only = next(TraceReader.open(tmp_path / "t").iter_parts(["ts_ns", "ctx"]))
+    assert set(only) == {"ts_ns", "ctx"} and (only["ctx"] == 0).all()

@@ -14,7 +14,13 @@ from typing import Any
 
 from kmemtrace import __version__
 from kmemtrace.errors import TraceFormatError
-from kmemtrace.trace.schema import FORMAT_VERSION, META_FILE, TRACE_MAGIC, EventKind
+from kmemtrace.trace.schema import (
+    FORMAT_VERSION,
+    META_FILE,
+    READABLE_VERSIONS,
+    TRACE_MAGIC,
+    EventKind,
+)
 
 CACHE_FIELDS = ("object_size", "size", "objs_per_slab", "order", "min_partial", "cpu_partial")
 
@@ -71,9 +77,9 @@ def load_meta(trace_dir: Path) -> dict[str, Any]:
     if not isinstance(meta, dict) or meta.get("magic") != TRACE_MAGIC:
         raise TraceFormatError(f"{path}: not a kmemtrace meta.json (magic missing)")
     version = meta.get("format_version")
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         raise TraceFormatError(
-            f"{path}: format_version {version!r} is not the {FORMAT_VERSION} this kmemtrace "
-            f"{__version__} reads; use the kmemtrace release that wrote it",
+            f"{path}: format_version {version!r} is not one this kmemtrace {__version__} "
+            f"reads ({', '.join(map(str, READABLE_VERSIONS))}); use the release that wrote it",
         )
     return meta

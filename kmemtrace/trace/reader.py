@@ -16,7 +16,14 @@ import pyarrow.parquet as pq
 
 from kmemtrace.errors import TraceFormatError
 from kmemtrace.trace.meta import load_meta
-from kmemtrace.trace.schema import ARROW_SCHEMA, COLUMNS, EVENTS_DIR, EventKind
+from kmemtrace.trace.schema import (
+    ARROW_SCHEMA,
+    COLUMNS,
+    EVENTS_DIR,
+    V1_ARROW_SCHEMA,
+    EventContext,
+    EventKind,
+)
 
 
 @dataclass
@@ -62,16 +69,17 @@ class TraceReader:
             raise TraceFormatError(
                 f"{path}: listed in meta.json but missing; the trace was moved incompletely"
             )
+        v1 = self.meta["format_version"] == 1
+        on_disk = V1_ARROW_SCHEMA if v1 else ARROW_SCHEMA
+        wanted = None if columns is None else [c for c in columns if c in on_disk.names]
         try:
-            table = pq.read_table(path, columns=columns)
+            table = pq.read_table(path, columns=wanted)
         except (pa.ArrowInvalid, OSError) as exc:
             raise TraceFormatError(
                 f"{path}: damaged Parquet part ({str(exc).splitlines()[0]}); "
                 "delete it from meta.json's parts to read the rest, or re-record"
             ) from None
-        expected = ARROW_SCHEMA if columns is None else pa.schema(
-            [ARROW_SCHEMA.field(c) for c in columns]
-        )
+        expected = on_disk if wanted is None else pa.schema([on_disk.field(c) for c in wanted])
         if not table.schema.equals(expected, check_metadata=False):
             raise TraceFormatError(
                 f"{path}: columns {table.schema.names} do not match format "
@@ -82,6 +90,9 @@ class TraceReader:
                 f"{path}: holds {table.num_rows} rows but meta.json says {part['rows']}; "
                 "the part was replaced or truncated"
             )
+        if v1 and (columns is None or "ctx" in columns):
+            ctx = pa.array(np.full(table.num_rows, EventContext.UNKNOWN, np.uint8))
+            table = table.append_column(ARROW_SCHEMA.field("ctx"), ctx)
         return table
 
     def iter_parts(self, columns: list[str] | None = None) -> Iterator[dict[str, np.ndarray]]:

@@ -14,7 +14,10 @@ from enum import IntEnum
 import numpy as np
 import pyarrow as pa
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# Versions this reader accepts. v1 lacks the ``ctx`` column; the reader fills it with
+# EventContext.UNKNOWN so that everything downstream sees one shape.
+READABLE_VERSIONS = (1, 2)
 TRACE_MAGIC = "kmemtrace-trace"
 META_FILE = "meta.json"
 EVENTS_DIR = "events"
@@ -52,6 +55,25 @@ class LostReason(IntEnum):
     RINGBUF_FULL = 0
     LIVE_MAP_FULL = 1
     PERF_LOST = 2
+    NESTED = 3  # program skipped while already running on that CPU (recursion_misses)
+    WRITER_QUEUE = 4  # drained records dropped because the writer queue stayed full
+    WRITE_FAILED = 5  # rows the writer could not put on disk (disk full, I/O error)
+    LIFECYCLE_RING = 6  # memcg life-cycle records the kernel could not queue
+    LIFECYCLE_MAP = 7  # a life-cycle bookkeeping map (subtree, followed tasks) was full
+
+
+class EventContext(IntEnum):
+    """Where the event ran (stored in ``ctx``): decides whether the kernel charged it.
+
+    The kernel does not charge interrupt-context allocations to the interrupted task's
+    memcg (``memcg_kmem_bypass`` and its predecessors), so replay needs to know.
+    """
+
+    UNKNOWN = 0  # the kernel gave no way to tell (and every v1 trace)
+    TASK = 1
+    SOFTIRQ = 2  # including RCU callbacks run from softirq
+    HARDIRQ = 3
+    NMI = 4
 
 
 class PressureKind(IntEnum):
@@ -77,12 +99,18 @@ COLUMNS: dict[str, np.dtype] = {
     "gfp": np.dtype(np.uint32),  # gfp flags of ALLOC
     "aux": np.dtype(np.int64),  # kind-specific, see EventKind
     "aux2": np.dtype(np.int64),  # kind-specific, see EventKind
+    "ctx": np.dtype(np.uint8),  # EventContext (format 2+)
 }
+
+# Format 1 had every column but ``ctx``.
+V1_COLUMNS = [name for name in COLUMNS if name != "ctx"]
 
 ARROW_SCHEMA = pa.schema(
     [pa.field(name, pa.from_numpy_dtype(dt), nullable=False) for name, dt in COLUMNS.items()],
     metadata={b"kmemtrace.format_version": str(FORMAT_VERSION).encode()},
 )
+
+V1_ARROW_SCHEMA = pa.schema([ARROW_SCHEMA.field(name) for name in V1_COLUMNS])
 
 ROOT_MEMCG_ID = 1  # the root cgroup's id on v1 and v2: not charged, never offline
 GFP_ACCOUNT = 1 << 22  # ___GFP_ACCOUNT_BIT on 6.x (include/linux/gfp_types.h)
