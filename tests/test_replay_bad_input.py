@@ -4,6 +4,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from kmemtrace.errors import TraceFormatError
 from kmemtrace.metrics import compute_metrics
 from kmemtrace.replay.engine import replay
 from kmemtrace.strategies import select
@@ -47,7 +48,7 @@ def test_realloc_of_a_live_pointer_implies_the_missed_free(trace_builder):
         assert (m.allocs, m.frees_implied, m.objects_live_end) == (2, 1, 1), m.strategy
 
 
-def test_out_of_order_timestamps_across_cpus_are_counted_and_clamped(tmp_path, trace_builder):
+def test_rows_out_of_order_inside_a_part_are_an_error_naming_part_and_row(trace_builder):
     tb = trace_builder()
     tb.cache()
     tb.mkdir(0, 100)
@@ -55,14 +56,25 @@ def test_out_of_order_timestamps_across_cpus_are_counted_and_clamped(tmp_path, t
     tb.free(20, 0xabc, cpu=0)
     path = tb.write(end_ns=SEC)
     # Rewrite the part as a foreign writer might: CPU 1's event stamped earlier than
-    # CPU 0's but stored after it (the format says sorted; the replay must still cope).
+    # CPU 0's but stored after it. The format says sorted; clamping it changed the numbers.
     part = path / EVENTS_DIR / "part-00000.parquet"
     table = pq.read_table(part).to_pydict()
     table["ts_ns"][-1] = 5
     table["cpu"][-1] = 1
     pq.write_table(pa.Table.from_pydict(table, schema=ARROW_SCHEMA), part)
-    for m in _metrics(path):
-        assert m.out_of_order_events == 1 and m.frees == 1, m.strategy
+    with pytest.raises(TraceFormatError, match=r"part-00000.parquet row 2: ts_ns 5 is before"):
+        _metrics(path)
+
+
+def test_events_before_the_clock_start_are_kept_in_order(trace_builder):
+    """A recorder stamps its start after attaching: in-flight events come out earlier."""
+    tb = trace_builder()
+    tb.cache()
+    tb.mkdir(0, 100)
+    tb.alloc(10, 0xabc, 100)
+    tb.free(20, 0xabc)
+    for m in _metrics(tb.write(end_ns=SEC, start_ns=15)):
+        assert (m.out_of_order_events, m.allocs, m.frees) == (0, 1, 1), m.strategy
 
 
 def test_lost_events_reach_the_metrics(trace_builder):
@@ -73,10 +85,26 @@ def test_lost_events_reach_the_metrics(trace_builder):
         assert m.lost_events == 7, m.strategy
 
 
-@pytest.mark.parametrize("cache", [-1, 9])
-def test_allocation_from_an_unknown_cache_is_skipped_and_counted(trace_builder, cache):
+def test_allocation_from_an_unknown_cache_is_skipped_and_counted(trace_builder):
     tb = trace_builder()
     tb.cache()
-    tb.event(5, EventKind.ALLOC, ptr=0xabc, memcg_id=100, cache_id=cache)
+    tb.event(5, EventKind.ALLOC, ptr=0xabc, memcg_id=100, cache_id=-1)
     for m in _metrics(tb.write(end_ns=SEC)):
         assert m.allocs_unknown_cache == 1 and m.allocs == 0, m.strategy
+
+
+@pytest.mark.parametrize(("column", "value", "what"), [
+    ("cache_id", 9, "cache_id 9 is not in meta.json's 1 caches"),
+    ("cache_id", -2, "cache_id -2 is not in"),
+    ("kind", 99, "unknown event kind 99"),
+])
+def test_ids_outside_the_contract_are_errors_naming_part_and_row(trace_builder, column, value,
+                                                                 what):
+    tb = trace_builder()
+    tb.cache()
+    tb.mkdir(1, 100)
+    tb.alloc(5, 0xabc, 100)
+    tb.free(6, 0xabc)
+    tb.rows[1][column] = value
+    with pytest.raises(TraceFormatError, match=f"part-00000.parquet row 1: {what}"):
+        _metrics(tb.write(end_ns=SEC))

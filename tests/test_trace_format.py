@@ -53,6 +53,7 @@ def test_round_trip_keeps_every_column(tmp_path):
     cols["ts_ns"] = np.sort(rng.integers(0, 10**12, size=500))
     cols["seq"] = np.arange(500)
     cols["kind"] = rng.integers(1, 10, size=500).astype(np.uint8)  # LOST (10) tested apart
+    cols["cache_id"][:] = -1  # with no cache table, -1 (unknown) is the only valid id
     write(tmp_path / "t", [cols])
     back = read_all(tmp_path / "t")
     for name, dt in COLUMNS.items():

@@ -32,7 +32,7 @@ from kmemtrace.report.jsonout import dumps
 from kmemtrace.report.terminal import render
 from kmemtrace.report.text import render_text
 from kmemtrace.strategies import REGISTRY, select
-from kmemtrace.trace.reader import open_trace
+from kmemtrace.trace.reader import TraceReader, open_trace
 
 FORMATS = ("rich", "text")
 PROGRESS_MIN_EVENTS = 1_000_000  # below this a replay ends before a bar is worth drawing
@@ -107,6 +107,12 @@ def replay_command(
             err_console.print(f"wrote {path}", highlight=False)
 
 
+def warn_about(reader: TraceReader) -> None:
+    """The trace's own warnings, on stderr, before any result is printed."""
+    for line in reader.warnings():
+        err_console.print(f"[bold yellow]warning:[/] {reader.path}: {line}", highlight=False)
+
+
 def compare_strategies(trace: Path, strategy: str, param: list[str] | None, era: str,
                        samples: int) -> Comparison:
     """Replay one trace under the selected strategies (with a progress bar if long)."""
@@ -114,6 +120,7 @@ def compare_strategies(trace: Path, strategy: str, param: list[str] | None, era:
     selection = select(strategy, split_params(param))
     get_era(era)
     reader = open_trace(trace)
+    warn_about(reader)
     with _progress(reader.n_events) as progress:
         result = replay(reader, selection, era=era, samples=samples, progress=progress)
     return Comparison.from_replay(result)

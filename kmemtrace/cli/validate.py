@@ -7,6 +7,7 @@ import typer
 
 from kmemtrace.cli import app
 from kmemtrace.cli.options import EraOption
+from kmemtrace.cli.replay import warn_about
 from kmemtrace.errors import UsageError
 from kmemtrace.metrics import slab_samples
 from kmemtrace.model.eras import DEFAULT_ERA, get_era
@@ -37,6 +38,7 @@ def validate_command(
         raise UsageError(f"unknown strategy {strategy!r} (strategies: {', '.join(REGISTRY)})")
     get_era(era)
     reader = open_trace(trace)
+    warn_about(reader)
     release = str((reader.meta.get("kernel") or {}).get("release") or "unknown")
     note = ""
     if recorded_with_objcg(release) and strategy != MATCHING:

@@ -21,6 +21,7 @@ from kmemtrace.trace.schema import (
     TRACE_MAGIC,
     EventKind,
 )
+from kmemtrace.trace.validate_meta import check_meta
 
 CACHE_FIELDS = ("object_size", "size", "objs_per_slab", "order", "min_partial", "cpu_partial")
 
@@ -82,4 +83,7 @@ def load_meta(trace_dir: Path) -> dict[str, Any]:
             f"{path}: format_version {version!r} is not one this kmemtrace {__version__} "
             f"reads ({', '.join(map(str, READABLE_VERSIONS))}); use the release that wrote it",
         )
-    return meta
+    try:
+        return check_meta(meta)
+    except TraceFormatError as exc:
+        raise TraceFormatError(f"{path}: {exc}", exc.tip) from None

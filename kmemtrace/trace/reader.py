@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 
 from kmemtrace.errors import TraceFormatError
 from kmemtrace.trace.meta import load_meta
+from kmemtrace.trace.rowcheck import CHECKED, check_rows
 from kmemtrace.trace.schema import (
     ARROW_SCHEMA,
     COLUMNS,
@@ -48,17 +49,49 @@ class TraceReader:
 
     @property
     def start_ns(self) -> int:
-        start = self.meta.get("clock", {}).get("start_ns")
+        """Where the replay's clock starts: ``clock.start_ns``, or the first event if earlier.
+
+        A recorder reads the clock after its probes are attached, so the events already in
+        flight carry earlier stamps. They are real events and are kept; starting the clock
+        at them keeps them in order (they used to count as out of order).
+        """
+        first = next((p["ts_min"] for p in self.meta["parts"] if p["rows"]), None)
+        start = self.meta["clock"].get("start_ns")
         if start is None:
-            start = self.meta["parts"][0]["ts_min"] if self.meta["parts"] else 0
-        return int(start)
+            return int(first or 0)
+        return int(start if first is None else min(start, first))
+
+    @property
+    def early_events_ns(self) -> int:
+        """How far the first event precedes ``clock.start_ns`` (0 if it does not)."""
+        start = self.meta["clock"].get("start_ns")
+        return 0 if start is None else int(start) - self.start_ns
 
     @property
     def end_ns(self) -> int:
-        end = self.meta.get("clock", {}).get("end_ns")
+        end = self.meta["clock"].get("end_ns")
         if end is None:
             end = self.meta["parts"][-1]["ts_max"] if self.meta["parts"] else self.start_ns
         return int(end)
+
+    def warnings(self) -> list[str]:
+        """What a reader of the results must know: the trace is readable but not whole."""
+        out = []
+        parts, meta = self.meta["parts"], self.meta
+        if not meta["complete"]:
+            out.append(f"trace is not sealed (the recording did not end cleanly); its "
+                       f"{len(parts)} listed parts are whole and are what was read")
+        if self.n_events == 0:
+            out.append("the trace holds no events")
+        counted = sum(meta["counts"].values())
+        if meta["complete"] and meta["counts"] and counted != self.n_events:
+            out.append(f"meta.json counts {counted:,} events but its parts hold "
+                       f"{self.n_events:,}")
+        clock = meta["clock"]
+        if clock.get("start_ns") is None or clock.get("end_ns") is None:
+            out.append("meta.json clock lacks start_ns or end_ns: the trace is taken to span "
+                       "its first to last event")
+        return out
 
     def _part_path(self, part: dict) -> Path:
         return self.path / EVENTS_DIR / part["file"]
@@ -71,10 +104,12 @@ class TraceReader:
             )
         v1 = self.meta["format_version"] == 1
         on_disk = V1_ARROW_SCHEMA if v1 else ARROW_SCHEMA
-        wanted = None if columns is None else [c for c in columns if c in on_disk.names]
+        # The checked columns are always read: checking is cheap, a wrong answer is not.
+        wanted = None if columns is None else [
+            c for c in on_disk.names if c in columns or c in CHECKED]
         try:
-            table = pq.read_table(path, columns=wanted)
-        except (pa.ArrowInvalid, OSError) as exc:
+            table = pq.read_table(path, columns=wanted, page_checksum_verification=True)
+        except (pa.ArrowException, OSError) as exc:
             raise TraceFormatError(
                 f"{path}: damaged Parquet part ({str(exc).splitlines()[0]}); "
                 "delete it from meta.json's parts to read the rest, or re-record"
@@ -90,6 +125,8 @@ class TraceReader:
                 f"{path}: holds {table.num_rows} rows but meta.json says {part['rows']}; "
                 "the part was replaced or truncated"
             )
+        check_rows(path, part, {c: table.column(c).to_numpy() for c in CHECKED
+                                if c in table.schema.names}, len(self.caches))
         if v1 and (columns is None or "ctx" in columns):
             ctx = pa.array(np.full(table.num_rows, EventContext.UNKNOWN, np.uint8))
             table = table.append_column(ARROW_SCHEMA.field("ctx"), ctx)
@@ -102,7 +139,8 @@ class TraceReader:
                 raise TraceFormatError(f"unknown column {col!r}; columns are {list(COLUMNS)}")
         for part in self.meta["parts"]:
             table = self._read_part(part, columns)
-            yield {name: table.column(name).to_numpy() for name in table.schema.names}
+            yield {name: table.column(name).to_numpy() for name in table.schema.names
+                   if columns is None or name in columns}
 
     def to_pandas(self, kinds: list[EventKind] | None = None) -> pd.DataFrame:
         """The whole trace as one DataFrame (small traces, analyses and tests)."""
