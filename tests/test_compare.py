@@ -60,7 +60,7 @@ def test_benjamini_hochberg_by_hand():
 
 def test_ratio_edge_cases():
     assert ratio(2.0, 3.0) == 1.5
-    assert ratio(0.0, 0.0) == 1.0
+    assert ratio(0.0, 0.0) is None  # printed as '–', not as 1
     assert ratio(0.0, 5.0) == math.inf
     assert ratio(None, 1.0) is None
     assert ratio(math.inf, math.inf) is None
@@ -115,6 +115,39 @@ def test_one_trace_per_side_gives_values_but_no_verdict(traces, tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "one trace per side" in done.stdout and "signif" not in done.stdout
+
+
+def test_three_per_side_is_too_few_to_test_but_shows_effect_sizes(traces, tmp_path):
+    """With 3 per side no p reaches 0.05, even for completely separated sides."""
+    text, doc = compare(traces["a"][:3], traces["other"][:3], tmp_path)
+    assert "too few traces per side to test (need ≥ 4)" in text
+    assert "no significant difference" not in text and "signif" not in text
+    assert doc["test"] is None and all(r["p"] is None for r in doc["rows"])
+    numeric = [r for r in doc["rows"]
+               if all(isinstance(v, int | float) for v in (*r["a"], *r["b"]))]
+    separated = [r for r in numeric if max(r["a"]) < min(r["b"])]
+    assert separated and all(r["delta"] == 1.0 for r in separated)
+    assert "+1.00" in text
+
+
+def test_zero_over_zero_is_a_dash(traces, tmp_path):
+    text, doc = compare(traces["a"][:1], traces["a"][1:2], tmp_path)
+    zero = next(r for r in doc["rows"] if r["a_median"] == 0 and r["b_median"] == 0)
+    assert zero["ratio"] is None
+    line = next(ln for ln in text.splitlines()
+                if ln.split() == [zero["strategy"], "0", "0", "–"])
+    assert line
+
+
+def test_options_after_the_separator_are_options(traces, tmp_path):
+    out = tmp_path / "after.json"
+    done = subprocess.run([str(KMEMTRACE), "compare", str(traces["a"][0]), "--",
+                           str(traces["b"][0]), "--format", "text", "--json", str(out),
+                           "-s", "way1"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(out.read_text())
+    assert doc["b"] == [str(traces["b"][0])]
+    assert {r["strategy"] for r in doc["rows"]} == {"way1"}
 
 
 def test_three_traces_without_separator_is_a_usage_error():

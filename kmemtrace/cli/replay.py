@@ -22,7 +22,8 @@ from kmemtrace.cli.options import (
     SamplesOption,
     StrategyOption,
 )
-from kmemtrace.errors import UsageError
+from kmemtrace.cli.outputs import output_dir, output_file, write_output
+from kmemtrace.errors import KmemtraceError, UsageError
 from kmemtrace.model.eras import DEFAULT_ERA, get_era
 from kmemtrace.params import split_params
 from kmemtrace.replay.engine import DEFAULT_SAMPLES, replay
@@ -92,18 +93,27 @@ def replay_command(
     if trace is None:
         raise UsageError("missing TRACE (a trace directory)",
                          tip="kmemtrace replay --list-strategies needs none")
+    if json_path is not None:
+        output_file(json_path, "--json")
+    if plot_dir is not None:
+        output_dir(plot_dir, "--plot")
     cmp = compare_strategies(trace, strategy, param, era, samples)
     if fmt == "text":
         print(render_text(cmp), end="")
     else:
         Console().print(render(cmp))
     if json_path is not None:
-        json_path.write_text(dumps(cmp))
+        write_output(json_path, dumps(cmp))
     if plot_dir is not None:
         # Imported here: matplotlib costs every other command's start-up otherwise.
         from kmemtrace.report.plots import write_plots
 
-        for path in write_plots(cmp, plot_dir):
+        try:
+            paths = write_plots(cmp, plot_dir)
+        except OSError as exc:
+            raise KmemtraceError(f"{plot_dir}: could not write the charts "
+                                 f"({exc.strerror or exc})") from None
+        for path in paths:
             err_console.print(f"wrote {path}", highlight=False)
 
 

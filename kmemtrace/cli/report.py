@@ -8,6 +8,7 @@ import typer
 from kmemtrace.cli import app, err_console
 from kmemtrace.cli.options import EraOption, ParamOption, SamplesOption, StrategyOption
 from kmemtrace.cli.replay import compare_strategies
+from kmemtrace.cli.outputs import output_file, write_output
 from kmemtrace.errors import UsageError
 from kmemtrace.model.eras import DEFAULT_ERA
 from kmemtrace.replay.engine import DEFAULT_SAMPLES
@@ -30,6 +31,7 @@ def report_command(
 
     if samples < 2:
         raise UsageError(f"--samples {samples}: need at least 2")
+    output_file(output, "--output")
     cmp = compare_strategies(trace, strategy, param, era, samples)
-    output.write_text(render_html(cmp, render_pngs(cmp)), encoding="utf-8")
+    write_output(output, render_html(cmp, render_pngs(cmp)))
     err_console.print(f"wrote {output}", highlight=False)

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from kmemtrace.cli import app
+from kmemtrace.cli.outputs import output_dir
 from kmemtrace.errors import UsageError
 from kmemtrace.params import ParamSpec, parse_count, split_params
 from kmemtrace.synth import WORKLOADS, synthesize, write_synthesis
@@ -60,6 +61,7 @@ def synth(
         raise UsageError("synth needs --seed N (the same seed gives the same trace)")
     n_events = parse_count(events)
     raw = split_params(param)
+    output_dir(output, "-o", empty=True, force=force)
 
     started = time.perf_counter()
     with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),

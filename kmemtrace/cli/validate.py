@@ -7,6 +7,7 @@ import typer
 
 from kmemtrace.cli import app
 from kmemtrace.cli.options import EraOption
+from kmemtrace.cli.outputs import output_file, write_output
 from kmemtrace.cli.replay import warn_about
 from kmemtrace.errors import UsageError
 from kmemtrace.metrics import slab_samples
@@ -37,6 +38,8 @@ def validate_command(
     if strategy not in REGISTRY:
         raise UsageError(f"unknown strategy {strategy!r} (strategies: {', '.join(REGISTRY)})")
     get_era(era)
+    if json_path is not None:
+        output_file(json_path, "--json")
     reader = open_trace(trace)
     warn_about(reader)
     release = str((reader.meta.get("kernel") or {}).get("release") or "unknown")
@@ -49,4 +52,4 @@ def validate_command(
                  (reader.meta.get("record") or {}).get("all_objects"))
     print(render_validate_text(v, PurePath(trace).name, release, note), end="")
     if json_path is not None:
-        json_path.write_text(validate_json(v, str(trace), release, note))
+        write_output(json_path, validate_json(v, str(trace), release, note))

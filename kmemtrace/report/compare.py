@@ -10,8 +10,11 @@ pooled runs) for small samples, else the normal approximation with tie correctio
 A comparison tests dozens of rows at once, so some would come out "significant" by luck
 alone; the rows are therefore judged together with the Benjamini–Hochberg procedure at a
 5% false discovery rate. Rows whose values are all equal carry no test and are left out
-of that family. Note: with 3 traces per side no Mann–Whitney p can go below 0.1; it takes
-4 per side to reach 0.05 on a single row.
+of that family. With 3 traces per side no two-sided Mann–Whitney p can go below 0.1, so
+even complete separation would read "no difference": with fewer than
+:data:`MIN_PER_SIDE` traces on a side there is no test, and each row shows its effect size
+instead — Cliff's delta, the share of (A, B) pairs where B is larger minus the share
+where it is smaller (+1: every B above every A; 0: no shift).
 """
 
 import math
@@ -25,6 +28,7 @@ from kmemtrace.metrics import metric_fields
 from kmemtrace.report.comparison import Comparison
 
 FDR = 0.05
+MIN_PER_SIDE = 4  # the fewest traces per side whose exact p can reach 0.05 (2/70 = 0.029)
 EXACT_MAX_SPLITS = 20_000  # above this many splits, the normal approximation
 TEST_NAME = (f"two-sided Mann–Whitney U per row, Benjamini–Hochberg at {FDR:.0%} false "
              "discovery rate over the rows that vary")
@@ -40,7 +44,8 @@ class Row:
     b: tuple
     a_median: float | None
     b_median: float | None
-    ratio: float | None  # b_median / a_median; None when undefined
+    ratio: float | None  # b_median / a_median; None when undefined (0/0 too)
+    delta: float | None  # Cliff's delta of B against A; None with one trace on a side
     p: float | None  # None: not tested (one trace per side, or no values)
     significant: bool | None
 
@@ -55,7 +60,12 @@ class SideBySide:
 
     @property
     def tested(self) -> bool:
-        """Whether both sides have several traces, so noise can be told from difference."""
+        """Whether both sides have enough traces for a test that could reach p < 0.05."""
+        return min(len(self.a), len(self.b)) >= MIN_PER_SIDE
+
+    @property
+    def several(self) -> bool:
+        """Whether both sides have more than one trace (effect sizes are defined)."""
         return min(len(self.a), len(self.b)) >= 2
 
     @property
@@ -74,7 +84,7 @@ def side_by_side(a: list[Comparison], b: list[Comparison]) -> SideBySide:
     common = [s for s in strategies
               if all(s in {m.strategy for m in c.metrics} for c in (*a, *b))]
     rows = []
-    tested = min(len(a), len(b)) >= 2
+    tested = min(len(a), len(b)) >= MIN_PER_SIDE
     for name in metric_fields():
         for s in common:
             va = tuple(_value(c, s, name) for c in a)
@@ -92,17 +102,25 @@ def _row(name: str, strategy: str, va: tuple, vb: tuple, tested: bool) -> Row:
     xb = np.array([v for v in vb if v is not None], dtype=float)
     ma = float(np.median(xa)) if len(xa) else None
     mb = float(np.median(xb)) if len(xb) else None
-    p = mann_whitney_p(xa, xb) if tested and len(xa) >= 2 and len(xb) >= 2 else None
-    return Row(name, strategy, va, vb, ma, mb, ratio(ma, mb), p, None)
+    several = len(xa) >= 2 and len(xb) >= 2
+    p = mann_whitney_p(xa, xb) if tested and several else None
+    delta = cliffs_delta(xa, xb) if several else None
+    return Row(name, strategy, va, vb, ma, mb, ratio(ma, mb), delta, p, None)
 
 
 def ratio(a: float | None, b: float | None) -> float | None:
-    """b / a; 1 for 0 vs 0, inf for 0 vs more, None when either is missing or both inf."""
-    if a is None or b is None or (math.isinf(a) and math.isinf(b)):
+    """b / a; inf for 0 vs more; None when either is missing, both are 0 or both inf."""
+    if a is None or b is None or (math.isinf(a) and math.isinf(b)) or (a == 0 and b == 0):
         return None
     if a == 0:
-        return 1.0 if b == 0 else math.inf
+        return math.inf
     return b / a
+
+
+def cliffs_delta(a: np.ndarray, b: np.ndarray) -> float:
+    """P(B > A) - P(B < A) over all pairs: -1..+1, rank-based like the test."""
+    above, below = b[None, :] > a[:, None], b[None, :] < a[:, None]  # inf ties with inf
+    return float(above.mean() - below.mean())
 
 
 def _varies(row: Row) -> bool:

@@ -14,7 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from kmemtrace import __version__
-from kmemtrace.report.compare import TEST_NAME, Row, SideBySide
+from kmemtrace.report.compare import MIN_PER_SIDE, TEST_NAME, Row, SideBySide
 from kmemtrace.report.format import MISSING, NEVER, humanise, unit
 from kmemtrace.report.text import WIDTH
 
@@ -24,9 +24,13 @@ _NUM = 9
 
 def verdict(sbs: SideBySide) -> str:
     """One sentence: the test's outcome, or why there is none."""
-    if not sbs.tested:
+    if not sbs.several:
         return ("one trace per side: run-to-run noise is unknown, so no test; give "
-                "several per side (A1 A2 A3 -- B1 B2 B3) to tell a difference from noise")
+                f"{MIN_PER_SIDE} or more per side (A1 .. A{MIN_PER_SIDE} -- B1 .. "
+                f"B{MIN_PER_SIDE}) to tell a difference from noise")
+    if not sbs.tested:
+        return (f"too few traces per side to test (need ≥ {MIN_PER_SIDE}): no p can reach "
+                "0.05; δ is the effect size (+1: every B above every A)")
     n = len(sbs.significant)
     if n == 0:
         return (f"no significant difference: none of the {len(sbs.family)} rows that vary "
@@ -54,8 +58,14 @@ def _ratio(r: Row) -> str:
     return "inf" if math.isinf(r.ratio) else f"{r.ratio:.3g}"
 
 
-def _cells(r: Row, tested: bool) -> list[str]:
+def _delta(r: Row) -> str:
+    return MISSING if r.delta is None else f"{r.delta:+.2f}"
+
+
+def _cells(r: Row, tested: bool, several: bool = False) -> list[str]:
     cells = [humanise(r.a_median), humanise(r.b_median), _ratio(r)]
+    if several:
+        cells.append(_delta(r))
     if tested and r.p is None:
         cells += [MISSING, MISSING]
     elif tested:
@@ -65,7 +75,8 @@ def _cells(r: Row, tested: bool) -> list[str]:
 
 def render_compare_text(sbs: SideBySide) -> str:
     """Header, verdict, then per metric one line per strategy; no line over 72 columns."""
-    head = ["strategy", "A", "B", "B/A"] + (["p", "signif"] if sbs.tested else [])
+    head = (["strategy", "A", "B", "B/A"] + (["δ"] if sbs.several else [])
+            + (["p", "signif"] if sbs.tested else []))
     widths = [_LABEL] + [_NUM] * (len(head) - 1)
     lines = [*_sides(sbs),
              *(textwrap.wrap(f"test: {TEST_NAME}", WIDTH, subsequent_indent="  ")
@@ -77,9 +88,10 @@ def render_compare_text(sbs: SideBySide) -> str:
         if r.metric != metric:
             metric = r.metric
             lines.append(f"{metric} ({unit(metric)})" if unit(metric) else metric)
-        lines.append(_line(["  " + r.strategy, *_cells(r, sbs.tested)], widths))
+        lines.append(_line(["  " + r.strategy, *_cells(r, sbs.tested, sbs.several)], widths))
     lines.append("A, B: medians over each side's traces; never: some dead cache was never "
-                 "destroyed")
+                 f"destroyed; {MISSING}: undefined (B/A of 0 and 0)"
+                 + ("; δ: Cliff's delta of B vs A" if sbs.several else ""))
     return "\n".join(line[:WIDTH].rstrip() for line in _rewrap(lines)) + "\n"
 
 
@@ -101,7 +113,8 @@ def render_compare(sbs: SideBySide) -> RenderableType:
     t.add_column("metric", no_wrap=True)
     for name in ("unit", "strategy"):
         t.add_column(name, style="dim" if name == "unit" else None, no_wrap=True)
-    for name in ("A", "B", "B/A", *(("p", "signif") if sbs.tested else ())):
+    for name in ("A", "B", "B/A", *(("δ",) if sbs.several else ()),
+                 *(("p", "signif") if sbs.tested else ())):
         t.add_column(name, justify="right", no_wrap=True)
     metric = None
     for r in sbs.rows:
@@ -110,7 +123,8 @@ def render_compare(sbs: SideBySide) -> RenderableType:
         if first:
             t.add_section()
         t.add_row(r.metric if first else "", unit(r.metric) if first else "", r.strategy,
-                  *_cells(r, sbs.tested), style="bold yellow" if r.significant else None)
+                  *_cells(r, sbs.tested, sbs.several),
+                  style="bold yellow" if r.significant else None)
     return Group(Text("\n".join(_sides(sbs))), Text(f"test: {TEST_NAME}", style="dim"),
                  Text(verdict(sbs), style="bold"), t)
 
@@ -124,7 +138,7 @@ def compare_json(sbs: SideBySide) -> str:
     rows = [{"metric": r.metric, "unit": unit(r.metric), "strategy": r.strategy,
              "a": [_jsonable(v) for v in r.a], "b": [_jsonable(v) for v in r.b],
              "a_median": _jsonable(r.a_median), "b_median": _jsonable(r.b_median),
-             "ratio": "inf" if r.ratio == math.inf else r.ratio, "p": r.p,
+             "ratio": "inf" if r.ratio == math.inf else r.ratio, "delta": r.delta, "p": r.p,
              "significant": r.significant}
             for r in sbs.rows]
     doc = {"kmemtrace_version": __version__, "test": TEST_NAME if sbs.tested else None,
