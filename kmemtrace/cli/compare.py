@@ -13,8 +13,8 @@ from typer.core import TyperCommand, TyperOption
 
 from kmemtrace.cli import app
 from kmemtrace.cli.options import EraOption, FormatOption, ParamOption, StrategyOption
-from kmemtrace.cli.replay import FORMATS, compare_strategies
 from kmemtrace.cli.outputs import is_probably_option, output_file, write_output
+from kmemtrace.cli.replay import FORMATS, compare_strategies
 from kmemtrace.errors import UsageError
 from kmemtrace.model.eras import DEFAULT_ERA
 from kmemtrace.report.compare import side_by_side

@@ -7,8 +7,8 @@ import typer
 
 from kmemtrace.cli import app, err_console
 from kmemtrace.cli.options import EraOption, ParamOption, SamplesOption, StrategyOption
-from kmemtrace.cli.replay import compare_strategies
 from kmemtrace.cli.outputs import output_file, write_output
+from kmemtrace.cli.replay import compare_strategies
 from kmemtrace.errors import UsageError
 from kmemtrace.model.eras import DEFAULT_ERA
 from kmemtrace.replay.engine import DEFAULT_SAMPLES
