@@ -1,0 +1,79 @@
+"""Issue 11's misuses as a new user makes them: one line, an exit code, no work wasted.
+
+Run in this process through the console script's entry point (``kmemtrace.cli.main``),
+so an unexpected exception fails the test with its traceback.
+"""
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from kmemtrace.errors import UsageError
+from test_fuzz_traces import run_cli
+
+FIXTURE = str(Path(__file__).resolve().parent.parent / "fixtures" / "steady")
+
+
+@pytest.fixture
+def paths(tmp_path) -> dict[str, str]:
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "dir" / "keep").write_text("x")
+    (tmp_path / "file").write_text("x")
+    return {"dir": str(tmp_path / "dir"), "file": str(tmp_path / "file"),
+            "missing_parent": str(tmp_path / "nope" / "deeper" / "out"), "tmp": str(tmp_path)}
+
+
+MISUSES = [
+    (["synth", "steady", "--seed", "1", "--events", "1k", "-o", "{file}/t"], "is not a directory"),
+    (["synth", "steady", "--seed", "1", "--events", "1k", "-o", "{file}"],
+     "exists and is not a directory"),
+    (["synth", "steady", "--seed", "1", "--events", "1k", "-o", "{dir}"],
+     "already exists and is not empty"),
+    (["synth", "steady", "--seed", "1", "--events", "1k", "-o", "{missing_parent}"],
+     "does not exist"),
+    (["synth", "steady", "--seed", "1", "--events", "1k", "-o", "/proc/xx"], "cannot write in"),
+    (["replay", FIXTURE, "--plot", "{file}"], "exists and is not a directory"),
+    (["replay", FIXTURE, "--plot", "{missing_parent}"], "does not exist"),
+    (["replay", FIXTURE, "--json", "{dir}"], "is a directory"),
+    (["replay", FIXTURE, "--json", "/proc/nope.json"], "cannot write in /proc"),
+    (["replay", FIXTURE, "--json", "{missing_parent}"], "does not exist"),
+    (["compare", FIXTURE, FIXTURE, "--json", "{dir}"], "is a directory"),
+    (["validate", FIXTURE, "--json", "{dir}"], "is a directory"),
+    (["report", FIXTURE, "-o", "{dir}"], "is a directory"),
+    (["report", FIXTURE, "-o", "/proc/x.html"], "cannot write in /proc"),
+    (["info", "{file}"], "a trace is a directory"),
+    (["compare", FIXTURE, FIXTURE, FIXTURE], "no '--'"),
+    (["compare", FIXTURE, "--", FIXTURE, "--no-such-option"], "No such option"),
+]
+
+
+@pytest.mark.parametrize(("args", "needle"), MISUSES, ids=[" ".join(a[:3]) + " " + a[-1]
+                                                           for a, _ in MISUSES])
+def test_misuse_is_one_line_and_exit_2_or_3(capsys, paths, args, needle):
+    rc, out, err = run_cli(capsys, *(a.format(**paths) for a in args))
+    lines = err.strip().splitlines()
+    assert rc in (UsageError.exit_code, 3), err
+    assert len(lines) == 1 and lines[0].startswith("kmemtrace: ") and needle in lines[0], err
+    assert not Path(paths["missing_parent"]).parent.exists()
+
+
+def test_output_is_checked_before_the_replay(capsys, paths):
+    """The replay costs seconds on a big trace: a bad --json must fail before it."""
+    started = time.perf_counter()
+    rc, _, err = run_cli(capsys, "replay", FIXTURE, "--json", paths["dir"])
+    assert rc == UsageError.exit_code and time.perf_counter() - started < 1.0, err
+
+
+def test_already_exists_has_one_exit_code_everywhere(capsys, paths):
+    rc, _, _ = run_cli(capsys, "synth", "steady", "--seed", "1", "--events", "1k",
+                       "-o", paths["dir"])
+    assert rc == UsageError.exit_code  # as record's (kmemtrace/record/recorder.py)
+
+
+def test_synth_into_a_new_directory_creates_only_it(capsys, paths):
+    out = os.path.join(paths["tmp"], "new")
+    rc, _, err = run_cli(capsys, "synth", "steady", "--seed", "1", "--events", "1k", "-o", out)
+    assert rc == 0, err
+    assert sorted(os.listdir(paths["tmp"])) == ["dir", "file", "new"]
