@@ -1,10 +1,12 @@
 """Shared test helpers: build small traces by hand, exactly as a recorder would write them."""
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
+from kmemtrace.cli import main
 from kmemtrace.trace.meta import new_meta
 from kmemtrace.trace.schema import GFP_ACCOUNT, EventKind, empty_columns
 from kmemtrace.trace.writer import TraceWriter
@@ -73,3 +75,18 @@ def trace_builder(tmp_path):
         return TraceBuilder(path=tmp_path / name, **kw)
 
     return make
+
+
+def run_cli(capsys, *args: str) -> tuple[int, str, str]:
+    """``kmemtrace ARGS`` in this process: (exit code, stdout, stderr)."""
+    argv = sys.argv
+    sys.argv = ["kmemtrace", *args]
+    try:
+        main()
+        rc = 0
+    except SystemExit as exc:
+        rc = exc.code if isinstance(exc.code, int) else 1
+    finally:
+        sys.argv = argv
+    out, err = capsys.readouterr()
+    return rc, out, err

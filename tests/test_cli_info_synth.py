@@ -1,6 +1,7 @@
 """`kmemtrace synth` and `kmemtrace info` as a user runs them: exit codes, one-line errors."""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -74,7 +75,8 @@ def test_same_seed_same_trace(tmp_path, churn):
 
 def test_existing_output_needs_force(churn):
     proc = run("synth", "steady", "-o", str(churn), "--seed", "1", "--events", "5k")
-    assert_one_line_error(proc, TraceFormatError.exit_code, "--force")
+    # A bad output path is a usage error (2), as in record: one code for one mistake.
+    assert_one_line_error(proc, UsageError.exit_code, "--force")
 
 
 def test_force_overwrites(tmp_path):
@@ -104,6 +106,32 @@ def test_bad_synth_input_is_one_line_usage_error(tmp_path, args, needles):
     args = tuple(str(tmp_path / "out") if a == "X" else a for a in args)
     assert_one_line_error(run(*args), UsageError.exit_code, *needles)
     assert not (tmp_path / "out").exists()
+
+
+def test_info_leads_with_what_was_recorded_and_all_adds_the_rest(churn):
+    short = run("info", str(churn)).stdout
+    full = run("info", str(churn), "--all").stdout
+    assert short.index("what") < short.index("events") < short.index("caches with events")
+    assert "seed=4" in short and "duration=60s" in short  # human units, not 60000000000
+    assert "allocs" in short and "/ctr-" in short  # per-cache counts, memcg paths
+    assert "more memcg(s) (--all)" in short
+    assert len(full.splitlines()) > len(short.splitlines())
+    assert "more memcg(s)" not in full
+
+
+def test_info_verify_checks_digests_and_says_what_it_could_not(churn, tmp_path):
+    done = run("info", str(churn), "--verify")
+    assert done.returncode == 0, done.stderr
+    assert "1 of 1 against their SHA-256" in done.stdout
+    old = Path(__file__).resolve().parent.parent / "fixtures" / "steady"  # before digests
+    assert "could not verify the bytes of 1 part(s)" in run("info", str(old), "--verify").stdout
+    copy = tmp_path / "changed"
+    shutil.copytree(churn, copy)
+    meta = json.loads((copy / "meta.json").read_text())
+    meta["parts"][0]["sha256"] = "0" * 64
+    (copy / "meta.json").write_text(json.dumps(meta))
+    assert_one_line_error(run("info", str(copy), "--verify"), TraceFormatError.exit_code,
+                          "differs from meta.json")
 
 
 def test_info_on_missing_trace(tmp_path):

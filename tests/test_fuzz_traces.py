@@ -32,26 +32,13 @@ from kmemtrace.trace.meta import load_meta
 from kmemtrace.trace.schema import ARROW_SCHEMA, EVENTS_DIR, META_FILE
 from kmemtrace.trace.writer import TraceWriter
 
+from conftest import run_cli
+
 SEED = 11
 DELETE = object()
 TOP_KEYS = ("parts", "caches", "memcgs", "clock", "ncpus", "counts", "lost", "kernel",
             "attach_plan", "command", "late_events", "complete", "workload", "source")
 BAD_VALUES = (DELETE, None, "x", 0, [])
-
-
-def run_cli(capsys, *args: str) -> tuple[int, str, str]:
-    """``kmemtrace ARGS`` in this process: (exit code, stdout, stderr)."""
-    argv = sys.argv
-    sys.argv = ["kmemtrace", *args]
-    try:
-        main()
-        rc = 0
-    except SystemExit as exc:
-        rc = exc.code if isinstance(exc.code, int) else 1
-    finally:
-        sys.argv = argv
-    out, err = capsys.readouterr()
-    return rc, out, err
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from kmemtrace.errors import UsageError
-from test_fuzz_traces import run_cli
+
+from conftest import run_cli
 
 FIXTURE = str(Path(__file__).resolve().parent.parent / "fixtures" / "steady")
 
@@ -52,7 +53,7 @@ MISUSES = [
 @pytest.mark.parametrize(("args", "needle"), MISUSES, ids=[" ".join(a[:3]) + " " + a[-1]
                                                            for a, _ in MISUSES])
 def test_misuse_is_one_line_and_exit_2_or_3(capsys, paths, args, needle):
-    rc, out, err = run_cli(capsys, *(a.format(**paths) for a in args))
+    rc, _, err = run_cli(capsys, *(a.format(**paths) for a in args))
     lines = err.strip().splitlines()
     assert rc in (UsageError.exit_code, 3), err
     assert len(lines) == 1 and lines[0].startswith("kmemtrace: ") and needle in lines[0], err

@@ -12,28 +12,55 @@ from kmemtrace.trace.schema import EventKind
 _LIFECYCLE = (EventKind.MEMCG_MKDIR, EventKind.MEMCG_OFFLINE, EventKind.MEMCG_RELEASE)
 
 
-def memcg_lifecycle(reader: TraceReader) -> dict[str, int]:
-    """Distinct memcgs known (listed in meta.json or mkdir'ed), offlined and released."""
+def stream_counts(reader: TraceReader) -> tuple[dict[str, int], dict[int, dict[str, int]],
+                                                 dict[str, list[int]]]:
+    """One pass over three columns: memcg life cycle, per-cache events, memcg ids by stage.
+
+    Returns (lifecycle counts, {cache_id: {"allocs", "frees"}}, {stage: memcg ids}).
+    """
     seen = {kind: [] for kind in _LIFECYCLE}
-    for cols in reader.iter_parts(columns=["kind", "memcg_id"]):
+    n_caches = len(reader.caches)
+    allocs = np.zeros(n_caches + 1, dtype=np.int64)  # the last slot: unknown cache (-1)
+    frees = np.zeros(n_caches + 1, dtype=np.int64)
+    for cols in reader.iter_parts(columns=["kind", "memcg_id", "cache_id"]):
         for kind in _LIFECYCLE:
             seen[kind].append(cols["memcg_id"][cols["kind"] == kind])
+        slot = np.where(cols["cache_id"] < 0, n_caches, cols["cache_id"])
+        allocs += np.bincount(slot[cols["kind"] == EventKind.ALLOC], minlength=n_caches + 1)
+        frees += np.bincount(slot[cols["kind"] == EventKind.FREE], minlength=n_caches + 1)
     ids = {kind: np.unique(np.concatenate(seen[kind] or [np.zeros(0, np.uint64)]))
            for kind in _LIFECYCLE}
-    in_meta = np.array([m["id"] for m in reader.meta.get("memcgs", [])], dtype=np.uint64)
-    return {
+    in_meta = np.array([m["id"] for m in reader.meta["memcgs"]], dtype=np.uint64)
+    lifecycle = {
         "known": len(np.union1d(in_meta, ids[EventKind.MEMCG_MKDIR])),
         "in_meta": len(in_meta),
         "created": len(ids[EventKind.MEMCG_MKDIR]),
         "offlined": len(ids[EventKind.MEMCG_OFFLINE]),
         "released": len(ids[EventKind.MEMCG_RELEASE]),
     }
+    per_cache = {cid: {"allocs": int(allocs[cid]), "frees": int(frees[cid])}
+                 for cid in range(n_caches + 1) if allocs[cid] or frees[cid]}
+    if n_caches in per_cache:
+        per_cache[-1] = per_cache.pop(n_caches)
+    stages = {kind.name: ids[kind].tolist() for kind in _LIFECYCLE}
+    return lifecycle, per_cache, stages
+
+
+def _memcg_paths(memcgs: list[dict], stages: dict[str, list[int]]) -> list[dict]:
+    """Each memcg the trace knows, with its path and which life-cycle events it had."""
+    by_id = {int(m["id"]): m for m in memcgs}
+    ids = sorted(set(by_id) | {i for v in stages.values() for i in v})
+    staged = {stage: set(v) for stage, v in stages.items()}
+    return [{"id": i, "path": by_id.get(i, {}).get("path"),
+             "events": [s for s in ("MEMCG_MKDIR", "MEMCG_OFFLINE", "MEMCG_RELEASE")
+                        if i in staged[s]]} for i in ids]
 
 
 def summarize(reader: TraceReader) -> dict:
     """The facts ``kmemtrace info`` shows, JSON-serialisable."""
     meta = reader.meta
-    parts = meta.get("parts", [])
+    parts = meta["parts"]
+    lifecycle, per_cache, stages = stream_counts(reader)
     counts = {k: v for k, v in meta.get("counts", {}).items() if v}
     return {
         "path": str(reader.path),
@@ -47,12 +74,18 @@ def summarize(reader: TraceReader) -> dict:
         "kernel": meta.get("kernel", {}),
         "ncpus": meta.get("ncpus"),
         "attach_plan": meta.get("attach_plan", []),
+        "record": meta.get("record", {}),
         "events": reader.n_events,
         "counts": counts,
         "lost": meta.get("lost", {"total": 0, "by_reason": {}}),
         "late_events": int(meta.get("late_events", 0)),
         "caches": meta.get("caches", []),
-        "memcgs": memcg_lifecycle(reader),
+        "memcgs": lifecycle,
+        "memcg_paths": _memcg_paths(reader.meta["memcgs"], stages),
+        "cache_events": {str(cid): n for cid, n in sorted(per_cache.items(),
+                                                          key=lambda kv: -kv[1]["allocs"])},
+        "early_events_ns": reader.early_events_ns,
+        "warnings": reader.warnings(),
         "clock": {"start_ns": reader.start_ns, "end_ns": reader.end_ns,
                   "span_s": (reader.end_ns - reader.start_ns) / 1e9},
         "parts": {"count": len(parts), "bytes": sum(p.get("bytes", 0) for p in parts)},
