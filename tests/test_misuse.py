@@ -78,3 +78,15 @@ def test_synth_into_a_new_directory_creates_only_it(capsys, paths):
     rc, _, err = run_cli(capsys, "synth", "steady", "--seed", "1", "--events", "1k", "-o", out)
     assert rc == 0, err
     assert sorted(os.listdir(paths["tmp"])) == ["dir", "file", "new"]
+
+
+def test_the_first_replay_says_it_compiles_and_later_ones_do_not(capsys, tmp_path,
+                                                                 monkeypatch):
+    from numba.core import config as numba_config
+
+    run_cli(capsys, "replay", FIXTURE, "--format", "text", "-s", "way1")  # compiles if needed
+    rc, _, err = run_cli(capsys, "replay", FIXTURE, "--format", "text", "-s", "way1")
+    assert rc == 0 and "compiling" not in err
+    monkeypatch.setattr(numba_config, "CACHE_DIR", str(tmp_path))  # an empty cache
+    rc, _, err = run_cli(capsys, "replay", FIXTURE, "--format", "text", "-s", "way1")
+    assert rc == 0 and "compiling the replay engine once (~" in err

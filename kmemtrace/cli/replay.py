@@ -24,6 +24,7 @@ from kmemtrace.cli.options import (
 )
 from kmemtrace.cli.outputs import output_dir, output_file, write_output
 from kmemtrace.errors import KmemtraceError, UsageError
+from kmemtrace.model.compiled import COMPILE_SECONDS, engine_is_compiled
 from kmemtrace.model.eras import DEFAULT_ERA, get_era
 from kmemtrace.params import split_params
 from kmemtrace.replay.engine import DEFAULT_SAMPLES, replay
@@ -123,6 +124,13 @@ def warn_about(reader: TraceReader) -> None:
         err_console.print(f"[bold yellow]warning:[/] {reader.path}: {line}", highlight=False)
 
 
+def announce_compile() -> None:
+    """One line before numba's first compile, which is otherwise a silent pause."""
+    if not engine_is_compiled():
+        err_console.print(f"compiling the replay engine once (~{COMPILE_SECONDS} s; cached "
+                          "for later runs)", highlight=False)
+
+
 def compare_strategies(trace: Path, strategy: str, param: list[str] | None, era: str,
                        samples: int) -> Comparison:
     """Replay one trace under the selected strategies (with a progress bar if long)."""
@@ -131,6 +139,7 @@ def compare_strategies(trace: Path, strategy: str, param: list[str] | None, era:
     get_era(era)
     reader = open_trace(trace)
     warn_about(reader)
+    announce_compile()
     with _progress(reader.n_events) as progress:
         result = replay(reader, selection, era=era, samples=samples, progress=progress)
     return Comparison.from_replay(result)

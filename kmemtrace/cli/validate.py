@@ -8,7 +8,7 @@ import typer
 from kmemtrace.cli import app
 from kmemtrace.cli.options import EraOption
 from kmemtrace.cli.outputs import output_file, write_output
-from kmemtrace.cli.replay import warn_about
+from kmemtrace.cli.replay import announce_compile, warn_about
 from kmemtrace.errors import UsageError
 from kmemtrace.metrics import slab_samples
 from kmemtrace.model.eras import DEFAULT_ERA, get_era
@@ -42,6 +42,7 @@ def validate_command(
         output_file(json_path, "--json")
     reader = open_trace(trace)
     warn_about(reader)
+    announce_compile()
     release = str((reader.meta.get("kernel") or {}).get("release") or "unknown")
     note = ""
     if recorded_with_objcg(release) and strategy != MATCHING:
