@@ -198,3 +198,16 @@ def test_objcg_recording_kernel_is_called_out(release, objcg):
 def test_assumptions_name_the_era(era):
     assert any(ERAS[era].summary in s for s in assumptions(era, "synthetic"))
 
+
+
+@pytest.mark.parametrize("color_system", [None, "truecolor"])
+def test_best_value_is_marked_without_colour_when_there_is_none(cmp, color_system):
+    """Piped output has no colour: "green: best" would point at nothing."""
+    console = Console(width=200, color_system=color_system, record=True)
+    console.print(render(cmp))
+    text = console.export_text()
+    marked = [tok for tok in text.split() if len(tok) > 1 and tok.endswith(BEST_MARK)]
+    if color_system is None:
+        assert f"{BEST_MARK}: best (lowest) in its row" in text and marked
+    else:
+        assert "green: best (lowest) in its row" in text and not marked

@@ -20,9 +20,13 @@ from kmemtrace.metrics import field_info, metric_fields
 from kmemtrace.report.assumptions import assumptions
 from kmemtrace.report.comparison import Comparison
 from kmemtrace.report.format import best_columns, humanise, params_line
-from kmemtrace.report.text import GROUPS
+from kmemtrace.report.text import BEST_MARK, GROUPS
 
 BEST_STYLE = "bold green"
+
+
+def _plain(console: Console) -> bool:
+    return console.no_color or console.color_system is None
 _DOC_MIN_WIDTH = 30  # below this the descriptions wrap into unreadable slivers
 _UNBOUNDED = 10_000
 
@@ -60,10 +64,12 @@ class ComparisonTable:
     def __init__(self, cmp: Comparison):
         self.cmp = cmp
 
-    def table(self, columns: range, with_docs: bool) -> Table:
+    def table(self, columns: range, with_docs: bool, plain: bool = False) -> Table:
+        """``plain``: no colour reaches the reader (a pipe, NO_COLOR), so mark with ``*``."""
         metrics = self.cmp.metrics
+        marker = BEST_MARK if plain else BEST_STYLE.split()[-1]
         t = Table(box=box.SIMPLE_HEAD, header_style="bold", caption_justify="left",
-                  caption=Text(f"{BEST_STYLE.split()[-1]}: best (lowest) in its row; "
+                  caption=Text(f"{marker}: best (lowest) in its row; "
                                f"{humanise(None)}: does not apply", style="dim"))
         t.add_column("metric", no_wrap=True)
         t.add_column("unit", style="dim", no_wrap=True)
@@ -78,8 +84,8 @@ class ComparisonTable:
                 values = [getattr(m, name) for m in metrics]
                 best = best_columns(name, metrics)
                 info = field_info(name)
-                cells = [Text(humanise(values[i]), style=BEST_STYLE if i in best else "")
-                         for i in columns]
+                cells = [Text(humanise(values[i]) + (BEST_MARK if plain and i in best else ""),
+                              style=BEST_STYLE if i in best else "") for i in columns]
                 t.add_row(name, info["unit"], *cells, *([info["doc"]] if with_docs else []))
         return t
 
@@ -87,7 +93,8 @@ class ComparisonTable:
               with_docs: bool) -> bool:
         # Measure unclamped: Measurement.get never reports more than the width it is given.
         natural = options.update_width(_UNBOUNDED)
-        width = Measurement.get(console, natural, self.table(columns, with_docs)).maximum
+        table = self.table(columns, with_docs, _plain(console))
+        width = Measurement.get(console, natural, table).maximum
         return width <= options.max_width
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
@@ -98,7 +105,8 @@ class ComparisonTable:
         per_block = math.ceil(n / math.ceil(n / per_block))
         with_docs = per_block == n and self._fits(console, options, range(n), True)
         for start in range(0, n, per_block):
-            yield self.table(range(start, min(start + per_block, n)), with_docs)
+            yield self.table(range(start, min(start + per_block, n)), with_docs,
+                             _plain(console))
 
 
 def assumptions_block(cmp: Comparison) -> RenderableType:
