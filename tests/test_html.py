@@ -65,7 +65,7 @@ def test_html_holds_every_strategy_and_embeds_its_charts(report):
     assert all(src.startswith("data:image/png;base64,") for src in page.images)
     assert page.external == []
     for name in metric_fields():
-        assert f">{name}<" in text, name
+        assert f">{name}<" in text.replace("<wbr>", ""), name
     assert "Assumptions" in text and "Attach plan" in text
 
 
@@ -85,3 +85,40 @@ def test_chromium_renders_the_report(report, tmp_path):
     # A rendered page has text and charts: many distinct shades, not one background.
     assert pixels.std() > 0.05
     assert (pixels.reshape(-1, 3) < 0.5).any(axis=1).mean() > 0.005
+
+
+_OVERFLOW_PROBE = ('<script>document.body.setAttribute("data-overflow", '
+                   '[...document.querySelectorAll(".scroll")].filter('
+                   'd => d.scrollWidth > d.clientWidth).length)</script></body>')
+
+
+def test_no_table_scrolls_in_a_1400px_window(report, tmp_path):
+    """The page used to cap at 70em: four of the tables scrolled sideways at 1400 px."""
+    browser = shutil.which("chromium")
+    assert browser, "chromium is missing: apt-get install chromium"
+    probe = tmp_path / "probe.html"
+    probe.write_text(report.read_text(encoding="utf-8").replace("</body>", _OVERFLOW_PROBE),
+                     encoding="utf-8")
+    done = subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1400,2000", "--dump-dom",
+         probe.as_uri()], capture_output=True, text=True, timeout=120)
+    assert 'data-overflow="0"' in done.stdout, done.stderr[-2000:]
+
+
+def test_title_names_the_workload_and_the_page_holds_the_validation(report):
+    text = report.read_text(encoding="utf-8")
+    assert "<title>kmemtrace report: container-churn (synth, seed 1)</title>" in text
+    assert "<h2>Validation</h2>" in text and "no SLAB_SAMPLE events" in text
+
+
+def test_a_recording_is_titled_by_its_command():
+    from kmemtrace.cli.report import trace_title
+
+    meta = {"source": "record", "command": ["kmemtrace", "record", "-o", "t", "--in-memcg",
+                                            "--", "make", "-j2"],
+            "record": {"cgroup": None}, "workload": None}
+    assert trace_title(meta) == "kmemtrace record -o t --in-memcg -- make -j2 (record)"
+    meta["record"]["cgroup"] = "/sys/fs/cgroup/memory/ci"
+    assert trace_title(meta).endswith(" in /sys/fs/cgroup/memory/ci (record)")

@@ -14,10 +14,10 @@ from kmemtrace.metrics import slab_samples
 from kmemtrace.model.eras import DEFAULT_ERA, get_era
 from kmemtrace.replay.engine import replay
 from kmemtrace.report.assumptions import recorded_with_objcg
-from kmemtrace.report.validate import validate
+from kmemtrace.report.validate import Validation, validate
 from kmemtrace.report.validate_out import render_validate_text, validate_json
 from kmemtrace.strategies import REGISTRY, select
-from kmemtrace.trace.reader import open_trace
+from kmemtrace.trace.reader import TraceReader, open_trace
 
 MATCHING = "objcg"  # what 5.9+ kernels do, and the default for traces of unknown kernels
 
@@ -42,15 +42,21 @@ def validate_command(
         output_file(json_path, "--json")
     reader = open_trace(trace)
     warn_about(reader)
+    v, release, note = validation(reader, strategy, era)
+    print(render_validate_text(v, PurePath(trace).name, release, note), end="")
+    if json_path is not None:
+        write_output(json_path, validate_json(v, str(trace), release, note))
+
+
+def validation(reader: TraceReader, strategy: str, era: str) -> tuple[Validation, str, str]:
+    """The model's slabs against the trace's samples: (result, kernel release, note)."""
     announce_compile()
-    release = str((reader.meta.get("kernel") or {}).get("release") or "unknown")
+    release = str(reader.meta["kernel"].get("release") or "unknown")
     note = ""
     if recorded_with_objcg(release) and strategy != MATCHING:
         note = (f"Linux {release} uses obj_cgroup (5.9+): validating {strategy} against it "
                 "compares the kernel with a strategy it does not run")
     result = replay(reader, select(strategy, {}), era=era, samples=2)
     v = validate(slab_samples(result.runs[0]), reader.caches, reader.start_ns, strategy,
-                 (reader.meta.get("record") or {}).get("all_objects"))
-    print(render_validate_text(v, PurePath(trace).name, release, note), end="")
-    if json_path is not None:
-        write_output(json_path, validate_json(v, str(trace), release, note))
+                 reader.meta["record"].get("all_objects"))
+    return v, release, note

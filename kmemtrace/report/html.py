@@ -17,17 +17,20 @@ from kmemtrace.report.format import best_columns, humanise, params_line
 from kmemtrace.report.text import GROUPS
 
 _CSS = """
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 70em;
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 120em;
        padding: 0 1em; color: #222; background: #fff; }
 h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 2em; }
 table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.9em; }
 th, td { border-bottom: 1px solid #ddd; padding: 0.25em 0.6em; text-align: right; }
 th:first-child, td:first-child, table.facts td, table.facts th { text-align: left; }
 thead th { background: #f3f3f3; }
+th:first-child { white-space: nowrap; }
 td.best { font-weight: bold; color: #176b1d; }
 .warn { color: #a33; font-weight: bold; }
 .scroll { overflow-x: auto; }
 figure { margin: 1em 0; } img { max-width: 100%; }
+figure img { max-width: min(100%, 70em); }
+pre { font-size: 0.85em; background: #f7f7f7; padding: 0.8em; overflow-x: auto; }
 """
 
 _BEST = ' class="best"'
@@ -41,15 +44,23 @@ _CHART_CAPTIONS = {
 }
 
 
-def render_html(cmp: Comparison, charts: dict[str, bytes]) -> str:
-    """The whole page; ``charts`` maps a file stem of plots.CHARTS to PNG bytes."""
-    body = [f"<h1>kmemtrace: {escape(cmp.facts.source_text)}</h1>", _facts(cmp),
+def render_html(cmp: Comparison, charts: dict[str, bytes], *, title: str | None = None,
+                validation: str | None = None) -> str:
+    """The whole page; ``charts`` maps a file stem of plots.CHARTS to PNG bytes.
+
+    ``title`` names the workload (the recorded command, or the synthetic workload);
+    ``validation`` is ``kmemtrace validate``'s text for the trace, shown as it prints.
+    """
+    title = title or cmp.facts.source_text
+    checked = ([f"<h2>Validation</h2><pre>{escape(validation)}</pre>"]
+               if validation is not None else [])
+    body = [f"<h1>kmemtrace: {escape(title)}</h1>", _facts(cmp),
             "<h2>Comparison</h2>", _legend(), *(_group_table(cmp, g) for g in GROUPS),
             "<h2>Charts</h2>", *(_figure(stem, png) for stem, png in charts.items()),
-            "<h2>Assumptions</h2>", _assumptions(cmp),
+            *checked, "<h2>Assumptions</h2>", _assumptions(cmp),
             f"<p><small>kmemtrace {escape(__version__)}</small></p>"]
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<title>kmemtrace report: {escape(cmp.facts.source_text)}</title>"
+            f"<title>kmemtrace report: {escape(title)}</title>"
             f"<style>{_CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
 
 
@@ -102,7 +113,7 @@ def _group_table(cmp: Comparison, group: str) -> str:
     """One metric group: strategies as rows, metrics as columns."""
     names = metric_fields(group)
     head = "".join(
-        f'<th title="{escape(field_info(n)["doc"])}">{escape(n)}'
+        f'<th title="{escape(field_info(n)["doc"])}">{_breakable(n)}'
         f'<br><small>{escape(field_info(n)["unit"])}</small></th>' for n in names)
     best = {n: best_columns(n, cmp.metrics) for n in names}
     rows = []
@@ -114,6 +125,11 @@ def _group_table(cmp: Comparison, group: str) -> str:
     return (f'<h3>{escape(group)}</h3><div class="scroll"><table data-group="{escape(group)}">'
             f"<thead><tr><th>strategy</th>{head}</tr></thead><tbody>" + "".join(rows)
             + "</tbody></table></div>")
+
+
+def _breakable(name: str) -> str:
+    """A metric name that may wrap after its underscores, so tables fit a 1000 px window."""
+    return escape(name).replace("_", "_<wbr>")
 
 
 def _figure(stem: str, png: bytes) -> str:
