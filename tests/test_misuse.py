@@ -90,3 +90,11 @@ def test_the_first_replay_says_it_compiles_and_later_ones_do_not(capsys, tmp_pat
     monkeypatch.setattr(numba_config, "CACHE_DIR", str(tmp_path))  # an empty cache
     rc, _, err = run_cli(capsys, "replay", FIXTURE, "--format", "text", "-s", "way1")
     assert rc == 0 and "compiling the replay engine once (~" in err
+
+
+@pytest.mark.parametrize("command", ["record", "info", "synth", "replay", "compare", "report",
+                                     "validate", "doctor"])
+def test_help_shows_no_value_beside_a_flag(capsys, command):
+    """``record --in-memcg <bool>`` read as if the flag took a value."""
+    rc, out, _ = run_cli(capsys, command, "--help")
+    assert rc == 0 and "--help" in out and "<bool>" not in out

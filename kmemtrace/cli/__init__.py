@@ -10,6 +10,7 @@ import sys
 
 import typer
 from rich.console import Console
+from typer.core import TyperOption
 
 from kmemtrace import __version__
 from kmemtrace.errors import KmemtraceError
@@ -23,6 +24,17 @@ app = typer.Typer(
     add_completion=False,
 )
 err_console = Console(stderr=True, soft_wrap=True)
+
+_display_type_rich = TyperOption.display_type_rich
+
+
+def _flag_has_no_type(self: TyperOption, ctx) -> str | None:
+    """A flag takes no value, but typer 0.29's help prints ``--in-memcg <bool>`` as if it
+    did; every command's flags (--json, --all, --force, --help) showed the same."""
+    return None if self.is_flag else _display_type_rich(self, ctx)
+
+
+TyperOption.display_type_rich = _flag_has_no_type
 
 
 def _version(value: bool) -> None:
