@@ -22,3 +22,19 @@ fi
 
 [[ -x .venv/bin/python ]] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test,lab]'
+
+# `sudo kmemtrace ...` (README) needs the entry point on sudo's secure_path, not only in
+# .venv/bin: link it into /usr/local/bin. An existing link to another checkout's venv is
+# replaced; a real file there (another install) is left alone, with a note.
+link_dir="${KMEMTRACE_LINK_DIR:-/usr/local/bin}"
+target="$PWD/.venv/bin/kmemtrace"
+if [[ -w "$link_dir" ]]; then
+  if [[ -e "$link_dir/kmemtrace" && ! -L "$link_dir/kmemtrace" ]]; then
+    echo "setup: $link_dir/kmemtrace exists and is not a link; left alone (use $target)" >&2
+  else
+    ln -sfn "$target" "$link_dir/kmemtrace"
+    echo "setup: $link_dir/kmemtrace -> $target"
+  fi
+else
+  echo "setup: cannot write $link_dir; run kmemtrace as $target (or rerun setup as root)" >&2
+fi
