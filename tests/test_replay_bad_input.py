@@ -11,7 +11,7 @@ from kmemtrace.strategies import select
 from kmemtrace.trace.reader import open_trace
 from kmemtrace.trace.schema import ARROW_SCHEMA, EVENTS_DIR, EventKind
 
-from conftest import SEC
+from conftest import SEC, run_cli
 
 
 def _metrics(path, names="all"):
@@ -66,15 +66,29 @@ def test_rows_out_of_order_inside_a_part_are_an_error_naming_part_and_row(trace_
         _metrics(path)
 
 
-def test_events_before_the_clock_start_are_kept_in_order(trace_builder):
-    """A recorder stamps its start after attaching: in-flight events come out earlier."""
+def test_events_before_the_clock_start_are_kept_in_order(trace_builder, capsys):
+    """A recorder stamps its start after attaching: in-flight events come out earlier.
+
+    Whole-system recordings showed 8.7k-59.5k out_of_order_events for exactly this.
+    """
     tb = trace_builder()
     tb.cache()
     tb.mkdir(0, 100)
     tb.alloc(10, 0xabc, 100)
-    tb.free(20, 0xabc)
-    for m in _metrics(tb.write(end_ns=SEC, start_ns=15)):
+    tb.free(20_000_000, 0xabc)
+    path = tb.write(end_ns=SEC, start_ns=15_000_000)
+    for m in _metrics(path):
         assert (m.out_of_order_events, m.allocs, m.frees) == (0, 1, 1), m.strategy
+    rc, out, _ = run_cli(capsys, "info", str(path))
+    assert rc == 0 and "precede the clock start by 15.0 ms" in out
+
+
+def test_events_long_before_the_clock_start_are_damage(trace_builder):
+    tb = trace_builder()
+    tb.cache()
+    tb.mkdir(0, 100)
+    with pytest.raises(TraceFormatError, match=r"clock\.start_ns: .* more than 1 s after"):
+        _metrics(tb.write(end_ns=3 * SEC, start_ns=2 * SEC))
 
 
 def test_lost_events_reach_the_metrics(trace_builder):

@@ -226,3 +226,27 @@ def test_format_1_trace_reads_with_unknown_context(tmp_path):
     assert (back["ctx"] == EventContext.UNKNOWN).all()
     only = next(TraceReader.open(tmp_path / "t").iter_parts(["ts_ns", "ctx"]))
     assert set(only) == {"ts_ns", "ctx"} and (only["ctx"] == 0).all()
+
+
+def test_sealed_parts_carry_their_digest_and_page_checksums(tmp_path):
+    import hashlib
+
+    import pyarrow.parquet as pq
+
+    cols = empty_columns(100)
+    cols["ts_ns"] = np.arange(100) * 10
+    cols["seq"] = np.arange(100)
+    cols["kind"][:] = 1
+    write(tmp_path / "t", [cols])
+    part = TraceReader.open(tmp_path / "t").meta["parts"][0]
+    data = (tmp_path / "t" / "events" / part["file"]).read_bytes()
+    assert part["sha256"] == hashlib.sha256(data).hexdigest()
+    assert part["page_checksums"] is True
+    chunk = pq.ParquetFile(tmp_path / "t" / "events" / part["file"]).metadata.row_group(0)
+    chunk = chunk.column(0)  # ts_ns: flip a bit in the last byte of its page payload
+    flipped = bytearray(data)
+    start = chunk.dictionary_page_offset or chunk.data_page_offset
+    flipped[start + chunk.total_compressed_size - 1] ^= 0x10
+    (tmp_path / "flipped.parquet").write_bytes(flipped)
+    with pytest.raises(OSError, match="CRC"):
+        pq.read_table(tmp_path / "flipped.parquet", page_checksum_verification=True)
