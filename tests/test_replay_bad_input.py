@@ -122,3 +122,15 @@ def test_ids_outside_the_contract_are_errors_naming_part_and_row(trace_builder, 
     tb.rows[1][column] = value
     with pytest.raises(TraceFormatError, match=f"part-00000.parquet row 1: {what}"):
         _metrics(tb.write(end_ns=SEC))
+
+
+def test_events_after_the_clock_end_are_replayed_with_a_warning(trace_builder, capsys):
+    tb = trace_builder()
+    tb.cache()
+    tb.mkdir(0, 100)
+    tb.alloc(10, 0xabc, 100)
+    tb.free(2 * SEC, 0xabc)
+    path = tb.write(end_ns=SEC)
+    assert open_trace(path).end_ns == 2 * SEC
+    rc, _, err = run_cli(capsys, "replay", str(path), "--format", "text")
+    assert rc == 0 and "warning:" in err and "events continue 1,000.0 ms after" in err

@@ -69,10 +69,15 @@ class TraceReader:
 
     @property
     def end_ns(self) -> int:
+        """``clock.end_ns``, or the last event if later (then :meth:`warnings` says so)."""
+        last = self._last_event_ns()
         end = self.meta["clock"].get("end_ns")
         if end is None:
-            end = self.meta["parts"][-1]["ts_max"] if self.meta["parts"] else self.start_ns
-        return int(end)
+            return self.start_ns if last is None else last
+        return int(end if last is None else max(end, last))
+
+    def _last_event_ns(self) -> int | None:
+        return next((p["ts_max"] for p in reversed(self.meta["parts"]) if p["rows"]), None)
 
     def warnings(self) -> list[str]:
         """What a reader of the results must know: the trace is readable but not whole."""
@@ -88,6 +93,10 @@ class TraceReader:
             out.append(f"meta.json counts {counted:,} events but its parts hold "
                        f"{self.n_events:,}")
         clock = meta["clock"]
+        last = self._last_event_ns()
+        if clock.get("end_ns") is not None and last is not None and last > clock["end_ns"]:
+            out.append(f"events continue {(last - clock['end_ns']) / 1e6:,.1f} ms after "
+                       "meta.json's clock.end_ns; the replay runs to the last event")
         if clock.get("start_ns") is None or clock.get("end_ns") is None:
             out.append("meta.json clock lacks start_ns or end_ns: the trace is taken to span "
                        "its first to last event")

@@ -152,10 +152,6 @@ def check_clock(meta: dict) -> None:
         raise TraceFormatError(
             f"meta.json field clock.start_ns: {start} is more than "
             f"{EARLY_EVENTS_NS / 1e9:g} s after the first event ({parts[0]['ts_min']} ns)")
-    if parts and end is not None and parts[-1]["ts_max"] > end:
-        raise TraceFormatError(
-            f"meta.json field clock.end_ns: {end} is before the last event "
-            f"({parts[-1]['ts_max']} ns, in {parts[-1]['file']})")
 
 
 def check_counts(meta: dict) -> None:
