@@ -12,38 +12,46 @@ from kmemtrace.trace.schema import EventKind
 _LIFECYCLE = (EventKind.MEMCG_MKDIR, EventKind.MEMCG_OFFLINE, EventKind.MEMCG_RELEASE)
 
 
-def stream_counts(reader: TraceReader) -> tuple[dict[str, int], dict[int, dict[str, int]],
-                                                 dict[str, list[int]]]:
-    """One pass over three columns: memcg life cycle, per-cache events, memcg ids by stage.
-
-    Returns (lifecycle counts, {cache_id: {"allocs", "frees"}}, {stage: memcg ids}).
-    """
+def memcg_lifecycle(reader: TraceReader) -> dict[str, int]:
+    """Distinct memcgs known (listed in meta.json or mkdir'ed), offlined and released."""
     seen = {kind: [] for kind in _LIFECYCLE}
-    n_caches = len(reader.caches)
-    allocs = np.zeros(n_caches + 1, dtype=np.int64)  # the last slot: unknown cache (-1)
-    frees = np.zeros(n_caches + 1, dtype=np.int64)
-    for cols in reader.iter_parts(columns=["kind", "memcg_id", "cache_id"]):
+    for cols in reader.iter_parts(columns=["kind", "memcg_id"]):
         for kind in _LIFECYCLE:
             seen[kind].append(cols["memcg_id"][cols["kind"] == kind])
-        slot = np.where(cols["cache_id"] < 0, n_caches, cols["cache_id"])
-        allocs += np.bincount(slot[cols["kind"] == EventKind.ALLOC], minlength=n_caches + 1)
-        frees += np.bincount(slot[cols["kind"] == EventKind.FREE], minlength=n_caches + 1)
     ids = {kind: np.unique(np.concatenate(seen[kind] or [np.zeros(0, np.uint64)]))
            for kind in _LIFECYCLE}
-    in_meta = np.array([m["id"] for m in reader.meta["memcgs"]], dtype=np.uint64)
-    lifecycle = {
+    in_meta = np.array([m["id"] for m in reader.meta.get("memcgs", [])], dtype=np.uint64)
+    return {
         "known": len(np.union1d(in_meta, ids[EventKind.MEMCG_MKDIR])),
         "in_meta": len(in_meta),
         "created": len(ids[EventKind.MEMCG_MKDIR]),
         "offlined": len(ids[EventKind.MEMCG_OFFLINE]),
         "released": len(ids[EventKind.MEMCG_RELEASE]),
     }
-    per_cache = {cid: {"allocs": int(allocs[cid]), "frees": int(frees[cid])}
-                 for cid in range(n_caches + 1) if allocs[cid] or frees[cid]}
-    if n_caches in per_cache:
-        per_cache[-1] = per_cache.pop(n_caches)
-    stages = {kind.name: ids[kind].tolist() for kind in _LIFECYCLE}
-    return lifecycle, per_cache, stages
+
+
+def memcg_stages(reader: TraceReader) -> dict[str, list[int]]:
+    """The memcg ids with each life-cycle event, by kind name (for the paths ``info`` lists)."""
+    seen = {kind: [] for kind in _LIFECYCLE}
+    for cols in reader.iter_parts(columns=["kind", "memcg_id"]):
+        for kind in _LIFECYCLE:
+            seen[kind].append(cols["memcg_id"][cols["kind"] == kind])
+    return {kind.name: np.unique(np.concatenate(seen[kind] or [np.zeros(0, np.uint64)]))
+            .tolist() for kind in _LIFECYCLE}
+
+
+def cache_events(reader: TraceReader) -> dict[int, dict[str, int]]:
+    """ALLOC and FREE rows per cache id (-1: unknown), for caches that have any."""
+    n_caches = len(reader.caches)
+    allocs = np.zeros(n_caches + 1, dtype=np.int64)  # the last slot: unknown cache (-1)
+    frees = np.zeros(n_caches + 1, dtype=np.int64)
+    for cols in reader.iter_parts(columns=["kind", "cache_id"]):
+        slot = np.where(cols["cache_id"] < 0, n_caches, cols["cache_id"])
+        allocs += np.bincount(slot[cols["kind"] == EventKind.ALLOC], minlength=n_caches + 1)
+        frees += np.bincount(slot[cols["kind"] == EventKind.FREE], minlength=n_caches + 1)
+    out = {-1 if cid == n_caches else cid: {"allocs": int(allocs[cid]), "frees": int(frees[cid])}
+           for cid in range(n_caches + 1) if allocs[cid] or frees[cid]}
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]["allocs"]))
 
 
 def _memcg_paths(memcgs: list[dict], stages: dict[str, list[int]]) -> list[dict]:
@@ -59,8 +67,7 @@ def _memcg_paths(memcgs: list[dict], stages: dict[str, list[int]]) -> list[dict]
 def summarize(reader: TraceReader) -> dict:
     """The facts ``kmemtrace info`` shows, JSON-serialisable."""
     meta = reader.meta
-    parts = meta["parts"]
-    lifecycle, per_cache, stages = stream_counts(reader)
+    parts = meta.get("parts", [])
     counts = {k: v for k, v in meta.get("counts", {}).items() if v}
     return {
         "path": str(reader.path),
@@ -80,10 +87,9 @@ def summarize(reader: TraceReader) -> dict:
         "lost": meta.get("lost", {"total": 0, "by_reason": {}}),
         "late_events": int(meta.get("late_events", 0)),
         "caches": meta.get("caches", []),
-        "memcgs": lifecycle,
-        "memcg_paths": _memcg_paths(reader.meta["memcgs"], stages),
-        "cache_events": {str(cid): n for cid, n in sorted(per_cache.items(),
-                                                          key=lambda kv: -kv[1]["allocs"])},
+        "memcgs": memcg_lifecycle(reader),
+        "memcg_paths": _memcg_paths(meta["memcgs"], memcg_stages(reader)),
+        "cache_events": {str(cid): n for cid, n in cache_events(reader).items()},
         "early_events_ns": reader.early_events_ns,
         "warnings": reader.warnings(),
         "clock": {"start_ns": reader.start_ns, "end_ns": reader.end_ns,
