@@ -14,9 +14,14 @@ import numpy as np
 import pandas as pd
 
 from kmemtrace.model.eras import DEFAULT_ERA, Era, geometry, get_era
+from kmemtrace.model.metadata import MetadataCosts, metadata_costs
 from kmemtrace.model.objects import grow_objects
 from kmemtrace.model.state import (
+    C_ERA,
     C_LAST_TS,
+    C_META_CACHE_BYTES,
+    C_META_MEMCG_BYTES,
+    C_META_OBJCG_BYTES,
     C_NEXT_SAMPLE,
     C_NEXT_TICK,
     M_OBJCGS,
@@ -30,6 +35,7 @@ from kmemtrace.model.state import (
 from kmemtrace.replay.loop import NEED_INSTANCES, NEED_OBJECTS, NEED_SLABS, finish, run_events
 from kmemtrace.replay.policy import (
     PO_ERA,
+    PO_OBJCG,
     PO_REAP_PERIOD_NS,
     PO_SAMPLE_STEP_NS,
     new_policy,
@@ -115,6 +121,8 @@ class StrategyRun:
     era: Era
     model: Model
     pol: np.ndarray
+    span_ns: int = 0  # trace end - start: the time averages divide by it
+    metadata: MetadataCosts | None = None
     loop_seconds: float = 0.0
 
 
@@ -129,6 +137,7 @@ class Replay:
     read_seconds: float = 0.0
     sample_times_ns: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     offline_ns: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    notes: list[str] = field(default_factory=list)  # what this replay assumed, for reports
 
 
 def _initial_memcgs(meta: dict, memcgs: MemcgIndex) -> list[tuple[int, int]]:
@@ -152,6 +161,7 @@ def replay(trace: TraceReader, selection: list[tuple[Strategy, dict]], *,
     step = max((end - start) // max(samples - 1, 1), 1)
     memcgs = MemcgIndex()
     known = _initial_memcgs(trace.meta, memcgs)
+    costs = metadata_costs(trace.meta, ncpu)
     runs = []
     for strategy, params in selection:
         pol = new_policy()
@@ -164,11 +174,21 @@ def replay(trace: TraceReader, selection: list[tuple[Strategy, dict]], *,
         model.ctr[C_LAST_TS] = start
         model.ctr[C_NEXT_SAMPLE] = start
         model.ctr[C_NEXT_TICK] = start + pol[PO_REAP_PERIOD_NS]
+        model.ctr[C_ERA] = era_obj.code
+        model.ctr[C_META_CACHE_BYTES] = costs.cache
+        model.ctr[C_META_MEMCG_BYTES] = costs.memcg
+        # Only the objcg design has obj_cgroups; before v5.9 nothing is priced for them.
+        model.ctr[C_META_OBJCG_BYTES] = costs.objcg if pol[PO_OBJCG] else 0
         for idx, parent in known:
             model.memcg[M_PARENT, idx] = parent
             model.memcg[M_OBJCGS, idx] = 1
-        runs.append(StrategyRun(strategy, params, era_obj, model, pol))
-    result = Replay(trace=trace, runs=runs, memcg_ids=memcgs.ids)
+        runs.append(StrategyRun(strategy, params, era_obj, model, pol, span_ns=end - start,
+                                metadata=costs))
+    result = Replay(trace=trace, runs=runs, memcg_ids=memcgs.ids, notes=[
+        f"Metadata kept alive is priced from {costs.source}, for {ncpu} CPUs and one node: "
+        f"{costs.cache:,} B per dead cache instance (kmem_cache, per-CPU and per-node "
+        f"parts, sysfs directory), {costs.memcg:,} B per dying memcg (mem_cgroup, per-node "
+        f"and per-CPU statistics), {costs.objcg:,} B per obj_cgroup."])
     offlines = []
     t_read = time.perf_counter()
     for cols in trace.iter_parts(_COLUMNS):

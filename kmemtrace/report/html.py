@@ -11,7 +11,6 @@ from html import escape
 
 from kmemtrace import __version__
 from kmemtrace.metrics import field_info, metric_fields
-from kmemtrace.report.assumptions import assumptions
 from kmemtrace.report.comparison import Comparison
 from kmemtrace.report.format import best_columns, humanise, params_line
 from kmemtrace.report.text import GROUPS
@@ -125,5 +124,5 @@ def _figure(stem: str, png: bytes) -> str:
 
 def _assumptions(cmp: Comparison) -> str:
     items = "".join(f"<li>{escape(s)}</li>"
-                    for s in assumptions(cmp.era, cmp.facts.kernel_release))
+                    for s in cmp.assumptions)
     return f"<ul>{items}</ul>"

@@ -10,7 +10,6 @@ import json
 import math
 
 from kmemtrace import __version__
-from kmemtrace.report.assumptions import assumptions
 from kmemtrace.report.comparison import Comparison
 
 
@@ -21,7 +20,7 @@ def to_json(cmp: Comparison) -> dict:
         "trace": {"path": f.path, "source": f.source, "kernel": f.kernel, "events": f.events,
                   "start_ns": f.start_ns, "end_ns": f.end_ns, "lost": f.lost},
         "era": cmp.era,
-        "assumptions": assumptions(cmp.era, f.kernel_release),
+        "assumptions": cmp.assumptions,
         "strategies": [_json_safe(m.to_dict()) for m in cmp.metrics],
         "series": {"t_s": cmp.t_s.tolist(),
                    **{name: {k: v.tolist() for k, v in by_name.items()}
