@@ -133,6 +133,7 @@ from kmemtrace.model.state import (
     R_TOTAL_PAGES,
     R_WASTE_BYTES,
     S_ANEXT,
+    S_DEAD,
     S_INST,
     S_INUSE,
     S_STATE,
@@ -359,10 +360,26 @@ def _reparent(m: Model, pol, inst: int, now: int) -> None:
 
 
 @njit(cache=True, nogil=True, _nrt=False)
-def _objects_now_dead(m: Model, memcg: int) -> None:
+def _objects_now_dead(m: Model, pol, memcg: int) -> None:
     """Objects keep the memcg they were charged to: every live one of ``memcg`` is now a
-    dead memcg's object, wherever its slab is (a walk of the live-object table, done only
-    for memcgs that still have objects)."""
+    dead memcg's object, wherever its slab is.
+
+    With a cache per memcg, every live object in ``memcg``'s instances is its own or an
+    already-offline descendant's (reparented slabs, redirected allocations), so its slabs
+    become wholly dead without looking at objects. Shared caches (objcg) mix memcgs in a
+    slab: the live-object table is walked, once per offline of a memcg that has objects."""
+    if pol[PO_PER_MEMCG_CACHES]:
+        for cache in range(m.inst_of.shape[0]):
+            inst = m.inst_of[cache, memcg]
+            if inst < 0:
+                continue
+            s = m.inst[I_AHEAD, inst]
+            while s >= 0:
+                dead = m.slab[S_DEAD, s]
+                if dead < m.slab[S_INUSE, s]:
+                    mark_object_dead(m, s, m.slab[S_INUSE, s] - dead)
+                s = m.slab[S_ANEXT, s]
+        return
     for i in range(m.hkeys.shape[0]):
         if m.hkeys[i] != 0 and m.hmemcg[i] == memcg:
             mark_object_dead(m, m.hslab[i], 1)
@@ -380,7 +397,7 @@ def _memcg_offline(m: Model, pol, memcg: int, now: int) -> None:
         m.ctr[C_DYING_MEMCGS] += 1
     if m.memcg[M_LIVE, memcg] > 0:
         m.ctr[C_DEAD_MEMCGS_PINNED] += 1
-        _objects_now_dead(m, memcg)
+        _objects_now_dead(m, pol, memcg)
     if pol[PO_OBJCG]:
         # memcg_reparent_objcgs(): the active objcg and every objcg on the list move.
         parent = _online_ancestor(m, m.memcg[M_PARENT, memcg])
