@@ -23,11 +23,11 @@ class TraceBuilder:
     rows: list[dict] = field(default_factory=list)
 
     def cache(self, name="dentry", *, size=192, objs_per_slab=4, order=0, min_partial=5,
-              accounted=True) -> int:
+              accounted=True, cpu_partial=30) -> int:
         cid = len(self.caches)
         self.caches.append(dict(id=cid, name=name, object_size=size, size=size,
                                 objs_per_slab=objs_per_slab, order=order,
-                                min_partial=min_partial, cpu_partial=30, aliases=[],
+                                min_partial=min_partial, cpu_partial=cpu_partial, aliases=[],
                                 accounted=accounted))
         return cid
 

@@ -31,12 +31,16 @@ from kmemtrace.model.state import (
     C_ERA,
     C_MSTOCK_HIT,
     C_MSTOCK_MISS,
+    C_PAGE_REF,
+    C_PERCPU,
     C_STRANDED_OBJ_BYTES,
     C_STRANDED_SLAB_PAGES,
     G_SIZE,
     I_CACHE,
     I_CHARGE,
+    I_MEMCG,
     I_NR_PAGES,
+    I_REF_KILLED,
     M_PAGES,
     M_STATE,
     MS_ONLINE,
@@ -140,9 +144,18 @@ def try_charge(m: Model, memcg: int, pages: int) -> None:
         refill_stock(m, memcg, batch - pages)
 
 
+@njit(cache=True, nogil=True, _nrt=False, inline="always")
+def _page_ref(m: Model, inst: int) -> None:
+    """v5.3 ``percpu_ref_get_many``/``put_many(&s->memcg_params.refcnt, 1 << order)`` per
+    slab: a per-CPU op, an atomic once the ref was killed at offline."""
+    if m.ctr[C_PAGE_REF] and m.inst[I_MEMCG, inst] != 0:
+        m.ctr[C_ATOMIC if m.inst[I_REF_KILLED, inst] else C_PERCPU] += 1
+
+
 @njit(cache=True, nogil=True, _nrt=False)
 def charge_slab(m: Model, inst: int, pages: int) -> None:
     """A new slab of a per-memcg cache is charged to the memcg the cache points at."""
+    _page_ref(m, inst)
     g = m.inst[I_CHARGE, inst]
     if g == 0:
         return
@@ -155,6 +168,7 @@ def charge_slab(m: Model, inst: int, pages: int) -> None:
 @njit(cache=True, nogil=True, _nrt=False)
 def uncharge_slab(m: Model, inst: int, pages: int) -> None:
     """A freed slab of a per-memcg cache is uncharged from the memcg the cache points at."""
+    _page_ref(m, inst)
     g = m.inst[I_CHARGE, inst]
     if g == 0:
         return

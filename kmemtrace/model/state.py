@@ -157,7 +157,8 @@ C_MSTOCK_HIT = 63  # memcg page-counter stock (consume_stock) hits / misses
 C_MSTOCK_MISS = 64
 C_CTX_BYPASS = 65  # allocations the era's rule leaves uncharged (interrupt / kthread)
 C_ERA = 66  # the SLUB/memcg era code, for code that has no policy vector at hand
-NC = 67
+C_PAGE_REF = 67  # 1: per-memcg caches count their slab pages in a percpu_ref (v5.3-v5.8)
+NC = 68
 
 # --- float integrals over trace time: fctr[F_*] --------------------------------------------
 F_DEAD_PAGE_NS = 0

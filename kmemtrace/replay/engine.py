@@ -24,6 +24,7 @@ from kmemtrace.model.state import (
     C_META_OBJCG_BYTES,
     C_NEXT_SAMPLE,
     C_NEXT_TICK,
+    C_PAGE_REF,
     M_OBJCGS,
     M_PARENT,
     Model,
@@ -36,6 +37,7 @@ from kmemtrace.replay.loop import NEED_INSTANCES, NEED_OBJECTS, NEED_SLABS, fini
 from kmemtrace.replay.policy import (
     PO_ERA,
     PO_OBJCG,
+    PO_PAGE_REF,
     PO_REAP_PERIOD_NS,
     PO_SAMPLE_STEP_NS,
     new_policy,
@@ -175,6 +177,7 @@ def replay(trace: TraceReader, selection: list[tuple[Strategy, dict]], *,
         model.ctr[C_NEXT_SAMPLE] = start
         model.ctr[C_NEXT_TICK] = start + pol[PO_REAP_PERIOD_NS]
         model.ctr[C_ERA] = era_obj.code
+        model.ctr[C_PAGE_REF] = pol[PO_PAGE_REF]
         model.ctr[C_META_CACHE_BYTES] = costs.cache
         model.ctr[C_META_MEMCG_BYTES] = costs.memcg
         # Only the objcg design has obj_cgroups; before v5.9 nothing is priced for them.

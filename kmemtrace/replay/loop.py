@@ -10,13 +10,14 @@ Strategies decide (``pol``, see ``policy.py``); this module acts, using the SLUB
 
 from numba import njit
 
-from kmemtrace.model.charge import mark_object_dead, refill_stock, try_charge
+from kmemtrace.model.charge import mark_object_dead, recharge, refill_stock, try_charge
 from kmemtrace.model.objects import obj_delete, obj_insert, obj_lookup
 from kmemtrace.model.slub import (
     alloc_object,
     discard_slab,
     flush_all,
     free_object,
+    may_discard_empty,
     move_slab,
     partial_remove,
     shrink,
@@ -39,6 +40,7 @@ from kmemtrace.model.state import (
     C_FREES,
     C_HASH_COUNT,
     C_IMPLIED_FREES,
+    C_IPI,
     C_LAST_TS,
     C_LIST_LOCK,
     C_LIVE_BYTES,
@@ -147,21 +149,27 @@ from kmemtrace.model.state import (
     Model,
 )
 from kmemtrace.replay.policy import (
+    DESTROY_AFTER_GP,
     DESTROY_FROM_FREE_PATH,
     DESTROY_NEVER,
     PO_DEACTIVATE_DEAD,
     PO_DESTROY_LAST_OBJECT,
     PO_DESTROY_NO_PAGES,
+    PO_DESTROY_WITH_MEMCG,
     PO_ERA,
     PO_KILL_REF,
     PO_OBJCG,
     PO_OBJECT_REF,
     PO_OFFLINE_SHRINK,
+    PO_PAGE_REF,
     PO_PER_MEMCG_CACHES,
     PO_REAP_ON_PRESSURE,
     PO_REAP_PERIOD_NS,
+    PO_REPARENT_EMPTIES,
     PO_REPARENT_SLABS,
+    PO_REPOINT,
     PO_SAMPLE_STEP_NS,
+    PO_SYNC_IPI,
     PO_TRACK_FULL,
 )
 from kmemtrace.trace.schema import EventKind
@@ -181,6 +189,7 @@ NEED_INSTANCES = 2
 NEED_OBJECTS = 3
 
 OBJCG_PTR_BYTES = 8  # obj_full_size() = s->size + sizeof(struct obj_cgroup *)
+KEEP_ALL = 1 << 62  # a min_partial no node list reaches
 
 
 @njit(cache=True, nogil=True, _nrt=False, inline="always")
@@ -342,21 +351,58 @@ def _destroy_after_gp(m: Model, pol, inst: int, now: int) -> None:
 
 @njit(cache=True, nogil=True, _nrt=False)
 def _reparent(m: Model, pol, inst: int, now: int) -> None:
-    """Way #3: every slab of a dead cache moves to the parent memcg's cache; destroy."""
+    """Way #3: every slab of a dead cache moves to the parent memcg's cache; destroy.
+
+    With ``PO_REPARENT_EMPTIES`` (the RFC's "slabs of dead caches could be reused by parent
+    memcg"), CPU slabs are flushed without discarding and empty slabs move too: the
+    parent's ``min_partial`` decides, slab by slab as in ``__slab_free``, which it keeps.
+    Without it, the dead cache is shrunk first and only slabs with objects move."""
     cache = m.inst[I_CACHE, inst]
     parent = _online_ancestor(m, m.memcg[M_PARENT, m.inst[I_MEMCG, inst]])
     target = _instance(m, cache, parent)
-    shrink(m, inst, pol[PO_ERA])  # flush CPUs, drop empties: only live slabs move
+    era = pol[PO_ERA]
+    if pol[PO_REPARENT_EMPTIES]:
+        m.inst[I_MIN_PARTIAL, inst] = KEEP_ALL  # the flush parks everything on the node
+        flush_all(m, inst, era)
+    else:
+        shrink(m, inst, era)  # flush CPUs, drop empties: only live slabs move
     m.ctr[C_LIST_LOCK] += 2  # both caches' node lists
     s = m.inst[I_AHEAD, inst]
     while s >= 0:
         nxt = m.slab[S_ANEXT, s]
         move_slab(m, s, target)
         m.ctr[C_REPARENT_MOVES] += 1
+        if (m.slab[S_INUSE, s] == 0 and m.slab[S_STATE, s] == SL_NODE_PARTIAL
+                and may_discard_empty(m, target, era)):
+            partial_remove(m, target, s)
+            discard_slab(m, s)
         s = nxt
     m.inst[I_LIVE, target] += m.inst[I_LIVE, inst]
     m.inst[I_LIVE, inst] = 0
     _destroy_after_gp(m, pol, inst, now)
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def _release_memcg_caches(m: Model, pol, memcg: int, now: int) -> None:
+    """v4.0 ``mem_cgroup_css_free`` -> ``memcg_destroy_kmem_caches``: the memcg's last
+    charged page is gone, so its css is freed (after an RCU grace period) and every dead
+    cache of it is destroyed together."""
+    m.ctr[C_RCU_GP] += 1
+    for cache in range(m.inst_of.shape[0]):
+        inst = m.inst_of[cache, memcg]
+        if inst >= 0 and m.inst[I_STATE, inst] == IS_DEAD:
+            _destroy(m, pol, inst, now)
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def _repoint_caches(m: Model, memcg: int) -> None:
+    """v5.3 ``memcg_deactivate_kmem_caches(memcg, parent)``: every cache still pointing at
+    ``memcg`` (its own and those spliced from its children) now points at the parent."""
+    parent = _online_ancestor(m, m.memcg[M_PARENT, memcg])
+    for inst in range(m.ctr[C_NINST]):
+        if m.inst[I_CHARGE, inst] == memcg and m.inst[I_STATE, inst] != IS_DESTROYED:
+            recharge(m, inst, parent)
+            m.ctr[C_REPARENT_MOVES] += 1
 
 
 @njit(cache=True, nogil=True, _nrt=False)
@@ -422,18 +468,29 @@ def _memcg_offline(m: Model, pol, memcg: int, now: int) -> None:
         if pol[PO_DEACTIVATE_DEAD]:
             m.inst[I_MIN_PARTIAL, inst] = 0
             m.inst[I_CPU_PARTIAL, inst] = 0
-            m.ctr[C_RCU_GP] += 1  # so concurrent put_cpu_partial() sees cpu_partial == 0
+            # So that a concurrent put_cpu_partial() sees cpu_partial == 0: v4.0 interrupts
+            # every CPU (kick_all_cpus_sync), v4.7+ waits a grace period.
+            if pol[PO_SYNC_IPI]:
+                m.ctr[C_IPI] += m.pcpu.shape[2]
+            else:
+                m.ctr[C_RCU_GP] += 1
         if pol[PO_OFFLINE_SHRINK]:
             shrink(m, inst, era)
         if pol[PO_DESTROY_LAST_OBJECT]:
             if m.inst[I_LIVE, inst] == 0:
                 _destroy(m, pol, inst, now)
+        elif pol[PO_DESTROY_WITH_MEMCG]:
+            continue  # below, once every cache of the memcg is done
         elif m.inst[I_NR_PAGES, inst] == 0:
             # Destruction work found the cache empty: process context, no free in flight.
             if pol[PO_DESTROY_NO_PAGES] == DESTROY_FROM_FREE_PATH:
                 _destroy(m, pol, inst, now)
             else:
                 _destroy_after_gp(m, pol, inst, now)
+    if pol[PO_REPOINT]:
+        _repoint_caches(m, memcg)
+    if pol[PO_DESTROY_WITH_MEMCG] and m.memcg[M_PAGES, memcg] == 0:
+        _release_memcg_caches(m, pol, memcg, now)
 
 
 @njit(cache=True, nogil=True, _nrt=False)
@@ -543,12 +600,19 @@ def _free(m: Model, pol, slot: int, cpu: int, now: int) -> None:
     if pol[PO_DESTROY_LAST_OBJECT]:
         if m.inst[I_LIVE, inst] == 0:
             _destroy(m, pol, inst, now)  # percpu_ref release: the ref covered the free
+    elif pol[PO_DESTROY_WITH_MEMCG]:
+        g = m.inst[I_MEMCG, inst]
+        if m.memcg[M_PAGES, g] == 0:
+            _release_memcg_caches(m, pol, g, now)
     elif m.inst[I_NR_PAGES, inst] == 0 and pol[PO_DESTROY_NO_PAGES] != DESTROY_NEVER:
-        if pol[PO_DESTROY_NO_PAGES] == DESTROY_FROM_FREE_PATH:
+        how = pol[PO_DESTROY_NO_PAGES]
+        if how == DESTROY_FROM_FREE_PATH:
             m.ctr[C_UNSAFE_DESTROY] += 1
             _destroy(m, pol, inst, now)
-        else:
+        elif how == DESTROY_AFTER_GP:
             _destroy_after_gp(m, pol, inst, now)
+        else:
+            _destroy(m, pol, inst, now)  # the page ref's release: it covered the free
 
 
 @njit(cache=True, nogil=True, _nrt=False, inline="always")
@@ -565,6 +629,8 @@ def _alloc(m: Model, pol, key, cache: int, memcg: int, cpu: int, now: int) -> No
     size = m.geom[G_SIZE, cache]
     if per_memcg and pol[PO_OBJECT_REF]:
         m.ctr[C_PERCPU] += 1
+    if per_memcg and pol[PO_PAGE_REF]:
+        m.ctr[C_PERCPU] += 2  # memcg_kmem_get_cache() tryget, memcg_kmem_put_cache() put
     if memcg != 0 and pol[PO_OBJCG]:
         _stock_charge(m, cpu, memcg, size + OBJCG_PTR_BYTES)
         m.ctr[C_PERCPU] += 1  # obj_cgroup_get()
