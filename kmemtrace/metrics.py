@@ -15,6 +15,7 @@ from kmemtrace.model.state import (
     C_ATOMIC,
     C_CACHES_CREATED,
     C_CACHES_DESTROYED,
+    C_CTX_BYPASS,
     C_DEAD_CACHES,
     C_DEAD_EMPTY_PAGES,
     C_DEAD_FREES,
@@ -236,6 +237,8 @@ class StrategyMetrics:
     objects_live_end: int = field(metadata=_m("objects", "objects live at trace end", "trace"))
     allocs_after_offline: int = field(metadata=_m(
         "events", "allocations charged to an offline memcg (given to its parent)", "trace"))
+    allocs_interrupt_uncharged: int = field(metadata=_m(
+        "events", "allocations in interrupt context, charged to no memcg", "trace"))
     allocs_unknown_cache: int = field(metadata=_m(
         "events", "allocations whose cache is not in meta (skipped)", "trace"))
     memcg_offlines: int = field(metadata=_m("events", "memcgs offlined", "trace"))
@@ -349,6 +352,7 @@ def compute_metrics(run) -> StrategyMetrics:
         frees_unknown=int(c[C_UNKNOWN_FREES]), frees_implied=int(c[C_IMPLIED_FREES]),
         objects_live_end=int(c[C_LIVE_OBJS]),
         allocs_after_offline=int(c[C_ALLOC_AFTER_OFFLINE]),
+        allocs_interrupt_uncharged=int(c[C_CTX_BYPASS]),
         allocs_unknown_cache=int(c[C_UNKNOWN_CACHE]),
         memcg_offlines=int(c[C_OFFLINES]),
         out_of_order_events=int(c[C_OUT_OF_ORDER]),

@@ -69,6 +69,7 @@ class Comparison:
     # What this replay assumed beyond the model's standing assumptions (struct sizes,
     # accounting scope, context rule): said next to them in every report.
     notes: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()  # what the trace cannot support for this replay
 
     @property
     def assumptions(self) -> list[str]:
@@ -98,4 +99,5 @@ class Comparison:
             latencies_s={run.strategy.name: destroy_latencies_s(run) for run in result.runs},
             offline_s=(result.offline_ns - trace.start_ns) / 1e9,
             notes=tuple(result.notes),
+            warnings=tuple(result.warnings),
         )

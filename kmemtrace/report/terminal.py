@@ -46,6 +46,7 @@ def header(cmp: Comparison) -> Panel:
     if f.is_emulated_vm:
         lines.append(Text("warning: recorded in an emulated VM; times are not real-time",
                           style="yellow"))
+    lines += [Text(f"warning: {w}", style="yellow") for w in cmp.warnings]
     return Panel(Group(*lines), title="kmemtrace replay", title_align="left", expand=False)
 
 

@@ -48,6 +48,8 @@ def _header(cmp: Comparison) -> str:
     if f.is_emulated_vm:
         lines += _wrap("warning: recorded in an emulated VM; times are not real-time",
                        "", "  ")
+    for warning in cmp.warnings:
+        lines += _wrap(f"warning: {warning}", "", "  ")
     return "\n".join(lines)
 
 
