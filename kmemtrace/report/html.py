@@ -31,7 +31,10 @@ figure { margin: 1em 0; } img { max-width: 100%; }
 
 _BEST = ' class="best"'
 _CHART_CAPTIONS = {
-    "pinned_pages": "Pinned pages of offline memcgs over time; dashed: the share in empty "
+    "fair_metrics": "Slab footprint, stranded memory, metadata kept alive and dying "
+                    "memcgs over time: defined alike for every strategy.",
+    "pinned_pages": "Pages of dead per-memcg cache instances over time (designs without "
+                    "such instances have none); dashed: the share in empty "
                     "slabs; ticks on the time axis: memcg offline moments.",
     "dead_caches": "Dead cache instances alive, and slab pages of all caches, over time.",
     "destroy_latency": "Offline → destroy latency per dead cache; the hatched bar counts "
