@@ -154,10 +154,10 @@ class StrategyMetrics:
     dying_memcgs_end: int = field(metadata=_m(
         "memcgs", "dying memcgs at trace end", "dying"))
 
-    dead_caches_destroyed_at_offline: int = field(metadata=_m(
+    destroyed_at_offline: int = field(metadata=_m(
         "caches", "dead caches destroyed at offline (empty, or emptied by reparenting)",
         "destroy"))
-    dead_caches_destroyed_later: int = field(metadata=_m(
+    destroyed_later: int = field(metadata=_m(
         "caches", "dead caches destroyed after offline, within the trace", "destroy"))
     destroy_latency_p50_s: float | None = field(metadata=_m(
         "s", "offline -> destroy, median over the caches destroyed later", "destroy"))
@@ -313,8 +313,8 @@ def compute_metrics(run) -> StrategyMetrics:
         dying_memcgs_peak=int(c[C_PEAK_DYING_MEMCGS]),
         dying_memcgs_avg=avg(m.fctr[F_DYING_MEMCG_NS]),
         dying_memcgs_end=int(c[C_DYING_MEMCGS]),
-        dead_caches_destroyed_at_offline=lat.at_offline,
-        dead_caches_destroyed_later=len(lat.later_s),
+        destroyed_at_offline=lat.at_offline,
+        destroyed_later=len(lat.later_s),
         destroy_latency_p50_s=_pct(lat.later_s, 50),
         destroy_latency_p99_s=_pct(lat.later_s, 99),
         destroy_latency_max_s=_pct(lat.later_s, 100),

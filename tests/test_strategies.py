@@ -101,7 +101,7 @@ def test_way2_period_is_a_parameter(trace_builder):
 
 def test_way3_reparents_at_offline(survivors):
     m = survivors["way3"]
-    assert m.dead_caches_destroyed_at_offline == 1
+    assert m.destroyed_at_offline == 1
     assert m.destroy_latency_max_s is None  # no cache is destroyed *after* offline
     assert m.reparent_moves == 2
     assert m.pinned_pages_peak == 0
@@ -281,7 +281,7 @@ def test_reparent_repoints_the_caches_and_frees_them_at_their_last_page(survivor
     assert m.dying_memcgs_peak == 0
     assert m.reparent_moves == 1  # one cache re-pointed
     assert m.dead_caches_peak == 1
-    assert m.dead_caches_destroyed_later == 1
+    assert m.destroyed_later == 1
     assert m.destroy_latency_max_s == pytest.approx(1.0 + 5e-9)
     assert m.slab_pages_freed == 2
     assert m.stranded_page_seconds == pytest.approx(2 * 1.0, rel=1e-6)
@@ -319,7 +319,7 @@ def test_way1_v40_destroys_all_dead_caches_at_css_free(trace_builder):
     # v4.0: both when the memcg's last page goes, at 3 s
     assert v40.destroy_latency_p50_s == pytest.approx(2.0)
     assert v40.destroy_latency_max_s == pytest.approx(2.0)
-    assert v40.dead_caches_destroyed_later == 2
+    assert v40.destroyed_later == 2
     # v4.0 synchronises each deactivation with an IPI to both CPUs instead of a GP, and
     # frees the css after one GP; the proposal waits 2 GPs per cache
     assert v40.flush_ipis == rfc.flush_ipis + 2 * 2
