@@ -18,7 +18,8 @@ STRUCTS = (
     "lruvec_stats", "lruvec_stats_percpu", "obj_cgroup", "percpu_ref_data",
 )
 DEFAULT_SIZES = {
-    "kmem_cache": 8416, "kmem_cache_cpu": 48, "kmem_cache_node": 72, "kernfs_node": 136,
+    # kmem_cache: the allocated size for one node, see record/structsizes.py
+    "kmem_cache": 232, "kmem_cache_cpu": 48, "kmem_cache_node": 72, "kernfs_node": 136,
     "mem_cgroup": 2176, "mem_cgroup_per_node": 512, "memcg_vmstats": 1712,
     "memcg_vmstats_percpu": 1216, "lruvec_stats": 792, "lruvec_stats_percpu": 528,
     "obj_cgroup": 48, "percpu_ref_data": 56,
@@ -28,6 +29,7 @@ DEFAULT_SOURCE = "Linux 6.18 x86_64 BTF (defaults)"
 # file of slab_attrs[] (about 30 without CONFIG_SLUB_DEBUG/CONFIG_SLUB_STATS). An estimate.
 SLUB_SYSFS_NODES = 31
 PERCPU_REF_COUNTER = 8  # the per-CPU unsigned long of a percpu_ref
+POINTER_BYTES = 8  # per node: kmem_cache->node[], mem_cgroup->nodeinfo[]
 
 
 @dataclass(frozen=True)
@@ -57,7 +59,8 @@ def metadata_costs(meta: dict, ncpu: int) -> MetadataCosts:
     s, source = struct_sizes(meta)
     cache = (s["kmem_cache"] + ncpu * s["kmem_cache_cpu"] + s["kmem_cache_node"]
              + SLUB_SYSFS_NODES * s["kernfs_node"])
-    memcg = (s["mem_cgroup"] + s["mem_cgroup_per_node"] + s["memcg_vmstats"]
+    # struct_size(memcg, nodeinfo, nr_node_ids): the flexible nodeinfo[] pointer per node
+    memcg = (s["mem_cgroup"] + POINTER_BYTES + s["mem_cgroup_per_node"] + s["memcg_vmstats"]
              + s["lruvec_stats"]
              + ncpu * (s["memcg_vmstats_percpu"] + s["lruvec_stats_percpu"]))
     objcg = s["obj_cgroup"] + s["percpu_ref_data"] + ncpu * PERCPU_REF_COUNTER
