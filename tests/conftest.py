@@ -23,13 +23,14 @@ class TraceBuilder:
     caches: list[dict] = field(default_factory=list)
     memcgs: list[dict] = field(default_factory=list)
     rows: list[dict] = field(default_factory=list)
+    record: dict | None = None  # meta["record"], as a recorder writes it
 
     def cache(self, name="dentry", *, size=192, objs_per_slab=4, order=0, min_partial=5,
-              accounted=True) -> int:
+              accounted=True, cpu_partial=30) -> int:
         cid = len(self.caches)
         self.caches.append(dict(id=cid, name=name, object_size=size, size=size,
                                 objs_per_slab=objs_per_slab, order=order,
-                                min_partial=min_partial, cpu_partial=30, aliases=[],
+                                min_partial=min_partial, cpu_partial=cpu_partial, aliases=[],
                                 accounted=accounted))
         return cid
 
@@ -40,9 +41,9 @@ class TraceBuilder:
     def mkdir(self, ts, memcg, parent=1, level=1):
         self.event(ts, EventKind.MEMCG_MKDIR, memcg_id=memcg, aux=parent, aux2=level)
 
-    def alloc(self, ts, ptr, memcg, cache=0, cpu=0, accounted=True):
+    def alloc(self, ts, ptr, memcg, cache=0, cpu=0, accounted=True, ctx=0):
         self.event(ts, EventKind.ALLOC, ptr=ptr, memcg_id=memcg, cache_id=cache, cpu=cpu,
-                 gfp=GFP_ACCOUNT if accounted else 0,
+                 gfp=GFP_ACCOUNT if accounted else 0, ctx=int(ctx),
                  bytes=self.caches[cache]["size"] if cache >= 0 else 0)
 
     def free(self, ts, ptr, cpu=0, cache=0):
@@ -59,6 +60,8 @@ class TraceBuilder:
         meta["caches"] = self.caches
         meta["memcgs"] = self.memcgs
         meta["clock"] = {"start_ns": start_ns, "end_ns": end_ns}
+        if self.record is not None:
+            meta["record"] = self.record
         cols = empty_columns(len(self.rows))
         for i, row in enumerate(self.rows):
             cols["seq"][i] = i

@@ -1,9 +1,11 @@
 """BTF reader: a hand-built blob with known answers, then the running kernel's BTF."""
 
 import struct
+from pathlib import Path
 
 import pytest
 
+from kmemtrace.model.metadata import POINTER_BYTES, STRUCTS
 from kmemtrace.record.btf import (
     ARRAY,
     BTF_MAGIC,
@@ -17,6 +19,7 @@ from kmemtrace.record.btf import (
     VMLINUX_BTF,
     Btf,
 )
+from kmemtrace.record.structsizes import read_struct_sizes
 
 
 class _Builder:
@@ -97,3 +100,20 @@ def test_running_kernel_btf_has_what_the_recorder_reads():
     params = btf.raw_tracepoint_params("kmem_cache_alloc")
     assert params is not None and params[2] == "struct kmem_cache *"
     assert btf.raw_tracepoint_params("kfree") == ["long unsigned int", "void *"]
+
+
+def test_struct_sizes_match_the_running_kernels_own_slab_caches():
+    """Independent check: the kernel sizes its own caches of these structs, and
+    /sys/kernel/slab says so (one node here)."""
+    sizes = read_struct_sizes(Btf.from_file(VMLINUX_BTF))
+    slab = Path("/sys/kernel/slab")
+
+    def object_size(cache: str) -> int:
+        return int((slab / cache / "object_size").read_text())
+
+    assert sizes["kmem_cache"] == object_size("kmem_cache")
+    assert sizes["kmem_cache_node"] == object_size("kmem_cache_node")
+    assert sizes["mem_cgroup_per_node"] == object_size("mem_cgroup_per_node")
+    assert sizes["mem_cgroup"] + POINTER_BYTES == object_size("mem_cgroup")
+    assert set(sizes) == set(STRUCTS)  # a 6.18 kernel has all of them
+    assert read_struct_sizes(None) == {}

@@ -11,7 +11,21 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kmemtrace.metrics import compute_metrics
-from kmemtrace.model.state import C_SLAB_FREE_HEAD, NC
+from kmemtrace.model.state import (
+    C_DEAD_EMPTY_PAGES,
+    C_SLAB_FREE_HEAD,
+    C_STRANDED_OBJ_BYTES,
+    C_STRANDED_SLAB_PAGES,
+    G_SIZE,
+    I_CACHE,
+    M_STATE,
+    MS_ONLINE,
+    NC,
+    S_INST,
+    S_INUSE,
+    S_PAGES,
+    SERIES_NAMES,
+)
 from kmemtrace.replay.engine import replay
 from kmemtrace.strategies import select
 from kmemtrace.trace.reader import open_trace
@@ -88,16 +102,64 @@ def test_invariants_hold_for_every_strategy(tmp_path, ops, era):
         assert (ctr[:NC] >= 0).all(), name
         for cache, g in enumerate(GEOM):
             n_live = sum(1 for c, _ in live.values() if c == cache)
-            assert m.slab_pages_end >= -(-n_live // g["objs_per_slab"]) << g["order"], name
-        assert m.pinned_pages_end <= m.slab_pages_end, name
+            assert m.footprint_pages_end >= -(-n_live // g["objs_per_slab"]) << g["order"], name
+        assert m.pinned_pages_end <= m.footprint_pages_end, name
         assert m.free_after_destroy == 0 and m.destroy_with_live_objects == 0, name
-        if name in ("way1", "way4"):
+        if name in ("way1", "way4", "reparent"):
             # Both destroy a dead cache exactly when its last object goes.
             assert m.dead_caches_end == len(held), name
         if name in ("way3", "objcg"):
             assert m.pinned_pages_peak == 0 and m.dead_caches_end == 0, name
         if name == "current":
             assert m.dead_caches_end >= len(held), name
+        assert _stranded_from_scratch(run.model) == (
+            ctr[C_STRANDED_SLAB_PAGES], ctr[C_STRANDED_OBJ_BYTES]), name
+        assert m.footprint_bytes_end >= m.stranded_bytes_end, name
+        assert m.footprint_bytes_peak >= m.stranded_bytes_peak, name
+        assert m.stranded_bytes_end == (ctr[C_STRANDED_SLAB_PAGES] + ctr[C_DEAD_EMPTY_PAGES]
+                                        ) * 4096 + ctr[C_STRANDED_OBJ_BYTES], name
+        _peaks_cover_samples(m, run.model.series, name)
+        if not offline:
+            assert m.stranded_bytes_peak == m.stranded_page_seconds == 0, name
+            assert m.metadata_bytes_peak == m.dying_memcgs_peak == 0, name
+    _footprint_same_until_first_offline(tmp_path, ops, era)
+
+
+def _stranded_from_scratch(model):
+    """Whole-slab pages and mixed-slab bytes of offline memcgs, recounted from the live
+    object table (the loop keeps them incrementally)."""
+    dead_by_slab = Counter()
+    for key, s, g in zip(model.hkeys, model.hslab, model.hmemcg, strict=True):
+        if key != 0 and g != 0 and model.memcg[M_STATE, g] != MS_ONLINE:
+            dead_by_slab[int(s)] += 1
+    pages = obj_bytes = 0
+    for s, dead in dead_by_slab.items():
+        if dead == model.slab[S_INUSE, s]:
+            pages += model.slab[S_PAGES, s]
+        else:
+            obj_bytes += dead * model.geom[G_SIZE, model.inst[I_CACHE, model.slab[S_INST, s]]]
+    return pages, obj_bytes
+
+
+def _peaks_cover_samples(m, series, name):
+    rows = {"total_pages": m.footprint_pages_peak, "stranded_bytes": m.stranded_bytes_peak,
+            "waste_bytes": m.waste_bytes_peak, "metadata_bytes": m.metadata_bytes_peak,
+            "dying_memcgs": m.dying_memcgs_peak}
+    names = list(SERIES_NAMES)
+    for row, peak in rows.items():
+        assert series[names.index(row)].max() <= peak, (name, row)
+
+
+def _footprint_same_until_first_offline(tmp_path, ops, era):
+    """Before any memcg goes offline the strategies that place objects alike (a cache per
+    memcg) hold exactly the same slabs; objcg's shared caches differ by design."""
+    cut = next((i for i, o in enumerate(ops) if o[0] == "offline"), len(ops))
+    trace, _, _ = build(tmp_path, ops[:cut], f"{era}-cut")
+    pre = [compute_metrics(r) for r in replay(trace, select("all", {}), era=era).runs]
+    per_memcg = [m for m in pre if m.strategy != "objcg"]
+    assert len({(m.footprint_pages_peak, m.footprint_page_seconds, m.waste_bytes_peak)
+                for m in per_memcg}) == 1
+    assert {m.stranded_bytes_peak for m in pre} == {0}
 
 
 @settings(max_examples=10, deadline=None, suppress_health_check=[FIXTURE_OK])

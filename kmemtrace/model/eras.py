@@ -4,7 +4,9 @@ The rules that decide whether a dead cache's last empty slabs are ever released 
 over time (research/kernel-strategies.md §3); the replay takes the era as a parameter so
 that every strategy is compared on the same allocator. Object size, objects per slab and
 order come from the trace (the recording kernel's /sys/kernel/slab); the per-CPU partial
-budget is recomputed for the chosen era from ``s->size``.
+budget is recomputed for the chosen era from ``s->size`` unless the trace recorded a tuned
+``cpu_partial`` (one that is neither era's default, e.g. ``0`` on a tuned host), which is
+then honoured and converted objects -> slabs as the era's kernel does.
 """
 
 from dataclasses import dataclass
@@ -50,11 +52,27 @@ def get_era(name: str) -> Era:
         raise UsageError(f"unknown SLUB era {name!r} (eras: {', '.join(ERAS)})") from None
 
 
-def cpu_partial_budget(size: int, objs_per_slab: int, era: Era) -> int:
-    """``set_cpu_partial()`` of the era: objects (<= v5.15) or slabs (>= v5.16)."""
-    if era.code <= ERA_5_15:
+def _default_objects(size: int, old: bool) -> int:
+    """``set_cpu_partial()``'s object count: v3.x-v5.15, or v5.16+ (b47291ef02b0)."""
+    if old:
         return 2 if size >= 4096 else 6 if size >= 1024 else 13 if size >= 256 else 30
-    nr_objects = 6 if size >= 4096 else 24 if size >= 1024 else 52 if size >= 256 else 120
+    return 6 if size >= 4096 else 24 if size >= 1024 else 52 if size >= 256 else 120
+
+
+def is_tuned(size: int, recorded: int | None) -> bool:
+    """A recorded ``cpu_partial`` that no kernel sets by default: an administrator's."""
+    return recorded is not None and int(recorded) not in (_default_objects(size, True),
+                                                          _default_objects(size, False))
+
+
+def cpu_partial_budget(size: int, objs_per_slab: int, era: Era,
+                       recorded: int | None = None) -> int:
+    """The era's budget: objects (<= v5.15) or slabs (>= v5.16,
+    ``slub_set_cpu_partial``: ``DIV_ROUND_UP(nr_objects * 2, objs_per_slab)``)."""
+    nr_objects = (int(recorded) if is_tuned(size, recorded)
+                  else _default_objects(size, era.code <= ERA_5_15))
+    if era.code <= ERA_5_15:
+        return nr_objects
     return -(-nr_objects * 2 // max(objs_per_slab, 1))
 
 
@@ -76,5 +94,5 @@ def geometry(caches: list[dict], era: Era) -> np.ndarray:
         geom[G_SIZE, i] = size
         recorded = c.get("min_partial")
         geom[G_MIN_PARTIAL, i] = int(recorded) if recorded is not None else min_partial_for(size)
-        geom[G_CPU_PARTIAL, i] = cpu_partial_budget(size, objs, era)
+        geom[G_CPU_PARTIAL, i] = cpu_partial_budget(size, objs, era, c.get("cpu_partial"))
     return geom

@@ -8,13 +8,15 @@ Empty slabs can park (a) as a CPU's active slab, (b) on every CPU's partial stac
 the era's budget, and (c) on the node partial list while ``nr_partial`` is below
 ``min_partial``. Only flush/shrink/destroy release them. That is why the 2014 design leaks.
 
-All page accounting goes through :func:`_pages_changed` so that "pages pinned by dead
-memcgs" and its empty-slab part are maintained in one place. Peaks are taken by the
-replay clock (``replay/loop.py``), over values that were held for some time.
+All page accounting goes through :func:`_pages_changed` so that the pages of dead cache
+instances and their empty-slab part are maintained in one place; slabs are charged and
+uncharged to their cache's memcg in :func:`new_slab` / :func:`discard_slab`
+(``model/charge.py``). Peaks are taken by the replay loop after every event.
 """
 
 from numba import njit
 
+from kmemtrace.model.charge import charge_slab, memcg_pages_changed, strand, uncharge_slab
 from kmemtrace.model.eras import ERA_3_14, ERA_5_15, ERA_6_8
 from kmemtrace.model.state import (
     C_DEAD_EMPTY_PAGES,
@@ -31,6 +33,7 @@ from kmemtrace.model.state import (
     G_PAGES,
     I_AHEAD,
     I_CACHE,
+    I_CHARGE,
     I_CPU_PARTIAL,
     I_EMPTY_PAGES,
     I_MIN_PARTIAL,
@@ -47,6 +50,7 @@ from kmemtrace.model.state import (
     S_ANEXT,
     S_APREV,
     S_CPU,
+    S_DEAD,
     S_INST,
     S_INUSE,
     S_NEXT,
@@ -74,10 +78,14 @@ def _pages_changed(m: Model, inst: int, dpages: int, dempty: int) -> None:
 
 @njit(cache=True, nogil=True, _nrt=False, inline="always")
 def set_inuse(m: Model, s: int, delta: int) -> None:
-    """Change a slab's object count, keeping the empty-slab page totals right."""
+    """Change a slab's object count, keeping the empty-slab and stranded totals right."""
     before = m.slab[S_INUSE, s]
     after = before + delta
     m.slab[S_INUSE, s] = after
+    dead = m.slab[S_DEAD, s]
+    if dead > 0:
+        strand(m, s, before, dead, -1)
+        strand(m, s, after, dead, 1)
     if before == 0 and after > 0:
         _pages_changed(m, m.slab[S_INST, s], 0, -m.slab[S_PAGES, s])
     elif before > 0 and after == 0:
@@ -103,9 +111,11 @@ def new_slab(m: Model, inst: int) -> int:
     m.slab[S_NEXT, s] = -1
     m.slab[S_PREV, s] = -1
     m.slab[S_PAGES, s] = pages
+    m.slab[S_DEAD, s] = 0
     _all_link(m, inst, s)
     m.inst[I_NR_SLABS, inst] += 1
     _pages_changed(m, inst, pages, pages)
+    charge_slab(m, inst, pages)
     m.ctr[C_PAGES_ALLOC] += pages
     m.ctr[C_TOTAL_PAGES] += pages
     return s
@@ -151,6 +161,7 @@ def discard_slab(m: Model, s: int) -> None:
     _all_unlink(m, inst, s)
     m.inst[I_NR_SLABS, inst] -= 1
     _pages_changed(m, inst, -pages, -empty)
+    uncharge_slab(m, inst, pages)
     m.ctr[C_PAGES_FREED] += pages
     m.ctr[C_TOTAL_PAGES] -= pages
     m.slab[S_STATE, s] = SL_FREE
@@ -174,6 +185,11 @@ def move_slab(m: Model, s: int, to_inst: int) -> None:
     _all_link(m, to_inst, s)
     m.inst[I_NR_SLABS, to_inst] += 1
     _pages_changed(m, to_inst, pages, empty)
+    # The charge goes with the slab (charges are hierarchical): no page-counter traffic.
+    if m.inst[I_CHARGE, inst] != 0:
+        memcg_pages_changed(m, m.inst[I_CHARGE, inst], -pages)
+    if m.inst[I_CHARGE, to_inst] != 0:
+        memcg_pages_changed(m, m.inst[I_CHARGE, to_inst], pages)
     if on_partial:
         partial_add(m, to_inst, s, True)
 

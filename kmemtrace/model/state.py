@@ -27,7 +27,8 @@ S_PREV = 6  # previous on the node partial list
 S_ANEXT = 7  # next in the instance's list of all slabs (walked by reparent/shutdown)
 S_APREV = 8
 S_PAGES = 9  # 1 << order
-NS = 10
+S_DEAD = 10  # live objects charged (at allocation) to memcgs that are now offline
+NS = 11
 
 SL_FREE = 0  # slot unused (returned to the page allocator)
 SL_CPU_ACTIVE = 1  # c->slab of some CPU
@@ -53,7 +54,8 @@ I_MIN_PARTIAL = 13
 I_CPU_PARTIAL = 14  # budget: objects (<= v5.15) or slabs (>= v5.16); 0 disables caching
 I_EMPTY_PAGES = 15  # pages in slabs with inuse == 0
 I_REF_KILLED = 16  # Way #4: percpu_ref switched to atomic mode
-NI = 17
+I_CHARGE = 17  # memcg its pages are charged to / the cache points at (reparent re-points)
+NI = 18
 
 IS_ALIVE = 0
 IS_DEAD = 1  # memcg offline, cache not yet destroyed
@@ -71,7 +73,8 @@ M_STATE = 1  # MS_*
 M_T_OFFLINE = 2
 M_LIVE = 3  # live objects charged to it (by allocation-time attribution)
 M_OBJCGS = 4  # obj_cgroups it owns (its own + reparented from children)
-NM = 5
+M_PAGES = 5  # slab pages of cache instances charged to it (what holds it before v5.3)
+NM = 6
 
 MS_ONLINE = 0
 MS_OFFLINE = 1
@@ -136,14 +139,37 @@ C_PEAK_LIVE_OBJS = 46
 C_PRESSURE_EVENTS = 47
 C_OFFLINES = 48
 C_VSAMPLE_IDX = 49  # SLAB_SAMPLE events paired with the model so far
-NC = 50
+# The fair metrics (docs/replay.md "Definitions"): the same meaning for every strategy.
+C_STRANDED_SLAB_PAGES = 50  # pages of slabs whose live objects all belong to offline memcgs
+C_STRANDED_OBJ_BYTES = 51  # offline memcgs' object bytes in mixed slabs
+C_DYING_MEMCGS = 52  # offline memcgs still held (each era's rule, see M_PAGES / I_CHARGE)
+C_PEAK_STRANDED_BYTES = 53  # whole slabs + parked empties of dead caches + mixed share
+C_PEAK_STRANDED_SLAB_PAGES = 54  # whole slabs + parked empties of dead caches
+C_PEAK_STRANDED_OBJ_BYTES = 55
+C_PEAK_WASTE_BYTES = 56
+C_PEAK_METADATA_BYTES = 57
+C_PEAK_DYING_MEMCGS = 58
+C_META_CACHE_BYTES = 59  # per dead cache instance (constants set by the engine)
+C_META_MEMCG_BYTES = 60  # per dying memcg
+C_META_OBJCG_BYTES = 61  # per obj_cgroup of an offline memcg (objcg strategy only)
+C_CUR_CPU = 62  # CPU of the event being replayed (0 for timers and offline work)
+C_MSTOCK_HIT = 63  # memcg page-counter stock (consume_stock) hits / misses
+C_MSTOCK_MISS = 64
+C_CTX_BYPASS = 65  # allocations the era's rule leaves uncharged (interrupt / kthread)
+C_ERA = 66  # the SLUB/memcg era code, for code that has no policy vector at hand
+C_PAGE_REF = 67  # 1: per-memcg caches count their slab pages in a percpu_ref (v5.3-v5.8)
+NC = 68
 
 # --- float integrals over trace time: fctr[F_*] --------------------------------------------
 F_DEAD_PAGE_NS = 0
 F_DEAD_EMPTY_PAGE_NS = 1
 F_LIVE_BYTES_NS = 2
 F_SLAB_BYTES_NS = 3
-NF = 4
+F_STRANDED_SLAB_PAGE_NS = 4
+F_STRANDED_OBJ_BYTES_NS = 5
+F_METADATA_BYTES_NS = 6
+F_DYING_MEMCG_NS = 7
+NF = 8
 
 # --- time series rows: series[R_*, sample] ---------------------------------------------------
 R_DEAD_LIVE_PAGES = 0
@@ -151,8 +177,13 @@ R_DEAD_EMPTY_PAGES = 1
 R_DEAD_CACHES = 2
 R_TOTAL_PAGES = 3
 R_LIVE_OBJS = 4
-NR = 5
-SERIES_NAMES = ("dead_live_pages", "dead_empty_pages", "dead_caches", "total_pages", "live_objects")
+R_STRANDED_BYTES = 5
+R_WASTE_BYTES = 6
+R_METADATA_BYTES = 7
+R_DYING_MEMCGS = 8
+NR = 9
+SERIES_NAMES = ("dead_live_pages", "dead_empty_pages", "dead_caches", "total_pages", "live_objects",
+                "stranded_bytes", "waste_bytes", "metadata_bytes", "dying_memcgs")
 
 # --- model validation: vsample[V_*, k] for the k-th SLAB_SAMPLE event ----------------------
 V_TS = 0
@@ -180,6 +211,7 @@ class Model(NamedTuple):
     fctr: np.ndarray  # float64 [NF]
     series: np.ndarray  # float64 [NR, n_samples]
     stock: np.ndarray  # int64 [2, ncpu]: obj_cgroup stock (cached memcg, nr_bytes)
+    mstock: np.ndarray  # int64 [2, ncpu]: memcg page stock (cached memcg, nr_pages)
     vsample: np.ndarray  # int64 [NV, n_slab_samples]: kernel vs model, per SLAB_SAMPLE
 
 
@@ -198,12 +230,13 @@ def new_model(geom: np.ndarray, ncpu: int, n_samples: int, *, n_slab_samples: in
     ctr[C_SLAB_FREE_HEAD] = -1
     stock = np.zeros((2, ncpu), dtype=np.int64)
     stock[0] = -1
+    mstock = stock.copy()
     return Model(
         slab=slab, inst=inst, pcpu=pcpu, memcg=memcg, inst_of=inst_of,
         geom=geom.astype(np.int64), hkeys=np.zeros(hash_cap, dtype=np.uint64),
         hslab=np.zeros(hash_cap, dtype=np.int64), hmemcg=np.zeros(hash_cap, dtype=np.int64),
         ctr=ctr, fctr=np.zeros(NF, dtype=np.float64),
-        series=np.zeros((NR, n_samples), dtype=np.float64), stock=stock,
+        series=np.zeros((NR, n_samples), dtype=np.float64), stock=stock, mstock=mstock,
         vsample=np.zeros((NV, n_slab_samples), dtype=np.int64),
     )
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from kmemtrace.errors import KernelSupportError
 from kmemtrace.record.btf import Btf
+from kmemtrace.record.structsizes import read_struct_sizes
 
 TRACEFS_CANDIDATES = (Path("/sys/kernel/tracing"), Path("/sys/kernel/debug/tracing"))
 KPROBE_PMU = Path("/sys/bus/event_source/devices/kprobe")
@@ -90,7 +91,7 @@ class KernelFeatures:
     def meta(self) -> dict:
         return {"release": self.release, "btf": self.btf is not None, "cgroup": self.cgroup,
                 "kprobes": self.kprobes, "fentry": bool(self.fentry),
-                "emulated_vm": self.emulated_vm}
+                "emulated_vm": self.emulated_vm, "struct_sizes": read_struct_sizes(self.btf)}
 
 
 def find_tracefs() -> Path | None:

@@ -13,12 +13,19 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from kmemtrace.model.eras import DEFAULT_ERA, Era, geometry, get_era
+from kmemtrace.model.eras import DEFAULT_ERA, ERA_3_14, Era, geometry, get_era
+from kmemtrace.model.metadata import MetadataCosts, metadata_costs
 from kmemtrace.model.objects import grow_objects
 from kmemtrace.model.state import (
+    C_CTX_BYPASS,
+    C_ERA,
     C_LAST_TS,
+    C_META_CACHE_BYTES,
+    C_META_MEMCG_BYTES,
+    C_META_OBJCG_BYTES,
     C_NEXT_SAMPLE,
     C_NEXT_TICK,
+    C_PAGE_REF,
     M_OBJCGS,
     M_PARENT,
     Model,
@@ -30,17 +37,21 @@ from kmemtrace.model.state import (
 from kmemtrace.replay.loop import NEED_INSTANCES, NEED_OBJECTS, NEED_SLABS, finish, run_events
 from kmemtrace.replay.policy import (
     PO_ERA,
+    PO_OBJCG,
+    PO_PAGE_REF,
     PO_REAP_PERIOD_NS,
     PO_SAMPLE_STEP_NS,
     new_policy,
 )
 from kmemtrace.strategies.base import Strategy
 from kmemtrace.trace.reader import TraceReader
-from kmemtrace.trace.schema import GFP_ACCOUNT, ROOT_MEMCG_ID, EventKind
+from kmemtrace.trace.schema import GFP_ACCOUNT, ROOT_MEMCG_ID, EventContext, EventKind
 
 DEFAULT_SAMPLES = 500
 PROGRESS_SLICE = 1 << 20  # events per progress update
-_COLUMNS = ["ts_ns", "kind", "cpu", "ptr", "cache_id", "memcg_id", "gfp", "aux", "aux2"]
+_COLUMNS = ["ts_ns", "kind", "cpu", "ptr", "cache_id", "memcg_id", "gfp", "aux", "aux2",
+            "ctx"]
+_INTERRUPT = np.array([EventContext.SOFTIRQ, EventContext.HARDIRQ, EventContext.NMI])
 _GROW = {NEED_SLABS: grow_slabs, NEED_INSTANCES: grow_instances, NEED_OBJECTS: grow_objects}
 
 
@@ -81,19 +92,34 @@ class Chunk:
     memcg: np.ndarray
     aux: np.ndarray
     aux2: np.ndarray
+    interrupt_allocs: int = 0  # would have been charged, but ran in interrupt context
+    unknown_ctx_allocs: int = 0  # allocations whose context the recorder could not tell
 
 
 def prepare(cols: dict[str, np.ndarray], memcgs: MemcgIndex, accounted_caches: np.ndarray,
-            ncpu: int) -> Chunk:
-    """Dense memcgs; unaccounted allocations belong to the root (they are never charged)."""
+            ncpu: int, *, all_accounted: bool = False) -> Chunk:
+    """Dense memcgs; allocations the era does not charge belong to the root.
+
+    Uncharged are: allocations outside the accounting scope (from v4.5 only
+    ``__GFP_ACCOUNT``/``SLAB_ACCOUNT``; with ``all_accounted``, the pre-4.5 scope, every
+    allocation of a memcg's task), and allocations in interrupt context (softirq, hardirq,
+    NMI), which no era charges to the interrupted task's memcg (``memcg_kmem_get_cache``'s
+    ``in_interrupt()`` test in v3.14, ``memcg_kmem_bypass``'s ``!in_task()`` later, no
+    task objcg in ``current_obj_cgroup`` since v6.8). Context "unknown" counts as task."""
     kind = cols["kind"]
     memcg = memcgs.map(cols["memcg_id"])
     cache = cols["cache_id"].astype(np.int64)
     is_alloc = kind == EventKind.ALLOC
     known = (cache >= 0) & (cache < len(accounted_caches))
-    by_cache = known & accounted_caches[np.where(known, cache, 0)]
-    accounted = ((cols["gfp"] & GFP_ACCOUNT) != 0) | by_cache
-    memcg[is_alloc & ~accounted] = 0
+    if all_accounted:
+        accounted = known
+    else:
+        by_cache = known & accounted_caches[np.where(known, cache, 0)]
+        accounted = ((cols["gfp"] & GFP_ACCOUNT) != 0) | by_cache
+    ctx = cols["ctx"]
+    interrupt = is_alloc & np.isin(ctx, _INTERRUPT)
+    charged = is_alloc & accounted & (memcg != 0)
+    memcg[is_alloc & (~accounted | interrupt)] = 0
     cache[~known] = -1
     aux = cols["aux"].astype(np.int64)
     mkdir = kind == EventKind.MEMCG_MKDIR
@@ -103,6 +129,8 @@ def prepare(cols: dict[str, np.ndarray], memcgs: MemcgIndex, accounted_caches: n
         ts=cols["ts_ns"].astype(np.int64), kind=kind.astype(np.int64),
         cpu=cols["cpu"].astype(np.int64) % ncpu, ptr=cols["ptr"].astype(np.uint64),
         cache=cache, memcg=memcg, aux=aux, aux2=cols["aux2"].astype(np.int64),
+        interrupt_allocs=int((charged & interrupt).sum()),
+        unknown_ctx_allocs=int((is_alloc & (ctx == EventContext.UNKNOWN)).sum()),
     )
 
 
@@ -115,6 +143,8 @@ class StrategyRun:
     era: Era
     model: Model
     pol: np.ndarray
+    span_ns: int = 0  # trace end - start: the time averages divide by it
+    metadata: MetadataCosts | None = None
     loop_seconds: float = 0.0
 
 
@@ -129,7 +159,32 @@ class Replay:
     read_seconds: float = 0.0
     sample_times_ns: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     offline_ns: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    notes: list[str] = field(default_factory=list)  # what this replay assumed, for reports
+    warnings: list[str] = field(default_factory=list)  # what the trace cannot support
+    interrupt_allocs: int = 0
+    unknown_ctx_allocs: int = 0
 
+
+def accounting_scope(meta: dict, era: Era) -> tuple[bool, list[str], list[str]]:
+    """(pre-4.5 scope?, notes, warnings) for replaying ``meta``'s trace in ``era``.
+
+    Before v4.5 (a9bb7e620efd) a memcg with kmem accounting active had *every* slab
+    allocation of its tasks accounted; since, only ``__GFP_ACCOUNT``/``SLAB_ACCOUNT``
+    ones. The old scope needs a trace recorded with ``--all-objects``."""
+    all_objects = (meta.get("record") or {}).get("all_objects")
+    if era.code != ERA_3_14:
+        return False, ["Accounting scope: __GFP_ACCOUNT / SLAB_ACCOUNT allocations only "
+                       "(v4.5+)."], []
+    if all_objects:
+        return True, ["Accounting scope: every slab allocation of a memcg's tasks "
+                      "(before v4.5, kmem accounting assumed active in every memcg), from "
+                      "a trace recorded with --all-objects."], []
+    why = ("recorded without --all-objects" if all_objects is False
+           else "not known to hold unaccounted allocations")
+    return False, ["Accounting scope: __GFP_ACCOUNT / SLAB_ACCOUNT allocations only, "
+                   "although era 3.14 accounted every allocation."], [
+        f"era 3.14 accounted every slab allocation of a memcg, but this trace was {why}: "
+        "per-memcg caches and their dead pages are undercounted"]
 
 def _initial_memcgs(meta: dict, memcgs: MemcgIndex) -> list[tuple[int, int]]:
     """(index, parent index) for memcgs that existed when the trace started."""
@@ -152,6 +207,8 @@ def replay(trace: TraceReader, selection: list[tuple[Strategy, dict]], *,
     step = max((end - start) // max(samples - 1, 1), 1)
     memcgs = MemcgIndex()
     known = _initial_memcgs(trace.meta, memcgs)
+    costs = metadata_costs(trace.meta, ncpu)
+    all_accounted, scope_notes, warnings = accounting_scope(trace.meta, era_obj)
     runs = []
     for strategy, params in selection:
         pol = new_policy()
@@ -164,15 +221,29 @@ def replay(trace: TraceReader, selection: list[tuple[Strategy, dict]], *,
         model.ctr[C_LAST_TS] = start
         model.ctr[C_NEXT_SAMPLE] = start
         model.ctr[C_NEXT_TICK] = start + pol[PO_REAP_PERIOD_NS]
+        model.ctr[C_ERA] = era_obj.code
+        model.ctr[C_PAGE_REF] = pol[PO_PAGE_REF]
+        model.ctr[C_META_CACHE_BYTES] = costs.cache
+        model.ctr[C_META_MEMCG_BYTES] = costs.memcg
+        # Only the objcg design has obj_cgroups; before v5.9 nothing is priced for them.
+        model.ctr[C_META_OBJCG_BYTES] = costs.objcg if pol[PO_OBJCG] else 0
         for idx, parent in known:
             model.memcg[M_PARENT, idx] = parent
             model.memcg[M_OBJCGS, idx] = 1
-        runs.append(StrategyRun(strategy, params, era_obj, model, pol))
-    result = Replay(trace=trace, runs=runs, memcg_ids=memcgs.ids)
+        runs.append(StrategyRun(strategy, params, era_obj, model, pol, span_ns=end - start,
+                                metadata=costs))
+    result = Replay(trace=trace, runs=runs, memcg_ids=memcgs.ids, notes=[
+        f"Metadata kept alive is priced from {costs.source}, for {ncpu} CPUs and one node: "
+        f"{costs.cache:,} B per dead cache instance (kmem_cache, per-CPU and per-node "
+        f"parts, sysfs directory), {costs.memcg:,} B per dying memcg (mem_cgroup, per-node "
+        f"and per-CPU statistics), {costs.objcg:,} B per obj_cgroup.", *scope_notes],
+        warnings=warnings)
     offlines = []
     t_read = time.perf_counter()
     for cols in trace.iter_parts(_COLUMNS):
-        chunk = prepare(cols, memcgs, accounted, ncpu)
+        chunk = prepare(cols, memcgs, accounted, ncpu, all_accounted=all_accounted)
+        result.interrupt_allocs += chunk.interrupt_allocs
+        result.unknown_ctx_allocs += chunk.unknown_ctx_allocs
         offlines.append(chunk.ts[chunk.kind == EventKind.MEMCG_OFFLINE])
         result.read_seconds += time.perf_counter() - t_read
         for run in runs:
@@ -190,6 +261,13 @@ def replay(trace: TraceReader, selection: list[tuple[Strategy, dict]], *,
         t_read = time.perf_counter()
     for run in runs:
         finish(run.model, run.pol, end)
+        run.model.ctr[C_CTX_BYPASS] = result.interrupt_allocs
+    result.notes.append(
+        f"Interrupt-context allocations are not charged to the interrupted task's memcg "
+        f"(in_interrupt() / memcg_kmem_bypass / current_obj_cgroup): "
+        f"{result.interrupt_allocs:,} such allocations went to the root caches. "
+        f"{result.unknown_ctx_allocs:,} allocations of unknown context were treated as "
+        "task context. Remote charging (set_active_memcg) is not recorded.")
     result.memcg_ids = memcgs.ids
     result.offline_ns = np.concatenate(offlines) if offlines else result.offline_ns
     result.sample_times_ns = start + step * np.arange(samples, dtype=np.int64)

@@ -10,12 +10,14 @@ Strategies decide (``pol``, see ``policy.py``); this module acts, using the SLUB
 
 from numba import njit
 
+from kmemtrace.model.charge import mark_object_dead, recharge, refill_stock, try_charge
 from kmemtrace.model.objects import obj_delete, obj_insert, obj_lookup
 from kmemtrace.model.slub import (
     alloc_object,
     discard_slab,
     flush_all,
     free_object,
+    may_discard_empty,
     move_slab,
     partial_remove,
     shrink,
@@ -26,21 +28,27 @@ from kmemtrace.model.state import (
     C_ATOMIC,
     C_CACHES_CREATED,
     C_CACHES_DESTROYED,
+    C_CUR_CPU,
     C_DEAD_CACHES,
     C_DEAD_EMPTY_PAGES,
     C_DEAD_FREES,
     C_DEAD_MEMCGS_PINNED,
     C_DEAD_PAGES,
     C_DESTROY_NONEMPTY,
+    C_DYING_MEMCGS,
     C_FREE_AFTER_DESTROY,
     C_FREES,
     C_HASH_COUNT,
     C_IMPLIED_FREES,
+    C_IPI,
     C_LAST_TS,
     C_LIST_LOCK,
     C_LIVE_BYTES,
     C_LIVE_OBJS,
     C_LOST_EVENTS,
+    C_META_CACHE_BYTES,
+    C_META_MEMCG_BYTES,
+    C_META_OBJCG_BYTES,
     C_NEXT_SAMPLE,
     C_NEXT_TICK,
     C_NINST,
@@ -50,8 +58,14 @@ from kmemtrace.model.state import (
     C_PEAK_DEAD_EMPTY_PAGES,
     C_PEAK_DEAD_MEMCGS_PINNED,
     C_PEAK_DEAD_PAGES,
+    C_PEAK_DYING_MEMCGS,
     C_PEAK_LIVE_OBJS,
+    C_PEAK_METADATA_BYTES,
+    C_PEAK_STRANDED_BYTES,
+    C_PEAK_STRANDED_OBJ_BYTES,
+    C_PEAK_STRANDED_SLAB_PAGES,
     C_PEAK_TOTAL_PAGES,
+    C_PEAK_WASTE_BYTES,
     C_PERCPU,
     C_PRESSURE_EVENTS,
     C_RCU_GP,
@@ -62,6 +76,8 @@ from kmemtrace.model.state import (
     C_SLAB_HWM,
     C_STOCK_HIT,
     C_STOCK_MISS,
+    C_STRANDED_OBJ_BYTES,
+    C_STRANDED_SLAB_PAGES,
     C_TOTAL_PAGES,
     C_UNKNOWN_CACHE,
     C_UNKNOWN_FREES,
@@ -69,13 +85,18 @@ from kmemtrace.model.state import (
     C_VSAMPLE_IDX,
     F_DEAD_EMPTY_PAGE_NS,
     F_DEAD_PAGE_NS,
+    F_DYING_MEMCG_NS,
     F_LIVE_BYTES_NS,
+    F_METADATA_BYTES_NS,
     F_SLAB_BYTES_NS,
+    F_STRANDED_OBJ_BYTES_NS,
+    F_STRANDED_SLAB_PAGE_NS,
     G_CPU_PARTIAL,
     G_MIN_PARTIAL,
     G_SIZE,
     I_AHEAD,
     I_CACHE,
+    I_CHARGE,
     I_CPU_PARTIAL,
     I_EMPTY_PAGES,
     I_LIVE,
@@ -96,6 +117,7 @@ from kmemtrace.model.state import (
     IS_DESTROYED,
     M_LIVE,
     M_OBJCGS,
+    M_PAGES,
     M_PARENT,
     M_STATE,
     M_T_OFFLINE,
@@ -106,9 +128,14 @@ from kmemtrace.model.state import (
     R_DEAD_CACHES,
     R_DEAD_EMPTY_PAGES,
     R_DEAD_LIVE_PAGES,
+    R_DYING_MEMCGS,
     R_LIVE_OBJS,
+    R_METADATA_BYTES,
+    R_STRANDED_BYTES,
     R_TOTAL_PAGES,
+    R_WASTE_BYTES,
     S_ANEXT,
+    S_DEAD,
     S_INST,
     S_INUSE,
     S_STATE,
@@ -122,21 +149,27 @@ from kmemtrace.model.state import (
     Model,
 )
 from kmemtrace.replay.policy import (
+    DESTROY_AFTER_GP,
     DESTROY_FROM_FREE_PATH,
     DESTROY_NEVER,
     PO_DEACTIVATE_DEAD,
     PO_DESTROY_LAST_OBJECT,
     PO_DESTROY_NO_PAGES,
+    PO_DESTROY_WITH_MEMCG,
     PO_ERA,
     PO_KILL_REF,
     PO_OBJCG,
     PO_OBJECT_REF,
     PO_OFFLINE_SHRINK,
+    PO_PAGE_REF,
     PO_PER_MEMCG_CACHES,
     PO_REAP_ON_PRESSURE,
     PO_REAP_PERIOD_NS,
+    PO_REPARENT_EMPTIES,
     PO_REPARENT_SLABS,
+    PO_REPOINT,
     PO_SAMPLE_STEP_NS,
+    PO_SYNC_IPI,
     PO_TRACK_FULL,
 )
 from kmemtrace.trace.schema import EventKind
@@ -156,6 +189,31 @@ NEED_INSTANCES = 2
 NEED_OBJECTS = 3
 
 OBJCG_PTR_BYTES = 8  # obj_full_size() = s->size + sizeof(struct obj_cgroup *)
+KEEP_ALL = 1 << 62  # a min_partial no node list reaches
+
+
+@njit(cache=True, nogil=True, _nrt=False, inline="always")
+def _stranded_slab_pages(m: Model) -> int:
+    """Whole slabs held by offline memcgs: all-dead slabs plus empties parked in dead caches."""
+    return m.ctr[C_STRANDED_SLAB_PAGES] + m.ctr[C_DEAD_EMPTY_PAGES]
+
+
+@njit(cache=True, nogil=True, _nrt=False, inline="always")
+def _stranded_bytes(m: Model) -> int:
+    return _stranded_slab_pages(m) * PAGE_SIZE + m.ctr[C_STRANDED_OBJ_BYTES]
+
+
+@njit(cache=True, nogil=True, _nrt=False, inline="always")
+def _waste_bytes(m: Model) -> int:
+    return m.ctr[C_TOTAL_PAGES] * PAGE_SIZE - m.ctr[C_LIVE_BYTES]
+
+
+@njit(cache=True, nogil=True, _nrt=False, inline="always")
+def _metadata_bytes(m: Model) -> int:
+    """Dead cache instances, dying memcgs and (objcg) the obj_cgroups of offline memcgs."""
+    return (m.ctr[C_DEAD_CACHES] * m.ctr[C_META_CACHE_BYTES]
+            + m.ctr[C_DYING_MEMCGS] * m.ctr[C_META_MEMCG_BYTES]
+            + m.ctr[C_DEAD_MEMCGS_PINNED] * m.ctr[C_META_OBJCG_BYTES])
 
 
 @njit(cache=True, nogil=True, _nrt=False, inline="always")
@@ -166,25 +224,35 @@ def _take_sample(m: Model) -> None:
     m.series[R_DEAD_CACHES, j] = m.ctr[C_DEAD_CACHES]
     m.series[R_TOTAL_PAGES, j] = m.ctr[C_TOTAL_PAGES]
     m.series[R_LIVE_OBJS, j] = m.ctr[C_LIVE_OBJS]
+    m.series[R_STRANDED_BYTES, j] = _stranded_bytes(m)
+    m.series[R_WASTE_BYTES, j] = _waste_bytes(m)
+    m.series[R_METADATA_BYTES, j] = _metadata_bytes(m)
+    m.series[R_DYING_MEMCGS, j] = m.ctr[C_DYING_MEMCGS]
     m.ctr[C_SAMPLE_IDX] = j + 1
 
 
 @njit(cache=True, nogil=True, _nrt=False, inline="always")
 def _peak(m: Model, peak: int, value: int) -> None:
-    if m.ctr[value] > m.ctr[peak]:
-        m.ctr[peak] = m.ctr[value]
+    if value > m.ctr[peak]:
+        m.ctr[peak] = value
 
 
 @njit(cache=True, nogil=True, _nrt=False, inline="always")
 def _update_peaks(m: Model) -> None:
-    """Peaks are over values held for a while: a change undone within the same instant
-    (Way #3 marks a cache dead and empties it at once) is no peak."""
-    _peak(m, C_PEAK_DEAD_PAGES, C_DEAD_PAGES)
-    _peak(m, C_PEAK_DEAD_EMPTY_PAGES, C_DEAD_EMPTY_PAGES)
-    _peak(m, C_PEAK_DEAD_CACHES, C_DEAD_CACHES)
-    _peak(m, C_PEAK_TOTAL_PAGES, C_TOTAL_PAGES)
-    _peak(m, C_PEAK_LIVE_OBJS, C_LIVE_OBJS)
-    _peak(m, C_PEAK_DEAD_MEMCGS_PINNED, C_DEAD_MEMCGS_PINNED)
+    """Taken after every event and timer: two states at one timestamp both happened. What
+    changes *within* one event (Way #3 marks a cache dead and empties it) is no state."""
+    _peak(m, C_PEAK_DEAD_PAGES, m.ctr[C_DEAD_PAGES])
+    _peak(m, C_PEAK_DEAD_EMPTY_PAGES, m.ctr[C_DEAD_EMPTY_PAGES])
+    _peak(m, C_PEAK_DEAD_CACHES, m.ctr[C_DEAD_CACHES])
+    _peak(m, C_PEAK_TOTAL_PAGES, m.ctr[C_TOTAL_PAGES])
+    _peak(m, C_PEAK_LIVE_OBJS, m.ctr[C_LIVE_OBJS])
+    _peak(m, C_PEAK_DEAD_MEMCGS_PINNED, m.ctr[C_DEAD_MEMCGS_PINNED])
+    _peak(m, C_PEAK_STRANDED_SLAB_PAGES, _stranded_slab_pages(m))
+    _peak(m, C_PEAK_STRANDED_OBJ_BYTES, m.ctr[C_STRANDED_OBJ_BYTES])
+    _peak(m, C_PEAK_STRANDED_BYTES, _stranded_bytes(m))
+    _peak(m, C_PEAK_WASTE_BYTES, _waste_bytes(m))
+    _peak(m, C_PEAK_METADATA_BYTES, _metadata_bytes(m))
+    _peak(m, C_PEAK_DYING_MEMCGS, m.ctr[C_DYING_MEMCGS])
 
 
 @njit(cache=True, nogil=True, _nrt=False, inline="always")
@@ -193,7 +261,6 @@ def _advance(m: Model, pol, t: int) -> None:
     last = m.ctr[C_LAST_TS]
     if t <= last:
         return
-    _update_peaks(m)
     step = pol[PO_SAMPLE_STEP_NS]
     n = m.series.shape[1]
     while m.ctr[C_SAMPLE_IDX] < n and m.ctr[C_NEXT_SAMPLE] <= t:
@@ -204,6 +271,10 @@ def _advance(m: Model, pol, t: int) -> None:
     m.fctr[F_DEAD_EMPTY_PAGE_NS] += m.ctr[C_DEAD_EMPTY_PAGES] * dt
     m.fctr[F_LIVE_BYTES_NS] += m.ctr[C_LIVE_BYTES] * dt
     m.fctr[F_SLAB_BYTES_NS] += m.ctr[C_TOTAL_PAGES] * float(PAGE_SIZE) * dt
+    m.fctr[F_STRANDED_SLAB_PAGE_NS] += _stranded_slab_pages(m) * dt
+    m.fctr[F_STRANDED_OBJ_BYTES_NS] += m.ctr[C_STRANDED_OBJ_BYTES] * dt
+    m.fctr[F_METADATA_BYTES_NS] += _metadata_bytes(m) * dt
+    m.fctr[F_DYING_MEMCG_NS] += m.ctr[C_DYING_MEMCGS] * dt
     m.ctr[C_LAST_TS] = t
 
 
@@ -218,6 +289,7 @@ def _instance(m: Model, cache: int, memcg: int) -> int:
     m.inst[:, inst] = 0
     m.inst[I_CACHE, inst] = cache
     m.inst[I_MEMCG, inst] = memcg
+    m.inst[I_CHARGE, inst] = memcg
     m.inst[I_STATE, inst] = IS_ALIVE
     m.inst[I_PHEAD, inst] = -1
     m.inst[I_PTAIL, inst] = -1
@@ -279,21 +351,84 @@ def _destroy_after_gp(m: Model, pol, inst: int, now: int) -> None:
 
 @njit(cache=True, nogil=True, _nrt=False)
 def _reparent(m: Model, pol, inst: int, now: int) -> None:
-    """Way #3: every slab of a dead cache moves to the parent memcg's cache; destroy."""
+    """Way #3: every slab of a dead cache moves to the parent memcg's cache; destroy.
+
+    With ``PO_REPARENT_EMPTIES`` (the RFC's "slabs of dead caches could be reused by parent
+    memcg"), CPU slabs are flushed without discarding and empty slabs move too: the
+    parent's ``min_partial`` decides, slab by slab as in ``__slab_free``, which it keeps.
+    Without it, the dead cache is shrunk first and only slabs with objects move."""
     cache = m.inst[I_CACHE, inst]
     parent = _online_ancestor(m, m.memcg[M_PARENT, m.inst[I_MEMCG, inst]])
     target = _instance(m, cache, parent)
-    shrink(m, inst, pol[PO_ERA])  # flush CPUs, drop empties: only live slabs move
+    era = pol[PO_ERA]
+    if pol[PO_REPARENT_EMPTIES]:
+        m.inst[I_MIN_PARTIAL, inst] = KEEP_ALL  # the flush parks everything on the node
+        flush_all(m, inst, era)
+    else:
+        shrink(m, inst, era)  # flush CPUs, drop empties: only live slabs move
     m.ctr[C_LIST_LOCK] += 2  # both caches' node lists
     s = m.inst[I_AHEAD, inst]
     while s >= 0:
         nxt = m.slab[S_ANEXT, s]
         move_slab(m, s, target)
         m.ctr[C_REPARENT_MOVES] += 1
+        if (m.slab[S_INUSE, s] == 0 and m.slab[S_STATE, s] == SL_NODE_PARTIAL
+                and may_discard_empty(m, target, era)):
+            partial_remove(m, target, s)
+            discard_slab(m, s)
         s = nxt
     m.inst[I_LIVE, target] += m.inst[I_LIVE, inst]
     m.inst[I_LIVE, inst] = 0
     _destroy_after_gp(m, pol, inst, now)
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def _release_memcg_caches(m: Model, pol, memcg: int, now: int) -> None:
+    """v4.0 ``mem_cgroup_css_free`` -> ``memcg_destroy_kmem_caches``: the memcg's last
+    charged page is gone, so its css is freed (after an RCU grace period) and every dead
+    cache of it is destroyed together."""
+    m.ctr[C_RCU_GP] += 1
+    for cache in range(m.inst_of.shape[0]):
+        inst = m.inst_of[cache, memcg]
+        if inst >= 0 and m.inst[I_STATE, inst] == IS_DEAD:
+            _destroy(m, pol, inst, now)
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def _repoint_caches(m: Model, memcg: int) -> None:
+    """v5.3 ``memcg_deactivate_kmem_caches(memcg, parent)``: every cache still pointing at
+    ``memcg`` (its own and those spliced from its children) now points at the parent."""
+    parent = _online_ancestor(m, m.memcg[M_PARENT, memcg])
+    for inst in range(m.ctr[C_NINST]):
+        if m.inst[I_CHARGE, inst] == memcg and m.inst[I_STATE, inst] != IS_DESTROYED:
+            recharge(m, inst, parent)
+            m.ctr[C_REPARENT_MOVES] += 1
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def _objects_now_dead(m: Model, pol, memcg: int) -> None:
+    """Objects keep the memcg they were charged to: every live one of ``memcg`` is now a
+    dead memcg's object, wherever its slab is.
+
+    With a cache per memcg, every live object in ``memcg``'s instances is its own or an
+    already-offline descendant's (reparented slabs, redirected allocations), so its slabs
+    become wholly dead without looking at objects. Shared caches (objcg) mix memcgs in a
+    slab: the live-object table is walked, once per offline of a memcg that has objects."""
+    if pol[PO_PER_MEMCG_CACHES]:
+        for cache in range(m.inst_of.shape[0]):
+            inst = m.inst_of[cache, memcg]
+            if inst < 0:
+                continue
+            s = m.inst[I_AHEAD, inst]
+            while s >= 0:
+                dead = m.slab[S_DEAD, s]
+                if dead < m.slab[S_INUSE, s]:
+                    mark_object_dead(m, s, m.slab[S_INUSE, s] - dead)
+                s = m.slab[S_ANEXT, s]
+        return
+    for i in range(m.hkeys.shape[0]):
+        if m.hkeys[i] != 0 and m.hmemcg[i] == memcg:
+            mark_object_dead(m, m.hslab[i], 1)
 
 
 @njit(cache=True, nogil=True, _nrt=False)
@@ -304,8 +439,11 @@ def _memcg_offline(m: Model, pol, memcg: int, now: int) -> None:
     m.memcg[M_STATE, memcg] = MS_OFFLINE
     m.memcg[M_T_OFFLINE, memcg] = now
     m.ctr[C_OFFLINES] += 1
+    if m.memcg[M_PAGES, memcg] > 0:
+        m.ctr[C_DYING_MEMCGS] += 1
     if m.memcg[M_LIVE, memcg] > 0:
         m.ctr[C_DEAD_MEMCGS_PINNED] += 1
+        _objects_now_dead(m, pol, memcg)
     if pol[PO_OBJCG]:
         # memcg_reparent_objcgs(): the active objcg and every objcg on the list move.
         parent = _online_ancestor(m, m.memcg[M_PARENT, memcg])
@@ -330,18 +468,29 @@ def _memcg_offline(m: Model, pol, memcg: int, now: int) -> None:
         if pol[PO_DEACTIVATE_DEAD]:
             m.inst[I_MIN_PARTIAL, inst] = 0
             m.inst[I_CPU_PARTIAL, inst] = 0
-            m.ctr[C_RCU_GP] += 1  # so concurrent put_cpu_partial() sees cpu_partial == 0
+            # So that a concurrent put_cpu_partial() sees cpu_partial == 0: v4.0 interrupts
+            # every CPU (kick_all_cpus_sync), v4.7+ waits a grace period.
+            if pol[PO_SYNC_IPI]:
+                m.ctr[C_IPI] += m.pcpu.shape[2]
+            else:
+                m.ctr[C_RCU_GP] += 1
         if pol[PO_OFFLINE_SHRINK]:
             shrink(m, inst, era)
         if pol[PO_DESTROY_LAST_OBJECT]:
             if m.inst[I_LIVE, inst] == 0:
                 _destroy(m, pol, inst, now)
+        elif pol[PO_DESTROY_WITH_MEMCG]:
+            continue  # below, once every cache of the memcg is done
         elif m.inst[I_NR_PAGES, inst] == 0:
             # Destruction work found the cache empty: process context, no free in flight.
             if pol[PO_DESTROY_NO_PAGES] == DESTROY_FROM_FREE_PATH:
                 _destroy(m, pol, inst, now)
             else:
                 _destroy_after_gp(m, pol, inst, now)
+    if pol[PO_REPOINT]:
+        _repoint_caches(m, memcg)
+    if pol[PO_DESTROY_WITH_MEMCG] and m.memcg[M_PAGES, memcg] == 0:
+        _release_memcg_caches(m, pol, memcg, now)
 
 
 @njit(cache=True, nogil=True, _nrt=False)
@@ -369,14 +518,19 @@ def _run_timers(m: Model, pol, t: int) -> None:
     while m.ctr[C_NEXT_TICK] < t:
         tick = m.ctr[C_NEXT_TICK]
         _advance(m, pol, tick)
+        m.ctr[C_CUR_CPU] = 0  # the reaper's work item
         _reap(m, pol, tick)
+        _update_peaks(m)
         m.ctr[C_NEXT_TICK] = tick + period
 
 
 @njit(cache=True, nogil=True, _nrt=False, inline="always")
 def _stock_drain(m: Model, cpu: int) -> None:
-    if m.stock[0, cpu] >= 0 and m.stock[1, cpu] > 0:
-        m.ctr[C_ATOMIC] += 1  # pages uncharged, rest to objcg->nr_charged_bytes
+    """``drain_obj_stock()``: whole pages go back through the memcg stock of the objcg's
+    current owner; the sub-page rest stays in ``objcg->nr_charged_bytes``."""
+    memcg = m.stock[0, cpu]
+    if memcg >= 0 and m.stock[1, cpu] >= PAGE_SIZE:
+        refill_stock(m, _online_ancestor(m, memcg), m.stock[1, cpu] // PAGE_SIZE)
     m.stock[0, cpu] = -1
     m.stock[1, cpu] = 0
 
@@ -393,7 +547,7 @@ def _stock_charge(m: Model, cpu: int, memcg: int, size: int) -> None:
         _stock_drain(m, cpu)
         m.stock[0, cpu] = memcg
     pages = (size - m.stock[1, cpu] + PAGE_SIZE - 1) // PAGE_SIZE
-    m.ctr[C_ATOMIC] += 1  # page_counter charge
+    try_charge(m, memcg, pages)  # obj_cgroup_charge_pages(): through the memcg stock
     m.stock[1, cpu] += pages * PAGE_SIZE - size
 
 
@@ -405,7 +559,7 @@ def _stock_uncharge(m: Model, cpu: int, memcg: int, size: int) -> None:
         m.stock[0, cpu] = memcg
     m.stock[1, cpu] += size
     if m.stock[1, cpu] > PAGE_SIZE:
-        m.ctr[C_ATOMIC] += 1
+        refill_stock(m, _online_ancestor(m, memcg), m.stock[1, cpu] // PAGE_SIZE)
         m.stock[1, cpu] &= PAGE_SIZE - 1
 
 
@@ -428,6 +582,8 @@ def _free(m: Model, pol, slot: int, cpu: int, now: int) -> None:
     if memcg != 0 and pol[PO_OBJCG]:
         _stock_uncharge(m, cpu, memcg, size + OBJCG_PTR_BYTES)
         m.ctr[C_ATOMIC if m.memcg[M_STATE, memcg] != MS_ONLINE else C_PERCPU] += 1
+    if memcg != 0 and m.memcg[M_STATE, memcg] != MS_ONLINE:
+        mark_object_dead(m, s, -1)
     free_object(m, s, cpu, pol[PO_ERA], per_memcg and pol[PO_TRACK_FULL] != 0)
     m.inst[I_LIVE, inst] -= 1
     if memcg != 0:
@@ -444,12 +600,19 @@ def _free(m: Model, pol, slot: int, cpu: int, now: int) -> None:
     if pol[PO_DESTROY_LAST_OBJECT]:
         if m.inst[I_LIVE, inst] == 0:
             _destroy(m, pol, inst, now)  # percpu_ref release: the ref covered the free
+    elif pol[PO_DESTROY_WITH_MEMCG]:
+        g = m.inst[I_MEMCG, inst]
+        if m.memcg[M_PAGES, g] == 0:
+            _release_memcg_caches(m, pol, g, now)
     elif m.inst[I_NR_PAGES, inst] == 0 and pol[PO_DESTROY_NO_PAGES] != DESTROY_NEVER:
-        if pol[PO_DESTROY_NO_PAGES] == DESTROY_FROM_FREE_PATH:
+        how = pol[PO_DESTROY_NO_PAGES]
+        if how == DESTROY_FROM_FREE_PATH:
             m.ctr[C_UNSAFE_DESTROY] += 1
             _destroy(m, pol, inst, now)
-        else:
+        elif how == DESTROY_AFTER_GP:
             _destroy_after_gp(m, pol, inst, now)
+        else:
+            _destroy(m, pol, inst, now)  # the page ref's release: it covered the free
 
 
 @njit(cache=True, nogil=True, _nrt=False, inline="always")
@@ -466,6 +629,8 @@ def _alloc(m: Model, pol, key, cache: int, memcg: int, cpu: int, now: int) -> No
     size = m.geom[G_SIZE, cache]
     if per_memcg and pol[PO_OBJECT_REF]:
         m.ctr[C_PERCPU] += 1
+    if per_memcg and pol[PO_PAGE_REF]:
+        m.ctr[C_PERCPU] += 2  # memcg_kmem_get_cache() tryget, memcg_kmem_put_cache() put
     if memcg != 0 and pol[PO_OBJCG]:
         _stock_charge(m, cpu, memcg, size + OBJCG_PTR_BYTES)
         m.ctr[C_PERCPU] += 1  # obj_cgroup_get()
@@ -519,6 +684,7 @@ def run_events(m: Model, pol, ts, kind, cpu, ptr, cache, memcg, aux, aux2, start
             t = m.ctr[C_LAST_TS]
         _run_timers(m, pol, t)
         _advance(m, pol, t)
+        m.ctr[C_CUR_CPU] = cpu[i]
         k = kind[i]
         if k == K_ALLOC:
             if cache[i] < 0 or ptr[i] == 0:
@@ -551,6 +717,7 @@ def run_events(m: Model, pol, ts, kind, cpu, ptr, cache, memcg, aux, aux2, start
             m.ctr[C_LOST_EVENTS] += aux[i]
         elif k == K_SLAB_SAMPLE:
             _pair_slab_sample(m, cache[i], aux[i], aux2[i], t)
+        _update_peaks(m)
     return n, NEED_NOTHING
 
 

@@ -29,11 +29,18 @@ PO_OBJCG = 11  # 5.9+: per-object obj_cgroup charge, stock and refcount
 # Allocator and clocks.
 PO_ERA = 12
 PO_SAMPLE_STEP_NS = 13
-NPO = 14
+# Added for issue 9 (appended: indices are positions in the vector).
+PO_DESTROY_WITH_MEMCG = 14  # v4.0 Way #1: dead caches destroyed together at css free
+PO_SYNC_IPI = 15  # v4.0: deactivation synchronised by kick_all_cpus_sync (IPI all CPUs)
+PO_REPOINT = 16  # v5.3: re-point the dead caches (and their charge) to the parent
+PO_PAGE_REF = 17  # v5.3: percpu_ref counting the cache's slab pages (+tryget per alloc)
+PO_REPARENT_EMPTIES = 18  # Way #3: empty slabs move too; the parent's min_partial rules
+NPO = 19
 
 DESTROY_NEVER = 0
 DESTROY_FROM_FREE_PATH = 1  # 3.14: queued from inside the free, no grace period (unsafe)
 DESTROY_AFTER_GP = 2  # Way #1 as proposed: after the frees in flight drain (1 GP)
+DESTROY_BY_REF = 3  # v5.3: the page-counting percpu_ref's release; safe, no extra GP
 # A shrink at offline or by the reaper that leaves a dead cache empty always destroys it,
 # from process context after a grace period: that is DESTROY_NEVER's only way out.
 

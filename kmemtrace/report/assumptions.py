@@ -34,8 +34,15 @@ def assumptions(era: str, kernel_release: str) -> list[str]:
         "(the kernel creates them asynchronously).",
         "Frees of objects allocated before recording began are counted, not guessed.",
         "Destroy latency is measured from memcg offline to cache destroy.",
-        "obj_cgroup has no per-memcg caches, so its pinned pages are 0 by definition; "
-        "what lingers is the obj_cgroup.",
+        "Objects keep the memcg they were charged to at allocation: reparenting moves the "
+        "charge, not the object's origin, so stranded memory counts dead memcgs' objects "
+        "in any cache instance, shared caches included.",
+        "A dying memcg is one held after offline by the era's rule: charged slab pages "
+        "before v5.3 (current, way1, way2, way4; way3 moves them to the parent), its "
+        "caches in v5.3-v5.8 (reparent re-points them at offline), its obj_cgroups from "
+        "v5.9 (re-pointed at offline).",
+        "The 'instances' rows count dead per-memcg cache instances, which objcg does not "
+        "have: they are no verdict across designs.",
         "Costs are event counts, not time.",
     ]
     if recorded_with_objcg(kernel_release):

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from kmemtrace.metrics import StrategyMetrics, compute_metrics, destroy_latencies_s, series
+from kmemtrace.report.assumptions import assumptions
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,14 @@ class Comparison:
     # the memcg offline moments in s since the trace's start: what the plots draw.
     latencies_s: dict[str, np.ndarray] = field(default_factory=dict)
     offline_s: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    # What this replay assumed beyond the model's standing assumptions (struct sizes,
+    # accounting scope, context rule): said next to them in every report.
+    notes: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()  # what the trace cannot support for this replay
+
+    @property
+    def assumptions(self) -> list[str]:
+        return assumptions(self.era, self.facts.kernel_release) + list(self.notes)
 
     @classmethod
     def from_replay(cls, result) -> "Comparison":
@@ -89,4 +98,6 @@ class Comparison:
             series={run.strategy.name: series(run) for run in result.runs},
             latencies_s={run.strategy.name: destroy_latencies_s(run) for run in result.runs},
             offline_s=(result.offline_ns - trace.start_ns) / 1e9,
+            notes=tuple(result.notes),
+            warnings=tuple(result.warnings),
         )

@@ -17,8 +17,11 @@ _SUFFIXES = ("", "k", "M", "G", "T")
 
 # Rows where less is plainly better; caches_created/destroyed and the trace group describe
 # the workload rather than judge a strategy, and the objcg stock rate has a single value.
-_UNRANKED = {"caches_created", "caches_destroyed", "objcg_stock_hit_pct"}
-_RANKED_GROUPS = ("pinned", "caches", "cost", "safety")
+_UNRANKED = {"caches_created", "caches_destroyed", "objcg_stock_hit_pct",
+             "memcg_stock_hit_pct", "destroyed_at_offline",
+             "destroyed_later"}
+_RANKED_GROUPS = ("footprint", "stranded", "waste", "metadata", "dying", "destroy",
+                  "instances", "cost", "safety")
 LOWER_IS_BETTER = frozenset(
     name for group in _RANKED_GROUPS for name in metric_fields(group) if name not in _UNRANKED
 )

@@ -11,7 +11,6 @@ from html import escape
 
 from kmemtrace import __version__
 from kmemtrace.metrics import field_info, metric_fields
-from kmemtrace.report.assumptions import assumptions
 from kmemtrace.report.comparison import Comparison
 from kmemtrace.report.format import best_columns, humanise, params_line
 from kmemtrace.report.text import GROUPS
@@ -35,7 +34,10 @@ pre { font-size: 0.85em; background: #f7f7f7; padding: 0.8em; overflow-x: auto; 
 
 _BEST = ' class="best"'
 _CHART_CAPTIONS = {
-    "pinned_pages": "Pinned pages of offline memcgs over time; dashed: the share in empty "
+    "fair_metrics": "Slab footprint, stranded memory, metadata kept alive and dying "
+                    "memcgs over time: defined alike for every strategy.",
+    "pinned_pages": "Pages of dead per-memcg cache instances over time (designs without "
+                    "such instances have none); dashed: the share in empty "
                     "slabs; ticks on the time axis: memcg offline moments.",
     "dead_caches": "Dead cache instances alive, and slab pages of all caches, over time.",
     "destroy_latency": "Offline → destroy latency per dead cache; the hatched bar counts "
@@ -141,5 +143,5 @@ def _figure(stem: str, png: bytes) -> str:
 
 def _assumptions(cmp: Comparison) -> str:
     items = "".join(f"<li>{escape(s)}</li>"
-                    for s in assumptions(cmp.era, cmp.facts.kernel_release))
+                    for s in cmp.assumptions)
     return f"<ul>{items}</ul>"

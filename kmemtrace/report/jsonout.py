@@ -1,7 +1,8 @@
 """The comparison as JSON: exact values, the assumptions and the time series.
 
 Named ``jsonout`` so it does not shadow the standard library's ``json``. The layout is
-``{"kmemtrace_version", "trace", "era", "assumptions", "strategies", "series"}``, with
+``{"kmemtrace_version", "trace", "era", "assumptions", "warnings", "strategies",
+"series"}``, with
 one ``StrategyMetrics.to_dict()`` per strategy and, under ``series``, a shared ``t_s``
 axis (seconds since the trace's start) plus each strategy's sampled series.
 """
@@ -10,7 +11,6 @@ import json
 import math
 
 from kmemtrace import __version__
-from kmemtrace.report.assumptions import assumptions
 from kmemtrace.report.comparison import Comparison
 
 
@@ -21,7 +21,8 @@ def to_json(cmp: Comparison) -> dict:
         "trace": {"path": f.path, "source": f.source, "kernel": f.kernel, "events": f.events,
                   "start_ns": f.start_ns, "end_ns": f.end_ns, "lost": f.lost},
         "era": cmp.era,
-        "assumptions": assumptions(cmp.era, f.kernel_release),
+        "assumptions": cmp.assumptions,
+        "warnings": list(cmp.warnings),
         "strategies": [_json_safe(m.to_dict()) for m in cmp.metrics],
         "series": {"t_s": cmp.t_s.tolist(),
                    **{name: {k: v.tolist() for k, v in by_name.items()}

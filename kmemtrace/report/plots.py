@@ -23,7 +23,8 @@ from kmemtrace.strategies import REGISTRY
 DPI = 110
 _WIDE = (9, 4.5)
 # The percentage has no common scale with the counts beside it.
-COST_METRICS = tuple(n for n in metric_fields("cost") if n != "objcg_stock_hit_pct")
+COST_METRICS = tuple(n for n in metric_fields("cost") if not n.endswith("_pct"))
+_MIB = 1 << 20
 
 
 def _figure(figsize: tuple[float, float], rows: int = 1) -> tuple[Figure, object]:
@@ -36,6 +37,26 @@ def colour(strategy: str) -> str:
     """The strategy's colour in every chart: its index in the registry, in matplotlib's cycle."""
     names = list(REGISTRY)
     return f"C{names.index(strategy) % 10}" if strategy in names else "grey"
+
+
+def fair_figure(cmp: Comparison) -> Figure:
+    """The metrics defined alike for every strategy, over trace time, one panel each."""
+    panels = (("footprint (MiB)", lambda s: s["total_pages"] * 4096 / _MIB),
+              ("stranded (MiB)", lambda s: s["stranded_bytes"] / _MIB),
+              ("metadata kept alive (MiB)", lambda s: s["metadata_bytes"] / _MIB),
+              ("dying memcgs", lambda s: s["dying_memcgs"]))
+    fig, axes = _figure((9, 9), rows=len(panels))
+    for ax, (label, value) in zip(axes, panels, strict=True):
+        for name, s in cmp.series.items():
+            ax.plot(cmp.t_s, value(s), color=colour(name), label=name)
+        ax.set(ylabel=label)
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+    axes[0].set_title("Slab footprint, stranded memory, metadata and dying memcgs")
+    axes[0].legend(fontsize="small", ncol=4)
+    axes[-1].set(xlabel="trace time (s)")
+    fig.tight_layout()
+    return fig
 
 
 def pinned_figure(cmp: Comparison) -> Figure:
@@ -52,7 +73,7 @@ def pinned_figure(cmp: Comparison) -> Figure:
         ax.plot(cmp.offline_s, np.zeros(len(cmp.offline_s)), linestyle="none", marker="|",
                 markersize=12, color="black", alpha=0.5,
                 transform=ax.get_xaxis_transform(), label="memcg offline", clip_on=False)
-    ax.set(title="Slab pages pinned by offline memcgs", xlabel="trace time (s)",
+    ax.set(title="Pages of dead per-memcg cache instances", xlabel="trace time (s)",
            ylabel="pinned pages (pages)")
     ax.set_ylim(bottom=0)
     ax.legend(fontsize="small", ncol=2)
@@ -149,7 +170,8 @@ def cost_figure(cmp: Comparison) -> Figure:
 
 
 # File stem -> chart, in the order a reader should see them.
-CHARTS = {"pinned_pages": pinned_figure, "dead_caches": caches_figure,
+CHARTS = {"fair_metrics": fair_figure, "pinned_pages": pinned_figure,
+          "dead_caches": caches_figure,
           "destroy_latency": latency_figure, "hot_path_cost": cost_figure}
 
 

@@ -17,7 +17,6 @@ from rich.table import Table
 from rich.text import Text
 
 from kmemtrace.metrics import field_info, metric_fields
-from kmemtrace.report.assumptions import assumptions
 from kmemtrace.report.comparison import Comparison
 from kmemtrace.report.format import best_columns, humanise, params_line
 from kmemtrace.report.text import BEST_MARK, GROUPS
@@ -51,6 +50,7 @@ def header(cmp: Comparison) -> Panel:
     if f.is_emulated_vm:
         lines.append(Text("warning: recorded in an emulated VM; times are not real-time",
                           style="yellow"))
+    lines += [Text(f"warning: {w}", style="yellow") for w in cmp.warnings]
     return Panel(Group(*lines), title="kmemtrace replay", title_align="left", expand=False)
 
 
@@ -113,6 +113,6 @@ def assumptions_block(cmp: Comparison) -> RenderableType:
     bullets = Table.grid(padding=(0, 1))
     bullets.add_column(style="dim")
     bullets.add_column(style="dim")
-    for sentence in assumptions(cmp.era, cmp.facts.kernel_release):
+    for sentence in cmp.assumptions:
         bullets.add_row("•", sentence)
     return Group(Text("Assumptions", style="bold"), bullets)

@@ -10,12 +10,13 @@ import textwrap
 from pathlib import PurePath
 
 from kmemtrace.metrics import metric_fields
-from kmemtrace.report.assumptions import assumptions
 from kmemtrace.report.comparison import Comparison
 from kmemtrace.report.format import best_columns, humanise, params_line, unit
 
 WIDTH = 72
-GROUPS = ("pinned", "caches", "churn", "cost", "safety", "trace")
+# The fair metrics first: they mean the same for every strategy (docs/replay.md).
+GROUPS = ("footprint", "stranded", "waste", "metadata", "dying", "destroy", "instances",
+          "churn", "cost", "safety", "trace")
 BEST_MARK = "*"
 _INDENT = "  "
 
@@ -47,6 +48,8 @@ def _header(cmp: Comparison) -> str:
     if f.is_emulated_vm:
         lines += _wrap("warning: recorded in an emulated VM; times are not real-time",
                        "", "  ")
+    for warning in cmp.warnings:
+        lines += _wrap(f"warning: {warning}", "", "  ")
     return "\n".join(lines)
 
 
@@ -90,6 +93,6 @@ def _blocks(cmp: Comparison) -> list[str]:
 
 def _assumptions(cmp: Comparison) -> str:
     lines = ["Assumptions:"]
-    for sentence in assumptions(cmp.era, cmp.facts.kernel_release):
+    for sentence in cmp.assumptions:
         lines += _wrap(sentence, "- ", "  ")
     return "\n".join(lines)

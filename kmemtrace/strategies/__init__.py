@@ -2,11 +2,12 @@
 
 from kmemtrace.errors import UsageError
 from kmemtrace.params import resolve_params
-from kmemtrace.strategies import current, objcg, way1, way2, way3, way4
+from kmemtrace.strategies import current, objcg, reparent, way1, way2, way3, way4
 from kmemtrace.strategies.base import Strategy
 
 REGISTRY: dict[str, Strategy] = {
-    mod.STRATEGY.name: mod.STRATEGY for mod in (current, way1, way2, way3, way4, objcg)
+    mod.STRATEGY.name: mod.STRATEGY
+    for mod in (current, way1, way2, way3, way4, reparent, objcg)
 }
 
 

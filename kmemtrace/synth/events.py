@@ -6,6 +6,11 @@ makes the integer timestamps strictly increasing. Pointers are unique
 per object, in a per-cache address region, so no two live objects ever share one; FREEs of
 objects allocated before the trace use a disjoint region, as the kernel's pre-existing
 objects would.
+
+Contexts (``ctx``): frees that run on another CPU than the allocation (and frees of
+pre-existing objects) are RCU/softirq frees, as ~30 % of real frees are; a small share of
+allocations run in softirq or hardirq context, which no kernel charges to the interrupted
+task's memcg, so replay's context rule is exercised. Everything else runs in a task.
 """
 
 import numpy as np
@@ -17,6 +22,7 @@ from kmemtrace.trace.schema import (
     COLUMNS,
     GFP_ACCOUNT,
     ROOT_MEMCG_ID,
+    EventContext,
     EventKind,
     OfflineSource,
     PressureKind,
@@ -30,6 +36,8 @@ DIRECT_MAP = 0xFFFF_8880_0000_0000  # x86-64 direct map, where slab objects live
 REGION_SHIFT = 36  # 64 GiB of addresses per cache
 PREEXISTING_OFFSET = 1 << 35  # upper half of a cache's region: objects from before the trace
 RELEASE_DELAY_MEAN_NS = 50_000_000  # css free runs after an RCU grace period and a work item
+SOFTIRQ_ALLOC_SHARE = 0.008  # allocations from softirq (network RX, timers, RCU) ...
+HARDIRQ_ALLOC_SHARE = 0.002  # ... and from hardirq handlers
 
 _SIZES = np.array([c.size for c in CACHES], dtype=np.int64)
 
@@ -76,6 +84,19 @@ class _Segment:
         self.kind = kind
         self.t = t[order]
         self.cols = {name: np.asarray(c)[order] for name, c in cols.items()}
+
+
+def _mark_contexts(rng: np.random.Generator, segments: list[_Segment]) -> None:
+    """Drawn after every other column, so the rest of a seed's trace does not change."""
+    for s in segments:
+        ctx = np.full(len(s.t), EventContext.TASK, np.uint8)
+        if s.kind == EventKind.FREE:
+            ctx[s.cols.get("pid", np.zeros(len(s.t))) == 0] = EventContext.SOFTIRQ
+        elif s.kind == EventKind.ALLOC:
+            u = rng.random(len(s.t))
+            ctx[u < SOFTIRQ_ALLOC_SHARE + HARDIRQ_ALLOC_SHARE] = EventContext.SOFTIRQ
+            ctx[u < HARDIRQ_ALLOC_SHARE] = EventContext.HARDIRQ
+        s.cols["ctx"] = ctx
 
 
 def assemble(
@@ -131,6 +152,7 @@ def assemble(
         _Segment(EventKind.MEMCG_RELEASE, release_t[released], memcg_id=plan.ids[released],
                  cpu=rng.integers(0, ncpus, size=len(released))),
     ]
+    _mark_contexts(rng, segments)
     t = np.concatenate([s.t for s in segments])
     order = np.argsort(t, kind="stable")
     total = len(t)
