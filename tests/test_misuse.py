@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from kmemtrace.errors import UsageError
+from kmemtrace.report.plots import CHARTS
 
 from conftest import run_cli
 
@@ -122,4 +123,4 @@ def test_every_readme_command_without_root_runs(capsys, tmp_path):
     for args in commands:
         rc, out, err = run_cli(capsys, *args)
         assert rc == 0 and "Traceback" not in out + err, (args, err)
-    assert len(os.listdir(tmp_path / "plots")) == 4
+    assert sorted(os.listdir(tmp_path / "plots")) == sorted(f"{s}.png" for s in CHARTS)
