@@ -198,3 +198,23 @@ def test_objcg_recording_kernel_is_called_out(release, objcg):
 def test_assumptions_name_the_era(era):
     assert any(ERAS[era].summary in s for s in assumptions(era, "synthetic"))
 
+
+
+def test_replay_counts_memcgs_where_info_does(trace_builder):
+    """A trace that lost MKDIRs: memcg 300 only goes offline, memcg 400 only allocates.
+
+    Known memcgs (hand count): 100 and 200 (mkdir'ed) + 300 (offlined): 3. Memcg 400 has no
+    life-cycle row and is not in meta.json, so neither count includes it.
+    """
+    from kmemtrace.trace.summary import summarize
+
+    tb = trace_builder()
+    tb.cache()
+    tb.memcgs = [{"id": 1, "parent": 0, "path": "/", "level": 0}]
+    tb.mkdir(0, 100)
+    tb.mkdir(0, 200)
+    tb.alloc(10, 0x1000, 400)
+    tb.offline(SEC, 300)
+    trace = open_trace(tb.write(end_ns=2 * SEC))
+    cmp = Comparison.from_replay(replay(trace, select("all", {}), samples=5))
+    assert summarize(trace)["memcgs"]["known"] == cmp.facts.memcgs == 3
