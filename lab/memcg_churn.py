@@ -5,12 +5,12 @@
 makes N memcgs under DIR in a burst (one ``mkdir`` command for all, then one ``rmdir``), then
 N more in a loop (mkdir, rmdir, one at a time). Into every EVERY-th memcg of each phase a
 forked child moves itself ("0" into cgroup.procs, as container runtimes do) and allocates
-accounted objects (socket pairs, tmpfs files) before it exits. Prints one JSON object: the
-ids (directory inode = kernfs id) of every memcg made, and of those that had a task.
+accounted objects (socket pairs, tmpfs files) before it exits. Prints the ids (directory
+inode = kernfs id) of every memcg made, and of those that had a task, as lines of at most
+100 ids ("made ID...", "tasked ID...": short lines survive a VM console); see parse().
 Runs on cgroup v1 and v2, the host's python3 or the lab guest's (stdlib only).
 """
 
-import json
 import os
 import socket
 import subprocess
@@ -74,7 +74,19 @@ def main() -> None:
             allocate_in(memcg)
             tasked.append(made[-1])
         memcg.rmdir()
-    print(json.dumps({"made": made, "tasked": tasked}), flush=True)
+    for name, ids in (("made", made), ("tasked", tasked)):
+        for i in range(0, len(ids), 100):
+            print(name, *ids[i:i + 100], flush=True)
+
+
+def parse(output: str) -> dict[str, list[int]]:
+    """The ids main() printed, from any text holding its lines (stdout, a console log)."""
+    found: dict[str, list[int]] = {"made": [], "tasked": []}
+    for line in output.splitlines():
+        words = line.split()
+        if words and words[0] in found and all(w.isdigit() for w in words[1:]):
+            found[words[0]] += [int(w) for w in words[1:]]
+    return found
 
 
 if __name__ == "__main__":

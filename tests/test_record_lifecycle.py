@@ -7,7 +7,6 @@ shortfall must be in LOST), and bpftrace counting accounted allocations per memc
 kmem tracepoints (tracefs, not our raw tracepoints), which must equal the trace's ALLOCs.
 """
 
-import json
 import os
 import signal
 import subprocess
@@ -21,6 +20,7 @@ import pytest
 from kmemtrace.record.btf import Btf
 from kmemtrace.trace.reader import open_trace
 from kmemtrace.trace.schema import EventKind, LostReason
+from lab.memcg_churn import parse as parse_churn
 
 pytestmark = pytest.mark.root
 
@@ -99,7 +99,7 @@ def churn(parent: Path) -> dict:
     res = subprocess.run(["/usr/bin/python3", str(CHURN), str(parent), str(N), str(EVERY)],
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
-    return json.loads(res.stdout.splitlines()[-1])
+    return parse_churn(res.stdout)
 
 
 def lifecycle_loss(meta: dict) -> int:
@@ -206,7 +206,7 @@ def test_in_memcg_follows_the_workload_into_memcgs_it_makes(tmp_path, follow):
         bt.send_signal(signal.SIGINT)
         counts = parse_counts(bt.communicate(timeout=60)[0])
     assert res.returncode == 0, res.stderr[-3000:]
-    made = json.loads(res.stdout.splitlines()[-1])
+    made = parse_churn(res.stdout)
     trace = open_trace(out)
     df = trace.to_pandas()
     ids = np.array(made["made"], np.uint64)
