@@ -224,3 +224,27 @@ def test_in_memcg_follows_the_workload_into_memcgs_it_makes(tmp_path, follow):
     for memcg_id in made["tasked"]:
         assert counts[memcg_id] >= 40
         assert got.get(memcg_id, 0) == (counts[memcg_id] if follow else 0), memcg_id
+
+
+def test_two_recorders_at_once_keep_to_their_own_memcgs(tmp_path):
+    """Issue 10 item 5: each --in-memcg trace holds its own memcg's rows, not the other's."""
+    script = "import time, os; time.sleep(4); os.listdir('/')"
+    procs = []
+    for name in ("a", "b"):
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "kmemtrace", "record", "-o", str(tmp_path / name),
+             "--in-memcg", "--grace", "1s", "--", "/usr/bin/python3", "-c", script],
+            stderr=subprocess.PIPE, text=True, env=ENV))
+    for p in procs:
+        assert p.wait(300) == 0, p.stderr.read()[-3000:]
+    own = {}  # each recorder names its memcg kmemtrace-<its pid>-<hex>
+    for name, p in zip(("a", "b"), procs, strict=True):
+        own[name] = next(m["id"] for m in open_trace(tmp_path / name).meta["memcgs"]
+                         if m["path"].startswith(f"/kmemtrace-{p.pid}-"))
+    for name in ("a", "b"):
+        df = open_trace(tmp_path / name).to_pandas()
+        rows = df[df.kind.isin([int(k) for k in LIFECYCLE_KINDS])]
+        assert set(rows.memcg_id.tolist()) == {own[name]}, name
+        assert set(rows.kind.tolist()) >= {EventKind.MEMCG_MKDIR, EventKind.MEMCG_OFFLINE,
+                                           EventKind.ATTACH}
+    assert own["a"] != own["b"]
