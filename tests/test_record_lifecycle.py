@@ -248,3 +248,35 @@ def test_two_recorders_at_once_keep_to_their_own_memcgs(tmp_path):
         assert set(rows.kind.tolist()) >= {EventKind.MEMCG_MKDIR, EventKind.MEMCG_OFFLINE,
                                            EventKind.ATTACH}
     assert own["a"] != own["b"]
+
+
+def test_cgroup_follow_tasks_takes_tasks_already_there(tmp_path):
+    """--cgroup X --follow-tasks: a task in X before the recording starts is followed into
+    the memcgs it makes at the root (the initial set comes from X's `tasks` file)."""
+    memcg = MEMCG / f"kmt-lc-follow-{os.getpid()}"
+    memcg.mkdir()
+    procs = memcg / "cgroup.procs"
+    work = subprocess.Popen(
+        ["/bin/sh", "-c",
+         f"echo 0 > {procs}; read go; exec /usr/bin/python3 {CHURN} {MEMCG} 20 10"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    out = tmp_path / "trace"
+    rec = subprocess.Popen([sys.executable, "-m", "kmemtrace", "record", "-o", str(out),
+                            "--cgroup", memcg.name, "--follow-tasks"],
+                           stderr=subprocess.PIPE, text=True, env=ENV)
+    try:
+        _wait_for(rec.stderr, "recording to", 60)
+        stdout = work.communicate("go\n", timeout=120)[0]
+        time.sleep(1)
+    finally:
+        rec.send_signal(signal.SIGINT)
+        rec_err = rec.communicate(timeout=120)[1]
+        if work.poll() is None:
+            work.kill()
+        memcg.rmdir()
+    assert work.returncode == 0 and rec.returncode == 0, rec_err[-3000:]
+    made = parse_churn(stdout)
+    df = open_trace(out).to_pandas()
+    for kind in (EventKind.MEMCG_MKDIR, EventKind.MEMCG_OFFLINE):
+        assert set(made["made"]) <= set(ids_of(df, kind).tolist()), kind.name
+    assert len(made["made"]) == 40

@@ -24,6 +24,7 @@ from kmemtrace.trace.meta import load_meta, write_meta_atomic
 GUEST_ENV = "export XDG_CACHE_HOME=/tmp/kmemtrace-cache COLUMNS=200"
 WORKDIR = "/tmp/kmemtrace-work"  # a tmpfs mounted there: the command's working directory
 WORKDIR_FS = "workdir-fs"  # in the staging folder: the guest's `stat -f` type of WORKDIR
+GUEST_SCRIPT = "guest.sh"  # in the staging folder: what the guest runs
 RECORD_LOG = "record.log"  # whole-guest mode: the recorder's stderr, shown after the command
 
 
@@ -94,7 +95,11 @@ def run_in_guest(run: LabRun, echo=None) -> tuple[int, dict]:
     stage.mkdir()
     console = run.output.with_name(run.output.name + ".console.log")
     try:
-        rc = vm.run(spec, guest_script(run, image, stage), [stage], console, echo)
+        # The script goes in a file: vng passes --exec on the kernel command line, whose
+        # 2 KiB a whole-guest script overflows (6.1 panics at boot: __fortify_strlen).
+        script = stage / GUEST_SCRIPT
+        script.write_text(guest_script(run, image, stage) + "\n")
+        rc = vm.run(spec, f"/bin/bash {shlex.quote(str(script))}", [stage], console, echo)
         trace = stage / "trace"
         if not (trace / "meta.json").exists():
             raise vm.GuestError(f"the guest recorder wrote no trace (exit status {rc})",
