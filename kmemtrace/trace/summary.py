@@ -18,6 +18,7 @@ def memcg_lifecycle(reader: TraceReader) -> dict[str, int]:
     "known" is every memcg the trace names in meta.json or in a life-cycle row (a memcg seen
     only going offline still existed), without the root, which is never charged. A trace
     that lost MKDIRs therefore shows more memcgs known than created, never two totals.
+    ``in_meta`` likewise leaves the root out.
     """
     seen = {kind: [] for kind in _LIFECYCLE}
     for cols in reader.iter_parts(columns=["kind", "memcg_id"]):
@@ -26,6 +27,7 @@ def memcg_lifecycle(reader: TraceReader) -> dict[str, int]:
     ids = {kind: np.unique(np.concatenate(seen[kind] or [np.zeros(0, np.uint64)]))
            for kind in _LIFECYCLE}
     in_meta = np.array([m["id"] for m in reader.meta.get("memcgs", [])], dtype=np.uint64)
+    in_meta = np.setdiff1d(in_meta, np.array([0, ROOT_MEMCG_ID], np.uint64))
     known = in_meta
     for kind in _LIFECYCLE:
         known = np.union1d(known, ids[kind])
