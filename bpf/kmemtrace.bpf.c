@@ -7,10 +7,12 @@
  * dereferences a kernel struct through the (possibly mismatched) installed headers.
  *
  * Required macros: KMT_OFF_CACHE_{NAME,SIZE,FLAGS}, KMT_SLAB_ACCOUNT, KMT_GFP_ACCOUNT,
- * KMT_MEMCG_ROOT, KMT_RING_PAGES, KMT_LIVE_MAX, KMT_MAX_CACHES, and either KMT_CGROUP_V2 or
- * KMT_OFF_TASK_CGROUPS, KMT_OFF_CSSSET_SUBSYS, KMT_MEMORY_CGRP_ID, KMT_OFF_CSS_CGROUP,
- * KMT_OFF_CGROUP_KN, KMT_OFF_KN_ID.
- * Optional: KMT_ALL_OBJECTS, KMT_FILTER_CGROUP, KMT_PERF, KMT_TP_<EVENT> per cgroup tracepoint,
+ * KMT_MEMCG_ROOT, KMT_RING_PAGES, KMT_CTL_PAGES, KMT_LIVE_MAX, KMT_MAX_CACHES,
+ * KMT_OFF_CSS_CGROUP, KMT_OFF_CGROUP_KN, KMT_OFF_KN_ID, KMT_OFF_CGROUP_{ROOT,LEVEL,SELF},
+ * KMT_OFF_ROOT_HIERARCHY_ID, KMT_OFF_CSS_PARENT, and either KMT_CGROUP_V2 or
+ * KMT_OFF_TASK_CGROUPS, KMT_OFF_CSSSET_SUBSYS, KMT_MEMORY_CGRP_ID.
+ * Optional: KMT_ALL_OBJECTS, KMT_FILTER_CGROUP (with KMT_SUBTREE_MAX, KMT_FOLLOW_MAX),
+ * KMT_FOLLOW_TASKS, KMT_MEMCG_FREE_PROBE, KMT_PERF, KMT_TP_<EVENT> per cgroup tracepoint,
  * and per lifecycle event (KMT_MEMCG_OFFLINE, KMT_MEMCG_FREE, KMT_CACHE_DESTROY, KMT_FREE_BULK)
  * a _TP (lab/patches tracepoint) or _FENTRY suffix: those handlers attach themselves when
  * BCC loads the program, so they exist only when the attach plan chose them. The kprobe and
@@ -28,7 +30,9 @@ BPF_PERF_OUTPUT(events);
 BPF_PERF_OUTPUT(ctl);
 #else
 BPF_RINGBUF_OUTPUT(events, KMT_RING_PAGES);
-BPF_RINGBUF_OUTPUT(ctl, 16);
+/* memcg life-cycle records: sized in user space for bursts of >= 10 000 memcg creations and
+ * removals per second (several records each) while the drain loop is busy elsewhere. */
+BPF_RINGBUF_OUTPUT(ctl, KMT_CTL_PAGES);
 #endif
 
 BPF_HASH(caches, u64, struct kmt_cache, KMT_MAX_CACHES);
@@ -41,9 +45,15 @@ BPF_PERCPU_ARRAY(lost, u64, KMT_NR_LOST);
 /* Live accounted objects: ptr -> cache_idx. Only frees of these are emitted. */
 BPF_HASH(live, u64, u32, KMT_LIVE_MAX);
 #endif
+BPF_PERCPU_ARRAY(lc_lost, u64, KMT_NR_LC_LOST);
 #ifdef KMT_FILTER_CGROUP
-/* memcg ids of the --cgroup subtree; user space adds children as they are created. */
-BPF_HASH(subtree, u64, u8, 4096);
+/* memcg ids whose tasks are recorded: user space puts in the initial subtree, the kernel adds
+ * each child at its mkdir (and, with KMT_FOLLOW_TASKS, every memcg a followed task creates or
+ * moves into) and removes a memcg at its last life-cycle event. */
+BPF_HASH(subtree, u64, u8, KMT_SUBTREE_MAX);
+/* thread ids whose cgroup mkdirs join the subtree: the recorder itself while it makes the
+ * --in-memcg memcg and, with KMT_FOLLOW_TASKS, the workload's tasks and their descendants. */
+BPF_HASH(followed, u32, u8, KMT_FOLLOW_MAX);
 #endif
 
 static __always_inline void count_lost(int reason)
@@ -342,23 +352,81 @@ int kmt_cache_create_ret(struct pt_regs *ctx)
 
 /* --- cgroup events, memory hierarchy only --- */
 
+static __always_inline void lc_count_lost(int reason)
+{
+	u64 *n = lc_lost.lookup(&reason);
+	if (n)
+		(*n)++;
+}
+
+/* A failed output is counted, never ignored: LOST reason LIFECYCLE_RING. */
 static __always_inline void cg_emit(void *ctx, struct kmt_cg_event *ev)
 {
 	ev->ts_ns = bpf_ktime_get_ns();
 	ev->cpu = bpf_get_smp_processor_id();
 #ifdef KMT_PERF
-	ctl.perf_submit(ctx, ev, sizeof(*ev));
+	if (ctl.perf_submit(ctx, ev, sizeof(*ev)))
+		lc_count_lost(KMT_LC_LOST_RING);
 #else
-	ctl.ringbuf_output(ev, sizeof(*ev), 0);
+	if (ctl.ringbuf_output(ev, sizeof(*ev), 0))
+		lc_count_lost(KMT_LC_LOST_RING);
 #endif
+}
+
+/* Is memcg `id` recorded? Always, in whole-system mode. */
+static __always_inline int recorded(u64 id)
+{
+#ifdef KMT_FILTER_CGROUP
+	return subtree.lookup(&id) != 0;
+#else
+	return 1;
+#endif
+}
+
+#ifdef KMT_FILTER_CGROUP
+static __always_inline void join_subtree(u64 id)
+{
+	u8 one = 1;
+	if (subtree.update(&id, &one))
+		lc_count_lost(KMT_LC_LOST_MAP);
+}
+
+static __always_inline void follow(u32 tid)
+{
+	u8 one = 1;
+	if (followed.update(&tid, &one))
+		lc_count_lost(KMT_LC_LOST_MAP);
+}
+
+static __always_inline int is_followed(u32 tid)
+{
+	return followed.lookup(&tid) != 0;
+}
+#endif
+
+/* The last life-cycle event of memcg `id`: it leaves the subtree (ids are never reused). */
+static __always_inline void leave_subtree(u64 id)
+{
+#ifdef KMT_FILTER_CGROUP
+	subtree.delete(&id);
+#endif
+}
+
+/* cgrp->kn->id: the cgroup directory's inode number, which is the memcg id in the trace. */
+static __always_inline u64 cgroup_id_of(u64 cgrp)
+{
+	return read_u64(read_u64(cgrp + KMT_OFF_CGROUP_KN) + KMT_OFF_KN_ID);
 }
 
 /* A memcg lifecycle record; id = css->cgroup->kn->id, the memcg directory's inode. */
 static __always_inline int memcg_event(void *ctx, u64 css, u8 kind)
 {
 	struct kmt_cg_event ev = {.kind = kind};
-	u64 kn = read_u64(read_u64(css + KMT_OFF_CSS_CGROUP) + KMT_OFF_CGROUP_KN);
-	ev.id = read_u64(kn + KMT_OFF_KN_ID);
+	ev.id = cgroup_id_of(read_u64(css + KMT_OFF_CSS_CGROUP));
+	if (!recorded(ev.id))
+		return 0;
+	if (kind == KMT_CG_FREE)
+		leave_subtree(ev.id);
 	cg_emit(ctx, &ev);
 	return 0;
 }
@@ -394,6 +462,10 @@ KFUNC_PROBE(mem_cgroup_css_free, u64 css)
 	{                                                                   \
 		struct kmt_cg_event ev = {.kind = KIND};                    \
 		ev.id = args->id;                                           \
+		if (!recorded(ev.id))                                       \
+			return 0;                                           \
+		if (KIND == KMT_CG_FREE)                                    \
+			leave_subtree(ev.id);                               \
 		ev.level = args->level;                                     \
 		cg_emit(args, &ev);                                         \
 		return 0;                                                   \
@@ -406,6 +478,34 @@ MEMCG_TP(mem_cgroup_css_offline, KMT_CG_OFFLINE)
 MEMCG_TP(mem_cgroup_css_free, KMT_CG_FREE)
 #endif
 
+/* cgroup:cgroup_mkdir as a raw tracepoint, TP_PROTO(struct cgroup *cgrp, const char *path):
+ * the cgroup itself gives the parent's id, which decides subtree membership right here, before
+ * the first task can enter the new memcg (user space would learn of it too late). */
+int kmt_cgroup_mkdir(struct bpf_raw_tracepoint_args *ctx)
+{
+	u64 cgrp = ctx->args[0];
+	int hierarchy = -1;
+	bpf_probe_read_kernel(&hierarchy, sizeof(hierarchy),
+			      (void *)(read_u64(cgrp + KMT_OFF_CGROUP_ROOT) + KMT_OFF_ROOT_HIERARCHY_ID));
+	if (hierarchy != KMT_MEMCG_ROOT)
+		return 0;
+	struct kmt_cg_event ev = {.kind = KMT_CG_MKDIR};
+	ev.id = cgroup_id_of(cgrp);
+	u64 parent_css = read_u64(cgrp + KMT_OFF_CGROUP_SELF + KMT_OFF_CSS_PARENT);
+	if (parent_css)
+		ev.parent = cgroup_id_of(read_u64(parent_css + KMT_OFF_CSS_CGROUP));
+#ifdef KMT_FILTER_CGROUP
+	if (!recorded(ev.parent) && !is_followed((u32)bpf_get_current_pid_tgid()))
+		return 0;
+	join_subtree(ev.id);
+#endif
+	bpf_probe_read_kernel(&ev.level, sizeof(ev.level), (void *)(cgrp + KMT_OFF_CGROUP_LEVEL));
+	ev.pid = bpf_get_current_pid_tgid() >> 32;
+	bpf_probe_read_kernel_str(ev.path, sizeof(ev.path), (void *)ctx->args[1]);
+	cg_emit(ctx, &ev);
+	return 0;
+}
+
 #define CG_PROBE(event, KIND)                                               \
 	TRACEPOINT_PROBE(cgroup, event)                                     \
 	{                                                                   \
@@ -413,33 +513,82 @@ MEMCG_TP(mem_cgroup_css_free, KMT_CG_FREE)
 			return 0;                                           \
 		struct kmt_cg_event ev = {.kind = KIND};                    \
 		ev.id = args->id;                                           \
+		if (!recorded(ev.id))                                       \
+			return 0;                                           \
 		ev.level = args->level;                                     \
 		TP_DATA_LOC_READ_STR(ev.path, path, sizeof(ev.path));       \
 		cg_emit(args, &ev);                                         \
 		return 0;                                                   \
 	}
 
-#ifdef KMT_TP_CGROUP_MKDIR
-CG_PROBE(cgroup_mkdir, KMT_CG_MKDIR)
-#endif
 #ifdef KMT_TP_CGROUP_RMDIR
 CG_PROBE(cgroup_rmdir, KMT_CG_RMDIR)
 #endif
+
 #ifdef KMT_TP_CGROUP_RELEASE
-CG_PROBE(cgroup_release, KMT_CG_RELEASE)
+/* the memcg's last event unless a mem_cgroup_css_free probe follows it */
+TRACEPOINT_PROBE(cgroup, cgroup_release)
+{
+	if (args->root != KMT_MEMCG_ROOT)
+		return 0;
+	struct kmt_cg_event ev = {.kind = KMT_CG_RELEASE};
+	ev.id = args->id;
+	if (!recorded(ev.id))
+		return 0;
+#ifndef KMT_MEMCG_FREE_PROBE
+	leave_subtree(ev.id);
+#endif
+	ev.level = args->level;
+	TP_DATA_LOC_READ_STR(ev.path, path, sizeof(ev.path));
+	cg_emit(args, &ev);
+	return 0;
+}
 #endif
 
 #ifdef KMT_TP_CGROUP_ATTACH_TASK
+/* A task moved (one record per thread). With KMT_FOLLOW_TASKS a followed task takes the
+ * subtree along into any non-root memcg, and a task entering the subtree becomes followed. */
 TRACEPOINT_PROBE(cgroup, cgroup_attach_task)
 {
 	if (args->dst_root != KMT_MEMCG_ROOT)
 		return 0;
 	struct kmt_cg_event ev = {.kind = KMT_CG_ATTACH};
 	ev.id = args->dst_id;
-	ev.level = args->dst_level;
 	ev.pid = args->pid;
+	int member = recorded(ev.id);
+#ifdef KMT_FOLLOW_TASKS
+	if (is_followed(ev.pid)) {
+		if (!member && args->dst_level > 0) {
+			join_subtree(ev.id);
+			member = 1;
+		}
+	} else if (member) {
+		follow(ev.pid);
+	}
+#endif
+	if (!member)
+		return 0;
+	ev.level = args->dst_level;
 	TP_DATA_LOC_READ_STR(ev.path, dst_path, sizeof(ev.path));
 	cg_emit(args, &ev);
+	return 0;
+}
+#endif
+
+#ifdef KMT_FOLLOW_TASKS
+/* Children of followed tasks (threads included) are followed; exits end it. */
+TRACEPOINT_PROBE(sched, sched_process_fork)
+{
+	u32 parent = args->parent_pid;
+	if (is_followed(parent))
+		follow(args->child_pid);
+	return 0;
+}
+
+TRACEPOINT_PROBE(sched, sched_process_exit)
+{
+	u32 tid = args->pid;
+	followed.delete(&tid);
 	return 0;
 }
 #endif

@@ -32,6 +32,12 @@
 #define KMT_LOST_LIVE_MAP 1
 #define KMT_NR_LOST 2
 
+/* Per-CPU life-cycle loss counters: index into the `lc_lost` array. User space maps them to
+ * LostReason LIFECYCLE_RING and LIFECYCLE_MAP (kept apart from `lost`, the hot path's). */
+#define KMT_LC_LOST_RING 0     /* a cgroup record the ctl ring (or perf buffer) refused */
+#define KMT_LC_LOST_MAP 1      /* the subtree or followed-task map was full */
+#define KMT_NR_LC_LOST 2
+
 #define KMT_SIZE_MASK 0x00ffffffu /* KMALLOC_MAX_SIZE is 4 MiB on x86: 24 bits suffice */
 #define KMT_CG_PATH_LEN 256
 #define KMT_CACHE_NAME_LEN 32
@@ -50,6 +56,7 @@ struct kmt_event {
 struct kmt_cg_event {
 	__u64 ts_ns;
 	__u64 id;         /* cgroup id (kernfs id) */
+	__u64 parent;     /* MKDIR: the parent cgroup's id, read in the kernel */
 	__u32 pid;        /* ATTACH: the task moved */
 	__s32 level;
 	__u16 cpu;

@@ -12,13 +12,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from kmemtrace.lab import LabError
 from kmemtrace.lab.build import apply_patches
 from kmemtrace.lab.images import patch_entries
 from kmemtrace.trace.reader import open_trace
-from kmemtrace.trace.schema import EventKind, OfflineSource
+from kmemtrace.trace.schema import EventKind, LostReason, OfflineSource
+from lab.memcg_churn import parse as parse_churn
 
 pytestmark = pytest.mark.root
 
@@ -33,14 +35,31 @@ def lab(*args, timeout=900, env=ENV) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, env=env, timeout=timeout)
 
 
+MEMCG_CHURN = REPO / "lab" / "memcg_churn.py"
+CHURN_N, CHURN_EVERY = 50, 25  # memcgs per phase (burst, loop); a task in every 25th
+
+
 @pytest.fixture(scope="module", params=["auto", "kprobe"])
 def stock_trace(request, tmp_path_factory):
-    """One guest boot per lifecycle mode: auto picks fentry on 6.1, then forced kprobes."""
+    """One guest boot per lifecycle mode: auto picks fentry on 6.1, then forced kprobes.
+
+    The workload: churn.sh in the recorder's memcg, then memcg_churn.py making memcgs at the
+    guest's cgroup root (outside that memcg), which the recorder follows its tasks into.
+    """
     out = tmp_path_factory.mktemp(f"lab-{request.param}") / "trace"
+    workload = (f"/bin/bash {CHURN} {N_FILES} && /usr/bin/python3 {MEMCG_CHURN} "
+                f"/sys/fs/cgroup {CHURN_N} {CHURN_EVERY}")
     res = lab("run", "--kernel", "stock", "-o", str(out), "--lifecycle", request.param,
-              "--grace", "2s", "--", "/bin/bash", str(CHURN), str(N_FILES))
+              "--grace", "5s", "--", "/bin/bash", "-c", workload)
     assert res.returncode == 0, res.stderr[-3000:]
     return request.param, open_trace(out), res
+
+
+def churned(trace) -> dict[str, list[int]]:
+    """The ids memcg_churn.py printed (on the guest console)."""
+    made = parse_churn(Path(trace.meta["lab"]["console"]).read_text(errors="replace"))
+    assert len(made["made"]) == 2 * CHURN_N, "the console lost some of the workload's lines"
+    return made
 
 
 def test_trace_says_it_was_emulated(stock_trace):
@@ -88,7 +107,8 @@ def test_cgroup_v2_attribution(stock_trace):
     assert trace.meta["kernel"]["cgroup"] == "v2"
     assert "-DKMT_CGROUP_V2" in trace.meta["record"]["cflags"]
     allocs = df[df.kind == EventKind.ALLOC]
-    assert len(allocs) and (allocs.memcg_id == memcg["id"]).all()  # the subtree filter
+    followed = {memcg["id"], *churned(trace)["made"]}
+    assert len(allocs) and allocs.memcg_id.isin(followed).all()  # the subtree filter
     names = [c["name"] for c in trace.meta["caches"]]
     by_cache = allocs[allocs.cache_id >= 0].cache_id.map(lambda i: names[i]).value_counts()
     # SLAB_ACCOUNT caches (no __GFP_ACCOUNT at the call): one dentry per file at least
@@ -104,8 +124,8 @@ def test_alloc_free_counts_match(stock_trace):
     (lookups of the programs the script runs) stay cached, so those are bounds.
     """
     _, trace, _ = stock_trace
-    memcg, df = _workload(trace)
-    allocs = df[(df.kind == EventKind.ALLOC) & (df.memcg_id == memcg["id"])]
+    _, df = _workload(trace)
+    allocs = df[df.kind == EventKind.ALLOC]  # memcg_churn.py's tmpfs files are freed too
     frees = df[df.kind == EventKind.FREE]
     names = [c["name"] for c in trace.meta["caches"]]
     inode, dentry = names.index("shmem_inode_cache"), names.index("dentry")
@@ -124,6 +144,37 @@ def test_cache_destroy_on_module_unload(stock_trace):
     iso = destroyed[destroyed.cache_id.map(lambda i: i >= 0 and names[i] == "isofs_inode_cache")]
     assert len(iso) == 1
     assert iso.ptr.iloc[0] in set(created.ptr)  # modprobe created it in the same recording
+
+
+# --- memcg life-cycles on cgroup v2: lab/memcg_churn.py at the guest's cgroup root ----------
+
+
+def assert_every_memcg_followed(trace, made) -> None:
+    """Every MKDIR and OFFLINE (and css free of each memcg no task entered: nothing pins it)
+    is in the trace, or the shortfall in LOST; tasks moved in had their ALLOCs recorded."""
+    df = trace.to_pandas()
+    ids = np.array(made["made"], np.uint64)
+    by_reason = trace.meta["lost"]["by_reason"]
+    lost = sum(int(by_reason.get(r.name, 0))
+               for r in (LostReason.LIFECYCLE_RING, LostReason.LIFECYCLE_MAP))
+    never_tasked = np.setdiff1d(ids, np.array(made["tasked"], np.uint64))
+    for kind, want in ((EventKind.MEMCG_MKDIR, ids), (EventKind.MEMCG_OFFLINE, ids),
+                       (EventKind.MEMCG_RELEASE, never_tasked)):
+        seen = df.memcg_id[df.kind == kind].to_numpy()
+        missing = np.setdiff1d(want, seen)
+        assert len(missing) <= lost and len(missing) == 0, (kind.name, len(missing), lost)
+    assert (df.aux[df.kind == EventKind.MEMCG_OFFLINE] == OfflineSource.KPROBE).all()
+    allocs = df.memcg_id[df.kind == EventKind.ALLOC].value_counts()
+    assert all(allocs.get(m, 0) >= 40 for m in made["tasked"])  # socket pairs and files
+
+
+def test_memcgs_the_workload_makes_are_followed_on_v2(stock_trace):
+    _, trace, _ = stock_trace
+    assert trace.meta["lab"]["mode"] == "in-memcg"
+    assert trace.meta["lab"]["workdir"] == {"path": "/tmp/kmemtrace-work", "fs": "tmpfs"}
+    assert trace.meta["record"]["follow_tasks"] is True
+    assert trace.meta["record"]["lifecycle_scope"] == "subtree"
+    assert_every_memcg_followed(trace, churned(trace))
 
 
 # --- failure paths: one clear line, non-zero exit, console kept ------------------------------

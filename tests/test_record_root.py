@@ -62,8 +62,11 @@ def test_in_memcg_trace_holds_the_workload(in_memcg_trace):
     assert meta["kernel"]["btf"] and meta["kernel"]["cgroup"] in ("v1", "v2")
     plan = {p["probe"]: p for p in meta["attach_plan"]}
     assert plan["kmem:kmem_cache_alloc"]["status"] == "attached"
-    memcg = next(m for m in meta["memcgs"] if m["path"].startswith("/kmemtrace-"))
     df = trace.to_pandas()
+    # meta also lists other recorders' memcgs that existed at start: ours has its MKDIR here
+    created = set(df.memcg_id[df.kind == EventKind.MEMCG_MKDIR].tolist())
+    memcg = next(m for m in meta["memcgs"]
+                 if m["path"].startswith("/kmemtrace-") and m["id"] in created)
     assert not (df.kind == EventKind.LOST).any()
 
     allocs = df[(df.kind == EventKind.ALLOC) & (df.memcg_id == memcg["id"])]

@@ -213,3 +213,23 @@ def test_best_value_is_marked_without_colour_when_there_is_none(cmp, color_syste
         assert f"{BEST_MARK}: best (lowest) in its row" in text and marked
     else:
         assert "green: best (lowest) in its row" in text and not marked
+
+
+def test_replay_counts_memcgs_where_info_does(trace_builder):
+    """A trace that lost MKDIRs: memcg 300 only goes offline, memcg 400 only allocates.
+
+    Known memcgs (hand count): 100 and 200 (mkdir'ed) + 300 (offlined): 3. Memcg 400 has no
+    life-cycle row and is not in meta.json, so neither count includes it.
+    """
+    from kmemtrace.trace.summary import summarize
+
+    tb = trace_builder()
+    tb.cache()
+    tb.memcgs = [{"id": 1, "parent": 0, "path": "/", "level": 0}]
+    tb.mkdir(0, 100)
+    tb.mkdir(0, 200)
+    tb.alloc(10, 0x1000, 400)
+    tb.offline(SEC, 300)
+    trace = open_trace(tb.write(end_ns=2 * SEC))
+    cmp = Comparison.from_replay(replay(trace, select("all", {}), samples=5))
+    assert summarize(trace)["memcgs"]["known"] == cmp.facts.memcgs == 3

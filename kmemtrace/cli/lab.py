@@ -21,7 +21,8 @@ app.add_typer(lab, name="lab")
 
 KernelOpt = Annotated[str, typer.Option(
     "--kernel", help="'stock' (newest /boot/vmlinuz-*) or a bzImage from `lab build`.")]
-GraceOpt = Annotated[str, typer.Option(help="record --grace (guest time).")]
+GraceOpt = Annotated[str, typer.Option(
+    help="record --grace (guest time); with --whole-guest: recording after COMMAND ends.")]
 AllObjectsOpt = Annotated[bool, typer.Option("--all-objects", help="record --all-objects.")]
 LifecycleOpt = Annotated[str, typer.Option(
     help="record --lifecycle: " + " | ".join(LIFECYCLE_MODES))]
@@ -52,11 +53,27 @@ def _guest(kernel: str, memory: str, accel: str, timeout: str, boot_timeout: str
                      boot_timeout_s=parse_duration_ns(boot_timeout) / 1e9)
 
 
-def _record_args(grace: str, all_objects: bool, lifecycle: str) -> list[str]:
+def _record_args(grace: str, all_objects: bool, lifecycle: str, *, cgroup: str | None = None,
+                 follow_tasks: bool | None = None, transport: str = "auto",
+                 sample_interval: str = "1s", whole_guest: bool = False) -> list[str]:
+    """`record`'s own options, checked here so that a typo fails before a 20 s boot."""
     if lifecycle not in LIFECYCLE_MODES:
         raise UsageError(f"--lifecycle {lifecycle}: expected " + ", ".join(LIFECYCLE_MODES))
-    return ["--grace", grace, "--lifecycle", lifecycle] + (
-        ["--all-objects"] if all_objects else [])
+    if transport not in ("auto", "ringbuf", "perf"):
+        raise UsageError(f"--transport {transport}: expected auto, ringbuf or perf")
+    parse_duration_ns(sample_interval)
+    if whole_guest and follow_tasks and cgroup is None:
+        raise UsageError("--follow-tasks needs --cgroup with --whole-guest (without it every "
+                         "memcg is recorded already)")
+    args = ["--lifecycle", lifecycle, "--transport", transport,
+            "--sample-interval", sample_interval]
+    if not whole_guest:
+        args += ["--grace", grace]
+    if cgroup is not None:
+        args += ["--cgroup", cgroup]
+    if follow_tasks is not None:
+        args.append("--follow-tasks" if follow_tasks else "--no-follow-tasks")
+    return args + (["--all-objects"] if all_objects else [])
 
 
 def _guest_failure(exc: GuestError) -> None:
@@ -74,15 +91,31 @@ def run_command(
     grace: GraceOpt = "2s",
     all_objects: AllObjectsOpt = False,
     lifecycle: LifecycleOpt = "auto",
+    whole_guest: Annotated[bool, typer.Option(
+        "--whole-guest", help="Record the whole guest while COMMAND runs (plain `record`), "
+        "not only COMMAND's memcg (`record --in-memcg`).")] = False,
+    cgroup: Annotated[str | None, typer.Option(help="record --cgroup (guest path).")] = None,
+    follow_tasks: Annotated[bool | None, typer.Option(
+        "--follow-tasks/--no-follow-tasks", help="record --follow-tasks.",
+        show_default=False)] = None,
+    transport: Annotated[str, typer.Option(help="record --transport.")] = "auto",
+    sample_interval: Annotated[str, typer.Option(help="record --sample-interval.")] = "1s",
     accel: AccelOpt = "auto",
     memory: MemoryOpt = "2G",
     timeout: TimeoutOpt = "30m",
     boot_timeout: BootTimeoutOpt = "5m",
 ) -> None:
-    """Boot KERNEL in a VM, run `record --in-memcg -- COMMAND` there, bring the trace back."""
+    """Boot KERNEL in a VM, run `record --in-memcg -- COMMAND` there, bring the trace back.
+
+    The command runs in a fresh tmpfs (its working directory); paths relative to the host's
+    working directory are made absolute first.
+    """
     spec = _guest(kernel, memory, accel, timeout, boot_timeout)
-    job = LabRun(kernel, output, list(command), _record_args(grace, all_objects, lifecycle),
-                 spec)
+    args = _record_args(grace, all_objects, lifecycle, cgroup=cgroup, follow_tasks=follow_tasks,
+                        transport=transport, sample_interval=sample_interval,
+                        whole_guest=whole_guest)
+    job = LabRun(kernel, output, list(command), args, spec, whole_guest,
+                 parse_duration_ns(grace) / 1e9)
     _say(f"booting {kernel} in a VM (TCG guests run 19-53x slower than the host)")
     try:
         rc, meta = run_in_guest(job, _echo)

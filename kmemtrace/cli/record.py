@@ -49,6 +49,11 @@ def record(
         help="How memcg offline/free, cache destroy and free_bulk are caught, first that "
         "works: auto (patched tracepoint, fentry, kprobe) | fentry (fentry, kprobe) | "
         "kprobe.")] = "auto",
+    follow_tasks: Annotated[bool | None, typer.Option(
+        "--follow-tasks/--no-follow-tasks",
+        help="Follow the recorded tasks (and their children) into any memcg they create or "
+        "move to, wherever it is. Default: on with --in-memcg, off with --cgroup.",
+        show_default=False)] = None,
     command: Annotated[list[str] | None, typer.Argument(
         help="With --in-memcg: the command to run (after --).")] = None,
 ) -> None:
@@ -62,10 +67,14 @@ def record(
         raise UsageError("a COMMAND needs --in-memcg (record --in-memcg -o T -- COMMAND...)")
     if in_memcg and not command:
         raise UsageError("--in-memcg needs a command after --")
+    if follow_tasks and cgroup is None and not in_memcg:
+        raise UsageError("--follow-tasks needs --cgroup or --in-memcg (without them every "
+                         "memcg is recorded already)")
     opts = RecordOptions(output=output, all_objects=all_objects, cgroup=cgroup,
                          transport=transport,
                          sample_interval_s=parse_duration_ns(sample_interval) / 1e9,
-                         command=list(command or []), in_memcg=in_memcg, lifecycle=lifecycle)
+                         command=list(command or []), in_memcg=in_memcg, lifecycle=lifecycle,
+                         follow_tasks=in_memcg if follow_tasks is None else follow_tasks)
     if print_bpf:
         _print_bpf(opts)
         return
@@ -107,7 +116,8 @@ def record(
 
 
 def _run_in_memcg(rec, feats, opts, deadline, grace_s, tick) -> int:
-    memcg = FreshMemcg(feats.memcg_root)
+    with rec.creating_memcg():  # its MKDIR is recorded: it joins the subtree at mkdir
+        memcg = FreshMemcg(feats.memcg_root)
     try:
         rec.add_memcg(memcg.id, memcg.rel, memcg.level)
         if opts.cgroup is None:

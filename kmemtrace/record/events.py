@@ -37,6 +37,7 @@ EVENT_DTYPE = np.dtype([
 CG_EVENT_DTYPE = np.dtype([
     ("ts_ns", "<u8"),
     ("id", "<u8"),
+    ("parent", "<u8"),
     ("pid", "<u4"),
     ("level", "<i4"),
     ("cpu", "<u2"),

@@ -26,7 +26,11 @@ RAW_KMEM = {
     "kmalloc": ("kmt_kmalloc", {1: "void *", 3: "long unsigned int"}),
     "kfree": ("kmt_kfree", {1: "void *"}),
 }
-CGROUP_TPS = ("cgroup_mkdir", "cgroup_rmdir", "cgroup_release", "cgroup_attach_task")
+# cgroup:cgroup_mkdir is a raw tracepoint (its struct cgroup * gives the parent's id); these
+# are tracefs tracepoints whose handlers attach themselves when compiled in (KMT_TP_<EVENT>).
+CGROUP_TPS = ("cgroup_rmdir", "cgroup_release", "cgroup_attach_task")
+# With --follow-tasks: forks extend the followed tasks, exits shrink them.
+FOLLOW_TPS = ("sched:sched_process_fork", "sched:sched_process_exit")
 CACHE_CREATE_CANDIDATES = ("__kmem_cache_create_args", "kmem_cache_create_usercopy",
                            "kmem_cache_create")
 
@@ -221,8 +225,10 @@ def plan(feats: KernelFeatures, lifecycle: str = "auto") -> list[Probe]:
     rows: list[Probe] = []
     for event, (fn, expect) in RAW_KMEM.items():
         rows.append(_raw_tp_row(feats, "kmem", event, fn, expect))
+    rows.append(_raw_tp_row(feats, "cgroup", "cgroup_mkdir", "kmt_cgroup_mkdir",
+                            {0: "struct cgroup *", 1: "char *"}))
     for event in CGROUP_TPS:
-        present = _tracefs_has(feats, f"cgroup:{event}")
+        present = tracefs_has(feats, f"cgroup:{event}")
         rows.append(Probe(f"cgroup:{event}", "tracepoint", "attached" if present else "missing",
                           "tracefs format" if present else "tracepoint not in tracefs"))
     for lc in LIFECYCLE:
@@ -233,7 +239,7 @@ def plan(feats: KernelFeatures, lifecycle: str = "auto") -> list[Probe]:
     return rows
 
 
-def _tracefs_has(feats: KernelFeatures, probe: str) -> bool:
+def tracefs_has(feats: KernelFeatures, probe: str) -> bool:
     system, event = probe.split(":")
     return (feats.tracefs / "events" / system / event).is_dir()
 
@@ -252,7 +258,7 @@ def _raw_tp_row(feats, system: str, event: str, fn: str, expect: dict[int, str])
 
 def _lifecycle_row(feats: KernelFeatures, lc: Lifecycle, mode: str) -> Probe:
     for kind in LIFECYCLE_MODES[mode]:
-        if kind == "tracepoint" and lc.tracepoint and _tracefs_has(feats, lc.tracepoint):
+        if kind == "tracepoint" and lc.tracepoint and tracefs_has(feats, lc.tracepoint):
             if lc.tp_type == "tracepoint":
                 return Probe(lc.tracepoint, "tracepoint", "attached",
                              "tracefs format (patched kernel)", macro=lc.macro + "_TP")

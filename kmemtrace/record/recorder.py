@@ -7,8 +7,10 @@ callback is fine at that rate). This module turns both into trace columns, keeps
 ``/sys/kernel/slab`` periodically and, at the end, writes the per-CPU loss counters.
 """
 
+import contextlib
 import ctypes
 import os
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +34,13 @@ from kmemtrace.trace.writer import TraceWriter
 BPF_SOURCE = probes.BPF_DIR / "kmemtrace.bpf.c"
 RING_PAGES = 8192  # 32 MiB: ~0.5 s of the heaviest stream measured here
 PERF_PAGES = 1024  # per CPU, fallback transport only
+# The life-cycle ring: 8 MiB hold ~28 000 cgroup records (296 B + 8 B header), over 1 s of
+# 10 000 memcg creations+removals per second (MKDIR, ATTACH, OFFLINE, RELEASE: ~2.5 records
+# per creation or removal) should the drain loop stall that long.
+CTL_RING_PAGES = 2048
+CTL_PERF_PAGES = 256  # per CPU, fallback transport only
+SUBTREE_MAX = 1 << 16  # recorded memcgs alive at once (each leaves at its last event)
+FOLLOW_MAX = 1 << 16  # followed threads alive at once (each leaves at exit)
 LIVE_MAX = 1 << 20  # live accounted objects tracked for free filtering
 MAX_CACHES = 4096
 DRAIN_INTERVAL_S = 0.01
@@ -54,6 +63,7 @@ class RecordOptions:
     sample_interval_s: float = 1.0
     command: list[str] | None = None
     in_memcg: bool = False  # the subtree filter then follows the fresh memcg
+    follow_tasks: bool = False  # the subtree follows its tasks into memcgs made elsewhere
     lifecycle: str = "auto"  # auto | kprobe | fentry: how lifecycle events are caught
 
 
@@ -91,6 +101,11 @@ def cflags(feats: probes.KernelFeatures, opts: RecordOptions, use_perf: bool,
             "KMT_OFF_CSS_CGROUP": btf.offset("cgroup_subsys_state", "cgroup"),
             "KMT_OFF_CGROUP_KN": btf.offset("cgroup", "kn"),
             "KMT_OFF_KN_ID": btf.offset("kernfs_node", "id"),
+            "KMT_OFF_CGROUP_ROOT": btf.offset("cgroup", "root"),
+            "KMT_OFF_CGROUP_LEVEL": btf.offset("cgroup", "level"),
+            "KMT_OFF_CGROUP_SELF": btf.offset("cgroup", "self"),
+            "KMT_OFF_CSS_PARENT": btf.offset("cgroup_subsys_state", "parent"),
+            "KMT_OFF_ROOT_HIERARCHY_ID": btf.offset("cgroup_root", "hierarchy_id"),
         }
     except KeyError as exc:
         raise KernelSupportError(f"kernel BTF lacks a field the recorder reads: {exc}") from None
@@ -109,6 +124,7 @@ def cflags(feats: probes.KernelFeatures, opts: RecordOptions, use_perf: bool,
         f"-DKMT_SLAB_ACCOUNT={slab_account}u",
         f"-DKMT_MEMCG_ROOT={feats.memcg_hierarchy}",
         f"-DKMT_RING_PAGES={RING_PAGES}",
+        f"-DKMT_CTL_PAGES={CTL_RING_PAGES}",
         f"-DKMT_LIVE_MAX={LIVE_MAX}",
         f"-DKMT_MAX_CACHES={MAX_CACHES}",
     ]
@@ -117,7 +133,15 @@ def cflags(feats: probes.KernelFeatures, opts: RecordOptions, use_perf: bool,
     if opts.all_objects:
         flags.append("-DKMT_ALL_OBJECTS")
     if opts.cgroup is not None or opts.in_memcg:
-        flags.append("-DKMT_FILTER_CGROUP")
+        flags += ["-DKMT_FILTER_CGROUP", f"-DKMT_SUBTREE_MAX={SUBTREE_MAX}",
+                  f"-DKMT_FOLLOW_MAX={FOLLOW_MAX}"]
+        if opts.follow_tasks:
+            missing = [tp for tp in probes.FOLLOW_TPS if not probes.tracefs_has(feats, tp)]
+            if missing:
+                raise KernelSupportError(f"--follow-tasks needs {', '.join(missing)}")
+            flags.append("-DKMT_FOLLOW_TASKS")
+    if probes.lifecycle_row(rows, "mem_cgroup_css_free") is not None:
+        flags.append("-DKMT_MEMCG_FREE_PROBE")  # a memcg's last event is its css free
     if use_perf:
         flags.append("-DKMT_PERF")
     for event in probes.CGROUP_TPS:
@@ -186,6 +210,10 @@ class Recorder:
         meta["record"] = {"all_objects": self.opts.all_objects, "cgroup": self.opts.cgroup,
                           "transport": "perf" if self.use_perf else "ringbuf",
                           "lifecycle": self.opts.lifecycle,
+                          "follow_tasks": self.opts.follow_tasks,
+                          # which memcgs' life-cycle rows the trace holds
+                          "lifecycle_scope": ("subtree" if self.opts.cgroup is not None
+                                              or self.opts.in_memcg else "all"),
                           "headers": self.header_note, "cflags": self.cflags}
         self.start_ns = now_ns()
         meta["clock"]["start_ns"] = self.start_ns
@@ -220,7 +248,14 @@ class Recorder:
 
         if self.use_perf:
             self.ring = PerfTransport(self.bpf["events"], EVENT_DTYPE, PERF_PAGES)
-            self.bpf["ctl"].open_perf_buffer(self._on_cg, page_cnt=16)
+            self.ctl_perf_lost: dict[int, int] = {}
+
+            def on_ctl_lost(*args):  # BCC passes (count) or (cpu, count)
+                cpu = args[0] if len(args) > 1 else 0
+                self.ctl_perf_lost[cpu] = self.ctl_perf_lost.get(cpu, 0) + args[-1]
+
+            self.bpf["ctl"].open_perf_buffer(self._on_cg, page_cnt=CTL_PERF_PAGES,
+                                             lost_cb=on_ctl_lost)
         else:
             self.ring = MmapRing(self.bpf["events"].map_fd, RING_PAGES * os.sysconf("SC_PAGESIZE"),
                                  EVENT_DTYPE)
@@ -236,23 +271,54 @@ class Recorder:
         for m in self.memcgs:
             if self._in_subtree(m["path"]):
                 table[table.Key(m["id"])] = table.Leaf(1)
+                if self.opts.follow_tasks:
+                    self._follow_members(m["path"])
+
+    def _follow_members(self, path: str) -> None:
+        """Follow the threads already in memcg ``path`` (later ones arrive by fork/attach)."""
+        folder = self.feats.memcg_root / path.lstrip("/")
+        listing = folder / ("tasks" if self.feats.cgroup == "v1" else "cgroup.threads")
+        try:
+            tids = [int(t) for t in listing.read_text().split()]
+        except OSError:
+            return  # removed meanwhile: nothing to follow
+        table = self.bpf["followed"]
+        for tid in tids:
+            table[table.Key(tid)] = table.Leaf(1)
+
+    @contextlib.contextmanager
+    def creating_memcg(self):
+        """While inside, memcgs this thread creates join the subtree in the kernel, at mkdir.
+
+        The recorder's own --in-memcg memcg is then in the trace from its MKDIR on, like any
+        memcg a followed task creates.
+        """
+        table = self.bpf["followed"]
+        key = table.Key(threading.get_native_id())  # the kernel's thread id
+        table[key] = table.Leaf(1)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(KeyError):
+                del table[key]
 
     def _in_subtree(self, path: str) -> bool:
         sub = self.subtree_path
         return sub == "/" or path == sub or path.startswith(sub + "/")
 
-    def add_memcg(self, memcg_id: int, path: str, level: int) -> None:
-        """Register a memcg (from a MKDIR event, or one we just created ourselves)."""
+    def add_memcg(self, memcg_id: int, path: str, level: int, parent: int | None = None) -> None:
+        """Register a memcg in meta (from a MKDIR event, or one we just created ourselves).
+
+        Subtree membership is not decided here: the kernel side did it at mkdir.
+        """
         if path in self.memcg_by_path and self.memcg_by_path[path]["id"] == memcg_id:
             return
-        parent_path = path.rsplit("/", 1)[0] or "/"
-        parent = self.memcg_by_path.get(parent_path, {}).get("id", 0)
+        if parent is None:
+            parent_path = path.rsplit("/", 1)[0] or "/"
+            parent = self.memcg_by_path.get(parent_path, {}).get("id", 0)
         entry = {"id": memcg_id, "parent": parent, "path": path, "level": level}
         self.memcgs.append(entry)
         self.memcg_by_path[path] = entry
-        if self.subtree_path is not None and self._in_subtree(path):
-            table = self.bpf["subtree"]
-            table[table.Key(memcg_id)] = table.Leaf(1)
 
     # --- the loop -------------------------------------------------------------------------
 
@@ -295,9 +361,9 @@ class Recorder:
         path = ev["path"].split(b"\0")[0].decode(errors="replace") or "/"
         ts, cpu, pid = int(ev["ts_ns"]), int(ev["cpu"]), int(ev["pid"])
         if kind == K["KMT_CG_MKDIR"]:
-            self.add_memcg(mid, path, level)
-            parent = self.memcg_by_path[path]["parent"]
-            self._cg_rows.append((ts, cpu, EventKind.MEMCG_MKDIR, mid, 0, parent, level))
+            parent = int(ev["parent"])
+            self.add_memcg(mid, path, level, parent)
+            self._cg_rows.append((ts, cpu, EventKind.MEMCG_MKDIR, mid, pid, parent, level))
         elif kind == K["KMT_CG_RMDIR"] and self.offline_source is None:
             self._cg_rows.append((ts, cpu, EventKind.MEMCG_OFFLINE, mid, 0,
                                   OfflineSource.CGROUP_RMDIR, 0))
@@ -435,6 +501,22 @@ class Recorder:
                     out[(cpu, int(reason))] = int(count)
         for cpu, count in getattr(self.ring, "lost_by_cpu", {}).items():
             out[(cpu, int(LostReason.PERF_LOST))] = count
+        out.update(self.lifecycle_lost_per_cpu())
+        return out
+
+    def lifecycle_lost_per_cpu(self) -> dict[tuple[int, int], int]:
+        """(cpu, LostReason) -> count of memcg life-cycle records dropped: the kernel's per-CPU
+        ``lc_lost`` array (ring refused, subtree/followed map full) and perf's lost callback."""
+        out: dict[tuple[int, int], int] = {}
+        table = self.bpf["lc_lost"]
+        for index, reason in ((K["KMT_LC_LOST_RING"], LostReason.LIFECYCLE_RING),
+                              (K["KMT_LC_LOST_MAP"], LostReason.LIFECYCLE_MAP)):
+            for cpu, count in enumerate(table.getvalue(table.Key(index))):
+                if count:
+                    out[(cpu, int(reason))] = int(count)
+        for cpu, count in getattr(self, "ctl_perf_lost", {}).items():
+            key = (cpu, int(LostReason.LIFECYCLE_RING))
+            out[key] = out.get(key, 0) + count
         return out
 
     def lost_total(self) -> int:

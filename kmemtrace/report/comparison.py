@@ -1,7 +1,8 @@
 """What every report is made from: trace facts plus one metrics object per strategy.
 
 Built once from a finished :class:`~kmemtrace.replay.engine.Replay` so that the three
-outputs cannot disagree; afterwards nothing reads the trace again.
+outputs cannot disagree; afterwards nothing reads the trace again (the memcg count streams
+two columns once, so that it is ``kmemtrace info``'s count).
 """
 
 from dataclasses import dataclass, field
@@ -10,6 +11,7 @@ import numpy as np
 
 from kmemtrace.metrics import StrategyMetrics, compute_metrics, destroy_latencies_s, series
 from kmemtrace.report.assumptions import assumptions
+from kmemtrace.trace.summary import memcg_lifecycle
 
 
 @dataclass(frozen=True)
@@ -84,8 +86,8 @@ class Comparison:
             path=str(trace.path), source=str(meta.get("source") or "unknown"),
             kernel=dict(meta.get("kernel") or {}), events=int(result.events),
             start_ns=trace.start_ns, end_ns=trace.end_ns, caches=len(trace.caches),
-            # memcg_ids[0] is the root, which every trace has.
-            memcgs=len(result.memcg_ids) - 1,
+            # the count `kmemtrace info` shows, from the same function
+            memcgs=memcg_lifecycle(trace)["known"],
             lost=dict(meta.get("lost") or {"total": 0, "by_reason": {}}),
             workload=meta.get("workload"),
             attach_plan=tuple(meta.get("attach_plan") or ()),

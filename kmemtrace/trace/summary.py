@@ -7,13 +7,19 @@ parts, because meta.json only holds the cgroup tree at the start of a recording.
 import numpy as np
 
 from kmemtrace.trace.reader import TraceReader
-from kmemtrace.trace.schema import EventKind
+from kmemtrace.trace.schema import ROOT_MEMCG_ID, EventKind
 
 _LIFECYCLE = (EventKind.MEMCG_MKDIR, EventKind.MEMCG_OFFLINE, EventKind.MEMCG_RELEASE)
 
 
 def memcg_lifecycle(reader: TraceReader) -> dict[str, int]:
-    """Distinct memcgs known (listed in meta.json or mkdir'ed), offlined and released."""
+    """Distinct memcgs known, offlined and released: ``info`` and ``replay`` both count here.
+
+    "known" is every memcg the trace names in meta.json or in a life-cycle row (a memcg seen
+    only going offline still existed), without the root, which is never charged. A trace
+    that lost MKDIRs therefore shows more memcgs known than created, never two totals.
+    ``in_meta`` likewise leaves the root out.
+    """
     seen = {kind: [] for kind in _LIFECYCLE}
     for cols in reader.iter_parts(columns=["kind", "memcg_id"]):
         for kind in _LIFECYCLE:
@@ -21,8 +27,13 @@ def memcg_lifecycle(reader: TraceReader) -> dict[str, int]:
     ids = {kind: np.unique(np.concatenate(seen[kind] or [np.zeros(0, np.uint64)]))
            for kind in _LIFECYCLE}
     in_meta = np.array([m["id"] for m in reader.meta.get("memcgs", [])], dtype=np.uint64)
+    in_meta = np.setdiff1d(in_meta, np.array([0, ROOT_MEMCG_ID], np.uint64))
+    known = in_meta
+    for kind in _LIFECYCLE:
+        known = np.union1d(known, ids[kind])
+    known = np.setdiff1d(known, np.array([0, ROOT_MEMCG_ID], np.uint64))
     return {
-        "known": len(np.union1d(in_meta, ids[EventKind.MEMCG_MKDIR])),
+        "known": len(known),
         "in_meta": len(in_meta),
         "created": len(ids[EventKind.MEMCG_MKDIR]),
         "offlined": len(ids[EventKind.MEMCG_OFFLINE]),
