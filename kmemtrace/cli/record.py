@@ -134,7 +134,8 @@ def _install_stop_handlers(rec: Recorder) -> None:
 
 def _progress(rec: Recorder, started: float) -> Text:
     elapsed = max(time.monotonic() - started, 1e-9)
-    mib = (rec.writer.bytes_written + 40 * rec.writer._pending_rows) / 2**20
+    queued = rec.pipeline.queued_rows + rec.writer._pending_rows
+    mib = (rec.writer.bytes_written + 40 * queued) / 2**20
     return Text(f"{elapsed:6.1f} s  {rec.events / elapsed / 1e3:8.1f} k events/s  "
                 f"{rec.events:,} events  ~{mib:.1f} MiB  lost {rec.lost_total():,}")
 

@@ -1,10 +1,12 @@
-"""The recording loop: compile and attach the BPF program, drain, convert, write.
+"""The recording loop: compile and attach the BPF program, drain, convert, hand to the writer.
 
 The BPF side hands over two streams: compact slab records (bulk-drained, see
 :mod:`kmemtrace.record.ring`) and rare cgroup records with paths (BCC's per-record
 callback is fine at that rate). This module turns both into trace columns, keeps
 ``meta["caches"]``/``meta["memcgs"]`` up to date as new caches and memcgs appear, samples
 ``/sys/kernel/slab`` periodically and, at the end, writes the per-CPU loss counters.
+Writing happens on the other side of a bounded queue (:mod:`kmemtrace.record.pipeline`), so
+sealing a part never pauses the draining.
 """
 
 import ctypes
@@ -19,6 +21,7 @@ from kmemtrace.errors import KernelSupportError, PermissionNeeded, UsageError
 from kmemtrace.record import bccload, headers, probes, sysfs
 from kmemtrace.record.btf import STRUCT
 from kmemtrace.record.events import CG_EVENT_DTYPE, EVENT_DTYPE, K
+from kmemtrace.record.pipeline import WriterThread
 from kmemtrace.trace.meta import new_meta
 from kmemtrace.trace.schema import (
     GFP_ACCOUNT,
@@ -190,6 +193,7 @@ class Recorder:
         self.start_ns = now_ns()
         meta["clock"]["start_ns"] = self.start_ns
         self.writer = TraceWriter(self.opts.output, meta)
+        self.pipeline = WriterThread(self.writer)
         self._next_sample = 0.0
         self._next_flush = time.monotonic() + FLUSH_INTERVAL_S
 
@@ -262,13 +266,18 @@ class Recorder:
         ``tick()`` (live progress) is called every ``tick_interval_s``.
         """
         next_tick = time.monotonic()
-        while not self.stop_requested and not until():
+        while not self.stopping and not until():
             self.poll()
             if tick is not None and time.monotonic() >= next_tick:
                 tick()
                 next_tick = time.monotonic() + tick_interval_s
             time.sleep(DRAIN_INTERVAL_S)
         self.poll()
+
+    @property
+    def stopping(self) -> bool:
+        """A stop was requested (signal) or the writer failed (e.g. the disk is full)."""
+        return self.stop_requested or self.pipeline.failed
 
     def poll(self) -> None:
         if self.use_perf:
@@ -284,7 +293,7 @@ class Recorder:
             self._sample_slabs()
             self._next_sample = mono + self.opts.sample_interval_s
         if mono >= self._next_flush:
-            self.writer.flush()
+            self.pipeline.flush()
             self._next_flush = mono + FLUSH_INTERVAL_S
 
     def _on_cg(self, *args) -> None:
@@ -324,7 +333,7 @@ class Recorder:
         n = len(cols["ts_ns"])
         cols["seq"] = np.arange(self.seq, self.seq + n, dtype=np.int64)
         self.seq += n
-        self.writer.append(cols)
+        self.pipeline.put(cols)
 
     def _write_records(self, recs: np.ndarray) -> None:
         n = len(recs)
@@ -438,13 +447,17 @@ class Recorder:
         return out
 
     def lost_total(self) -> int:
-        return sum(self.lost_per_cpu().values())
+        return sum(self.lost_per_cpu().values()) + sum(self.pipeline.dropped.values())
 
     def stop(self) -> dict:
-        """Final drain, LOST rows, seal. Returns the sealed meta."""
+        """Final drain, LOST rows, seal. Returns the sealed meta.
+
+        Raises KmemtraceError (one line) if the trace could not be written; the BPF
+        programs are detached first either way.
+        """
         self.poll()
         end = now_ns()
-        lost = self.lost_per_cpu()
+        lost = self.lost_per_cpu() | self.pipeline.lost_rows()
         if lost:
             cols = empty_columns(len(lost))
             cols["ts_ns"][:] = end
@@ -453,10 +466,11 @@ class Recorder:
                 cols["cpu"][i], cols["aux"][i], cols["aux2"][i] = cpu, count, reason
             self._append(cols)
         self.writer.meta["clock"]["end_ns"] = end
-        self.writer.close()
-        self.ring.close()
-        self.bpf.cleanup()
-        return self.writer.meta
+        try:
+            return self.pipeline.close()
+        finally:
+            self.ring.close()
+            self.bpf.cleanup()
 
 
 def prepare(opts: RecordOptions) -> tuple[probes.KernelFeatures, str]:
