@@ -21,6 +21,7 @@ from kmemtrace.errors import KernelSupportError, PermissionNeeded, UsageError
 from kmemtrace.record import bccload, headers, probes, sysfs
 from kmemtrace.record.btf import STRUCT
 from kmemtrace.record.events import CG_EVENT_DTYPE, EVENT_DTYPE, K
+from kmemtrace.record.output import check_output
 from kmemtrace.record.pipeline import WriterThread
 from kmemtrace.trace.meta import new_meta
 from kmemtrace.trace.schema import (
@@ -58,6 +59,7 @@ class RecordOptions:
     command: list[str] | None = None
     in_memcg: bool = False  # the subtree filter then follows the fresh memcg
     lifecycle: str = "auto"  # auto | kprobe | fentry: how lifecycle events are caught
+    force: bool = False  # replace the trace already in ``output``
 
 
 def require_root() -> None:
@@ -66,11 +68,6 @@ def require_root() -> None:
             "recording needs root (loading BPF programs and writing cgroups)",
             tip="run it as: sudo kmemtrace record ...",
         )
-
-
-def check_output(path: Path) -> None:
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
-        raise UsageError(f"{path}: already exists and is not empty; choose another -o")
 
 
 def cflags(feats: probes.KernelFeatures, opts: RecordOptions, use_perf: bool,
@@ -192,7 +189,7 @@ class Recorder:
                           "headers": self.header_note, "cflags": self.cflags}
         self.start_ns = now_ns()
         meta["clock"]["start_ns"] = self.start_ns
-        self.writer = TraceWriter(self.opts.output, meta)
+        self.writer = TraceWriter(self.opts.output, meta, overwrite=self.opts.force)
         self.pipeline = WriterThread(self.writer)
         self._next_sample = 0.0
         self._next_flush = time.monotonic() + FLUSH_INTERVAL_S
@@ -473,10 +470,14 @@ class Recorder:
             self.bpf.cleanup()
 
 
-def prepare(opts: RecordOptions) -> tuple[probes.KernelFeatures, str]:
-    """Pre-flight in the order a user can fix things: root, output, tracefs, bcc, headers."""
+def prepare(opts: RecordOptions) -> tuple[probes.KernelFeatures, str, str | None]:
+    """Pre-flight in the order a user can fix things: root, output, tracefs, bcc, headers.
+
+    Returns the features, the headers note, and a note if tracefs had to be mounted.
+    """
     require_root()
-    check_output(opts.output)
+    check_output(opts.output, force=opts.force)
+    mounted = probes.ensure_tracefs()
     feats = probes.detect()
     bccload.load_bcc()
     choice = headers.choose_headers()
@@ -486,4 +487,4 @@ def prepare(opts: RecordOptions) -> tuple[probes.KernelFeatures, str]:
             tip="apt-get install linux-headers-amd64 (any version: offsets come from BTF)",
         )
     headers.apply(choice)
-    return feats, choice.how
+    return feats, choice.how, mounted
