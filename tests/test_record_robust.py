@@ -41,6 +41,7 @@ int main(int argc, char **argv) {
         if ((i & 255) == 0) {
             clock_gettime(CLOCK_MONOTONIC, &t);
             if (t.tv_sec - t0.tv_sec + (t.tv_nsec - t0.tv_nsec) / 1e9 >= secs) break;
+            if (argc > 2 && access(argv[2], F_OK) == 0) break;  /* the stop file */
         }
         int fd = open(path, O_CREAT | O_WRONLY | O_TRUNC, 0600);
         if (fd < 0 || write(fd, "x", 1) != 1) return 1;
@@ -68,8 +69,9 @@ def hammer(tmp_path_factory) -> Path:
     return tmp / "hammer"
 
 
-def both_cores(hammer: Path, seconds: float) -> list[str]:
-    return ["sh", "-c", f"{hammer} {seconds} & {hammer} {seconds}; wait"]
+def both_cores(hammer: Path, seconds: float, stop_file: Path | None = None) -> list[str]:
+    args = f"{seconds} {stop_file or ''}"
+    return ["sh", "-c", f"{hammer} {args} & {hammer} {args}; wait"]
 
 
 def record(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
@@ -126,15 +128,35 @@ def assert_honest(out: Path) -> dict:
     return meta
 
 
+def _rotations(out: Path) -> int:
+    """Parts sealed because they were full (the 10 s periodic flush seals smaller ones)."""
+    try:
+        parts = open_trace(out).meta["parts"]
+    except TraceFormatError:  # not there yet
+        return 0
+    return sum(p["rows"] >= 0.9 * DEFAULT_ROTATE_ROWS for p in parts)
+
+
 def test_part_rotations_leave_no_gap_in_event_time(hammer, tmp_path):
-    out = tmp_path / "trace"
-    res = record("-o", str(out), "--in-memcg", "--grace", "0.5s", "--",
-                 *both_cores(hammer, 25))
-    assert res.returncode == 0, res.stderr
+    """The workload runs until the trace has crossed 3 rotations, however busy the machine."""
+    out, stop = tmp_path / "trace", tmp_path / "stop"
+    with open(tmp_path / "stderr", "w") as err:
+        rec = subprocess.Popen([sys.executable, "-m", "kmemtrace", "record", "-o", str(out),
+                                "--in-memcg", "--grace", "0.5s", "--",
+                                *both_cores(hammer, 150, stop)], stderr=err, env=ENV)
+    try:
+        while _rotations(out) < 3 and rec.poll() is None:
+            time.sleep(0.5)
+        stop.touch()
+        rec.wait(60)
+    finally:
+        if rec.poll() is None:
+            rec.kill()
+            rec.wait()
+    assert rec.returncode == 0, (tmp_path / "stderr").read_text()
     meta = assert_honest(out)
     assert meta["complete"]
-    rotations = sum(p["rows"] >= 0.9 * DEFAULT_ROTATE_ROWS for p in meta["parts"])
-    assert rotations >= 3, meta["parts"]
+    assert _rotations(out) >= 3, meta["parts"]
     memcg = next(m["id"] for m in meta["memcgs"] if m["path"].startswith("/kmemtrace-"))
     ts, kind, mid = [], [], []
     for cols in open_trace(out).iter_parts(columns=["ts_ns", "kind", "memcg_id"]):
