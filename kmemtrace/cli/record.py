@@ -80,13 +80,14 @@ def record(
     limit_s = _positive("--duration", duration) if duration is not None else None
     grace_s = parse_duration_ns(grace) / 1e9
 
+    stop = _StopSignals()  # from here on, Ctrl-C or SIGTERM ends the recording cleanly
     feats, header_note, mounted = prepare(opts)
     for note in (mounted, header_note):
         if note:
             err_console.print(note, highlight=False, soft_wrap=True)
     rec = Recorder(opts, feats, header_note)
     rec.start()
-    _install_stop_handlers(rec)
+    stop.attach(rec)
     missing = [r.probe for r in rec.plan if r.status == "missing"]
     err_console.print(
         f"recording to {output} (offline from {probes.offline_source_note(rec.plan)}"
@@ -133,6 +134,8 @@ def _check_command(name: str) -> None:
 
 
 def _run_in_memcg(rec, feats, opts, deadline, grace_s, tick) -> int:
+    if rec.stopping:  # interrupted during the compile: do not start the command at all
+        return 0
     memcg = FreshMemcg(feats.memcg_root)
     try:
         rec.add_memcg(memcg.id, memcg.rel, memcg.level)
@@ -150,12 +153,26 @@ def _run_in_memcg(rec, feats, opts, deadline, grace_s, tick) -> int:
     return code if code >= 0 else 128 - code
 
 
-def _install_stop_handlers(rec: Recorder) -> None:
-    def stop(_signum, _frame):
-        rec.stop_requested = True
+class _StopSignals:
+    """SIGINT/SIGTERM request a clean stop. Installed before the BPF compile (seconds long):
+    a signal then is remembered, and the recording stops as soon as it has started, sealing
+    an empty trace instead of dying with a traceback."""
 
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
+    def __init__(self):
+        self.rec: Recorder | None = None
+        self.pending = False
+        signal.signal(signal.SIGINT, self._handle)
+        signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, _signum, _frame) -> None:
+        if self.rec is None:
+            self.pending = True
+        else:
+            self.rec.stop_requested = True
+
+    def attach(self, rec: Recorder) -> None:
+        self.rec = rec
+        rec.stop_requested = rec.stop_requested or self.pending
 
 
 def _progress(rec: Recorder, started: float) -> Text:
