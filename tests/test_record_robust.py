@@ -315,3 +315,16 @@ def test_record_mounts_tracefs_when_it_is_not_mounted(tmp_path):
     assert len(notes) == 1 and "mounted it at /sys/kernel/tracing" in notes[0]
     assert open_trace(out).meta["complete"]
     assert (Path("/sys/kernel/tracing") / "events").is_dir()  # ours was never touched
+
+
+def test_doctor_lists_a_leftover_memcg_with_its_fix():
+    path = probes.memcg_mount()[1] / "kmemtrace-999999999-0badc0"  # above pid_max: dead
+    path.mkdir()
+    try:
+        res = subprocess.run([sys.executable, "-m", "kmemtrace", "doctor"], capture_output=True,
+                             text=True, env=ENV, timeout=120)
+    finally:
+        path.rmdir()
+    line = next(ln for ln in res.stdout.splitlines() if "leftovers" in ln)
+    assert "left behind by a recorder that died" in line and str(path) in line
+    assert f"rmdir {path}" in res.stdout
