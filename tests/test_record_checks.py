@@ -1,6 +1,9 @@
-"""record's checks that need no kernel: -o paths, the loss sentence, leftover memcgs."""
+"""record's checks that need no kernel (-o paths, the loss sentence, leftover memcgs), and
+the incomplete-trace warnings of replay and report."""
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -9,6 +12,9 @@ from kmemtrace.cli.record import loss_sentence
 from kmemtrace.errors import UsageError
 from kmemtrace.record.inmemcg import leftovers
 from kmemtrace.record.output import check_output, fs_type
+from kmemtrace.trace.meta import load_meta, write_meta_atomic
+
+from conftest import SEC, TraceBuilder
 
 
 def test_loss_sentence_names_each_reason_with_its_fix():
@@ -59,3 +65,25 @@ def test_leftovers_are_memcgs_of_dead_recorders_only(tmp_path):
         d.mkdir()
     (dead / "cgroup.procs").write_text("12\n34\n")
     assert leftovers(tmp_path) == [(dead, 2)]
+
+
+def test_replay_and_report_warn_on_an_incomplete_trace(tmp_path):
+    tb = TraceBuilder(tmp_path / "t")
+    tb.cache()
+    tb.mkdir(SEC, memcg=2)
+    tb.alloc(2 * SEC, ptr=0x1000, memcg=2)
+    path = tb.write(3 * SEC)
+    meta = load_meta(path)
+    meta["complete"] = False  # as a recorder killed after sealing its parts leaves it
+    write_meta_atomic(path, meta)
+    env = {**os.environ, "COLUMNS": "300"}
+    replay = subprocess.run([sys.executable, "-m", "kmemtrace", "replay", str(path),
+                             "--strategy", "current"], capture_output=True, text=True, env=env)
+    assert replay.returncode == 0, replay.stderr
+    assert "is incomplete (the recorder was killed or crashed)" in replay.stderr
+    html = tmp_path / "r.html"
+    report = subprocess.run([sys.executable, "-m", "kmemtrace", "report", str(path), "-o",
+                             str(html), "--strategy", "current"], capture_output=True,
+                            text=True, env=env)
+    assert report.returncode == 0, report.stderr
+    assert "incomplete trace (the recorder was killed)" in html.read_text()
