@@ -49,7 +49,7 @@ def test_synth_writes_a_trace_info_reads_it(churn):
     for needle in ("synthetic", "container-churn", "ALLOC", "MEMCG_OFFLINE", "dentry",
                    "signal_cache", "UNIX", "lost       0"):
         assert needle in out, needle
-    assert "not sealed" not in out
+    assert "is incomplete" not in out
 
 
 def test_info_json_matches_meta(churn):
@@ -164,7 +164,7 @@ def test_info_warns_on_unsealed_trace_and_highlights_lost(tmp_path):
     write_meta_atomic(path, writer.meta)  # no close(): a recording that was killed
     proc = run("info", str(path))
     assert proc.returncode == 0, proc.stderr
-    assert "not sealed" in proc.stdout
+    assert "is incomplete" in proc.stdout
     assert "LOST" in proc.stdout and "42" in proc.stdout and "RINGBUF_FULL" in proc.stdout
     assert "missing" in proc.stdout and "no kprobes" in proc.stdout
     summary = json.loads(run("info", str(path), "--json").stdout)

@@ -96,7 +96,7 @@ def test_in_memcg_trace_holds_the_workload(in_memcg_trace):
     assert meta["clock"]["start_ns"] < mkdir.ts_ns.iloc[0] < meta["clock"]["end_ns"]
     samples = df[df.kind == EventKind.SLAB_SAMPLE]
     assert len(samples) and (samples.cache_id >= 0).all() and (samples.aux > 0).any()
-    assert "LOST 0" in res.stderr
+    assert "No events were lost." in res.stderr
 
 
 def test_replay_runs_on_a_recorded_trace(in_memcg_trace):
@@ -203,11 +203,3 @@ def test_missing_bcc_fails_cleanly(tmp_path):
     out = tmp_path / "trace"
     res = _in_private_mounts("mount -t tmpfs none /usr/lib/python3/dist-packages/bcc", out)
     _assert_clean_failure(res, out, "BCC")
-
-
-def test_missing_tracefs_fails_cleanly(tmp_path):
-    out = tmp_path / "trace"
-    hide = " && ".join(f"mount -t tmpfs none {p}" for p in ("/sys/kernel/tracing",
-                                                             "/sys/kernel/debug"))
-    res = _in_private_mounts(hide, out)
-    _assert_clean_failure(res, out, "tracefs")

@@ -1,10 +1,12 @@
-"""The recording loop: compile and attach the BPF program, drain, convert, write.
+"""The recording loop: compile and attach the BPF program, drain, convert, hand to the writer.
 
 The BPF side hands over two streams: compact slab records (bulk-drained, see
 :mod:`kmemtrace.record.ring`) and rare cgroup records with paths (BCC's per-record
 callback is fine at that rate). This module turns both into trace columns, keeps
 ``meta["caches"]``/``meta["memcgs"]`` up to date as new caches and memcgs appear, samples
 ``/sys/kernel/slab`` periodically and, at the end, writes the per-CPU loss counters.
+Writing happens on the other side of a bounded queue (:mod:`kmemtrace.record.pipeline`), so
+sealing a part never pauses the draining.
 """
 
 import contextlib
@@ -21,6 +23,8 @@ from kmemtrace.errors import KernelSupportError, PermissionNeeded, UsageError
 from kmemtrace.record import bccload, headers, probes, sysfs
 from kmemtrace.record.btf import STRUCT
 from kmemtrace.record.events import CG_EVENT_DTYPE, EVENT_DTYPE, K
+from kmemtrace.record.output import check_output
+from kmemtrace.record.pipeline import WriterThread
 from kmemtrace.trace.meta import new_meta
 from kmemtrace.trace.schema import (
     GFP_ACCOUNT,
@@ -65,6 +69,7 @@ class RecordOptions:
     in_memcg: bool = False  # the subtree filter then follows the fresh memcg
     follow_tasks: bool = False  # the subtree follows its tasks into memcgs made elsewhere
     lifecycle: str = "auto"  # auto | kprobe | fentry: how lifecycle events are caught
+    force: bool = False  # replace the trace already in ``output``
 
 
 def require_root() -> None:
@@ -73,11 +78,6 @@ def require_root() -> None:
             "recording needs root (loading BPF programs and writing cgroups)",
             tip="run it as: sudo kmemtrace record ...",
         )
-
-
-def check_output(path: Path) -> None:
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
-        raise UsageError(f"{path}: already exists and is not empty; choose another -o")
 
 
 def cflags(feats: probes.KernelFeatures, opts: RecordOptions, use_perf: bool,
@@ -217,7 +217,8 @@ class Recorder:
                           "headers": self.header_note, "cflags": self.cflags}
         self.start_ns = now_ns()
         meta["clock"]["start_ns"] = self.start_ns
-        self.writer = TraceWriter(self.opts.output, meta)
+        self.writer = TraceWriter(self.opts.output, meta, overwrite=self.opts.force)
+        self.pipeline = WriterThread(self.writer)
         self._next_sample = 0.0
         self._next_flush = time.monotonic() + FLUSH_INTERVAL_S
 
@@ -328,13 +329,18 @@ class Recorder:
         ``tick()`` (live progress) is called every ``tick_interval_s``.
         """
         next_tick = time.monotonic()
-        while not self.stop_requested and not until():
+        while not self.stopping and not until():
             self.poll()
             if tick is not None and time.monotonic() >= next_tick:
                 tick()
                 next_tick = time.monotonic() + tick_interval_s
             time.sleep(DRAIN_INTERVAL_S)
         self.poll()
+
+    @property
+    def stopping(self) -> bool:
+        """A stop was requested (signal) or the writer failed (e.g. the disk is full)."""
+        return self.stop_requested or self.pipeline.failed
 
     def poll(self) -> None:
         if self.use_perf:
@@ -350,7 +356,7 @@ class Recorder:
             self._sample_slabs()
             self._next_sample = mono + self.opts.sample_interval_s
         if mono >= self._next_flush:
-            self.writer.flush()
+            self.pipeline.flush()
             self._next_flush = mono + FLUSH_INTERVAL_S
 
     def _on_cg(self, *args) -> None:
@@ -390,7 +396,7 @@ class Recorder:
         n = len(cols["ts_ns"])
         cols["seq"] = np.arange(self.seq, self.seq + n, dtype=np.int64)
         self.seq += n
-        self.writer.append(cols)
+        self.pipeline.put(cols)
 
     def _write_records(self, recs: np.ndarray) -> None:
         n = len(recs)
@@ -520,13 +526,17 @@ class Recorder:
         return out
 
     def lost_total(self) -> int:
-        return sum(self.lost_per_cpu().values())
+        return sum(self.lost_per_cpu().values()) + sum(self.pipeline.dropped.values())
 
     def stop(self) -> dict:
-        """Final drain, LOST rows, seal. Returns the sealed meta."""
+        """Final drain, LOST rows, seal. Returns the sealed meta.
+
+        Raises KmemtraceError (one line) if the trace could not be written; the BPF
+        programs are detached first either way.
+        """
         self.poll()
         end = now_ns()
-        lost = self.lost_per_cpu()
+        lost = self.lost_per_cpu() | self.pipeline.lost_rows()
         if lost:
             cols = empty_columns(len(lost))
             cols["ts_ns"][:] = end
@@ -535,16 +545,21 @@ class Recorder:
                 cols["cpu"][i], cols["aux"][i], cols["aux2"][i] = cpu, count, reason
             self._append(cols)
         self.writer.meta["clock"]["end_ns"] = end
-        self.writer.close()
-        self.ring.close()
-        self.bpf.cleanup()
-        return self.writer.meta
+        try:
+            return self.pipeline.close()
+        finally:
+            self.ring.close()
+            self.bpf.cleanup()
 
 
-def prepare(opts: RecordOptions) -> tuple[probes.KernelFeatures, str]:
-    """Pre-flight in the order a user can fix things: root, output, tracefs, bcc, headers."""
+def prepare(opts: RecordOptions) -> tuple[probes.KernelFeatures, str, str | None]:
+    """Pre-flight in the order a user can fix things: root, output, tracefs, bcc, headers.
+
+    Returns the features, the headers note, and a note if tracefs had to be mounted.
+    """
     require_root()
-    check_output(opts.output)
+    check_output(opts.output, force=opts.force)
+    mounted = probes.ensure_tracefs()
     feats = probes.detect()
     bccload.load_bcc()
     choice = headers.choose_headers()
@@ -554,4 +569,4 @@ def prepare(opts: RecordOptions) -> tuple[probes.KernelFeatures, str]:
             tip="apt-get install linux-headers-amd64 (any version: offsets come from BTF)",
         )
     headers.apply(choice)
-    return feats, choice.how
+    return feats, choice.how, mounted

@@ -84,8 +84,10 @@ class TraceReader:
         out = []
         parts, meta = self.meta["parts"], self.meta
         if not meta["complete"]:
-            out.append(f"trace is not sealed (the recording did not end cleanly); its "
-                       f"{len(parts)} listed parts are whole and are what was read")
+            why = (f"writing it failed: {meta['write_error']}" if meta.get("write_error")
+                   else "the recorder was killed or crashed")
+            out.append(f"trace is incomplete ({why}): only its {len(parts)} sealed parts "
+                       "are read, and events lost after the last one are not counted")
         if self.n_events == 0:
             out.append("the trace holds no events")
         counted = sum(meta["counts"].values())
