@@ -200,11 +200,3 @@ def test_missing_bcc_fails_cleanly(tmp_path):
     out = tmp_path / "trace"
     res = _in_private_mounts("mount -t tmpfs none /usr/lib/python3/dist-packages/bcc", out)
     _assert_clean_failure(res, out, "BCC")
-
-
-def test_missing_tracefs_fails_cleanly(tmp_path):
-    out = tmp_path / "trace"
-    hide = " && ".join(f"mount -t tmpfs none {p}" for p in ("/sys/kernel/tracing",
-                                                             "/sys/kernel/debug"))
-    res = _in_private_mounts(hide, out)
-    _assert_clean_failure(res, out, "tracefs")

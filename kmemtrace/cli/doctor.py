@@ -7,7 +7,7 @@ from rich.console import Console
 
 from kmemtrace.cli import app
 from kmemtrace.errors import KernelSupportError, KmemtraceError
-from kmemtrace.record import bccload, headers, probes
+from kmemtrace.record import bccload, headers, inmemcg, probes
 from kmemtrace.record.btf import VMLINUX_BTF
 
 
@@ -60,6 +60,19 @@ def _cgroups() -> str:
     return f"memory controller on cgroup {mount[0]} at {mount[1]}"
 
 
+def _leftovers() -> str:
+    """Memcgs of ``record --in-memcg`` runs whose recorder died before removing them."""
+    mount = probes.memcg_mount()
+    if mount is None:
+        return "no memory cgroup mounted: nothing to look at"
+    found = inmemcg.leftovers(mount[1])
+    if not found:
+        return f"no memcg left behind by a dead recorder under {mount[1]}"
+    listed = ", ".join(f"{path} ({tasks} tasks)" for path, tasks in found)
+    raise KmemtraceError(f"left behind by a recorder that died: {listed}",
+                         tip="; ".join(inmemcg.cleanup_tip(path) for path, _ in found))
+
+
 def _kprobes() -> str:
     if not (probes.KPROBE_PMU.exists() or Path("/sys/kernel/tracing/kprobe_events").exists()):
         raise KmemtraceError(
@@ -81,6 +94,7 @@ def _fentry() -> str:
 REQUIRED = (("root", _root), ("tracefs", _tracefs), ("bcc module", _bcc),
             ("kernel headers", _headers), ("kernel BTF", _btf), ("memory cgroup", _cgroups))
 OPTIONAL = (("kprobes", _kprobes), ("fentry", _fentry))
+CLEANUP = (("leftovers", _leftovers),)
 app_console = Console(soft_wrap=True)
 
 
@@ -88,13 +102,14 @@ app_console = Console(soft_wrap=True)
 def doctor() -> None:
     """Check root, tracefs, BCC, headers, BTF, kprobes/fentry and cgroups; print fixes."""
     failed = False
-    for group, checks in (("required", REQUIRED), ("optional", OPTIONAL)):
+    for group, checks in (("required", REQUIRED), ("optional", OPTIONAL), ("cleanup", CLEANUP)):
         for name, fn in checks:
             if group == "optional" and failed:
                 break  # their probes need what is missing above
             label, ok, detail, fix = _check(name, fn)
-            mark = "[green]ok[/]  " if ok else ("[red]FAIL[/]" if group == "required"
-                                                else "[yellow]no[/]  ")
+            mark = "[green]ok[/]  " if ok else {"required": "[red]FAIL[/]",
+                                                "cleanup": "[yellow]warn[/]"}.get(
+                                                    group, "[yellow]no[/]  ")
             app_console.print(f"{mark} {label:15} {detail}", highlight=False)
             if fix:
                 app_console.print(f"      {'':15} fix: {fix}", highlight=False)

@@ -22,7 +22,9 @@ def _probe_rows(plan: list[dict]) -> list[tuple[str, str, bool, str]]:
 def _render(s: dict, console: Console) -> None:
     kv = console.print
     if not s["complete"]:
-        kv("[bold yellow]warning:[/] trace is not sealed (the recording did not end cleanly); "
+        why = (f"writing it failed: {s['write_error']}" if s.get("write_error")
+               else "the recording did not end cleanly")
+        kv(f"[bold yellow]warning:[/] trace is not sealed ({why}); "
            f"its {s['parts']['count']} listed parts are whole and readable", highlight=False)
     kernel = s["kernel"]
     kv(f"[bold]{s['path']}[/]  format {s['format_version']}, "

@@ -1,5 +1,6 @@
 """``kmemtrace record``: trace slab and memcg events into a sealed trace directory."""
 
+import shutil
 import signal
 import sys
 import time
@@ -49,6 +50,8 @@ def record(
         help="How memcg offline/free, cache destroy and free_bulk are caught, first that "
         "works: auto (patched tracepoint, fentry, kprobe) | fentry (fentry, kprobe) | "
         "kprobe.")] = "auto",
+    force: Annotated[bool, typer.Option(
+        "--force", help="Replace the trace already in -o (only a kmemtrace trace).")] = False,
     command: Annotated[list[str] | None, typer.Argument(
         help="With --in-memcg: the command to run (after --).")] = None,
 ) -> None:
@@ -62,23 +65,29 @@ def record(
         raise UsageError("a COMMAND needs --in-memcg (record --in-memcg -o T -- COMMAND...)")
     if in_memcg and not command:
         raise UsageError("--in-memcg needs a command after --")
+    if command:
+        _check_command(command[0])
     opts = RecordOptions(output=output, all_objects=all_objects, cgroup=cgroup,
                          transport=transport,
-                         sample_interval_s=parse_duration_ns(sample_interval) / 1e9,
-                         command=list(command or []), in_memcg=in_memcg, lifecycle=lifecycle)
+                         sample_interval_s=_positive("--sample-interval", sample_interval),
+                         command=list(command or []), in_memcg=in_memcg, lifecycle=lifecycle,
+                         force=force)
     if print_bpf:
         _print_bpf(opts)
         return
     if output is None:
         raise UsageError("missing -o TRACE (the trace directory to create)")
-    limit_s = parse_duration_ns(duration) / 1e9 if duration else None
+    limit_s = _positive("--duration", duration) if duration is not None else None
     grace_s = parse_duration_ns(grace) / 1e9
 
-    feats, header_note = prepare(opts)
-    err_console.print(header_note, highlight=False, soft_wrap=True)
+    stop = _StopSignals()  # from here on, Ctrl-C or SIGTERM ends the recording cleanly
+    feats, header_note, mounted = prepare(opts)
+    for note in (mounted, header_note):
+        if note:
+            err_console.print(note, highlight=False, soft_wrap=True)
     rec = Recorder(opts, feats, header_note)
     rec.start()
-    _install_stop_handlers(rec)
+    stop.attach(rec)
     missing = [r.probe for r in rec.plan if r.status == "missing"]
     err_console.print(
         f"recording to {output} (offline from {probes.offline_source_note(rec.plan)}"
@@ -106,7 +115,27 @@ def record(
         sys.exit(exit_code)  # click swallows typer.Exit codes with standalone_mode=False
 
 
+def _positive(option: str, text: str) -> float:
+    """A duration in seconds that must be above zero (0 would mean 'forever' or a busy loop)."""
+    seconds = parse_duration_ns(text) / 1e9
+    if seconds <= 0:
+        raise UsageError(f"{option} {text}: must be longer than 0"
+                         + (" (leave it out to record until Ctrl-C)"
+                            if option == "--duration" else ""))
+    return seconds
+
+
+def _check_command(name: str) -> None:
+    """A command that cannot start must fail before the BPF compile and the trace directory."""
+    found = shutil.which(name)
+    if found is None:
+        where = "no such executable file" if "/" in name else "not found in PATH"
+        raise UsageError(f"--in-memcg command {name!r}: {where}")
+
+
 def _run_in_memcg(rec, feats, opts, deadline, grace_s, tick) -> int:
+    if rec.stopping:  # interrupted during the compile: do not start the command at all
+        return 0
     memcg = FreshMemcg(feats.memcg_root)
     try:
         rec.add_memcg(memcg.id, memcg.rel, memcg.level)
@@ -124,30 +153,73 @@ def _run_in_memcg(rec, feats, opts, deadline, grace_s, tick) -> int:
     return code if code >= 0 else 128 - code
 
 
-def _install_stop_handlers(rec: Recorder) -> None:
-    def stop(_signum, _frame):
-        rec.stop_requested = True
+class _StopSignals:
+    """SIGINT/SIGTERM request a clean stop. Installed before the BPF compile (seconds long):
+    a signal then is remembered, and the recording stops as soon as it has started, sealing
+    an empty trace instead of dying with a traceback."""
 
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
+    def __init__(self):
+        self.rec: Recorder | None = None
+        self.pending = False
+        signal.signal(signal.SIGINT, self._handle)
+        signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, _signum, _frame) -> None:
+        if self.rec is None:
+            self.pending = True
+        else:
+            self.rec.stop_requested = True
+
+    def attach(self, rec: Recorder) -> None:
+        self.rec = rec
+        rec.stop_requested = rec.stop_requested or self.pending
 
 
 def _progress(rec: Recorder, started: float) -> Text:
     elapsed = max(time.monotonic() - started, 1e-9)
-    mib = (rec.writer.bytes_written + 40 * rec.writer._pending_rows) / 2**20
+    queued = rec.pipeline.queued_rows + rec.writer._pending_rows
+    mib = (rec.writer.bytes_written + 40 * queued) / 2**20
     return Text(f"{elapsed:6.1f} s  {rec.events / elapsed / 1e3:8.1f} k events/s  "
                 f"{rec.events:,} events  ~{mib:.1f} MiB  lost {rec.lost_total():,}")
 
 
 def _summary(meta: dict, elapsed: float) -> None:
     counts = {k: v for k, v in meta["counts"].items() if v}
-    lost = meta["lost"]["total"]
     parts = ", ".join(f"{k}={v:,}" for k, v in counts.items())
     err_console.print(f"sealed trace: {parts or 'no events'} in {elapsed:.1f} s",
                       highlight=False, soft_wrap=True)
-    style = "bold red" if lost else "green"
-    err_console.print(f"[{style}]LOST {lost:,} events[/] {meta['lost']['by_reason'] or ''}",
+    line = loss_sentence(meta["lost"])
+    err_console.print(f"[{'bold red' if meta['lost']['total'] else 'green'}]{line}[/]",
                       highlight=False, soft_wrap=True)
+
+
+# Why each LostReason happens and what the user can do about it, in one clause each.
+LOSS_FIXES = {
+    "RINGBUF_FULL": ("the BPF ring buffer was full",
+                     "record less (--cgroup, --in-memcg) or on a less busy machine"),
+    "LIVE_MAP_FULL": ("the map of live objects was full",
+                      "record a smaller memcg subtree (--cgroup) or a shorter run"),
+    "PERF_LOST": ("the perf buffers were full", "use a kernel with BPF ring buffers (5.8+)"),
+    "NESTED": ("a probe fired on a CPU where it was already running (a free in an interrupt)",
+               "nothing to tune: the count says how many frees the trace lacks"),
+    "WRITER_QUEUE": ("the disk writer fell behind and its queue stayed full",
+                     "record to a faster disk or record less"),
+    "WRITE_FAILED": ("the trace could not be written", "free space on that filesystem"),
+    "LIFECYCLE_RING": ("memcg life-cycle records could not be queued",
+                       "record on a less busy machine"),
+    "LIFECYCLE_MAP": ("a life-cycle bookkeeping map was full", "record a smaller subtree"),
+}
+
+
+def loss_sentence(lost: dict) -> str:
+    """'No events were lost.' or which reasons lost how many, and the fix for each."""
+    if not lost["total"]:
+        return "No events were lost."
+    clauses = []
+    for reason, count in lost["by_reason"].items():
+        why, fix = LOSS_FIXES.get(reason, (f"reason {reason}", "see docs/trace-format.md"))
+        clauses.append(f"{count:,} because {why} (fix: {fix})")
+    return f"LOST {lost['total']:,} events: " + "; ".join(clauses) + "."
 
 
 def _print_bpf(opts: RecordOptions) -> None:

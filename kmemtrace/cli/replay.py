@@ -114,6 +114,20 @@ def compare_strategies(trace: Path, strategy: str, param: list[str] | None, era:
     selection = select(strategy, split_params(param))
     get_era(era)
     reader = open_trace(trace)
+    warn_if_incomplete(reader.meta, trace)
     with _progress(reader.n_events) as progress:
         result = replay(reader, selection, era=era, samples=samples, progress=progress)
     return Comparison.from_replay(result)
+
+
+def warn_if_incomplete(meta: dict, trace: Path) -> None:
+    """A trace whose recording did not end cleanly replays, but says so first (stderr)."""
+    if meta.get("complete", True):
+        return
+    why = (f"writing it failed: {meta['write_error']}" if meta.get("write_error")
+           else "the recorder was killed or crashed")
+    parts = len(meta.get("parts", []))
+    err_console.print(
+        f"[bold yellow]warning:[/] {trace} is incomplete ({why}): only its {parts} sealed "
+        "parts are replayed, and events lost after the last one are not counted",
+        highlight=False, soft_wrap=True)

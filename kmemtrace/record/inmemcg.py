@@ -4,19 +4,30 @@ The point is a complete memcg life in the trace: MKDIR, the command's allocation
 to it, then the offline when we remove the directory after the command ends (objects still
 charged make it a dying memcg, the case the strategies differ on). The child moves itself
 into the memcg between fork and exec, so every allocation of the command is charged there.
+
+A recorder that dies without cleaning up (SIGKILL, OOM kill) must not leave the command
+running in an orphaned memcg: the command gets ``PR_SET_PDEATHSIG`` (SIGKILL when the
+recorder dies), and a guardian process (:mod:`kmemtrace.record.guardian`) that outlives the
+recorder kills what is left in the memcg and removes it. ``kmemtrace doctor`` lists any
+memcg that still escaped, with the fix.
 """
 
-import contextlib
+import ctypes
 import os
+import re
 import secrets
 import signal
 import subprocess
-import time
+import sys
 from pathlib import Path
 
 from kmemtrace.errors import KernelSupportError, UsageError
+from kmemtrace.record.guardian import members, reap
 
 RMDIR_TIMEOUT_S = 5.0
+NAME_PREFIX = "kmemtrace-"
+_NAME = re.compile(rf"{NAME_PREFIX}(\d+)-[0-9a-f]+")
+PR_SET_PDEATHSIG = 1  # include/uapi/linux/prctl.h
 
 
 def _delegate_memory(mount: Path) -> None:
@@ -35,12 +46,22 @@ def _delegate_memory(mount: Path) -> None:
                                  f"{exc.strerror}") from None
 
 
+def leftovers(mount: Path) -> list[tuple[Path, int]]:
+    """Memcgs of ``--in-memcg`` runs whose recorder is gone: (directory, tasks in it)."""
+    found = []
+    for path in sorted(mount.glob(f"{NAME_PREFIX}*")):
+        match = _NAME.fullmatch(path.name)
+        if match and path.is_dir() and not Path(f"/proc/{match.group(1)}").exists():
+            found.append((path, len(members(path))))
+    return found
+
+
 class FreshMemcg:
-    """A memcg directory we create, run one command in, and remove."""
+    """A memcg directory we create, run one command in, and remove (guarded, see above)."""
 
     def __init__(self, mount: Path):
         self.mount = mount
-        self.path = mount / f"kmemtrace-{os.getpid()}-{secrets.token_hex(3)}"
+        self.path = mount / f"{NAME_PREFIX}{os.getpid()}-{secrets.token_hex(3)}"
         _delegate_memory(mount)
         try:
             self.path.mkdir()
@@ -50,11 +71,18 @@ class FreshMemcg:
         self.rel = "/" + str(self.path.relative_to(mount))
         self.level = self.rel.count("/")
         self.proc: subprocess.Popen | None = None
+        self._guardian, lifeline = _start_guardian(self.path)
+        self._lifeline: int | None = lifeline
 
     def spawn(self, argv: list[str]) -> subprocess.Popen:
         procs = str(self.path / "cgroup.procs")
+        recorder = os.getpid()
+        libc = ctypes.CDLL(None, use_errno=True)
 
         def enter_memcg() -> None:  # runs in the child, before exec
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+            if os.getppid() != recorder:  # the recorder died before prctl took effect
+                os._exit(1)
             with open(procs, "w") as fh:
                 fh.write("0")  # "0" = the writing task itself (v1 and v2)
 
@@ -75,28 +103,33 @@ class FreshMemcg:
                 self.proc.kill()
                 self.proc.wait()
 
-    def _members(self) -> list[int]:
-        try:
-            return [int(p) for p in (self.path / "cgroup.procs").read_text().split()]
-        except OSError:
-            return []
-
     def remove(self) -> None:
         """rmdir the memcg (this offlines it); kill leftovers of the command first."""
-        deadline = time.monotonic() + RMDIR_TIMEOUT_S
-        while True:
-            try:
-                self.path.rmdir()
-                return
-            except FileNotFoundError:
-                return
-            except OSError as exc:
-                if time.monotonic() > deadline:
-                    raise KernelSupportError(
-                        f"cannot remove memcg {self.path}: {exc.strerror}",
-                        tip=f"kill the tasks in {self.path}/cgroup.procs and rmdir it",
-                    ) from None
-            for pid in self._members():  # daemons the command left behind
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            time.sleep(0.05)
+        error = reap(self.path, RMDIR_TIMEOUT_S)
+        if self._lifeline is not None:
+            os.close(self._lifeline)  # the guardian sees EOF, finds the memcg gone, exits
+            self._lifeline = None
+            self._guardian.wait()
+        if error is not None:
+            raise KernelSupportError(f"cannot remove memcg {self.path}: {error.strerror}",
+                                     tip=cleanup_tip(self.path))
+
+
+def cleanup_tip(path: Path) -> str:
+    return f"kill -9 $(cat {path}/cgroup.procs); rmdir {path}"
+
+
+def _start_guardian(path: Path) -> tuple[subprocess.Popen, int]:
+    """The guardian process and our end of its lifeline pipe (close-on-exec: ours alone)."""
+    read_end, write_end = os.pipe()
+    try:
+        guardian = subprocess.Popen(
+            [sys.executable, "-m", "kmemtrace.record.guardian", str(path)], stdin=read_end,
+            stdout=subprocess.DEVNULL, start_new_session=True)
+    except OSError as exc:
+        os.close(write_end)
+        path.rmdir()
+        raise KernelSupportError(f"cannot start the memcg guardian: {exc.strerror}") from None
+    finally:
+        os.close(read_end)
+    return guardian, write_end

@@ -6,6 +6,7 @@ the trace's meta so a reader knows which events could appear at all.
 """
 
 import contextlib
+import ctypes
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -101,6 +102,28 @@ def find_tracefs() -> Path | None:
         except PermissionError:  # mounted, but only root may look inside
             return path
     return None
+
+
+def ensure_tracefs() -> str | None:
+    """Mount tracefs if it is not mounted (recording runs as root); say so, or None.
+
+    tracefs is where tracepoints are named and BCC attaches them; a system that simply did
+    not mount it (minimal containers, some initramfs setups) needs one mount(2), not a fix
+    the user has to look up.
+    """
+    if find_tracefs() is not None:
+        return None
+    target = TRACEFS_CANDIDATES[0]
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.mount(b"nodev", str(target).encode(), b"tracefs", 0, None) != 0:
+        err = ctypes.get_errno()
+        raise KernelSupportError(f"tracefs is not mounted and mounting it at {target} failed: "
+                                 f"{os.strerror(err)}",
+                                 tip=f"mount -t tracefs nodev {target}")
+    if find_tracefs() is None:
+        raise KernelSupportError(f"mounted tracefs at {target} but it has no events/ "
+                                 "directory: this kernel lacks tracepoints (CONFIG_TRACING)")
+    return f"tracefs was not mounted: mounted it at {target} (mount -t tracefs nodev {target})"
 
 
 def memcg_mount(mounts_file: Path = Path("/proc/mounts")) -> tuple[str, Path] | None:

@@ -1,10 +1,12 @@
-"""The recording loop: compile and attach the BPF program, drain, convert, write.
+"""The recording loop: compile and attach the BPF program, drain, convert, hand to the writer.
 
 The BPF side hands over two streams: compact slab records (bulk-drained, see
 :mod:`kmemtrace.record.ring`) and rare cgroup records with paths (BCC's per-record
 callback is fine at that rate). This module turns both into trace columns, keeps
 ``meta["caches"]``/``meta["memcgs"]`` up to date as new caches and memcgs appear, samples
 ``/sys/kernel/slab`` periodically and, at the end, writes the per-CPU loss counters.
+Writing happens on the other side of a bounded queue (:mod:`kmemtrace.record.pipeline`), so
+sealing a part never pauses the draining.
 """
 
 import ctypes
@@ -19,6 +21,8 @@ from kmemtrace.errors import KernelSupportError, PermissionNeeded, UsageError
 from kmemtrace.record import bccload, headers, probes, sysfs
 from kmemtrace.record.btf import STRUCT
 from kmemtrace.record.events import CG_EVENT_DTYPE, EVENT_DTYPE, K
+from kmemtrace.record.output import check_output
+from kmemtrace.record.pipeline import WriterThread
 from kmemtrace.trace.meta import new_meta
 from kmemtrace.trace.schema import (
     GFP_ACCOUNT,
@@ -71,6 +75,7 @@ class RecordOptions:
     command: list[str] | None = None
     in_memcg: bool = False  # the subtree filter then follows the fresh memcg
     lifecycle: str = "auto"  # auto | kprobe | fentry: how lifecycle events are caught
+    force: bool = False  # replace the trace already in ``output``
 
 
 def require_root() -> None:
@@ -79,11 +84,6 @@ def require_root() -> None:
             "recording needs root (loading BPF programs and writing cgroups)",
             tip="run it as: sudo kmemtrace record ...",
         )
-
-
-def check_output(path: Path) -> None:
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
-        raise UsageError(f"{path}: already exists and is not empty; choose another -o")
 
 
 def cflags(feats: probes.KernelFeatures, opts: RecordOptions, use_perf: bool,
@@ -240,10 +240,12 @@ class Recorder:
         meta["record"] = {"all_objects": self.opts.all_objects, "cgroup": self.opts.cgroup,
                           "transport": "perf" if self.use_perf else "ringbuf",
                           "lifecycle": self.opts.lifecycle,
-                          "headers": self.header_note, "cflags": self.cflags}
+                          "headers": self.header_note, "cflags": self.cflags,
+                          "nested_rescued": 0, "recursion_misses": {}}
         self.start_ns = now_ns()
         meta["clock"]["start_ns"] = self.start_ns
-        self.writer = TraceWriter(self.opts.output, meta)
+        self.writer = TraceWriter(self.opts.output, meta, overwrite=self.opts.force)
+        self.pipeline = WriterThread(self.writer)
         self._next_sample = 0.0
         self._next_flush = time.monotonic() + FLUSH_INTERVAL_S
 
@@ -329,13 +331,18 @@ class Recorder:
         ``tick()`` (live progress) is called every ``tick_interval_s``.
         """
         next_tick = time.monotonic()
-        while not self.stop_requested and not until():
+        while not self.stopping and not until():
             self.poll()
             if tick is not None and time.monotonic() >= next_tick:
                 tick()
                 next_tick = time.monotonic() + tick_interval_s
             time.sleep(DRAIN_INTERVAL_S)
         self.poll()
+
+    @property
+    def stopping(self) -> bool:
+        """A stop was requested (signal) or the writer failed (e.g. the disk is full)."""
+        return self.stop_requested or self.pipeline.failed
 
     def poll(self) -> None:
         if self.use_perf:
@@ -351,7 +358,7 @@ class Recorder:
             self._sample_slabs()
             self._next_sample = mono + self.opts.sample_interval_s
         if mono >= self._next_flush:
-            self.writer.flush()
+            self.pipeline.flush()
             self._next_flush = mono + FLUSH_INTERVAL_S
 
     def _on_cg(self, *args) -> None:
@@ -391,7 +398,7 @@ class Recorder:
         n = len(cols["ts_ns"])
         cols["seq"] = np.arange(self.seq, self.seq + n, dtype=np.int64)
         self.seq += n
-        self.writer.append(cols)
+        self.pipeline.put(cols)
 
     def _write_records(self, recs: np.ndarray) -> None:
         n = len(recs)
@@ -540,10 +547,14 @@ class Recorder:
         return out
 
     def lost_total(self) -> int:
-        return sum(self.lost_per_cpu().values())
+        return sum(self.lost_per_cpu().values()) + sum(self.pipeline.dropped.values())
 
     def stop(self) -> dict:
-        """Final drain, LOST rows, seal. Returns the sealed meta."""
+        """Final drain, LOST rows, seal. Returns the sealed meta.
+
+        Raises KmemtraceError (one line) if the trace could not be written; the BPF
+        programs are detached first either way.
+        """
         # Stop the loss counters; twins first, else alone they would take every free as
         # nested and inflate `rescued` (which NESTED is reckoned from).
         links = sorted(self.bpf.raw_tracepoint_fds, key=lambda k: not k.endswith(
@@ -552,7 +563,7 @@ class Recorder:
             self.bpf.detach_raw_tracepoint(tp)
         self.poll()
         end = now_ns()
-        lost = self.lost_per_cpu()
+        lost = self.lost_per_cpu() | self.pipeline.lost_rows()
         if lost:
             cols = empty_columns(len(lost))
             cols["ts_ns"][:] = end
@@ -561,19 +572,25 @@ class Recorder:
                 cols["cpu"][i], cols["aux"][i], cols["aux2"][i] = cpu, count, reason
             self._append(cols)
         self.writer.meta["clock"]["end_ns"] = end
+        # keys made at start(): the writer thread may be serialising meta right now
         self.writer.meta["record"]["nested_rescued"] = self.rescued_total()
         self.writer.meta["record"]["recursion_misses"] = {
             k: v for k, v in self.recursion_misses().items() if v}
-        self.writer.close()
-        self.ring.close()
-        self.bpf.cleanup()
-        return self.writer.meta
+        try:
+            return self.pipeline.close()
+        finally:
+            self.ring.close()
+            self.bpf.cleanup()
 
 
-def prepare(opts: RecordOptions) -> tuple[probes.KernelFeatures, str]:
-    """Pre-flight in the order a user can fix things: root, output, tracefs, bcc, headers."""
+def prepare(opts: RecordOptions) -> tuple[probes.KernelFeatures, str, str | None]:
+    """Pre-flight in the order a user can fix things: root, output, tracefs, bcc, headers.
+
+    Returns the features, the headers note, and a note if tracefs had to be mounted.
+    """
     require_root()
-    check_output(opts.output)
+    check_output(opts.output, force=opts.force)
+    mounted = probes.ensure_tracefs()
     feats = probes.detect()
     bccload.load_bcc()
     choice = headers.choose_headers()
@@ -583,4 +600,4 @@ def prepare(opts: RecordOptions) -> tuple[probes.KernelFeatures, str]:
             tip="apt-get install linux-headers-amd64 (any version: offsets come from BTF)",
         )
     headers.apply(choice)
-    return feats, choice.how
+    return feats, choice.how, mounted

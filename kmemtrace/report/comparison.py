@@ -26,6 +26,8 @@ class TraceFacts:
     lost: dict
     workload: dict | None = None  # synthetic traces: generator name, seed, params
     attach_plan: tuple[dict, ...] = ()  # recordings: which probes were real, which missing
+    complete: bool = True  # false: the recording was killed or its disk filled
+    write_error: str | None = None
 
     @property
     def span_s(self) -> float:
@@ -80,6 +82,7 @@ class Comparison:
             lost=dict(meta.get("lost") or {"total": 0, "by_reason": {}}),
             workload=meta.get("workload"),
             attach_plan=tuple(meta.get("attach_plan") or ()),
+            complete=bool(meta.get("complete", True)), write_error=meta.get("write_error"),
         )
         return cls(
             facts=facts,

@@ -74,6 +74,11 @@ def _facts(cmp: Comparison) -> str:
     if f.is_emulated_vm:
         rows.append(("warning", '<span class="warn">recorded in an emulated VM; times are '
                                 "not real-time</span>"))
+    if not f.complete:
+        why = f"writing it failed: {f.write_error}" if f.write_error else "the recorder was killed"
+        rows.append(("warning", f'<span class="warn">incomplete trace ({escape(why)}): only its '
+                                "sealed parts were replayed; losses after them are not "
+                                "counted</span>"))
     out = ['<h2>Trace</h2><table class="facts">',
            *(_row(k, v, tag="td") for k, v in rows), "</table>"]
     out.append(_attach_plan(f.attach_plan))

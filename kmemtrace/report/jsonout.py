@@ -19,7 +19,8 @@ def to_json(cmp: Comparison) -> dict:
     return {
         "kmemtrace_version": __version__,
         "trace": {"path": f.path, "source": f.source, "kernel": f.kernel, "events": f.events,
-                  "start_ns": f.start_ns, "end_ns": f.end_ns, "lost": f.lost},
+                  "start_ns": f.start_ns, "end_ns": f.end_ns, "lost": f.lost,
+                  "complete": f.complete},
         "era": cmp.era,
         "assumptions": assumptions(cmp.era, f.kernel_release),
         "strategies": [_json_safe(m.to_dict()) for m in cmp.metrics],

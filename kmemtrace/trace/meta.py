@@ -49,10 +49,16 @@ def new_meta(source: str, *, command: list[str] | None = None, ncpus: int | None
 
 
 def write_meta_atomic(trace_dir: Path, meta: dict) -> None:
-    """Replace meta.json in one rename so a crash never leaves a half-written file."""
+    """Replace meta.json in one rename so a crash never leaves a half-written file.
+
+    The one-shot ``json.dumps`` (C encoder, GIL held throughout) takes a consistent
+    snapshot first: a recorder's drain thread may add caches or memcgs while its writer
+    thread writes meta.json, and the indenting encoder iterates in Python.
+    """
+    snapshot = json.loads(json.dumps(meta))
     tmp = trace_dir / f".{META_FILE}.tmp"
     with open(tmp, "w") as fh:
-        json.dump(meta, fh, indent=1, sort_keys=False)
+        json.dump(snapshot, fh, indent=1, sort_keys=False)
         fh.write("\n")
         fh.flush()
         os.fsync(fh.fileno())

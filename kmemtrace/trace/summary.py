@@ -68,6 +68,7 @@ def summarize(reader: TraceReader) -> dict:
         "path": str(reader.path),
         "format_version": meta["format_version"],
         "complete": bool(meta.get("complete")),
+        "write_error": meta.get("write_error"),
         "source": meta.get("source"),
         "workload": meta.get("workload"),
         "created_utc": meta.get("created_utc"),

@@ -5,6 +5,11 @@ written to a hidden temporary file, fsync'ed and renamed into place, and meta.js
 rewritten atomically to list it. Whatever happens, every part named in meta.json is whole,
 and at most the rows not yet sealed are lost.
 
+Why counts at sealing: ``meta["counts"]`` and ``meta["lost"]`` describe the sealed parts
+only, so a recording killed with SIGKILL leaves a meta.json whose numbers match what can be
+read. Rows that can never be sealed because writing failed (a full disk) are counted in
+``lost`` as ``WRITE_FAILED`` instead (see :meth:`TraceWriter.abandon`).
+
 Why a reorder window: records from different CPUs reach user space slightly out of
 timestamp order. The writer keeps the newest ``reorder_window_ns`` of events back when it
 seals a part, so parts are sorted by ``(ts_ns, seq)`` and consecutive parts do not overlap
@@ -20,7 +25,14 @@ import pyarrow.parquet as pq
 
 from kmemtrace.errors import TraceFormatError
 from kmemtrace.trace.meta import write_meta_atomic
-from kmemtrace.trace.schema import ARROW_SCHEMA, COLUMNS, EVENTS_DIR, EventKind, LostReason
+from kmemtrace.trace.schema import (
+    ARROW_SCHEMA,
+    COLUMNS,
+    EVENTS_DIR,
+    META_FILE,
+    EventKind,
+    LostReason,
+)
 
 DEFAULT_ROTATE_ROWS = 2_000_000
 DEFAULT_REORDER_WINDOW_NS = 50_000_000  # 50 ms: far above ring-buffer commit skew
@@ -59,6 +71,7 @@ class TraceWriter:
         self.late_events = 0  # arrived after their time window was already sealed
         self.rows_written = 0
         self.bytes_written = 0
+        self.error: str | None = None  # set by abandon(): nothing more reaches the disk
         self._closed = False
         write_meta_atomic(self.dir, self.meta)
 
@@ -75,9 +88,11 @@ class TraceWriter:
             if len(col) != n:
                 raise ValueError(f"column {name!r} has {len(col)} rows, expected {n}")
             batch[name] = np.asarray(col, dtype=dt)
+        if self.error is not None:
+            self._drop(batch)
+            return
         self._pending.append(batch)
         self._pending_rows += n
-        self._count(batch)
         if self._pending_rows >= self.rotate_rows:
             self._seal(final=False)
 
@@ -113,17 +128,19 @@ class TraceWriter:
                 cols["ts_ns"][late] = self._last_sealed_ts
                 order = np.lexsort((cols["seq"], cols["ts_ns"]))
                 cols = {name: c[order] for name, c in cols.items()}
-        keep = len(cols["ts_ns"])
+        rows = len(cols["ts_ns"])
+        keep = rows
         if not final:
             cutoff = int(cols["ts_ns"][-1]) - self.reorder_window_ns
             keep = int(np.searchsorted(cols["ts_ns"], cutoff, side="right"))
-        self._pending = [{name: c[keep:] for name, c in cols.items()}] if keep < len(
-            cols["ts_ns"]
-        ) else []
-        self._pending_rows = len(cols["ts_ns"]) - keep
+        self._pending = [cols]  # until the part is on disk, all of it is still pending
         if keep == 0:
             return
         self._write_part({name: c[:keep] for name, c in cols.items()})
+        self._pending = [{name: c[keep:] for name, c in cols.items()}] if keep < rows else []
+        self._pending_rows = rows - keep
+        self.meta["late_events"] = self.late_events
+        write_meta_atomic(self.dir, self.meta)
 
     def _write_part(self, cols: dict[str, np.ndarray]) -> None:
         index = len(self.meta["parts"])
@@ -131,29 +148,68 @@ class TraceWriter:
         final_path = self.dir / EVENTS_DIR / name
         tmp_path = self.dir / EVENTS_DIR / f".{name}.tmp"
         table = pa.Table.from_arrays([pa.array(cols[n]) for n in COLUMNS], schema=ARROW_SCHEMA)
-        pq.write_table(table, tmp_path, compression=self.compression, row_group_size=1 << 20)
-        with open(tmp_path, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp_path, final_path)
+        try:
+            pq.write_table(table, tmp_path, compression=self.compression, row_group_size=1 << 20)
+            with open(tmp_path, "rb") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp_path, final_path)
+        except BaseException:
+            tmp_path.unlink(missing_ok=True)  # give the space back: meta.json must still fit
+            raise
         size = final_path.stat().st_size
         ts = cols["ts_ns"]
         self.meta["parts"].append(
             {"file": name, "rows": len(ts), "ts_min": int(ts[0]), "ts_max": int(ts[-1]),
              "bytes": size}
         )
+        self._count(cols)
         self._last_sealed_ts = int(ts[-1])
         self.rows_written += len(ts)
         self.bytes_written += size
-        self.meta["late_events"] = self.late_events
-        write_meta_atomic(self.dir, self.meta)
+
+    def _drop(self, batch: dict[str, np.ndarray]) -> None:
+        """Count rows that will never reach the disk: LOST rows keep their amounts."""
+        lost = batch["kind"] == EventKind.LOST
+        if lost.any():
+            self.add_lost(batch["aux"][lost], batch["aux2"][lost])
+        dropped = int((~lost).sum())
+        if dropped:
+            self.add_lost(np.array([dropped]), np.array([LostReason.WRITE_FAILED]))
+
+    def abandon(self, reason: str) -> None:
+        """Writing failed (disk full, I/O error): stop writing, keep the sealed parts.
+
+        Every row not yet sealed, and every row appended from now on, is counted as LOST
+        ``WRITE_FAILED``; meta.json is rewritten (best effort: the failed part's temporary
+        file is gone, so it usually fits) with ``complete: false`` and ``write_error``.
+        """
+        self.error = reason
+        for batch in self._pending:
+            self._drop(batch)
+        self._pending, self._pending_rows = [], 0
+        self.meta["write_error"] = reason
+        self.meta["complete"] = False
+        self._write_meta_best_effort()
+
+    def _write_meta_best_effort(self) -> None:
+        try:
+            write_meta_atomic(self.dir, self.meta)
+        except OSError:
+            (self.dir / f".{META_FILE}.tmp").unlink(missing_ok=True)
 
     def flush(self) -> None:
         """Seal what is pending except the reorder window (for periodic durability)."""
-        self._seal(final=False)
+        if self.error is None:
+            self._seal(final=False)
 
     def close(self) -> None:
-        """Seal every pending row and mark the trace complete."""
+        """Seal every pending row and mark the trace complete (unless writing failed)."""
         if self._closed:
+            return
+        if self.error is not None:
+            self.meta["late_events"] = self.late_events
+            self._write_meta_best_effort()
+            self._closed = True
             return
         self._seal(final=True)
         clock = self.meta.setdefault("clock", {})

@@ -1,0 +1,89 @@
+"""record's checks that need no kernel (-o paths, the loss sentence, leftover memcgs), and
+the incomplete-trace warnings of replay and report."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kmemtrace.cli.record import loss_sentence
+from kmemtrace.errors import UsageError
+from kmemtrace.record.inmemcg import leftovers
+from kmemtrace.record.output import check_output, fs_type
+from kmemtrace.trace.meta import load_meta, write_meta_atomic
+
+from conftest import SEC, TraceBuilder
+
+
+def test_loss_sentence_names_each_reason_with_its_fix():
+    assert loss_sentence({"total": 0, "by_reason": {}}) == "No events were lost."
+    line = loss_sentence({"total": 1500, "by_reason": {"RINGBUF_FULL": 1000,
+                                                      "WRITE_FAILED": 500}})
+    assert line.startswith("LOST 1,500 events: 1,000 because the BPF ring buffer was full")
+    assert "500 because the trace could not be written (fix: free space" in line
+    assert "{" not in line and line.endswith(".")
+
+
+def test_output_checks(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UsageError, match="is a file, not a directory"):
+        check_output(tmp_path / "file" / "trace")
+    with pytest.raises(UsageError, match="no such directory"):
+        check_output(tmp_path / "missing" / "trace")
+    assert not (tmp_path / "missing").exists()
+    check_output(tmp_path / "new")  # fine, and nothing is left behind by the write test
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "keep").write_text("x")
+    with pytest.raises(UsageError, match="pass --force"):
+        check_output(tmp_path / "full")
+    with pytest.raises(UsageError, match="not a kmemtrace trace"):
+        check_output(tmp_path / "full", force=True)
+    (tmp_path / "full" / "meta.json").write_text("{}")
+    check_output(tmp_path / "full", force=True)
+    assert sorted(os.listdir(tmp_path / "full")) == ["keep", "meta.json"]
+
+
+def test_fs_type_takes_the_longest_mount_prefix(tmp_path):
+    mounts = tmp_path / "mounts"
+    mounts.write_text("/dev/vda1 / ext4 rw 0 0\nproc /proc proc rw 0 0\n"
+                      "none /proc/sys/fs/binfmt_misc binfmt_misc rw 0 0\n")
+    assert fs_type(tmp_path, mounts) == "ext4"
+    assert fs_type(tmp_path.parent / "proc", mounts) == "ext4"
+    assert fs_type(Path("/proc/1"), mounts) == "proc"
+    assert fs_type(Path("/proc/sys/fs/binfmt_misc/x"), mounts) == "binfmt_misc"
+    assert fs_type(Path("/procfoo"), mounts) == "ext4"
+
+
+def test_leftovers_are_memcgs_of_dead_recorders_only(tmp_path):
+    alive = tmp_path / f"kmemtrace-{os.getpid()}-abc123"
+    dead = tmp_path / "kmemtrace-999999999-def456"  # above pid_max: no such process
+    other = tmp_path / "kmemtrace-notours"
+    for d in (alive, dead, other):
+        d.mkdir()
+    (dead / "cgroup.procs").write_text("12\n34\n")
+    assert leftovers(tmp_path) == [(dead, 2)]
+
+
+def test_replay_and_report_warn_on_an_incomplete_trace(tmp_path):
+    tb = TraceBuilder(tmp_path / "t")
+    tb.cache()
+    tb.mkdir(SEC, memcg=2)
+    tb.alloc(2 * SEC, ptr=0x1000, memcg=2)
+    path = tb.write(3 * SEC)
+    meta = load_meta(path)
+    meta["complete"] = False  # as a recorder killed after sealing its parts leaves it
+    write_meta_atomic(path, meta)
+    env = {**os.environ, "COLUMNS": "300"}
+    replay = subprocess.run([sys.executable, "-m", "kmemtrace", "replay", str(path),
+                             "--strategy", "current"], capture_output=True, text=True, env=env)
+    assert replay.returncode == 0, replay.stderr
+    assert "is incomplete (the recorder was killed or crashed)" in replay.stderr
+    html = tmp_path / "r.html"
+    report = subprocess.run([sys.executable, "-m", "kmemtrace", "report", str(path), "-o",
+                             str(html), "--strategy", "current"], capture_output=True,
+                            text=True, env=env)
+    assert report.returncode == 0, report.stderr
+    assert "incomplete trace (the recorder was killed)" in html.read_text()
