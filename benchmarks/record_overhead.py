@@ -281,7 +281,9 @@ def report(results: dict[str, list[dict]], args) -> None:
     got = sum(r["mine"] for r in checked)
     lost = sum(r["lost"] for r in checked)
     unreported = max(0, ref - got - lost)
-    print(f"\nloss vs ftrace (workload pids, same tracepoints): ftrace {ref:,}, "
+    wall = sum(r["events"] / r["captured_per_s"] for r in checked)
+    print(f"\nloss vs ftrace (workload pids, same tracepoints): ftrace {ref:,} "
+          f"({ref / wall:,.0f} events/s offered by the workload itself), "
           f"trace {got:,}, missing {ref - got:,}, reported LOST {lost:,} "
           f"({json.dumps([r['lost_by'] for r in checked])}), unreported "
           f"{1e6 * unreported / max(1, ref):.2f} ppm; parts per run "
