@@ -11,7 +11,6 @@ of objects the workload allocated must all be in the trace, or the shortfall in 
 
 import collections
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from kmemtrace.record.ftrace_ref import FtraceInstance, frees_of_workload_objects
 from kmemtrace.record.probes import find_tracefs
 from kmemtrace.trace.reader import open_trace
 from kmemtrace.trace.schema import EventContext, EventKind
@@ -33,60 +33,6 @@ for _ in range({N_PAIRS}):
     a, b = socket.socketpair()
     a.close(); b.close()
 """
-LINE = re.compile(r"-(\d+)\s+\[\d+\].*?\s(kmem_cache_alloc|kmem_cache_free): .*?ptr=([0-9a-f]+)")
-
-
-class FtraceInstance:
-    """A private tracefs instance recording kmem_cache_alloc/free of one cache."""
-
-    def __init__(self, name: str, cache: str):
-        tracefs = find_tracefs()
-        assert tracefs is not None, "tracefs is not mounted: mount -t tracefs nodev " \
-                                    "/sys/kernel/tracing"
-        self.dir = tracefs / "instances" / name
-        self.dir.mkdir()
-        self._write("trace_clock", "mono")  # bpf_ktime_get_ns's clock
-        self._write("buffer_size_kb", "65536")
-        self._write("options/hash-ptr", "0")
-        for event in ("kmem_cache_alloc", "kmem_cache_free"):
-            self._write(f"events/kmem/{event}/filter", f'name == "{cache}"')
-            self._write(f"events/kmem/{event}/enable", "1")
-
-    def _write(self, rel: str, value: str) -> None:
-        (self.dir / rel).write_text(value)
-
-    def stop(self) -> tuple[str, int]:
-        """Turn tracing off; the text and the events the instance itself dropped."""
-        self._write("tracing_on", "0")
-        text = (self.dir / "trace").read_text()
-        dropped = 0
-        for stats in self.dir.glob("per_cpu/cpu*/stats"):
-            for line in stats.read_text().splitlines():
-                if line.startswith(("overrun:", "dropped events:")):
-                    dropped += int(line.split(":")[1])
-        return text, dropped
-
-    def remove(self) -> None:
-        for event in ("kmem_cache_alloc", "kmem_cache_free"):
-            self._write(f"events/kmem/{event}/enable", "0")
-        self.dir.rmdir()
-
-
-def frees_of_workload_objects(text: str, pid: int) -> collections.Counter:
-    """Per pointer, ftrace's frees of objects that ``pid`` allocated (alloc, then its free)."""
-    live: set[int] = set()
-    freed: collections.Counter = collections.Counter()
-    for m in LINE.finditer(text):
-        tid, event, ptr = int(m.group(1)), m.group(2), int(m.group(3), 16)
-        if event == "kmem_cache_alloc":
-            if tid == pid:
-                live.add(ptr)
-        elif ptr in live:
-            live.discard(ptr)
-            freed[ptr] += 1
-    return freed
-
-
 @pytest.fixture(scope="module")
 def churn(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("nested")
