@@ -158,6 +158,18 @@ class FtraceCounter:
         return total
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process, all threads (from /proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def sigint_default() -> None:
+    """In the child: SIGINT back to its default (a shell's background job ignores it, and
+    Python tools then never see KeyboardInterrupt)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def wait_line(stream, needle: str, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     for line in stream:
@@ -172,14 +184,17 @@ def traced_kmemtrace(wl: Workload, tmp: Path, tag: str, check: bool) -> dict:
     out = tmp / f"trace-{tag}"
     rec = subprocess.Popen([sys.executable, "-m", "kmemtrace", "record", "-o", str(out),
                             "--all-objects"], stderr=subprocess.PIPE, text=True,
-                           env={**os.environ, "COLUMNS": "300"})
+                           env={**os.environ, "COLUMNS": "300"}, preexec_fn=sigint_default)
     wait_line(rec.stderr, "recording to")
     counter = FtraceCounter(wl.pids) if check else None
+    cpu0 = cpu_seconds(rec.pid)
     rate = wl.run()
+    cpu = cpu_seconds(rec.pid) - cpu0
     reference = counter.stop() if counter else None
     rec.send_signal(signal.SIGINT)
     rec.communicate(timeout=600)
-    res = {"rate": rate, **trace_facts(out, wl.pids, wl.wall), "reference": reference}
+    res = {"rate": rate, **trace_facts(out, wl.pids, wl.wall), "reference": reference,
+           "recorder_cpu": cpu / wl.wall}
     subprocess.run(["rm", "-rf", str(out)], check=True)
     return res
 
@@ -205,10 +220,13 @@ def trace_facts(out: Path, pids: list[int], wall: float) -> dict:
 
 
 def traced_tool(wl: Workload, argv: list[str], ready_s: float) -> dict:
-    tool = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    time.sleep(ready_s)  # neither tool says when its probes are live
-    rate = wl.run()
-    tool.send_signal(signal.SIGINT)
+    tool = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=sigint_default)
+    try:
+        time.sleep(ready_s)  # neither tool says when its probes are live
+        rate = wl.run()
+    finally:
+        tool.send_signal(signal.SIGINT)
     try:
         tool.communicate(timeout=600)
     except subprocess.TimeoutExpired:
@@ -268,14 +286,17 @@ def report(results: dict[str, list[dict]], args) -> None:
     print(f"\nworkload: {len(os.sched_getaffinity(0))} pinned copies x {args.seconds:.0f} s of "
           f"(file + socketpair + pipe), {args.reps} interleaved reps, medians; "
           f"load at end {load()}")
-    print(f"{'variant':16} {'it/s':>10} {'slowdown':>9} {'events/s':>11} {'B/event':>8}")
+    print(f"{'variant':16} {'it/s':>10} {'slowdown':>9} {'events/s':>11} {'B/event':>8} "
+          f"{'recorder CPUs':>13}")
     for name, runs in results.items():
         rate = statistics.median(r["rate"] for r in runs)
         evs = [r["captured_per_s"] for r in runs if "captured_per_s" in r]
         bpe = [r["bytes_per_event"] for r in runs if "bytes_per_event" in r]
+        cpu = [r["recorder_cpu"] for r in runs if "recorder_cpu" in r]
         print(f"{name:16} {rate:10,.0f} {base / rate:8.2f}x "
               f"{statistics.median(evs) if evs else 0:11,.0f} "
-              f"{statistics.median(bpe) if bpe else 0:8.2f}")
+              f"{statistics.median(bpe) if bpe else 0:8.2f} "
+              f"{statistics.median(cpu) if cpu else 0:13.2f}")
     checked = results["kmemtrace+check"]
     ref = sum(r["reference"] for r in checked)
     got = sum(r["mine"] for r in checked)

@@ -291,10 +291,10 @@ int kmt_cache_alloc(struct bpf_raw_tracepoint_args *ctx)
  * skipped and only counted in the program's recursion_misses (8-23 % of sock_inode_cache
  * frees under socket churn). So each free tracepoint has two programs, run one after the
  * other for every event. The main one notes the pointer under its context level (task,
- * softirq, hardirq, NMI: events of one level never nest on a CPU); its twin checks that
- * note at its own level: the pointer is there, the main program saw the event, and the
- * twin clears the note; it is not, the kernel skipped the main program because it was
- * running at a lower level, and the twin handles the event and counts it in `rescued`.
+ * softirq, hardirq, NMI: events of one level never nest on a CPU); its twin looks for that
+ * note: the pointer is there, the main program saw the event, and the twin clears the
+ * note; it is not, the kernel skipped the main program because it was running at a lower
+ * level, and the twin handles the event and counts it in `rescued`.
  * Notes of higher levels are cleared by the main program, since no event of a higher level
  * can be in progress when it starts: a note left by a twin that was itself skipped cannot
  * outlive the next free. One level of nesting is covered (task > softirq > hardirq skips
@@ -316,16 +316,21 @@ static __always_inline void nest_note(int slot, u64 ptr, u32 ectx)
 	}
 }
 
-/* The twin's test: 1 if the main program missed this event (then it is counted rescued). */
-static __always_inline int nest_missed(int slot, u64 ptr, u32 ectx)
+/* The twin's test: 1 if the main program missed this event (then it is counted rescued).
+ * The note is looked for at every level, so that the common case (found) costs no read of
+ * the preempt count: a note of this pointer at another level would be a stale one, from a
+ * previous life of the object, and that the main program clears at its next run below. */
+static __always_inline int nest_missed(int slot, u64 ptr)
 {
 	struct kmt_nest *st = seen.lookup(&slot);
 	if (!st)
 		return 0;
-	u32 level = (ectx ? ectx - 1 : 0) & (KMT_LEVELS - 1);
-	if (st->ptr[level] == ptr) {
-		st->ptr[level] = 0;
-		return 0;
+#pragma unroll
+	for (int l = 0; l < KMT_LEVELS; l++) {
+		if (st->ptr[l] == ptr) {
+			st->ptr[l] = 0;
+			return 0;
+		}
 	}
 	u64 *n = rescued.lookup(&slot);
 	if (n)
@@ -344,9 +349,8 @@ static __always_inline int nest_missed(int slot, u64 ptr, u32 ectx)
 	}                                                                   \
 	int name##_nested(struct bpf_raw_tracepoint_args *ctx)              \
 	{                                                                   \
-		u32 ectx = event_ctx(pcpu_area());                          \
-		if (nest_missed(slot, ctx->args[1], ectx))                  \
-			handle(ctx, ectx);                                  \
+		if (nest_missed(slot, ctx->args[1]))                        \
+			handle(ctx, event_ctx(pcpu_area()));                \
 		return 0;                                                   \
 	}
 #else
