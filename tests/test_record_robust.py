@@ -34,13 +34,18 @@ HAMMER_C = r"""
 int main(int argc, char **argv) {
     double secs = atof(argv[1]);
     char path[256];
-    struct timespec t0, t;
+    struct timespec t;
+    long long start, prev, now, stall = 0;  /* longest time between two iterations */
     snprintf(path, sizeof(path), "/dev/shm/kmt-hammer-%d", getpid());
-    clock_gettime(CLOCK_MONOTONIC, &t0);
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    start = prev = t.tv_sec * 1000000000LL + t.tv_nsec;
     for (long i = 0;; i++) {
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        now = t.tv_sec * 1000000000LL + t.tv_nsec;
+        if (now - prev > stall) stall = now - prev;
+        prev = now;
         if ((i & 255) == 0) {
-            clock_gettime(CLOCK_MONOTONIC, &t);
-            if (t.tv_sec - t0.tv_sec + (t.tv_nsec - t0.tv_nsec) / 1e9 >= secs) break;
+            if (now - start >= secs * 1e9) break;
             if (argc > 2 && access(argv[2], F_OK) == 0) break;  /* the stop file */
         }
         int fd = open(path, O_CREAT | O_WRONLY | O_TRUNC, 0600);
@@ -54,11 +59,12 @@ int main(int argc, char **argv) {
         if (pipe(p)) return 1;
         close(p[0]); close(p[1]);
     }
+    printf("stall_ns %lld\n", stall);
     return 0;
 }
 """
 ENV = {**os.environ, "COLUMNS": "300"}  # one error line must stay one line
-MAX_GAP_S = 0.25  # the workload never pauses; a part seal used to leave 0.4-1.6 s blackouts
+MAX_GAP_S = 0.25  # a part seal used to leave 0.4-1.6 s without events
 
 
 @pytest.fixture(scope="module")
@@ -138,12 +144,18 @@ def _rotations(out: Path) -> int:
 
 
 def test_part_rotations_leave_no_gap_in_event_time(hammer, tmp_path):
-    """The workload runs until the trace has crossed 3 rotations, however busy the machine."""
+    """The workload runs until the trace has crossed 3 rotations, however busy the machine.
+
+    The workload's own idle periods are measured by the workload: each copy reports the
+    longest time between two of its iterations (time it was not scheduled, on this shared
+    machine). No event can be missing for longer than both copies were stalled.
+    """
     out, stop = tmp_path / "trace", tmp_path / "stop"
-    with open(tmp_path / "stderr", "w") as err:
+    with open(tmp_path / "stderr", "w") as err, open(tmp_path / "stdout", "w") as log:
         rec = subprocess.Popen([sys.executable, "-m", "kmemtrace", "record", "-o", str(out),
                                 "--in-memcg", "--grace", "0.5s", "--",
-                                *both_cores(hammer, 150, stop)], stderr=err, env=ENV)
+                                *both_cores(hammer, 150, stop)], stdout=log, stderr=err,
+                               env=ENV)
     try:
         while _rotations(out) < 3 and rec.poll() is None:
             time.sleep(0.5)
@@ -169,10 +181,14 @@ def test_part_rotations_leave_no_gap_in_event_time(hammer, tmp_path):
     window = ts[(ts >= ours[0]) & (ts <= ours[-1])]  # the workload's run, frees included
     gaps = np.diff(window)
     worst = int(np.argmax(gaps))
-    assert gaps[worst] <= MAX_GAP_S * 1e9, (
+    stalls = [int(ln.split()[1]) for ln in (tmp_path / "stdout").read_text().splitlines()
+              if ln.startswith("stall_ns ")]
+    assert len(stalls) == 2
+    allowed = max(MAX_GAP_S * 1e9, min(stalls) + 50e6)  # both copies idle, plus a margin
+    assert gaps[worst] <= allowed, (
         f"{gaps[worst] / 1e6:.0f} ms without events at +{(window[worst] - window[0]) / 1e9:.2f} s"
         f"; parts end at {[(p['ts_max'] - window[0]) / 1e9 for p in meta['parts']]}; "
-        f"lost {meta['lost']}")
+        f"lost {meta['lost']}; the workload's own longest stalls {stalls} ns")
 
 
 def test_a_full_disk_keeps_sealed_parts_and_says_what_was_dropped(hammer, tmp_path):
