@@ -13,6 +13,9 @@
  * KMT_OFF_TASK_CGROUPS, KMT_OFF_CSSSET_SUBSYS, KMT_MEMORY_CGRP_ID.
  * Optional: KMT_ALL_OBJECTS, KMT_FILTER_CGROUP (with KMT_SUBTREE_MAX, KMT_FOLLOW_MAX),
  * KMT_FOLLOW_TASKS, KMT_MEMCG_FREE_PROBE, KMT_PERF, KMT_TP_<EVENT> per cgroup tracepoint,
+ * the event-context reader (KMT_PCPU_PREEMPT_COUNT with KMT_PCPU_RUNQUEUES, KMT_OFF_TASK_CFS_RQ,
+ * KMT_OFF_CFS_RQ_RQ, KMT_OFF_RQ_CPU), remote charging (KMT_OFF_TASK_ACTIVE_MEMCG,
+ * KMT_PCPU_INT_ACTIVE_MEMCG, KMT_OFF_MEMCG_CSS),
  * and per lifecycle event (KMT_MEMCG_OFFLINE, KMT_MEMCG_FREE, KMT_CACHE_DESTROY, KMT_FREE_BULK)
  * a _TP (lab/patches tracepoint) or _FENTRY suffix: those handlers attach themselves when
  * BCC loads the program, so they exist only when the attach plan chose them. The kprobe and
@@ -23,6 +26,9 @@
 
 #ifndef BPF_RB_NO_WAKEUP
 #define BPF_RB_NO_WAKEUP 1
+#endif
+#ifndef EEXIST
+#define EEXIST 17
 #endif
 
 #ifdef KMT_PERF
@@ -41,6 +47,14 @@ BPF_HASH(caches, u64, struct kmt_cache, KMT_MAX_CACHES);
 BPF_HASH(cache_slots, u32, u64, KMT_MAX_CACHES);
 BPF_ARRAY(cache_seq, u32, 1);
 BPF_PERCPU_ARRAY(lost, u64, KMT_NR_LOST);
+/* Twin programs of the free tracepoints (see KMT_TWIN): per CPU, tracepoint and context
+ * level, the pointer the main program saw last; and how many events the twins took over. */
+#define KMT_LEVELS 4 /* task, softirq, hardirq, NMI */
+struct kmt_nest {
+	u64 ptr[KMT_LEVELS];
+};
+BPF_PERCPU_ARRAY(seen, struct kmt_nest, KMT_NR_TWINS);
+BPF_PERCPU_ARRAY(rescued, u64, KMT_NR_TWINS);
 #ifndef KMT_ALL_OBJECTS
 /* Live accounted objects: ptr -> cache_idx. Only frees of these are emitted. */
 BPF_HASH(live, u64, u32, KMT_LIVE_MAX);
@@ -85,6 +99,74 @@ static __always_inline u64 current_memcg_id(void)
 #endif
 }
 
+/* --- event context: which of task / softirq / hardirq / NMI the tracepoint fired in ---
+ * The preempt count says it, but it is a per-CPU variable (__preempt_count, or
+ * pcpu_hot.preempt_count on 6.2-6.14 x86) and data symbols are often absent from kallsyms.
+ * BTF gives every per-CPU variable's offset in .data..percpu, so one reachable per-CPU
+ * object locates them all: this CPU's runqueue, reached as current->se.cfs_rq->rq (and
+ * checked by rq->cpu). Its address minus the runqueues offset is cached per CPU. */
+#ifdef KMT_PCPU_PREEMPT_COUNT
+/* include/linux/preempt.h: stable masks (NMI had 1 bit before 5.10, inside this mask) */
+#define KMT_PC_SOFTIRQ_OFFSET 0x00000100u /* serving a softirq, not just BH-disabled */
+#define KMT_PC_HARDIRQ_MASK 0x000f0000u
+#define KMT_PC_NMI_MASK 0x00f00000u
+
+BPF_PERCPU_ARRAY(pcpu_base, u64, 1);
+
+static __always_inline u64 pcpu_area(void)
+{
+	int zero = 0;
+	u64 *base = pcpu_base.lookup(&zero);
+	if (!base)
+		return 0;
+	if (*base)
+		return *base;
+	u64 rq = read_u64(read_u64(bpf_get_current_task() + KMT_OFF_TASK_CFS_RQ) + KMT_OFF_CFS_RQ_RQ);
+	u32 cpu = ~0u;
+	bpf_probe_read_kernel(&cpu, sizeof(cpu), (void *)(rq + KMT_OFF_RQ_CPU));
+	if (!rq || cpu != bpf_get_smp_processor_id())
+		return 0;
+	*base = rq - KMT_PCPU_RUNQUEUES;
+	return *base;
+}
+
+static __always_inline u32 event_ctx(u64 area)
+{
+	u32 pc;
+	if (!area || bpf_probe_read_kernel(&pc, sizeof(pc), (void *)(area + KMT_PCPU_PREEMPT_COUNT)))
+		return KMT_CTX_UNKNOWN;
+	if (pc & KMT_PC_NMI_MASK)
+		return KMT_CTX_NMI;
+	if (pc & KMT_PC_HARDIRQ_MASK)
+		return KMT_CTX_HARDIRQ;
+	return pc & KMT_PC_SOFTIRQ_OFFSET ? KMT_CTX_SOFTIRQ : KMT_CTX_TASK;
+}
+#else
+static __always_inline u64 pcpu_area(void) { return 0; }
+static __always_inline u32 event_ctx(u64 area) { return KMT_CTX_UNKNOWN; }
+#endif
+
+/* The memcg an allocation is charged to: the remote one set by set_active_memcg() if any
+ * (current->active_memcg in a task, int_active_memcg in an interrupt), else the task's. An
+ * interrupt-context allocation with no remote memcg is not charged at all: the trace keeps
+ * the interrupted task's memcg and says ctx = softirq/hardirq, and replay decides. */
+static __always_inline u64 charged_memcg_id(u64 area, u32 ectx)
+{
+#if defined(KMT_OFF_TASK_ACTIVE_MEMCG) && defined(KMT_PCPU_PREEMPT_COUNT)
+	u64 memcg = 0;
+	if (ectx == KMT_CTX_TASK)
+		memcg = read_u64(bpf_get_current_task() + KMT_OFF_TASK_ACTIVE_MEMCG);
+	else if (ectx != KMT_CTX_UNKNOWN)
+		memcg = read_u64(area + KMT_PCPU_INT_ACTIVE_MEMCG);
+	if (memcg) {
+		u64 kn = read_u64(read_u64(memcg + KMT_OFF_MEMCG_CSS + KMT_OFF_CSS_CGROUP) +
+				  KMT_OFF_CGROUP_KN);
+		return read_u64(kn + KMT_OFF_KN_ID);
+	}
+#endif
+	return current_memcg_id();
+}
+
 /* A fresh dense index for cache `s`, or 0 if four candidates were all taken. */
 static __always_inline u32 claim_cache_idx(u64 s)
 {
@@ -123,7 +205,7 @@ static __always_inline struct kmt_cache *cache_info(u64 s)
 }
 
 static __always_inline int emit(void *ctx, u64 ptr, u64 memcg, u32 gfp, u32 size, u32 kind,
-				u32 cache_idx)
+				u32 cache_idx, u32 ectx)
 {
 #ifdef KMT_PERF
 	struct kmt_event ev = {};
@@ -140,7 +222,8 @@ static __always_inline int emit(void *ctx, u64 ptr, u64 memcg, u32 gfp, u32 size
 	e->memcg_id = memcg;
 	e->pid = bpf_get_current_pid_tgid() >> 32;
 	e->gfp = gfp;
-	e->size_kind = (size > KMT_SIZE_MASK ? KMT_SIZE_MASK : size) | kind << 24;
+	e->size_kind = (size > KMT_SIZE_MASK ? KMT_SIZE_MASK : size) | kind << KMT_KIND_SHIFT |
+		       ectx << KMT_CTX_SHIFT;
 	e->cache_idx = cache_idx;
 	e->cpu = bpf_get_smp_processor_id();
 #ifdef KMT_PERF
@@ -156,20 +239,30 @@ static __always_inline int emit(void *ctx, u64 ptr, u64 memcg, u32 gfp, u32 size
 static __always_inline int on_alloc(void *ctx, u64 ptr, u32 gfp, u32 size, u32 kind,
 				    u32 cache_idx)
 {
-	u64 memcg = current_memcg_id();
+	u64 area = pcpu_area();
+	u32 ectx = event_ctx(area);
+	u64 memcg = charged_memcg_id(area, ectx);
 #ifdef KMT_FILTER_CGROUP
 	if (!subtree.lookup(&memcg))
 		return 0;
 #endif
 #ifndef KMT_ALL_OBJECTS
-	if (live.update(&ptr, &cache_idx))
+	/* The kernel never hands out a live object: if the address is still in `live`, a FREE
+	 * of it reached no program of ours (the twins cover recursion; the residue has no
+	 * counter in the kernel). Count it, so that the loss is never silent. */
+	long rc = live.insert(&ptr, &cache_idx);
+	if (rc == -EEXIST) {
+		count_lost(KMT_LOST_FREE_UNSEEN);
+		rc = live.update(&ptr, &cache_idx);
+	}
+	if (rc)
 		count_lost(KMT_LOST_LIVE_MAP);
 #endif
-	return emit(ctx, ptr, memcg, gfp, size, kind, cache_idx);
+	return emit(ctx, ptr, memcg, gfp, size, kind, cache_idx, ectx);
 }
 
 /* A free: emitted when recording everything, else only for a live accounted object. */
-static __always_inline int on_free(void *ctx, u64 ptr, u32 cache_idx)
+static __always_inline int on_free(void *ctx, u64 ptr, u32 cache_idx, u32 ectx)
 {
 	if (ptr < 4096) /* NULL and ZERO_SIZE_PTR */
 		return 0;
@@ -181,7 +274,7 @@ static __always_inline int on_free(void *ctx, u64 ptr, u32 cache_idx)
 		cache_idx = *known;
 	live.delete(&ptr);
 #endif
-	return emit(ctx, ptr, 0, 0, 0, KMT_K_FREE, cache_idx);
+	return emit(ctx, ptr, 0, 0, 0, KMT_K_FREE, cache_idx, ectx);
 }
 
 /* kmem:kmem_cache_alloc, TP_PROTO(call_site, ptr, struct kmem_cache *s, gfp, node) */
@@ -203,13 +296,90 @@ int kmt_cache_alloc(struct bpf_raw_tracepoint_args *ctx)
 	return on_alloc(ctx, ptr, gfp, c->size, KMT_K_ALLOC, c->idx);
 }
 
+/* Nested frees. The kernel runs a raw-tracepoint program at most once per CPU at a time
+ * (__bpf_trace_run): a free by an RCU callback or softirq that interrupts kmt_cache_free is
+ * skipped and only counted in the program's recursion_misses (8-23 % of sock_inode_cache
+ * frees under socket churn). So each free tracepoint has two programs, run one after the
+ * other for every event. The main one notes the pointer under its context level (task,
+ * softirq, hardirq, NMI: events of one level never nest on a CPU); its twin looks for that
+ * note: the pointer is there, the main program saw the event, and the twin clears the
+ * note; it is not, the kernel skipped the main program because it was running at a lower
+ * level, and the twin handles the event and counts it in `rescued`.
+ * Notes of higher levels are cleared by the main program, since no event of a higher level
+ * can be in progress when it starts: a note left by a twin that was itself skipped cannot
+ * outlive the next free. One level of nesting is covered (task > softirq > hardirq skips
+ * both); user space reports the rest as LOST NESTED = main's recursion_misses - rescued.
+ * It needs the context reader: without it, no twins, and every miss is reported. */
+#ifdef KMT_PCPU_PREEMPT_COUNT
+static __always_inline void nest_note(int slot, u64 ptr, u32 ectx)
+{
+	struct kmt_nest *st = seen.lookup(&slot);
+	if (!st)
+		return;
+	u32 level = ectx ? ectx - 1 : 0;
+#pragma unroll
+	for (int l = 0; l < KMT_LEVELS; l++) {
+		if (l == level)
+			st->ptr[l] = ptr;
+		else if (l > level)
+			st->ptr[l] = 0;
+	}
+}
+
+/* The twin's test: 1 if the main program missed this event (then it is counted rescued).
+ * The note is looked for at every level, so that the common case (found) costs no read of
+ * the preempt count: a note of this pointer at another level would be a stale one, from a
+ * previous life of the object, and that the main program clears at its next run below. */
+static __always_inline int nest_missed(int slot, u64 ptr)
+{
+	struct kmt_nest *st = seen.lookup(&slot);
+	if (!st)
+		return 0;
+#pragma unroll
+	for (int l = 0; l < KMT_LEVELS; l++) {
+		if (st->ptr[l] == ptr) {
+			st->ptr[l] = 0;
+			return 0;
+		}
+	}
+	u64 *n = rescued.lookup(&slot);
+	if (n)
+		(*n)++;
+	return 1;
+}
+
+/* (BCC rewrites map calls only outside macros: the helpers above hold them.) */
+#define KMT_TWIN(name, slot, handle)                                        \
+	int name(struct bpf_raw_tracepoint_args *ctx)                       \
+	{                                                                   \
+		u32 ectx = event_ctx(pcpu_area());                          \
+		nest_note(slot, ctx->args[1], ectx);                        \
+		handle(ctx, ectx);                                          \
+		return 0;                                                   \
+	}                                                                   \
+	int name##_nested(struct bpf_raw_tracepoint_args *ctx)              \
+	{                                                                   \
+		if (nest_missed(slot, ctx->args[1]))                        \
+			handle(ctx, event_ctx(pcpu_area()));                \
+		return 0;                                                   \
+	}
+#else
+#define KMT_TWIN(name, slot, handle)                                        \
+	int name(struct bpf_raw_tracepoint_args *ctx)                       \
+	{                                                                   \
+		handle(ctx, KMT_CTX_UNKNOWN);                               \
+		return 0;                                                   \
+	}
+#endif
+
 /* kmem:kmem_cache_free, TP_PROTO(call_site, ptr, const struct kmem_cache *s) */
-int kmt_cache_free(struct bpf_raw_tracepoint_args *ctx)
+static __always_inline void on_cache_free(struct bpf_raw_tracepoint_args *ctx, u32 ectx)
 {
 	u64 s = ctx->args[2];
 	struct kmt_cache *c = caches.lookup(&s);
-	return on_free(ctx, ctx->args[1], c ? c->idx : 0);
+	on_free(ctx, ctx->args[1], c ? c->idx : 0, ectx);
 }
+KMT_TWIN(kmt_cache_free, KMT_TP_CACHE_FREE, on_cache_free)
 
 /* kmem:kmalloc, TP_PROTO(call_site, ptr, bytes_req, bytes_alloc, gfp[, node]) */
 int kmt_kmalloc(struct bpf_raw_tracepoint_args *ctx)
@@ -226,10 +396,11 @@ int kmt_kmalloc(struct bpf_raw_tracepoint_args *ctx)
 }
 
 /* kmem:kfree, TP_PROTO(call_site, ptr) */
-int kmt_kfree(struct bpf_raw_tracepoint_args *ctx)
+static __always_inline void on_kfree(struct bpf_raw_tracepoint_args *ctx, u32 ectx)
 {
-	return on_free(ctx, ctx->args[1], 0);
+	on_free(ctx, ctx->args[1], 0, ectx);
 }
+KMT_TWIN(kmt_kfree, KMT_TP_KFREE, on_kfree)
 
 /* --- lifecycle events: one body each, entered from a kprobe, fentry or raw tracepoint ---
  * fentry handlers declare pointer arguments as u64: offsets come from BTF (-D macros), not
@@ -257,7 +428,9 @@ static __always_inline int free_bulk(void *ctx, u64 s, u64 n, u64 p)
 	if (!buf)
 		return 0;
 	struct kmt_cache *c = caches.lookup(&s);
-	struct kmt_event ev = {.size_kind = KMT_K_FREE << 24, .cache_idx = c ? c->idx : 0};
+	struct kmt_event ev = {.size_kind = KMT_K_FREE << KMT_KIND_SHIFT |
+					    event_ctx(pcpu_area()) << KMT_CTX_SHIFT,
+			       .cache_idx = c ? c->idx : 0};
 	ev.pid = bpf_get_current_pid_tgid() >> 32;
 	ev.cpu = bpf_get_smp_processor_id();
 	u64 kept = 0, failed = 0;
@@ -316,7 +489,7 @@ static __always_inline int cache_destroy(void *ctx, u64 s)
 	if (!s)
 		return 0;
 	struct kmt_cache *c = caches.lookup(&s);
-	emit(ctx, s, 0, 0, 0, KMT_K_CACHE_DESTROY, c ? c->idx : 0);
+	emit(ctx, s, 0, 0, 0, KMT_K_CACHE_DESTROY, c ? c->idx : 0, event_ctx(pcpu_area()));
 	caches.delete(&s); /* the address may be reused by a later cache */
 	return 0;
 }
@@ -347,7 +520,7 @@ int kmt_cache_create_ret(struct pt_regs *ctx)
 		return 0;
 	struct kmt_cache *c = cache_info(s);
 	return emit(ctx, s, current_memcg_id(), 0, c ? c->size : 0, KMT_K_CACHE_CREATE,
-		    c ? c->idx : 0);
+		    c ? c->idx : 0, event_ctx(pcpu_area()));
 }
 
 /* --- cgroup events, memory hierarchy only --- */

@@ -12,7 +12,7 @@
 #ifndef KMEMTRACE_H
 #define KMEMTRACE_H
 
-/* kmt_event.kind (bits 24..31 of size_kind) */
+/* kmt_event.kind (bits 24..27 of size_kind) */
 #define KMT_K_ALLOC 1          /* kmem_cache_alloc: cache_idx set, bytes = s->size */
 #define KMT_K_FREE 2           /* kmem_cache_free / kfree / kmem_cache_free_bulk */
 #define KMT_K_KMALLOC 3        /* kmalloc: no cache pointer, bytes = bytes_alloc */
@@ -27,10 +27,24 @@
 #define KMT_CG_OFFLINE 5       /* mem_cgroup_css_offline: patched tracepoint, fentry, kprobe */
 #define KMT_CG_FREE 6          /* mem_cgroup_css_free: patched tracepoint, fentry, kprobe */
 
+/* kmt_event context (bits 28..31 of size_kind) = EventContext in schema.py */
+#define KMT_CTX_UNKNOWN 0      /* the kernel gave no way to read the preempt count */
+#define KMT_CTX_TASK 1
+#define KMT_CTX_SOFTIRQ 2      /* serving a softirq (RCU callbacks included) */
+#define KMT_CTX_HARDIRQ 3
+#define KMT_CTX_NMI 4
+
 /* Per-CPU loss counters: index into the `lost` array (= LostReason in schema.py). */
 #define KMT_LOST_RINGBUF 0
 #define KMT_LOST_LIVE_MAP 1
-#define KMT_NR_LOST 2
+#define KMT_LOST_FREE_UNSEEN 8 /* an ALLOC found its address still live: its FREE never came */
+#define KMT_NR_LOST 9
+
+/* Slab tracepoints whose frees a twin program catches when they nest (kmemtrace.bpf.c):
+ * index into the per-CPU `running` and `rescued` arrays. */
+#define KMT_TP_CACHE_FREE 0
+#define KMT_TP_KFREE 1
+#define KMT_NR_TWINS 2
 
 /* Per-CPU life-cycle loss counters: index into the `lc_lost` array. User space maps them to
  * LostReason LIFECYCLE_RING and LIFECYCLE_MAP (kept apart from `lost`, the hot path's). */
@@ -39,6 +53,9 @@
 #define KMT_NR_LC_LOST 2
 
 #define KMT_SIZE_MASK 0x00ffffffu /* KMALLOC_MAX_SIZE is 4 MiB on x86: 24 bits suffice */
+#define KMT_KIND_SHIFT 24
+#define KMT_KIND_MASK 0xfu
+#define KMT_CTX_SHIFT 28
 #define KMT_CG_PATH_LEN 256
 #define KMT_CACHE_NAME_LEN 32
 
@@ -48,7 +65,7 @@ struct kmt_event {
 	__u64 memcg_id;   /* allocating task's memcg (kernfs id = directory inode); 0 on frees */
 	__u32 pid;        /* tgid of the current task */
 	__u32 gfp;        /* gfp flags; __GFP_ACCOUNT also set when the cache is SLAB_ACCOUNT */
-	__u32 size_kind;  /* bytes (low 24 bits) | kind << 24 */
+	__u32 size_kind;  /* bytes (low 24 bits) | kind << 24 | context << 28 */
 	__u16 cache_idx;  /* 1 + index in the `caches` map; 0 = unknown (kmalloc, kfree) */
 	__u16 cpu;
 };

@@ -44,3 +44,25 @@ def test_constants_come_from_the_header():
     assert K["KMT_K_ALLOC"] != K["KMT_K_FREE"]
     assert K["KMT_SIZE_MASK"] == (1 << 24) - 1
     assert CG_EVENT_DTYPE.fields["path"][0] == np.dtype(f"S{K['KMT_CG_PATH_LEN']}")
+
+
+def test_size_kind_bit_fields_do_not_overlap():
+    """bytes | kind << 24 | ctx << 28: each field fits its bits, and ctx covers EventContext."""
+    from kmemtrace.trace.schema import EventContext
+
+    kind_bits = K["KMT_KIND_MASK"] << K["KMT_KIND_SHIFT"]
+    assert K["KMT_SIZE_MASK"] & kind_bits == 0
+    assert K["KMT_KIND_SHIFT"] + K["KMT_KIND_MASK"].bit_length() == K["KMT_CTX_SHIFT"]
+    assert max(k for n, k in K.items() if n.startswith("KMT_K_")) <= K["KMT_KIND_MASK"]
+    assert max(EventContext) < 1 << (32 - K["KMT_CTX_SHIFT"])
+    for ctx in EventContext:
+        assert K[f"KMT_CTX_{ctx.name}"] == ctx.value
+
+
+def test_kernel_loss_reasons_are_lost_reasons():
+    from kmemtrace.trace.schema import LostReason
+
+    assert K["KMT_LOST_RINGBUF"] == LostReason.RINGBUF_FULL
+    assert K["KMT_LOST_LIVE_MAP"] == LostReason.LIVE_MAP_FULL
+    assert K["KMT_LOST_FREE_UNSEEN"] == LostReason.FREE_UNSEEN
+    assert K["KMT_NR_LOST"] > max(v for n, v in K.items() if n.startswith("KMT_LOST_"))

@@ -74,6 +74,14 @@ def _render(s: dict, console: Console, show_all: bool) -> None:
     late = s["late_events"]
     kv(f"late       {late:,} events arrived after their window was sealed"
        if late else "late       0", style="yellow" if late else None, highlight=False)
+    implied = s["implied_frees"]
+    if implied["total"]:
+        top = ", ".join(f"{k}={v:,}" for k, v in list(implied["by_cache"].items())[:5])
+        kv(f"implied    {implied['total']:,} frees missing: addresses allocated again while "
+           f"still live in the trace ({top})", style="yellow", highlight=False)
+    else:
+        kv("implied    0 frees missing (no address allocated twice while live)",
+           highlight=False)
     _probes(s, console, show_all)
     _memcgs(s, console, show_all)
     _caches(s, console, show_all)

@@ -207,3 +207,19 @@ class Btf:
         if tid is None:
             return None
         return self.func_proto_params(self.types[tid].size_or_type)[1:]
+
+    def percpu_offset(self, var: str) -> int | None:
+        """Offset of per-CPU variable ``var`` inside ``.data..percpu`` (pahole encodes them).
+
+        Two such offsets differ exactly as the variables' addresses do on any one CPU, which
+        is how the recorder finds one per-CPU variable from another it can reach.
+        """
+        sec = self.find(DATASEC, ".data..percpu")
+        if sec is None:
+            return None
+        t = self.types[sec]
+        for i in range(t.vlen):
+            vid, off, _size = struct.unpack_from("<III", self._blob, t.data_off + 12 * i)
+            if self.types[vid].name == var:
+                return off
+        return None

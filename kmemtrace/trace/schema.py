@@ -60,6 +60,8 @@ class LostReason(IntEnum):
     WRITE_FAILED = 5  # rows the writer could not put on disk (disk full, I/O error)
     LIFECYCLE_RING = 6  # memcg life-cycle records the kernel could not queue
     LIFECYCLE_MAP = 7  # a life-cycle bookkeeping map (subtree, followed tasks) was full
+    # a FREE no probe saw, inferred when its address was allocated again while still live
+    FREE_UNSEEN = 8
 
 
 class EventContext(IntEnum):

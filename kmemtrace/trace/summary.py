@@ -1,7 +1,8 @@
 """What a trace holds, as one plain dict: for ``kmemtrace info`` and for scripts (``--json``).
 
-Most of it is meta.json; memcg lifecycle counts come from streaming two columns of the
-parts, because meta.json only holds the cgroup tree at the start of a recording.
+Most of it is meta.json; memcg lifecycle counts and implied frees come from the parts,
+because meta.json only holds the cgroup tree at the start of a recording and cannot know
+which frees the recorder missed.
 """
 
 import numpy as np
@@ -75,6 +76,35 @@ def _memcg_paths(memcgs: list[dict], stages: dict[str, list[int]]) -> list[dict]
                         if i in staged[s]]} for i in ids]
 
 
+def implied_frees(reader: TraceReader) -> dict:
+    """ALLOCs of an address that was still live in the trace: each implies a missed FREE.
+
+    The kernel never hands out a live object twice, so an ALLOC of a pointer whose previous
+    ALLOC has no FREE in between means the trace lost (or never saw) that FREE; replay would
+    count the object as leaked. Counted per cache of the earlier ALLOC (the one left live).
+    Parts are sorted by (ts_ns, seq) and do not overlap, so file order is event order and a
+    stable sort by pointer keeps it within each pointer (13 bytes a row in memory).
+    """
+    keep = (EventKind.ALLOC, EventKind.FREE)
+    chunks = {c: [] for c in ("ptr", "kind", "cache_id")}
+    for cols in reader.iter_parts(columns=list(chunks)):
+        sel = np.isin(cols["kind"], keep)
+        for c in chunks:
+            chunks[c].append(cols[c][sel])
+    if not any(len(a) for a in chunks["ptr"]):
+        return {"total": 0, "by_cache": {}}
+    col = {c: np.concatenate(v) for c, v in chunks.items()}
+    order = np.argsort(col["ptr"], kind="stable")
+    ptr, kind, cache = col["ptr"][order], col["kind"][order], col["cache_id"][order]
+    again = ((kind[1:] == EventKind.ALLOC) & (kind[:-1] == EventKind.ALLOC)
+             & (ptr[1:] == ptr[:-1]))
+    names = {c["id"]: c["name"] for c in reader.caches}
+    ids, counts = np.unique(cache[:-1][again], return_counts=True)
+    by_cache = {names.get(int(i), "unknown"): int(n)
+                for i, n in sorted(zip(ids, counts, strict=True), key=lambda x: -x[1])}
+    return {"total": int(again.sum()), "by_cache": by_cache}
+
+
 def summarize(reader: TraceReader) -> dict:
     """The facts ``kmemtrace info`` shows, JSON-serialisable."""
     meta = reader.meta
@@ -98,6 +128,7 @@ def summarize(reader: TraceReader) -> dict:
         "counts": counts,
         "lost": meta.get("lost", {"total": 0, "by_reason": {}}),
         "late_events": int(meta.get("late_events", 0)),
+        "implied_frees": implied_frees(reader),
         "caches": meta.get("caches", []),
         "memcgs": memcg_lifecycle(reader),
         "memcg_paths": _memcg_paths(meta["memcgs"], memcg_stages(reader)),

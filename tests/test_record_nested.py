@@ -1,0 +1,120 @@
+"""Frees nested under RCU/softirq reach the trace (issue 10, item 1), and every event says
+its context. Root, real kernel; CI runs these and they fail, never skip.
+
+The workload creates and closes socketpairs under `record --in-memcg`. Each socket's inode
+(sock_inode_cache) is freed by an RCU callback, often in softirq while `kmt_cache_free` is
+already running on that CPU: the kernel then skips the nested run of the program. The
+independent count is ftrace, in a private tracefs instance (no BPF, so no recursion
+guard), on the same tracepoints, with pointers unhashed: per pointer, the frees ftrace saw
+of objects the workload allocated must all be in the trace, or the shortfall in LOST.
+"""
+
+import collections
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kmemtrace.record.ftrace_ref import FtraceInstance, frees_of_workload_objects
+from kmemtrace.record.probes import find_tracefs
+from kmemtrace.trace.reader import open_trace
+from kmemtrace.trace.schema import EventContext, EventKind
+
+pytestmark = pytest.mark.root
+
+N_PAIRS = 30_000
+CACHE = "sock_inode_cache"
+CHURN = f"""
+import socket, sys
+for _ in range({N_PAIRS}):
+    a, b = socket.socketpair()
+    a.close(); b.close()
+"""
+@pytest.fixture(scope="module")
+def churn(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("nested")
+    script = tmp / "churn.py"
+    script.write_text(CHURN)
+    out = tmp / "trace"
+    ftrace = FtraceInstance(f"kmt-nested-{os.getpid()}", CACHE)
+    try:
+        res = subprocess.run([sys.executable, "-m", "kmemtrace", "record", "-o", str(out),
+                              "--in-memcg", "--grace", "2s", "--", "/usr/bin/python3",
+                              str(script)], capture_output=True, text=True, timeout=300,
+                             env={**os.environ, "COLUMNS": "300"})
+        text, dropped = ftrace.stop()
+    finally:
+        ftrace.remove()
+    assert res.returncode == 0, res.stderr
+    return open_trace(out), text, dropped
+
+
+def _cache_ids(trace, name: str) -> list[int]:
+    return [c["id"] for c in trace.caches if c["name"] == name or name in c.get("aliases", [])]
+
+
+def test_every_free_is_recorded_or_counted_lost(churn):
+    trace, text, dropped = churn
+    assert dropped == 0, "ftrace itself dropped events: the reference count is not whole"
+    df = trace.to_pandas(kinds=[EventKind.ALLOC, EventKind.FREE])
+    ids = _cache_ids(trace, CACHE)
+    mine = df[df.cache_id.isin(ids)]
+    allocs = mine[mine.kind == EventKind.ALLOC]
+    pids = allocs.pid.unique()
+    assert len(allocs) == 2 * N_PAIRS and len(pids) == 1, (len(allocs), pids)  # 2 inodes a pair
+    truth = frees_of_workload_objects(text, int(pids[0]))
+    assert sum(truth.values()) == 2 * N_PAIRS  # ftrace saw every socket inode freed
+    got = collections.Counter(mine[mine.kind == EventKind.FREE].ptr.astype(np.uint64)
+                              .map(int))
+    missing = sum((truth - got).values())
+    lost = trace.meta["lost"]["total"]
+    assert missing <= lost, (f"{missing} frees missing from the trace, only {lost} LOST "
+                             f"{trace.meta['lost']}; misses {trace.meta['record']}")
+    assert not (got - truth), "the trace holds frees ftrace never saw (duplicates?)"
+    print(f"\n{CACHE}: {2 * N_PAIRS} allocs, ftrace frees {sum(truth.values())}, trace frees "
+          f"{sum(got.values())}, missing {missing}, LOST {trace.meta['lost']}, "
+          f"rescued by twins {trace.meta['record']['nested_rescued']}")
+
+
+def test_no_address_is_allocated_while_live(churn):
+    from kmemtrace.trace.summary import implied_frees
+
+    trace = churn[0]
+    implied = implied_frees(trace)
+    assert implied["total"] <= trace.meta["lost"]["total"], implied
+
+
+def test_context_is_marked(churn):
+    """The workload allocates in task context; RCU frees its socket inodes from softirq."""
+    trace = churn[0]
+    df = trace.to_pandas(kinds=[EventKind.ALLOC, EventKind.FREE])
+    mine = df[df.cache_id.isin(_cache_ids(trace, CACHE))]
+    alloc_ctx = set(mine[mine.kind == EventKind.ALLOC].ctx.unique())
+    free_ctx = collections.Counter(mine[mine.kind == EventKind.FREE].ctx)
+    assert alloc_ctx == {EventContext.TASK}
+    assert free_ctx[EventContext.SOFTIRQ] > 0 and free_ctx[EventContext.UNKNOWN] == 0, free_ctx
+    assert "-DKMT_PCPU_PREEMPT_COUNT" in " ".join(trace.meta["record"]["cflags"])
+
+
+def test_ftrace_parser_pairs_by_pointer():
+    """The reference count itself, on a hand-made trace: pid 7 allocates 0xa twice (freed in
+    between) and 0xb once; 0xc belongs to another task; 0xb is freed once."""
+    text = "\n".join([
+        " x-7 [000] ..... 1.0: kmem_cache_alloc: call_site=f ptr=000000000000000a name=c",
+        " y-9 [001] ..s.. 1.1: kmem_cache_free: call_site=f ptr=000000000000000a name=c",
+        " x-7 [000] ..... 1.2: kmem_cache_alloc: call_site=f ptr=000000000000000a name=c",
+        " z-8 [000] ..... 1.3: kmem_cache_alloc: call_site=f ptr=000000000000000c name=c",
+        " x-7 [000] ..... 1.4: kmem_cache_alloc: call_site=f ptr=000000000000000b name=c",
+        " y-9 [001] ..s.. 1.5: kmem_cache_free: call_site=f ptr=000000000000000c name=c",
+        " y-9 [001] ..s.. 1.6: kmem_cache_free: call_site=f ptr=000000000000000b name=c",
+    ])
+    assert frees_of_workload_objects(text, 7) == collections.Counter({0xA: 1, 0xB: 1})
+
+
+def test_cleanup_left_no_instance():
+    tracefs = find_tracefs()
+    assert tracefs is not None
+    assert not list(Path(tracefs, "instances").glob("kmt-nested-*"))
