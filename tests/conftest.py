@@ -1,6 +1,7 @@
 """Shared test helpers: build small traces by hand, exactly as a recorder would write them."""
 
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -93,3 +94,15 @@ def run_cli(capsys, *args: str) -> tuple[int, str, str]:
         sys.argv = argv
     out, err = capsys.readouterr()
     return rc, out, err
+
+
+def wait_for_line(stream, needle: str, timeout: float) -> None:
+    """Read a child's output until a line holds ``needle`` (a recorder or bpftrace is ready)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = stream.readline()
+        if needle in line:
+            return
+        if not line:
+            time.sleep(0.05)
+    raise AssertionError(f"never saw {needle!r}")

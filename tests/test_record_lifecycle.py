@@ -22,6 +22,8 @@ from kmemtrace.trace.reader import open_trace
 from kmemtrace.trace.schema import EventKind, LostReason
 from lab.memcg_churn import parse as parse_churn
 
+from conftest import wait_for_line
+
 pytestmark = pytest.mark.root
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,17 +34,6 @@ ENV = {**os.environ, "COLUMNS": "300"}
 LIFECYCLE_KINDS = (EventKind.MEMCG_MKDIR, EventKind.MEMCG_OFFLINE, EventKind.MEMCG_RELEASE,
                    EventKind.ATTACH)
 LIFECYCLE_LOSS = (LostReason.LIFECYCLE_RING, LostReason.LIFECYCLE_MAP)
-
-
-def _wait_for(stream, needle: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = stream.readline()
-        if needle in line:
-            return
-        if not line:
-            time.sleep(0.05)
-    raise AssertionError(f"never saw {needle!r}")
 
 
 def bpftrace_per_memcg() -> subprocess.Popen:
@@ -79,9 +70,9 @@ def record_around(args: list[str], workload, settle_s: float = 2.0):
     bt = bpftrace_per_memcg()
     result = None
     try:
-        _wait_for(bt.stdout, "Attaching", 60)
+        wait_for_line(bt.stdout, "Attaching", 60)
         if "--in-memcg" not in args:
-            _wait_for(rec.stderr, "recording to", 60)
+            wait_for_line(rec.stderr, "recording to", 60)
         time.sleep(1.0)  # bpftrace prints before its probes are live
         result = workload(rec)
         time.sleep(settle_s)  # releases come after an RCU grace period
@@ -198,7 +189,7 @@ def test_in_memcg_follows_the_workload_into_memcgs_it_makes(tmp_path, follow):
             "--", "/usr/bin/python3", str(CHURN), str(MEMCG), str(small), "50"]
     bt = bpftrace_per_memcg()
     try:
-        _wait_for(bt.stdout, "Attaching", 60)
+        wait_for_line(bt.stdout, "Attaching", 60)
         time.sleep(1.0)
         res = subprocess.run([sys.executable, "-m", "kmemtrace", "record", *args],
                              capture_output=True, text=True, env=ENV, timeout=300)
@@ -267,7 +258,7 @@ def test_cgroup_follow_tasks_takes_tasks_already_there(tmp_path):
                             "--cgroup", memcg.name, "--follow-tasks"],
                            stderr=subprocess.PIPE, text=True, env=ENV)
     try:
-        _wait_for(rec.stderr, "recording to", 60)
+        wait_for_line(rec.stderr, "recording to", 60)
         stdout = work.communicate("go\n", timeout=120)[0]
         time.sleep(1)
     finally:

@@ -19,6 +19,8 @@ import pytest
 from kmemtrace.trace.reader import open_trace
 from kmemtrace.trace.schema import GFP_ACCOUNT, EventKind, OfflineSource
 
+from conftest import wait_for_line
+
 pytestmark = pytest.mark.root
 
 N_FILES = 2000
@@ -105,17 +107,6 @@ def test_replay_runs_on_a_recorded_trace(in_memcg_trace):
     assert res.returncode == 0, res.stderr
 
 
-def _wait_for(stream, needle: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = stream.readline()
-        if needle in line:
-            return
-        if not line:
-            time.sleep(0.05)
-    raise AssertionError(f"never saw {needle!r}")
-
-
 def test_counts_agree_with_bpftrace(tmp_path):
     """Same workload pid, same window: bpftrace's accounted allocs vs the trace's ALLOCs."""
     memcg = Path("/sys/fs/cgroup/memory") / f"kmt-xcheck-{os.getpid()}"
@@ -136,8 +127,8 @@ def test_counts_agree_with_bpftrace(tmp_path):
          "{ @kmalloc = count(); }"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
-        _wait_for(rec.stderr, "recording to", 60)
-        _wait_for(bt.stdout, "Attaching", 60)
+        wait_for_line(rec.stderr, "recording to", 60)
+        wait_for_line(bt.stdout, "Attaching", 60)
         time.sleep(1.0)  # bpftrace prints before its probes are live
         work.stdin.write("go\n")
         work.stdin.close()
