@@ -76,6 +76,7 @@ from kmemtrace.model.state import (
     F_STRANDED_SLAB_PAGE_NS,
     I_LIVE,
     I_MEMCG,
+    I_NR_PAGES,
     I_T_DESTROY,
     I_T_OFFLINE,
     PAGE_SIZE,
@@ -170,7 +171,8 @@ class StrategyMetrics:
     never_destroyed_live: int = field(metadata=_m(
         "caches", "... of which still hold live objects", "destroy"))
     never_destroyed_empty: int = field(metadata=_m(
-        "caches", "... of which hold only empty slabs (a real leak)", "destroy"))
+        "caches", "... of which hold only empty slabs (a real leak; the rest hold nothing)",
+        "destroy"))
 
     # Per-instance figures: they count dead per-memcg cache instances, which some designs
     # do not have, so they are no verdict on their own.
@@ -382,7 +384,7 @@ def destroy_classes(run) -> DestroyClasses:
         at_offline=int(at_offline.sum()),
         later_s=(inst[I_T_DESTROY, later] - inst[I_T_OFFLINE, later]) / 1e9,
         never_live=int((never & (inst[I_LIVE] > 0)).sum()),
-        never_empty=int((never & (inst[I_LIVE] == 0)).sum()),
+        never_empty=int((never & (inst[I_LIVE] == 0) & (inst[I_NR_PAGES] > 0)).sum()),
     )
 
 

@@ -388,3 +388,26 @@ def test_dead_memcgs_objects_in_a_shared_slab_are_stranded(trace_builder):
     # way3 moves that slab into the root cache, where it is still 100's alone
     assert ms["way3"].stranded_slab_bytes_end == PAGE
     assert obj.footprint_bytes_end == PAGE < ms["current"].footprint_bytes_end == 2 * PAGE
+
+
+def test_a_dying_child_holds_its_offline_parent(trace_builder):
+    """Memcg 200 has child 100; 100 allocates one object that is never freed, goes offline
+    at 1 s, then 200 at 2 s. A child's css holds its parent's until its own css_free, so
+    while 100 is held (by its page before v5.3) 200 is dying too: 2 dying memcgs, and the
+    metadata of two mem_cgroups. Designs that move the charge away at offline (way3,
+    reparent, objcg) leave neither dying."""
+    tb = trace_builder()
+    tb.cache()
+    tb.mkdir(0, 200)
+    tb.mkdir(1, 100, parent=200, level=2)
+    tb.alloc(10, 0x1000, 100)
+    tb.offline(1 * SEC, 100)
+    tb.offline(2 * SEC, 200)
+    m = _run(open_trace(tb.write(end_ns=3 * SEC)))
+    for name in ("current", "way1", "way2", "way4"):
+        assert m[name].dying_memcgs_end == 2, name
+    for name in ("way3", "reparent", "objcg"):
+        assert m[name].dying_memcgs_peak == 0, name
+    one_memcg = m["current"].metadata_bytes_end - m["way3"].metadata_bytes_end
+    assert one_memcg > 0
+

@@ -41,7 +41,9 @@ from kmemtrace.model.state import (
     I_MEMCG,
     I_NR_PAGES,
     I_REF_KILLED,
+    M_DYING_KIDS,
     M_PAGES,
+    M_PARENT,
     M_STATE,
     MS_ONLINE,
     S_DEAD,
@@ -81,17 +83,37 @@ def mark_object_dead(m: Model, s: int, delta: int) -> None:
 
 
 @njit(cache=True, nogil=True, _nrt=False, inline="always")
+def is_dying(m: Model, g: int) -> bool:
+    """Offline but not freed: held by charged pages (before v5.3: per-page css refs since
+    v3.19) or by a dying child, whose css holds its parent's until its own css_free
+    (``init_and_link_css`` / ``css_free_rwork_fn``, every era)."""
+    return m.memcg[M_STATE, g] != MS_ONLINE and (
+        m.memcg[M_PAGES, g] > 0 or m.memcg[M_DYING_KIDS, g] > 0)
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def dying_changed(m: Model, g: int, delta: int) -> None:
+    """``g`` started (+1) or stopped (-1) dying: count it, and tell its ancestors."""
+    while g != 0:
+        m.ctr[C_DYING_MEMCGS] += delta
+        parent = m.memcg[M_PARENT, g]
+        if parent == 0:
+            return
+        was = is_dying(m, parent)
+        m.memcg[M_DYING_KIDS, parent] += delta
+        if is_dying(m, parent) == was:
+            return
+        g = parent
+
+
+@njit(cache=True, nogil=True, _nrt=False, inline="always")
 def memcg_pages_changed(m: Model, g: int, dpages: int) -> None:
-    """Pages charged to ``g`` changed: before v5.3 a charged page holds an offline memcg
-    (per-page css refs since v3.19), so ``g`` is dying exactly while it has pages."""
-    before = m.memcg[M_PAGES, g]
-    after = before + dpages
-    m.memcg[M_PAGES, g] = after
-    if m.memcg[M_STATE, g] != MS_ONLINE:
-        if before > 0 and after <= 0:
-            m.ctr[C_DYING_MEMCGS] -= 1
-        elif before <= 0 and after > 0:
-            m.ctr[C_DYING_MEMCGS] += 1
+    """Pages charged to ``g`` changed, which may start or end its dying."""
+    was = is_dying(m, g)
+    m.memcg[M_PAGES, g] += dpages
+    now = is_dying(m, g)
+    if now != was:
+        dying_changed(m, g, 1 if now else -1)
 
 
 @njit(cache=True, nogil=True, _nrt=False)

@@ -74,7 +74,8 @@ M_T_OFFLINE = 2
 M_LIVE = 3  # live objects charged to it (by allocation-time attribution)
 M_OBJCGS = 4  # obj_cgroups it owns (its own + reparented from children)
 M_PAGES = 5  # slab pages of cache instances charged to it (what holds it before v5.3)
-NM = 6
+M_DYING_KIDS = 6  # children that are dying: each holds its parent's css (all eras)
+NM = 7
 
 MS_ONLINE = 0
 MS_OFFLINE = 1

@@ -10,7 +10,14 @@ Strategies decide (``pol``, see ``policy.py``); this module acts, using the SLUB
 
 from numba import njit
 
-from kmemtrace.model.charge import mark_object_dead, recharge, refill_stock, try_charge
+from kmemtrace.model.charge import (
+    dying_changed,
+    is_dying,
+    mark_object_dead,
+    recharge,
+    refill_stock,
+    try_charge,
+)
 from kmemtrace.model.objects import obj_delete, obj_insert, obj_lookup
 from kmemtrace.model.slub import (
     alloc_object,
@@ -439,8 +446,8 @@ def _memcg_offline(m: Model, pol, memcg: int, now: int) -> None:
     m.memcg[M_STATE, memcg] = MS_OFFLINE
     m.memcg[M_T_OFFLINE, memcg] = now
     m.ctr[C_OFFLINES] += 1
-    if m.memcg[M_PAGES, memcg] > 0:
-        m.ctr[C_DYING_MEMCGS] += 1
+    if is_dying(m, memcg):
+        dying_changed(m, memcg, 1)
     if m.memcg[M_LIVE, memcg] > 0:
         m.ctr[C_DEAD_MEMCGS_PINNED] += 1
         _objects_now_dead(m, pol, memcg)
@@ -531,6 +538,8 @@ def _stock_drain(m: Model, cpu: int) -> None:
     memcg = m.stock[0, cpu]
     if memcg >= 0 and m.stock[1, cpu] >= PAGE_SIZE:
         refill_stock(m, _online_ancestor(m, memcg), m.stock[1, cpu] // PAGE_SIZE)
+    if memcg >= 0 and m.stock[1, cpu] % PAGE_SIZE:
+        m.ctr[C_ATOMIC] += 1  # atomic_add(nr_bytes, &objcg->nr_charged_bytes)
     m.stock[0, cpu] = -1
     m.stock[1, cpu] = 0
 
