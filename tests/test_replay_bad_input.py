@@ -134,3 +134,20 @@ def test_events_after_the_clock_end_are_replayed_with_a_warning(trace_builder, c
     assert open_trace(path).end_ns == 2 * SEC
     rc, _, err = run_cli(capsys, "replay", str(path), "--format", "text")
     assert rc == 0 and "warning:" in err and "events continue 1,000.0 ms after" in err
+
+
+def test_loss_known_only_to_meta_is_reported(trace_builder):
+    """A full disk: the rows that could not be written (WRITE_FAILED) have no LOST row in
+    any sealed part, only meta's total; replay must not report fewer lost events."""
+    import json
+
+    tb = trace_builder()
+    tb.cache()
+    tb.alloc(10, 0x1000, 100)
+    path = tb.write(end_ns=SEC)
+    meta = json.loads((path / "meta.json").read_text())
+    meta["complete"] = False
+    meta["lost"] = {"total": 7, "by_reason": {"WRITE_FAILED": 7}}
+    (path / "meta.json").write_text(json.dumps(meta))
+    for m in _metrics(path):
+        assert m.lost_events == 7, m.strategy

@@ -20,6 +20,7 @@ from kmemtrace.model.state import (
     C_CTX_BYPASS,
     C_ERA,
     C_LAST_TS,
+    C_LOST_EVENTS,
     C_META_CACHE_BYTES,
     C_META_MEMCG_BYTES,
     C_META_OBJCG_BYTES,
@@ -259,15 +260,20 @@ def replay(trace: TraceReader, selection: list[tuple[Strategy, dict]], *,
                 progress(hi - lo)
         result.events += len(chunk.ts)
         t_read = time.perf_counter()
+    # A recording that could not write its last rows (disk full) counts their loss in meta
+    # only: LOST rows of sealed parts alone would understate it.
+    lost_in_meta = int(trace.meta["lost"]["total"])
     for run in runs:
         finish(run.model, run.pol, end)
         run.model.ctr[C_CTX_BYPASS] = result.interrupt_allocs
+        run.model.ctr[C_LOST_EVENTS] = max(run.model.ctr[C_LOST_EVENTS], lost_in_meta)
     result.notes.append(
         f"Interrupt-context allocations are not charged to the interrupted task's memcg "
         f"(in_interrupt() / memcg_kmem_bypass / current_obj_cgroup): "
         f"{result.interrupt_allocs:,} such allocations went to the root caches. "
         f"{result.unknown_ctx_allocs:,} allocations of unknown context were treated as "
-        "task context. Remote charging (set_active_memcg) is not recorded.")
+        "task context. Remote charging (set_active_memcg) is in the recorded memcg where "
+        "the recorder could read it (docs/recording.md).")
     result.memcg_ids = memcgs.ids
     result.offline_ns = np.concatenate(offlines) if offlines else result.offline_ns
     result.sample_times_ns = start + step * np.arange(samples, dtype=np.int64)
