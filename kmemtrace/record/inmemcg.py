@@ -75,16 +75,17 @@ class FreshMemcg:
         self._lifeline: int | None = lifeline
 
     def spawn(self, argv: list[str]) -> subprocess.Popen:
-        procs = str(self.path / "cgroup.procs")
+        # The recorder has threads by now (the trace writer), so the child between fork and
+        # exec only makes raw system calls: the file is opened here, in the parent.
+        procs = os.open(self.path / "cgroup.procs", os.O_WRONLY)
         recorder = os.getpid()
         libc = ctypes.CDLL(None, use_errno=True)
 
-        def enter_memcg() -> None:  # runs in the child, before exec
+        def enter_memcg() -> None:  # runs in the child, before exec (and before close_fds)
             libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
             if os.getppid() != recorder:  # the recorder died before prctl took effect
                 os._exit(1)
-            with open(procs, "w") as fh:
-                fh.write("0")  # "0" = the writing task itself (v1 and v2)
+            os.write(procs, b"0")  # "0" = the writing task itself (v1 and v2)
             os.setpriority(os.PRIO_PROCESS, 0, 0)  # not the recorder's raised priority
 
         try:
@@ -92,6 +93,8 @@ class FreshMemcg:
         except OSError as exc:
             self.remove()
             raise UsageError(f"cannot run {argv[0]!r}: {exc.strerror}") from None
+        finally:
+            os.close(procs)
         return self.proc
 
     def terminate(self) -> None:
