@@ -34,43 +34,7 @@ from pathlib import Path
 MEMCG_ROOT = Path("/sys/fs/cgroup/memory")
 TRACEFS = Path("/sys/kernel/tracing")
 KMEM_EVENTS = ("kmem_cache_alloc", "kmalloc", "kmem_cache_free", "kfree")
-WORKLOAD_C = r"""
-#include <fcntl.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <sys/socket.h>
-#include <time.h>
-#include <unistd.h>
-/* argv[1] = seconds. Waits for one byte on stdin, churns, prints its iteration count. */
-static double now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec + t.tv_nsec / 1e9;
-}
-int main(int argc, char **argv) {
-    double secs = atof(argv[1]), end;
-    char path[256], go;
-    long n = 0;
-    snprintf(path, sizeof(path), "/dev/shm/kmt-bench-%d", getpid());
-    if (read(0, &go, 1) != 1) return 1;
-    end = now() + secs;
-    while ((n & 63) || now() < end) {
-        int fd = open(path, O_CREAT | O_WRONLY | O_TRUNC, 0600);
-        if (fd < 0 || write(fd, "x", 1) != 1) return 1;
-        close(fd);
-        unlink(path);
-        int sv[2];
-        if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv)) return 1;
-        close(sv[0]); close(sv[1]);
-        int p[2];
-        if (pipe(p)) return 1;
-        close(p[0]); close(p[1]);
-        n++;
-    }
-    printf("%ld\n", n);
-    return 0;
-}
-"""
+HAMMER_C = Path(__file__).with_name("slab_hammer.c")
 
 
 def load() -> str:
@@ -79,9 +43,8 @@ def load() -> str:
 
 
 def build_workload(tmp: Path) -> Path:
-    src, exe = tmp / "slabwl.c", tmp / "slabwl"
-    src.write_text(WORKLOAD_C)
-    subprocess.run(["gcc", "-O2", "-o", str(exe), str(src)], check=True)
+    exe = tmp / "slab_hammer"
+    subprocess.run(["gcc", "-O2", "-o", str(exe), str(HAMMER_C)], check=True)
     return exe
 
 
@@ -100,7 +63,7 @@ class Workload:
                     fh.write("0")
             return fn
 
-        self.procs = [subprocess.Popen([str(exe), str(seconds)], stdin=subprocess.PIPE,
+        self.procs = [subprocess.Popen([str(exe), str(seconds), "-", "wait"], stdin=subprocess.PIPE,
                                        stdout=subprocess.PIPE, text=True, preexec_fn=enter(c))
                       for c in sorted(os.sched_getaffinity(0))]
         self.pids = [p.pid for p in self.procs]
@@ -118,7 +81,7 @@ class Workload:
         for p in self.procs:
             p.stdin.write("g")
             p.stdin.close()
-        iters = sum(int(p.stdout.read()) for p in self.procs)
+        iters = sum(int(p.stdout.readline().split()[1]) for p in self.procs)  # iterations N
         for p in self.procs:
             p.wait()
         self.wall = time.monotonic() - t0

@@ -24,59 +24,20 @@ from kmemtrace.trace.writer import DEFAULT_ROTATE_ROWS
 
 pytestmark = pytest.mark.root
 
-HAMMER_C = r"""
-#include <fcntl.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <sys/socket.h>
-#include <time.h>
-#include <unistd.h>
-int main(int argc, char **argv) {
-    double secs = atof(argv[1]);
-    char path[256];
-    struct timespec t;
-    long long start, prev, now, stall = 0;  /* longest time between two iterations */
-    snprintf(path, sizeof(path), "/dev/shm/kmt-hammer-%d", getpid());
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    start = prev = t.tv_sec * 1000000000LL + t.tv_nsec;
-    for (long i = 0;; i++) {
-        clock_gettime(CLOCK_MONOTONIC, &t);
-        now = t.tv_sec * 1000000000LL + t.tv_nsec;
-        if (now - prev > stall) stall = now - prev;
-        prev = now;
-        if ((i & 255) == 0) {
-            if (now - start >= secs * 1e9) break;
-            if (argc > 2 && access(argv[2], F_OK) == 0) break;  /* the stop file */
-        }
-        int fd = open(path, O_CREAT | O_WRONLY | O_TRUNC, 0600);
-        if (fd < 0 || write(fd, "x", 1) != 1) return 1;
-        close(fd);
-        unlink(path);
-        int sv[2];
-        if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv)) return 1;
-        close(sv[0]); close(sv[1]);
-        int p[2];
-        if (pipe(p)) return 1;
-        close(p[0]); close(p[1]);
-    }
-    printf("stall_ns %lld\n", stall);
-    return 0;
-}
-"""
+HAMMER_C = Path(__file__).resolve().parents[1] / "benchmarks" / "slab_hammer.c"
 ENV = {**os.environ, "COLUMNS": "300"}  # one error line must stay one line
 MAX_GAP_S = 0.25  # a part seal used to leave 0.4-1.6 s without events
 
 
 @pytest.fixture(scope="module")
 def hammer(tmp_path_factory) -> Path:
-    tmp = tmp_path_factory.mktemp("hammer")
-    (tmp / "hammer.c").write_text(HAMMER_C)
-    subprocess.run(["gcc", "-O2", "-o", str(tmp / "hammer"), str(tmp / "hammer.c")], check=True)
-    return tmp / "hammer"
+    exe = tmp_path_factory.mktemp("hammer") / "hammer"
+    subprocess.run(["gcc", "-O2", "-o", str(exe), str(HAMMER_C)], check=True)
+    return exe
 
 
 def both_cores(hammer: Path, seconds: float, stop_file: Path | None = None) -> list[str]:
-    args = f"{seconds} {stop_file or ''}"
+    args = f"{seconds} {stop_file or '-'}"
     return ["sh", "-c", f"{hammer} {args} & {hammer} {args}; wait"]
 
 
