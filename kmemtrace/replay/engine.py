@@ -50,7 +50,7 @@ from kmemtrace.trace.schema import GFP_ACCOUNT, ROOT_MEMCG_ID, EventContext, Eve
 
 DEFAULT_SAMPLES = 500
 PROGRESS_SLICE = 1 << 20  # events per progress update
-_COLUMNS = ["ts_ns", "kind", "cpu", "ptr", "cache_id", "memcg_id", "gfp", "aux", "aux2",
+REPLAY_COLUMNS = ["ts_ns", "kind", "cpu", "ptr", "cache_id", "memcg_id", "gfp", "aux", "aux2",
             "ctx"]
 _INTERRUPT = np.array([EventContext.SOFTIRQ, EventContext.HARDIRQ, EventContext.NMI])
 _GROW = {NEED_SLABS: grow_slabs, NEED_INSTANCES: grow_instances, NEED_OBJECTS: grow_objects}
@@ -187,10 +187,37 @@ def accounting_scope(meta: dict, era: Era) -> tuple[bool, list[str], list[str]]:
         f"era 3.14 accounted every slab allocation of a memcg, but this trace was {why}: "
         "per-memcg caches and their dead pages are undercounted"]
 
-def _initial_memcgs(meta: dict, memcgs: MemcgIndex) -> list[tuple[int, int]]:
+def initial_memcgs(meta: dict, memcgs: MemcgIndex) -> list[tuple[int, int]]:
     """(index, parent index) for memcgs that existed when the trace started."""
     return [(memcgs.get(int(g["id"])), memcgs.get(int(g.get("parent") or 0)))
             for g in meta.get("memcgs", []) if int(g["id"]) not in (0, ROOT_MEMCG_ID)]
+
+
+def start_run(strategy: Strategy, params: dict, era: Era, geom: np.ndarray, ncpu: int,
+              costs: MetadataCosts, known: list[tuple[int, int]], n_memcgs: int, *, start: int,
+              samples: int, step: int, n_slab_samples: int, span_ns: int) -> StrategyRun:
+    """One strategy's model at the trace's start: the clock, the strategy's timers, the
+    metadata prices and the memcgs that already existed. Shared by the replay of a trace
+    and the live what-if (``kmemtrace.live``), so both start from the same state."""
+    pol = new_policy()
+    strategy.configure(pol, params)
+    pol[PO_ERA] = era.code
+    pol[PO_SAMPLE_STEP_NS] = step
+    model = grow_memcgs(new_model(geom, ncpu, samples, n_slab_samples=n_slab_samples),
+                        n_memcgs + 1)
+    model.ctr[C_LAST_TS] = start
+    model.ctr[C_NEXT_SAMPLE] = start
+    model.ctr[C_NEXT_TICK] = start + pol[PO_REAP_PERIOD_NS]
+    model.ctr[C_ERA] = era.code
+    model.ctr[C_PAGE_REF] = pol[PO_PAGE_REF]
+    model.ctr[C_META_CACHE_BYTES] = costs.cache
+    model.ctr[C_META_MEMCG_BYTES] = costs.memcg
+    # Only the objcg design has obj_cgroups; before v5.9 nothing is priced for them.
+    model.ctr[C_META_OBJCG_BYTES] = costs.objcg if pol[PO_OBJCG] else 0
+    for idx, parent in known:
+        model.memcg[M_PARENT, idx] = parent
+        model.memcg[M_OBJCGS, idx] = 1
+    return StrategyRun(strategy, params, era, model, pol, span_ns=span_ns, metadata=costs)
 
 
 def replay(trace: TraceReader, selection: list[tuple[Strategy, dict]], *,
@@ -207,32 +234,14 @@ def replay(trace: TraceReader, selection: list[tuple[Strategy, dict]], *,
     start, end = trace.start_ns, max(trace.end_ns, trace.start_ns)
     step = max((end - start) // max(samples - 1, 1), 1)
     memcgs = MemcgIndex()
-    known = _initial_memcgs(trace.meta, memcgs)
+    known = initial_memcgs(trace.meta, memcgs)
     costs = metadata_costs(trace.meta, ncpu)
     all_accounted, scope_notes, warnings = accounting_scope(trace.meta, era_obj)
-    runs = []
-    for strategy, params in selection:
-        pol = new_policy()
-        strategy.configure(pol, params)
-        pol[PO_ERA] = era_obj.code
-        pol[PO_SAMPLE_STEP_NS] = step
-        n_slab_samples = int(trace.meta.get("counts", {}).get("SLAB_SAMPLE", 0))
-        model = grow_memcgs(new_model(geom, ncpu, samples, n_slab_samples=n_slab_samples),
-                            len(memcgs) + 1)
-        model.ctr[C_LAST_TS] = start
-        model.ctr[C_NEXT_SAMPLE] = start
-        model.ctr[C_NEXT_TICK] = start + pol[PO_REAP_PERIOD_NS]
-        model.ctr[C_ERA] = era_obj.code
-        model.ctr[C_PAGE_REF] = pol[PO_PAGE_REF]
-        model.ctr[C_META_CACHE_BYTES] = costs.cache
-        model.ctr[C_META_MEMCG_BYTES] = costs.memcg
-        # Only the objcg design has obj_cgroups; before v5.9 nothing is priced for them.
-        model.ctr[C_META_OBJCG_BYTES] = costs.objcg if pol[PO_OBJCG] else 0
-        for idx, parent in known:
-            model.memcg[M_PARENT, idx] = parent
-            model.memcg[M_OBJCGS, idx] = 1
-        runs.append(StrategyRun(strategy, params, era_obj, model, pol, span_ns=end - start,
-                                metadata=costs))
+    n_slab_samples = int(trace.meta.get("counts", {}).get("SLAB_SAMPLE", 0))
+    runs = [start_run(strategy, params, era_obj, geom, ncpu, costs, known, len(memcgs),
+                      start=start, samples=samples, step=step,
+                      n_slab_samples=n_slab_samples, span_ns=end - start)
+            for strategy, params in selection]
     result = Replay(trace=trace, runs=runs, memcg_ids=memcgs.ids, notes=[
         f"Metadata kept alive is priced from {costs.source}, for {ncpu} CPUs and one node: "
         f"{costs.cache:,} B per dead cache instance (kmem_cache, per-CPU and per-node "
@@ -241,7 +250,7 @@ def replay(trace: TraceReader, selection: list[tuple[Strategy, dict]], *,
         warnings=warnings)
     offlines = []
     t_read = time.perf_counter()
-    for cols in trace.iter_parts(_COLUMNS):
+    for cols in trace.iter_parts(REPLAY_COLUMNS):
         chunk = prepare(cols, memcgs, accounted, ncpu, all_accounted=all_accounted)
         result.interrupt_allocs += chunk.interrupt_allocs
         result.unknown_ctx_allocs += chunk.unknown_ctx_allocs
@@ -254,7 +263,7 @@ def replay(trace: TraceReader, selection: list[tuple[Strategy, dict]], *,
             hi = min(lo + PROGRESS_SLICE, len(chunk.ts))
             for run in runs:
                 t0 = time.perf_counter()
-                run.model = _run_chunk(run.model, run.pol, chunk, lo, hi)
+                run.model = run_chunk(run.model, run.pol, chunk, lo, hi)
                 run.loop_seconds += time.perf_counter() - t0
             if progress is not None:
                 progress(hi - lo)
@@ -280,7 +289,7 @@ def replay(trace: TraceReader, selection: list[tuple[Strategy, dict]], *,
     return result
 
 
-def _run_chunk(model: Model, pol: np.ndarray, c: Chunk, lo: int, hi: int) -> Model:
+def run_chunk(model: Model, pol: np.ndarray, c: Chunk, lo: int, hi: int) -> Model:
     pos = lo
     while pos < hi:
         pos, need = run_events(model, pol, c.ts[:hi], c.kind[:hi], c.cpu[:hi], c.ptr[:hi],
