@@ -1,5 +1,7 @@
 """``kmemtrace record``: trace slab and memcg events into a sealed trace directory."""
 
+import json
+import math
 import shutil
 import signal
 import sys
@@ -8,12 +10,20 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Group
 from rich.live import Live
+from rich.table import Table
 from rich.text import Text
 
 from kmemtrace.cli import app, err_console
+from kmemtrace.cli.options import EraOption, ParamOption, StrategyOption
+from kmemtrace.cli.outputs import output_file, write_output
 from kmemtrace.errors import UsageError
-from kmemtrace.params import parse_duration_ns
+from kmemtrace.live.feed import Final, LiveWhatIf
+from kmemtrace.live.view import render as render_whatif
+from kmemtrace.live.whatif import INITIAL_STATE_NOTE
+from kmemtrace.model.eras import DEFAULT_ERA
+from kmemtrace.params import parse_duration_ns, split_params
 from kmemtrace.record import probes
 from kmemtrace.record.inmemcg import FreshMemcg
 from kmemtrace.record.recorder import (
@@ -23,6 +33,7 @@ from kmemtrace.record.recorder import (
     cflags,
     prepare,
 )
+from kmemtrace.report.format import humanise
 
 
 @app.command(context_settings={"allow_interspersed_args": False})
@@ -57,6 +68,15 @@ def record(
         show_default=False)] = None,
     force: Annotated[bool, typer.Option(
         "--force", help="Replace the trace already in -o (only a kmemtrace trace).")] = False,
+    live: Annotated[bool, typer.Option(
+        "--live", help="Also replay the strategies while recording (a what-if panel per "
+        "strategy; same results as replaying the trace afterwards).")] = False,
+    strategy: StrategyOption = "all",
+    param: ParamOption = None,
+    era: EraOption = DEFAULT_ERA,
+    live_json: Annotated[Path | None, typer.Option(
+        "--live-json", help="--live: write the what-if's final metrics as JSON to this file.",
+        show_default=False)] = None,
     command: Annotated[list[str] | None, typer.Argument(
         help="With --in-memcg: the command to run (after --).")] = None,
 ) -> None:
@@ -75,6 +95,11 @@ def record(
                          "memcg is recorded already)")
     if command:
         _check_command(command[0])
+    if live_json is not None and not live:
+        raise UsageError("--live-json needs --live")
+    if live_json is not None:
+        output_file(live_json, "--live-json")
+    whatif = LiveWhatIf(strategy, split_params(param), era) if live else None
     opts = RecordOptions(output=output, all_objects=all_objects, cgroup=cgroup,
                          transport=transport,
                          sample_interval_s=_positive("--sample-interval", sample_interval),
@@ -95,7 +120,17 @@ def record(
         if note:
             err_console.print(note, highlight=False, soft_wrap=True)
     rec = Recorder(opts, feats, header_note)
-    rec.start()
+    if whatif is not None:
+        whatif.start()  # its imports overlap the BPF compile
+    try:
+        rec.start()
+    except BaseException:
+        if whatif is not None:
+            whatif.stop()
+        raise
+    if whatif is not None:
+        whatif.begin(rec.writer.meta)
+        rec.pipeline.tap = whatif.tap
     stop.attach(rec)
     missing = [r.probe for r in rec.plan if r.status == "missing"]
     err_console.print(
@@ -108,20 +143,66 @@ def record(
     deadline = started + limit_s if limit_s else float("inf")
     exit_code = 0
     try:
-        with Live(console=err_console, auto_refresh=False, transient=True) as live:
+        with Live(console=err_console, auto_refresh=False, transient=True) as view:
             def tick() -> None:
-                live.update(_progress(rec, started), refresh=True)
+                progress = _progress(rec, started)
+                if whatif is not None:
+                    whatif.poll()
+                    progress = Group(progress, render_whatif(whatif))
+                view.update(progress, refresh=True)
 
             if in_memcg:
                 exit_code = _run_in_memcg(rec, feats, opts, deadline, grace_s, tick)
             else:
                 rec.run(lambda: time.monotonic() >= deadline, tick)
+    except BaseException:
+        if whatif is not None:
+            whatif.stop()
+        raise
     finally:
         meta = rec.stop()  # whatever happened, what was recorded is sealed
     _summary(meta, time.monotonic() - started)
+    if whatif is not None:
+        final = _finish_whatif(whatif, meta)
+        if live_json is not None:
+            write_output(live_json, json.dumps(_final_json(final), indent=1,
+                                               allow_nan=False) + "\n")
     if exit_code:
         err_console.print(f"kmemtrace: the command exited with status {exit_code}", soft_wrap=True)
         sys.exit(exit_code)  # click swallows typer.Exit codes with standalone_mode=False
+
+
+def _finish_whatif(whatif: LiveWhatIf, meta: dict) -> Final:
+    """Let the what-if replay what is still queued, then print its final figures."""
+    if whatif.behind_rows:
+        err_console.print(f"what-if: replaying the {whatif.behind_rows:,} queued rows",
+                          highlight=False)
+    final = whatif.close(meta)
+    table = Table(title="what-if at the end of the recording", title_justify="left")
+    for name in ("strategy", "footprint end", "stranded end", "stranded peak",
+                 "dying memcgs end", "dead caches end"):
+        table.add_column(name, justify="left" if name == "strategy" else "right")
+    for m in final.strategies:
+        table.add_row(m["strategy"], humanise(m["footprint_bytes_end"]) + "B",
+                      humanise(m["stranded_bytes_end"]) + "B",
+                      humanise(m["stranded_bytes_peak"]) + "B",
+                      humanise(m["dying_memcgs_end"]), humanise(m["dead_caches_end"]))
+    err_console.print(table)
+    err_console.print(
+        (f"exact: all {final.events:,} events replayed live in the trace's order, so these "
+         "equal `kmemtrace replay` of the trace" if final.exact else
+         f"not exact: {final.skipped:,} events skipped while behind, {final.late:,} late "
+         "rows; `kmemtrace replay` of the trace gives the exact figures")
+        + f". The {INITIAL_STATE_NOTE}.", highlight=False, soft_wrap=True)
+    return final
+
+
+def _final_json(final: Final) -> dict:
+    """Exact values; a censored latency (inf) is "never", as in ``replay --json``."""
+    return {"exact": final.exact, "events": final.events, "late": final.late,
+            "skipped": final.skipped, "initial_state": INITIAL_STATE_NOTE,
+            "strategies": [{k: ("never" if isinstance(v, float) and math.isinf(v) else v)
+                            for k, v in m.items()} for m in final.strategies]}
 
 
 def _positive(option: str, text: str) -> float:

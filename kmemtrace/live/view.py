@@ -1,0 +1,82 @@
+"""The what-if panel: per strategy the fair metrics now and a sparkline, then the lag.
+
+A rich renderable built from a :class:`~kmemtrace.live.feed.LiveWhatIf`, shared by
+``record --live`` and ``top --what-if``; it only reads, so any view can redraw it.
+"""
+
+from rich.columns import Columns
+from rich.console import Group, RenderableType
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from kmemtrace.live.feed import HISTORY_S, LiveWhatIf
+from kmemtrace.live.whatif import INITIAL_STATE_NOTE, Now
+from kmemtrace.report.format import humanise
+
+SPARK_WIDTH = 30
+_BARS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(points, end_ts: int, width: int = SPARK_WIDTH) -> str:
+    """The last ``HISTORY_S`` seconds before ``end_ts`` in ``width`` cells, peak per cell.
+
+    A cell without a point repeats the one before (the value held until the next report);
+    the scale is 0 .. the highest value shown, so a flat line at the bottom means zero.
+    """
+    span = HISTORY_S * 1_000_000_000
+    cells: list[float | None] = [None] * width
+    for ts, value in points:
+        i = (ts - (end_ts - span)) * width // span
+        if 0 <= i < width:
+            cells[i] = value if cells[i] is None else max(cells[i], value)
+    last = None
+    for i, v in enumerate(cells):
+        last = v if v is not None else last
+        cells[i] = last
+    top = max((v for v in cells if v is not None), default=0)
+    return "".join(" " if v is None else _BARS[0] if top <= 0
+                   else _BARS[min(int(v / top * (len(_BARS) - 1) + 0.5), len(_BARS) - 1)]
+                   for v in cells)
+
+
+def _panel(now: Now, live: LiveWhatIf, end_ts: int) -> Panel:
+    grid = Table.grid(padding=(0, 1))
+    grid.add_column(style="dim")
+    grid.add_column(justify="right")
+    grid.add_row("footprint", humanise(now.footprint_bytes) + "B")
+    grid.add_row("stranded", humanise(now.stranded_bytes) + "B")
+    grid.add_row("dying memcgs", humanise(now.dying_memcgs))
+    grid.add_row("dead caches", humanise(now.dead_caches))
+    spark = sparkline(live.history.points.get(now.strategy, ()), end_ts)
+    return Panel(Group(grid, Text(spark, style="cyan"), Text(
+        f"stranded, last {HISTORY_S // 60} min", style="dim")), title=now.strategy,
+        expand=False)
+
+
+def status_line(live: LiveWhatIf) -> Text:
+    """Lag and exactness in one line (also printed when the panel cannot be drawn)."""
+    snap = live.snapshot
+    lag = live.lag_s
+    line = Text(f"what-if: {snap.events if snap else 0:,} events replayed, lag "
+                + (f"{lag:.1f} s" if lag is not None else "–")
+                + f" ({live.behind_rows:,} rows queued)")
+    if live.skipped:
+        line.append(f"; behind: {live.skipped:,} events skipped, no longer exact",
+                    style="bold red")
+    if snap and snap.late:
+        line.append(f"; {snap.late:,} late rows clamped, may differ from the replay",
+                    style="yellow")
+    if live.error:
+        line.append(f"; {live.error}", style="bold red")
+    return line
+
+
+def render(live: LiveWhatIf) -> RenderableType:
+    snap = live.snapshot
+    if snap is None or not snap.now:
+        return Group(Text("what-if: starting the replay engine (its first use compiles it, "
+                          "~25 s)", style="dim"), status_line(live))
+    end = snap.replayed_ts or 0
+    return Group(Columns([_panel(n, live, end) for n in snap.now]), status_line(live),
+                 Text(INITIAL_STATE_NOTE, style="dim"))
