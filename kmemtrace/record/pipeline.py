@@ -14,15 +14,11 @@ ring. When the queue is full, slab ALLOC/FREE rows are dropped and counted per C
 A write failure (full disk, I/O error) turns the writer into a counter: the sealed parts
 stay as they are, later rows are counted as ``WRITE_FAILED`` (see ``TraceWriter.abandon``),
 and :meth:`WriterThread.close` raises one error line.
-
-``tap``, when set, is called on the drain side with every batch the queue kept (the live
-what-if, :mod:`kmemtrace.live`): it sees exactly the rows the trace gets.
 """
 
 import os
 import threading
 from collections import Counter, deque
-from collections.abc import Callable
 
 import numpy as np
 import pyarrow as pa
@@ -46,7 +42,6 @@ class WriterThread:
         self.queued_rows = 0
         self.dropped: Counter[int] = Counter()  # cpu -> rows dropped for a full queue
         self.error: BaseException | None = None
-        self.tap: Callable[[dict[str, np.ndarray]], None] | None = None
         self._queue: deque = deque()
         self._cv = threading.Condition()
         self._thread = threading.Thread(target=self._run, name="kmemtrace-writer", daemon=True)
@@ -71,8 +66,6 @@ class WriterThread:
             self._queue.append(cols)
             self.queued_rows += n
             self._cv.notify()
-        if self.tap is not None:
-            self.tap(cols)
 
     def flush(self) -> None:
         """Ask the writer to seal what it holds (all but the reorder window)."""
