@@ -85,7 +85,7 @@ def memcg_table(snap: Snapshot) -> Table:
             label.append(f" {row.path}", style="dim")
         table.add_row(label, state, size(row.live_bytes), f"{row.live_objects:,}",
                       size(row.kernel_bytes), rate(row.alloc_per_s), rate(row.free_per_s),
-                      ", ".join(f"{name} {size(b)}" for name, b in row.top_caches))
+                      ", ".join(f"{name} {size(b)}" for name, _objs, b in row.top_caches))
     return table
 
 

@@ -49,7 +49,8 @@ class MemcgRow:
     kernel_bytes: int | None  # the kernel's own figure (online memcgs only)
     alloc_per_s: float
     free_per_s: float
-    top_caches: list[tuple[str, int]] = field(default_factory=list)  # (cache, live bytes)
+    # the memcg's biggest caches: (cache, live objects, live bytes)
+    top_caches: list[tuple[str, int, int]] = field(default_factory=list)
 
     @property
     def label(self) -> str:
@@ -115,8 +116,8 @@ def memcg_rows(memcgs: list[Memcg], now: Counters, before: Counters, now_ns: int
             continue
         since = m.offline_ns if not m.online else m.mkdir_ns
         by_cache = now.live_bytes[idx]
-        top = [(cache_names[c], int(by_cache[c])) for c in np.argsort(-by_cache)[:TOP_CACHES]
-               if by_cache[c] > 0]
+        top = [(cache_names[c], int(now.live_objs[idx, c]), int(by_cache[c]))
+               for c in np.argsort(-by_cache, kind="stable")[:TOP_CACHES] if by_cache[c] > 0]
         out.append(MemcgRow(id=m.id, path=m.path, online=m.online,
                             age_s=None if since is None else (now_ns - since) / 1e9,
                             released=m.released_ns is not None,
