@@ -114,7 +114,7 @@ def record(
     limit_s = _positive("--duration", duration) if duration is not None else None
     grace_s = parse_duration_ns(grace) / 1e9
 
-    stop = _StopSignals()  # from here on, Ctrl-C or SIGTERM ends the recording cleanly
+    stop = StopSignals()  # from here on, Ctrl-C or SIGTERM ends the recording cleanly
     feats, header_note, mounted = prepare(opts)
     for note in (mounted, header_note):
         if note:
@@ -244,7 +244,7 @@ def _run_in_memcg(rec, feats, opts, deadline, grace_s, tick) -> int:
     return code if code >= 0 else 128 - code
 
 
-class _StopSignals:
+class StopSignals:
     """SIGINT/SIGTERM request a clean stop. Installed before the BPF compile (seconds long):
     a signal then is remembered, and the recording stops as soon as it has started, sealing
     an empty trace instead of dying with a traceback."""

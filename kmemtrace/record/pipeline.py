@@ -51,6 +51,10 @@ class WriterThread:
     def failed(self) -> bool:
         return self.error is not None
 
+    @property
+    def meta(self) -> dict:
+        return self.writer.meta
+
     def put(self, cols: dict[str, np.ndarray]) -> None:
         """Queue one batch; over the bound, its ALLOC/FREE rows are dropped and counted."""
         n = len(cols["ts_ns"])
@@ -127,6 +131,31 @@ class WriterThread:
                 self.writer.abandon(_reason(exc))
                 if fn == self.writer.close:
                     self.writer.close()
+
+
+class NoWriter:
+    """The writer side of a session that keeps no trace (``kmemtrace top`` without
+    ``--record-to``): rows are dropped after the recorder's taps have seen them, nothing is
+    ever queued, so nothing can be lost here."""
+
+    failed = False
+    queued_rows = 0
+
+    def __init__(self, meta: dict):
+        self.meta = meta
+        self.dropped: Counter[int] = Counter()
+
+    def put(self, cols: dict[str, np.ndarray]) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+    def lost_rows(self) -> dict[tuple[int, int], int]:
+        return {}
+
+    def close(self) -> dict:
+        return self.meta
 
 
 def _reason(exc: BaseException) -> str:

@@ -14,6 +14,7 @@ import ctypes
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from kmemtrace.record import bccload, headers, probes, sysfs
 from kmemtrace.record.btf import STRUCT
 from kmemtrace.record.events import CG_EVENT_DTYPE, EVENT_DTYPE, K
 from kmemtrace.record.output import check_output
-from kmemtrace.record.pipeline import WriterThread
+from kmemtrace.record.pipeline import NoWriter, WriterThread
 from kmemtrace.trace.meta import new_meta
 from kmemtrace.trace.schema import (
     GFP_ACCOUNT,
@@ -88,7 +89,7 @@ def now_ns() -> int:
 
 @dataclass
 class RecordOptions:
-    output: Path
+    output: Path | None  # None: no trace is written (``top`` without --record-to)
     all_objects: bool = False
     cgroup: str | None = None  # memcg subtree path, relative to the memory hierarchy
     transport: str = "auto"  # auto | ringbuf | perf
@@ -244,6 +245,9 @@ class Recorder:
         self.memcg_free_probe = False  # else cgroup:cgroup_release marks MEMCG_RELEASE
         self.subtree_path: str | None = None
         self._cg_rows: list[tuple] = []
+        # Called with every batch of trace columns, before it is queued for the writer:
+        # `kmemtrace top` builds its view from the same rows a trace would hold.
+        self.taps: list[Callable[[dict[str, np.ndarray]], None]] = []
 
     # --- set-up ---------------------------------------------------------------------------
 
@@ -284,9 +288,13 @@ class Recorder:
                           "nested_rescued": 0, "recursion_misses": {}}
         self.start_ns = now_ns()
         meta["clock"]["start_ns"] = self.start_ns
-        self.writer = TraceWriter(self.opts.output, meta, overwrite=self.opts.force)
         raise_priority()  # before the writer thread exists: it inherits the nice value
-        self.pipeline = WriterThread(self.writer)
+        if self.opts.output is None:
+            self.writer = None
+            self.pipeline = NoWriter(meta)
+        else:
+            self.writer = TraceWriter(self.opts.output, meta, overwrite=self.opts.force)
+            self.pipeline = WriterThread(self.writer)
         self._next_sample = 0.0
         self._next_flush = time.monotonic() + FLUSH_INTERVAL_S
 
@@ -477,6 +485,8 @@ class Recorder:
         n = len(cols["ts_ns"])
         cols["seq"] = np.arange(self.seq, self.seq + n, dtype=np.int64)
         self.seq += n
+        for tap in self.taps:
+            tap(cols)
         self.pipeline.put(cols)
 
     def _write_records(self, recs: np.ndarray) -> None:
@@ -666,10 +676,11 @@ class Recorder:
             for i, ((cpu, reason), count) in enumerate(sorted(lost.items())):
                 cols["cpu"][i], cols["aux"][i], cols["aux2"][i] = cpu, count, reason
             self._append(cols)
-        self.writer.meta["clock"]["end_ns"] = end
+        meta = self.pipeline.meta
+        meta["clock"]["end_ns"] = end
         # keys made at start(): the writer thread may be serialising meta right now
-        self.writer.meta["record"]["nested_rescued"] = self.rescued_total()
-        self.writer.meta["record"]["recursion_misses"] = {
+        meta["record"]["nested_rescued"] = self.rescued_total()
+        meta["record"]["recursion_misses"] = {
             k: v for k, v in self.recursion_misses().items() if v}
         try:
             return self.pipeline.close()
@@ -684,7 +695,8 @@ def prepare(opts: RecordOptions) -> tuple[probes.KernelFeatures, str, str | None
     Returns the features, the headers note, and a note if tracefs had to be mounted.
     """
     require_root()
-    check_output(opts.output, force=opts.force)
+    if opts.output is not None:
+        check_output(opts.output, force=opts.force)
     mounted = probes.ensure_tracefs()
     feats = probes.detect()
     bccload.load_bcc()

@@ -1,0 +1,134 @@
+"""``kmemtrace top``: a live view of memcgs (online and dying) and the slab they hold.
+
+The recorder does the work, exactly as for ``record`` (root, tracefs, BCC and headers
+checks, attach plan, draining, loss accounting); ``top`` puts a
+:class:`~kmemtrace.top.state.TopState` on its tap and shows a snapshot every interval.
+"""
+
+import contextlib
+import json
+import os
+import select
+import sys
+import termios
+import time
+import tty
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.live import Live
+
+from kmemtrace.cli import app, err_console
+from kmemtrace.cli.record import StopSignals, loss_sentence
+from kmemtrace.errors import UsageError
+from kmemtrace.params import parse_duration_ns
+from kmemtrace.record.recorder import Recorder, RecordOptions, prepare
+from kmemtrace.top.render import plain, screen
+from kmemtrace.top.session import TopSession
+from kmemtrace.top.snapshot import SORTS
+
+READY = "kmemtrace top: watching"  # the stderr line scripts (and tests) wait for
+
+
+@app.command()
+def top(
+    interval: Annotated[str, typer.Option(help="Refresh period (e.g. 2s, 500ms).")] = "2s",
+    cgroup: Annotated[str | None, typer.Option(
+        help="Only this memcg subtree (path in the memory hierarchy, e.g. /mygroup).")] = None,
+    count: Annotated[int, typer.Option("-n", "--count",
+                                       help="Rows per table.")] = 20,
+    sort: Annotated[str, typer.Option(
+        help="Memcgs worst first by: bytes (live slab) | rate (allocs+frees/s) | age "
+        "(longest dead first).")] = "bytes",
+    once: Annotated[bool, typer.Option(
+        "--once", help="Watch one interval, print one snapshot, exit (like top -b -n 1).")] = False,
+    fmt: Annotated[str, typer.Option("--format", help="--once output: text | json.")] = "text",
+    record_to: Annotated[Path | None, typer.Option(
+        "--record-to", help="Also keep a normal trace of the session in this directory.")] = None,
+) -> None:
+    """Live view of memcgs (online and dying) and the slab they hold; q or Ctrl-C quits."""
+    if sort not in SORTS:
+        raise UsageError(f"--sort {sort}: expected {', '.join(SORTS)}")
+    if fmt not in ("text", "json"):
+        raise UsageError(f"--format {fmt}: expected text or json")
+    if fmt == "json" and not once:
+        raise UsageError("--format json needs --once (one snapshot, for scripts)")
+    if count < 1:
+        raise UsageError(f"-n {count}: must be at least 1")
+    interval_s = parse_duration_ns(interval) / 1e9
+    if interval_s <= 0:
+        raise UsageError(f"--interval {interval}: must be longer than 0")
+    opts = RecordOptions(output=record_to, cgroup=cgroup, command=["kmemtrace", "top"])
+    stop = StopSignals()
+    feats, header_note, mounted = prepare(opts)
+    for note in (mounted, header_note):
+        if note:
+            err_console.print(note, highlight=False, soft_wrap=True)
+    rec = Recorder(opts, feats, header_note)
+    rec.start()
+    stop.attach(rec)
+    session = TopSession(rec, interval_s, sort, count)
+    err_console.print(f"{READY} (every {interval_s:g}s"
+                      + (f", recording to {record_to}" if record_to else "") + ")",
+                      highlight=False, soft_wrap=True)
+    try:
+        if once:
+            end = time.monotonic() + interval_s
+            rec.run(lambda: time.monotonic() >= end)
+            snap = session.snapshot()
+            if fmt == "json":
+                sys.stdout.write(json.dumps(snap.to_json(), indent=1) + "\n")
+            else:
+                sys.stdout.write(plain(snap, width=max(_width(), 100)))
+        else:
+            _live(rec, session, interval_s)
+    finally:
+        meta = rec.stop()
+    if record_to is not None:
+        err_console.print(f"trace sealed in {record_to}; {loss_sentence(meta['lost'])}",
+                          highlight=False, soft_wrap=True)
+
+
+def _width() -> int:
+    try:
+        return os.get_terminal_size(sys.stdout.fileno()).columns
+    except OSError:
+        return 160
+
+
+def _live(rec: Recorder, session: TopSession, interval_s: float) -> None:
+    """Full screen until q, Ctrl-C or SIGTERM."""
+    console = Console()
+    with _keys() as pressed, Live(console=console, screen=True, auto_refresh=False) as live:
+        def tick() -> None:
+            live.update(screen(session.snapshot()), refresh=True)
+
+        rec.run(lambda: "q" in pressed(), tick, tick_interval_s=interval_s)
+
+
+@contextlib.contextmanager
+def _keys():
+    """Yield a function returning the keys typed since its last call ('' if stdin is not a
+    terminal); the terminal is in cbreak mode meanwhile (keys arrive unbuffered, unechoed)."""
+    fd = sys.stdin.fileno() if sys.stdin is not None else -1
+    if fd < 0 or not os.isatty(fd):
+        yield lambda: ""
+        return
+    saved = termios.tcgetattr(fd)
+    tty.setcbreak(fd)
+
+    def pressed() -> str:
+        keys = ""
+        while select.select([fd], [], [], 0)[0]:
+            chunk = os.read(fd, 64)
+            if not chunk:
+                break
+            keys += chunk.decode(errors="replace").lower()
+        return keys
+
+    try:
+        yield pressed
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
