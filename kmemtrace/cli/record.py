@@ -1,7 +1,6 @@
 """``kmemtrace record``: trace slab and memcg events into a sealed trace directory."""
 
 import json
-import math
 import shutil
 import signal
 import sys
@@ -12,7 +11,6 @@ from typing import Annotated
 import typer
 from rich.console import Group
 from rich.live import Live
-from rich.table import Table
 from rich.text import Text
 
 from kmemtrace.cli import app, err_console
@@ -20,8 +18,8 @@ from kmemtrace.cli.options import EraOption, ParamOption, StrategyOption
 from kmemtrace.cli.outputs import output_file, write_output
 from kmemtrace.errors import UsageError
 from kmemtrace.live.feed import Final, LiveWhatIf
+from kmemtrace.live.view import final_json, final_sentence, final_table
 from kmemtrace.live.view import render as render_whatif
-from kmemtrace.live.whatif import INITIAL_STATE_NOTE
 from kmemtrace.model.eras import DEFAULT_ERA
 from kmemtrace.params import parse_duration_ns, split_params
 from kmemtrace.record import probes
@@ -33,7 +31,6 @@ from kmemtrace.record.recorder import (
     cflags,
     prepare,
 )
-from kmemtrace.report.format import humanise
 
 
 @app.command(context_settings={"allow_interspersed_args": False})
@@ -129,8 +126,8 @@ def record(
             whatif.stop()
         raise
     if whatif is not None:
-        whatif.begin(rec.writer.meta)
-        rec.pipeline.tap = whatif.tap
+        whatif.begin(rec.pipeline.meta)
+        rec.taps.append(whatif.tap)
     stop.attach(rec)
     missing = [r.probe for r in rec.plan if r.status == "missing"]
     err_console.print(
@@ -165,7 +162,7 @@ def record(
     if whatif is not None:
         final = _finish_whatif(whatif, meta)
         if live_json is not None:
-            write_output(live_json, json.dumps(_final_json(final), indent=1,
+            write_output(live_json, json.dumps(final_json(final), indent=1,
                                                allow_nan=False) + "\n")
     if exit_code:
         err_console.print(f"kmemtrace: the command exited with status {exit_code}", soft_wrap=True)
@@ -178,31 +175,9 @@ def _finish_whatif(whatif: LiveWhatIf, meta: dict) -> Final:
         err_console.print(f"what-if: replaying the {whatif.behind_rows:,} queued rows",
                           highlight=False)
     final = whatif.close(meta)
-    table = Table(title="what-if at the end of the recording", title_justify="left")
-    for name in ("strategy", "footprint end", "stranded end", "stranded peak",
-                 "dying memcgs end", "dead caches end"):
-        table.add_column(name, justify="left" if name == "strategy" else "right")
-    for m in final.strategies:
-        table.add_row(m["strategy"], humanise(m["footprint_bytes_end"]) + "B",
-                      humanise(m["stranded_bytes_end"]) + "B",
-                      humanise(m["stranded_bytes_peak"]) + "B",
-                      humanise(m["dying_memcgs_end"]), humanise(m["dead_caches_end"]))
-    err_console.print(table)
-    err_console.print(
-        (f"exact: all {final.events:,} events replayed live in the trace's order, so these "
-         "equal `kmemtrace replay` of the trace" if final.exact else
-         f"not exact: {final.skipped:,} events skipped while behind, {final.late:,} late "
-         "rows; `kmemtrace replay` of the trace gives the exact figures")
-        + f". The {INITIAL_STATE_NOTE}.", highlight=False, soft_wrap=True)
+    err_console.print(final_table(final))
+    err_console.print(final_sentence(final), highlight=False, soft_wrap=True)
     return final
-
-
-def _final_json(final: Final) -> dict:
-    """Exact values; a censored latency (inf) is "never", as in ``replay --json``."""
-    return {"exact": final.exact, "events": final.events, "late": final.late,
-            "skipped": final.skipped, "initial_state": INITIAL_STATE_NOTE,
-            "strategies": [{k: ("never" if isinstance(v, float) and math.isinf(v) else v)
-                            for k, v in m.items()} for m in final.strategies]}
 
 
 def _positive(option: str, text: str) -> float:

@@ -19,11 +19,17 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.live import Live
+from rich.text import Text
 
 from kmemtrace.cli import app, err_console
+from kmemtrace.cli.options import EraOption, ParamOption, StrategyOption
 from kmemtrace.cli.record import StopSignals, loss_sentence
 from kmemtrace.errors import UsageError
-from kmemtrace.params import parse_duration_ns
+from kmemtrace.live.feed import LiveWhatIf
+from kmemtrace.live.view import final_json, final_sentence, final_table
+from kmemtrace.live.view import render as render_whatif
+from kmemtrace.model.eras import DEFAULT_ERA
+from kmemtrace.params import parse_duration_ns, split_params
 from kmemtrace.record.recorder import Recorder, RecordOptions, prepare
 from kmemtrace.top.render import plain, screen
 from kmemtrace.top.session import TopSession
@@ -47,6 +53,12 @@ def top(
     fmt: Annotated[str, typer.Option("--format", help="--once output: text | json.")] = "text",
     record_to: Annotated[Path | None, typer.Option(
         "--record-to", help="Also keep a normal trace of the session in this directory.")] = None,
+    what_if: Annotated[bool, typer.Option(
+        "--what-if", help="Also replay the strategies on the events as they come: per "
+        "strategy the footprint, stranded slab, dying memcgs and dead caches now.")] = False,
+    strategy: StrategyOption = "all",
+    param: ParamOption = None,
+    era: EraOption = DEFAULT_ERA,
 ) -> None:
     """Live view of memcgs (online and dying) and the slab they hold; q or Ctrl-C quits."""
     if sort not in SORTS:
@@ -61,13 +73,24 @@ def top(
     if interval_s <= 0:
         raise UsageError(f"--interval {interval}: must be longer than 0")
     opts = RecordOptions(output=record_to, cgroup=cgroup, command=["kmemtrace", "top"])
+    whatif = LiveWhatIf(strategy, split_params(param), era) if what_if else None
     stop = StopSignals()
     feats, header_note, mounted = prepare(opts)
     for note in (mounted, header_note):
         if note:
             err_console.print(note, highlight=False, soft_wrap=True)
     rec = Recorder(opts, feats, header_note)
-    rec.start()
+    if whatif is not None:
+        whatif.start()  # its imports overlap the BPF compile
+    try:
+        rec.start()
+    except BaseException:
+        if whatif is not None:
+            whatif.stop()
+        raise
+    if whatif is not None:
+        whatif.begin(rec.pipeline.meta)
+        rec.taps.append(whatif.tap)
     stop.attach(rec)
     session = TopSession(rec, interval_s, sort, count)
     err_console.print(f"{READY} (every {interval_s:g}s"
@@ -78,14 +101,26 @@ def top(
             end = time.monotonic() + interval_s
             rec.run(lambda: time.monotonic() >= end)
             snap = session.snapshot()
-            if fmt == "json":
-                sys.stdout.write(json.dumps(snap.to_json(), indent=1) + "\n")
-            else:
-                sys.stdout.write(plain(snap, width=max(_width(), 100)))
         else:
-            _live(rec, session, interval_s)
+            _live(rec, session, interval_s, whatif)
+    except BaseException:
+        if whatif is not None:
+            whatif.stop()
+        raise
     finally:
         meta = rec.stop()
+    final = whatif.close(meta) if whatif is not None else None
+    if once and fmt == "json":
+        out = snap.to_json()
+        if final is not None:
+            out["what_if"] = final_json(final)
+        sys.stdout.write(json.dumps(out, indent=1) + "\n")
+    elif once:
+        sys.stdout.write(plain(snap, width=max(_width(), 100)))
+    if final is not None and fmt != "json":
+        console = Console(width=max(_width(), 100))
+        console.print(final_table(final))
+        console.print(final_sentence(final), highlight=False, soft_wrap=True)
     if record_to is not None:
         err_console.print(f"trace sealed in {record_to}; {loss_sentence(meta['lost'])}",
                           highlight=False, soft_wrap=True)
@@ -98,12 +133,17 @@ def _width() -> int:
         return 160
 
 
-def _live(rec: Recorder, session: TopSession, interval_s: float) -> None:
+def _live(rec: Recorder, session: TopSession, interval_s: float,
+          whatif: LiveWhatIf | None) -> None:
     """Full screen until q, Ctrl-C or SIGTERM."""
     console = Console()
     with _keys() as pressed, Live(console=console, screen=True, auto_refresh=False) as live:
         def tick() -> None:
-            live.update(screen(session.snapshot()), refresh=True)
+            extra = ()
+            if whatif is not None:
+                whatif.poll()
+                extra = (Text(""), render_whatif(whatif))
+            live.update(screen(session.snapshot(), extra), refresh=True)
 
         rec.run(lambda: "q" in pressed(), tick, tick_interval_s=interval_s)
 

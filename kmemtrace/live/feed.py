@@ -29,7 +29,7 @@ from kmemtrace.live.whatif import Now, WhatIf
 from kmemtrace.model.eras import get_era
 from kmemtrace.replay.engine import REPLAY_COLUMNS
 from kmemtrace.strategies import select
-from kmemtrace.trace.schema import EventKind
+from kmemtrace.trace.schema import EventKind, LostReason
 
 MAX_BEHIND_ROWS = 2_000_000  # ~100 MB of queued columns
 SNAPSHOT_INTERVAL_S = 0.5
@@ -37,6 +37,8 @@ HISTORY_S = 300  # trace time the sparklines cover
 CHILD_NICE = 10
 _FEED_COLUMNS = [*REPLAY_COLUMNS, "seq"]
 _DROPPABLE = np.array([EventKind.ALLOC, EventKind.FREE], np.uint8)
+# The taps see every row before the writer's queue; these losses happen after them.
+_WRITER_LOSS = (LostReason.WRITER_QUEUE, LostReason.WRITE_FAILED)
 
 
 @dataclass
@@ -58,10 +60,11 @@ class Final:
     events: int
     late: int
     skipped: int
+    writer_dropped: int  # rows the what-if replayed that the trace writer could not keep
 
     @property
     def exact(self) -> bool:
-        return self.late == 0 and self.skipped == 0
+        return self.late == 0 and self.skipped == 0 and self.writer_dropped == 0
 
 
 @dataclass
@@ -176,7 +179,9 @@ class LiveWhatIf:
             if msg[0] == "final":
                 self._proc.join()
                 strategies, events, late = msg[1:]
-                return Final(strategies, events, late, self.skipped)
+                by_reason = final_meta["lost"]["by_reason"]
+                dropped = sum(by_reason.get(r.name, 0) for r in _WRITER_LOSS)
+                return Final(strategies, events, late, self.skipped, dropped)
             self._take(msg)
 
     def stop(self) -> None:
