@@ -10,6 +10,7 @@ import copy
 import numpy as np
 import pytest
 
+from kmemtrace.live.view import history_span_ns, sparkline
 from kmemtrace.live.whatif import WhatIf
 from kmemtrace.metrics import compute_metrics, metric_fields
 from kmemtrace.model.eras import DEFAULT_ERA
@@ -84,3 +85,14 @@ def test_rows_behind_the_window_are_late_and_clamped(trace_builder):
     assert live.late == 1
     assert m.allocs == 4 and m.objects_live_end == 4
     assert m.out_of_order_events == 0
+
+
+def test_sparkline_peaks_per_cell_on_a_zero_based_scale():
+    sec = 1_000_000_000
+    points = [(0, 0), (100 * sec, 10), (200 * sec, 20), (300 * sec, 5)]
+    assert sparkline(points, 300 * sec, 300 * sec, width=3) == "▁▅█"
+    # empty cells hold the value before them; nothing before the first point is drawn
+    assert sparkline([(200 * sec, 4)], 300 * sec, 300 * sec, width=3) == "  █"
+    assert sparkline([(0, 0), (300 * sec, 0)], 300 * sec, 300 * sec, width=3) == "▁▁▁"
+    assert history_span_ns([(290 * sec, 1)], 300 * sec) == 10 * sec
+    assert history_span_ns([(0, 1)], 600 * sec) == 300 * sec

@@ -34,8 +34,8 @@ def sparkline(points, end_ts: int, span: int, width: int = SPARK_WIDTH) -> str:
     """
     cells: list[float | None] = [None] * width
     for ts, value in points:
-        i = (ts - (end_ts - span)) * width // span
-        if 0 <= i < width:
+        i = min((ts - (end_ts - span)) * width // span, width - 1)  # end_ts: the last cell
+        if i >= 0 and ts <= end_ts:
             cells[i] = value if cells[i] is None else max(cells[i], value)
     last = None
     for i, v in enumerate(cells):
