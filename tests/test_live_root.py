@@ -81,17 +81,21 @@ def test_record_live_final_metrics_equal_the_replay_of_the_trace(tmp_path):
 
 
 class Tmux:
-    """A detached tmux session running one command; its screen as text."""
+    """A detached tmux session running one command, on a server of its own (another
+    session's server options, e.g. window-size, must not shrink this screen)."""
 
     def __init__(self, name: str, argv: list[str], width: int = 240, height: int = 80):
         self.name = name
-        cmd = " ".join(_quote(a) for a in argv) + "; sleep 600"  # keep the last screen
-        subprocess.run(["tmux", "new-session", "-d", "-s", name, "-x", str(width), "-y",
-                        str(height), "-e", "COLUMNS=", cmd], check=True)
+        cmd = ("env -u LINES -u COLUMNS " + " ".join(_quote(a) for a in argv)
+               + "; sleep 600")  # keep the last screen
+        self._tmux("new-session", "-d", "-s", name, "-x", str(width), "-y", str(height), cmd)
+
+    def _tmux(self, *args: str) -> str:
+        return subprocess.run(["tmux", "-L", self.name, "-f", "/dev/null", *args],
+                              capture_output=True, text=True, check=True).stdout
 
     def screen(self) -> str:
-        return subprocess.run(["tmux", "capture-pane", "-p", "-J", "-t", self.name],
-                              capture_output=True, text=True, check=True).stdout
+        return self._tmux("capture-pane", "-p", "-J", "-t", self.name)
 
     def wait_for(self, *needles: str, timeout: float = 120) -> str:
         deadline = time.monotonic() + timeout
@@ -100,14 +104,17 @@ class Tmux:
             if all(n in text for n in needles):
                 return text
             if time.monotonic() > deadline:
-                raise AssertionError(f"never saw {needles} on screen:\n{text}")
+                size = self._tmux("display", "-p", "-t", self.name,
+                                  "#{window_width}x#{window_height}")
+                raise AssertionError(f"never saw {needles} on the {size.strip()} screen:\n"
+                                     f"{text}")
             time.sleep(0.5)
 
     def keys(self, keys: str) -> None:
-        subprocess.run(["tmux", "send-keys", "-t", self.name, keys], check=True)
+        self._tmux("send-keys", "-t", self.name, keys)
 
     def kill(self) -> None:
-        subprocess.run(["tmux", "kill-session", "-t", self.name], check=False,
+        subprocess.run(["tmux", "-L", self.name, "kill-server"], check=False,
                        capture_output=True)
 
 
