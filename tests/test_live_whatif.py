@@ -10,6 +10,7 @@ import copy
 import numpy as np
 import pytest
 
+from kmemtrace.live.feed import LiveWhatIf
 from kmemtrace.live.view import history_span_ns, sparkline
 from kmemtrace.live.whatif import WhatIf
 from kmemtrace.metrics import compute_metrics, metric_fields
@@ -96,3 +97,41 @@ def test_sparkline_peaks_per_cell_on_a_zero_based_scale():
     assert sparkline([(0, 0), (300 * sec, 0)], 300 * sec, 300 * sec, width=3) == "▁▁▁"
     assert history_span_ns([(290 * sec, 1)], 300 * sec) == 10 * sec
     assert history_span_ns([(0, 1)], 600 * sec) == 300 * sec
+
+
+def _tap_all(live: LiveWhatIf, rows: dict[str, np.ndarray], size: int) -> None:
+    for lo in range(0, len(rows["ts_ns"]), size):
+        live.tap({k: v[lo:lo + size] for k, v in rows.items()})
+
+
+def test_the_child_process_gives_the_replays_metrics():
+    """The whole path beside a recorder: spawn, meta at attach, taps, close with the
+    sealed meta; the panel's snapshot arrives on the way."""
+    reader = open_trace("fixtures/steady")
+    rows = _rows(reader)
+    live = LiveWhatIf("all", {}, DEFAULT_ERA)
+    live.start()
+    live.begin(reader.meta)
+    _tap_all(live, rows, 5000)
+    final = live.close(reader.meta)
+    want = _metrics(compute_metrics(r) for r in replay(reader, select("all", {})).runs)
+    assert final.exact and final.events == len(rows["ts_ns"])
+    assert [{k: m[k] for k in want[0]} for m in final.strategies] == want
+
+
+def test_a_feed_that_falls_behind_skips_slab_rows_and_says_so():
+    """Over the bound nothing waits: ALLOC/FREE rows are skipped and counted, memcg life
+    cycle rows still arrive (every offline is replayed)."""
+    reader = open_trace("fixtures/default")
+    rows = _rows(reader)
+    live = LiveWhatIf("current", {}, DEFAULT_ERA, max_rows=2000)
+    live.start()
+    live.begin(reader.meta)
+    _tap_all(live, rows, 1000)
+    final = live.close(reader.meta)
+    slab = np.isin(rows["kind"], [EventKind.ALLOC, EventKind.FREE])
+    (m,) = final.strategies
+    assert final.skipped > 0 and not final.exact
+    assert final.events + final.skipped == len(rows["ts_ns"])
+    assert final.skipped <= int(slab.sum())
+    assert m["memcg_offlines"] == int((rows["kind"] == EventKind.MEMCG_OFFLINE).sum())

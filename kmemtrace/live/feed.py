@@ -14,6 +14,7 @@ newest event queued and the newest one replayed.
 """
 
 import contextlib
+import copy
 import multiprocessing as mp
 import os
 import queue
@@ -120,7 +121,7 @@ class LiveWhatIf:
         """meta as it is at attach; ``meta["caches"]`` keeps growing and is followed."""
         self._caches = meta["caches"]
         self._cache_sig = _signature(self._caches)
-        self._in.put(("meta", _plain(meta)))
+        self._in.put(("meta", copy.deepcopy(meta)))  # pickled later, on another thread
 
     @property
     def behind_rows(self) -> int:
@@ -135,7 +136,9 @@ class LiveWhatIf:
         return max(self.newest_ts - snap.replayed_ts, 0) / 1e9
 
     def tap(self, cols: dict[str, np.ndarray]) -> None:
-        """The recorder's batch, as the writer got it. Never blocks."""
+        """The recorder's batch, before the writer's queue. Never blocks."""
+        if self.error is not None:
+            return  # the child failed: the recording goes on without it
         sig = _signature(self._caches)
         if sig != self._cache_sig:  # new caches, or their accounting flags, came with it
             self._cache_sig = sig
@@ -155,6 +158,8 @@ class LiveWhatIf:
 
     def poll(self) -> Snapshot | None:
         """Take the child's latest report (non-blocking); the latest one stays available."""
+        if self.error is None and not self._proc.is_alive():
+            self.error = f"its process ended (exit code {self._proc.exitcode})"
         while True:
             try:
                 msg = self._out.get_nowait()
@@ -162,19 +167,15 @@ class LiveWhatIf:
                 return self.snapshot
             self._take(msg)
 
-    def close(self, final_meta: dict, progress=None) -> Final:
+    def close(self, final_meta: dict) -> Final:
         """Replay what is still queued, finish at the trace's end; the final metrics."""
-        self._in.put(("close", _plain(final_meta)))
-        while True:
+        self._in.put(("close", copy.deepcopy(final_meta)))
+        while self.error is None:
             try:
                 msg = self._out.get(timeout=SNAPSHOT_INTERVAL_S)
             except queue.Empty:
                 if not self._proc.is_alive():
-                    raise KmemtraceError(
-                        f"the live what-if stopped (exit code {self._proc.exitcode}); "
-                        "the trace is sealed: replay it with `kmemtrace replay`") from None
-                if progress is not None:
-                    progress(self)
+                    self.error = f"its process ended (exit code {self._proc.exitcode})"
                 continue
             if msg[0] == "final":
                 self._proc.join()
@@ -183,6 +184,9 @@ class LiveWhatIf:
                 dropped = sum(by_reason.get(r.name, 0) for r in _WRITER_LOSS)
                 return Final(strategies, events, late, self.skipped, dropped)
             self._take(msg)
+        self.stop()
+        raise KmemtraceError(f"the live what-if failed: {self.error}; the recording is "
+                             "complete: replay it with `kmemtrace replay`")
 
     def stop(self) -> None:
         """End the child without results (the recording failed before close)."""
@@ -196,19 +200,11 @@ class LiveWhatIf:
             if self.snapshot.replayed_ts is not None:
                 self.history.add(self.snapshot.replayed_ts, self.snapshot.now)
         elif msg[0] == "error":
-            self._proc.join()
-            raise KmemtraceError(f"the live what-if failed: {msg[1]}; the trace is sealed: "
-                                 "replay it with `kmemtrace replay`")
+            self.error = msg[1]
 
 
 def _signature(caches: list[dict]) -> tuple:
     return tuple(c.get("accounted") for c in caches)
-
-
-def _plain(meta: dict) -> dict:
-    """A copy the child can own (the recorder keeps mutating its meta)."""
-    return {k: (list(v) if isinstance(v, list) else dict(v) if isinstance(v, dict) else v)
-            for k, v in meta.items()}
 
 
 def _work(inbox, outbox, done, strategy, params, era) -> None:

@@ -76,7 +76,8 @@ def status_line(live: LiveWhatIf) -> Text:
         line.append(f"; {snap.late:,} late rows clamped, may differ from the replay",
                     style="yellow")
     if live.error:
-        line.append(f"; {live.error}", style="bold red")
+        line.append(f"; the what-if failed ({live.error}), the recording goes on",
+                    style="bold red")
     return line
 
 
