@@ -28,7 +28,6 @@ import numpy as np
 from kmemtrace.errors import KmemtraceError
 from kmemtrace.live.whatif import Now, WhatIf
 from kmemtrace.model.eras import get_era
-from kmemtrace.replay.engine import REPLAY_COLUMNS
 from kmemtrace.strategies import select
 from kmemtrace.trace.schema import EventKind, LostReason
 
@@ -36,7 +35,9 @@ MAX_BEHIND_ROWS = 2_000_000  # ~100 MB of queued columns
 SNAPSHOT_INTERVAL_S = 0.5
 HISTORY_S = 300  # trace time the sparklines cover
 CHILD_NICE = 10
-_FEED_COLUMNS = [*REPLAY_COLUMNS, "seq"]
+# what the replay reads (kmemtrace.replay.engine.prepare), and seq for the trace's order
+_FEED_COLUMNS = ["ts_ns", "kind", "cpu", "ptr", "cache_id", "memcg_id", "gfp", "aux", "aux2",
+                 "ctx", "seq"]
 _DROPPABLE = np.array([EventKind.ALLOC, EventKind.FREE], np.uint8)
 # The taps see every row before the writer's queue; these losses happen after them.
 _WRITER_LOSS = (LostReason.WRITER_QUEUE, LostReason.WRITE_FAILED)

@@ -31,6 +31,7 @@ import numpy as np
 from kmemtrace.metrics import StrategyMetrics, compute_metrics
 from kmemtrace.model.eras import geometry, get_era
 from kmemtrace.model.metadata import metadata_costs
+from kmemtrace.model.objects import grow_objects
 from kmemtrace.model.state import (
     C_CTX_BYPASS,
     C_DEAD_CACHES,
@@ -43,18 +44,20 @@ from kmemtrace.model.state import (
     C_VSAMPLE_IDX,
     PAGE_SIZE,
     Model,
+    grow_instances,
     grow_memcgs,
+    grow_slabs,
 )
 from kmemtrace.replay.engine import (
+    Chunk,
     MemcgIndex,
     StrategyRun,
+    _initial_memcgs,  # the replay's own rule for the memcgs present at the start
     accounting_scope,
-    initial_memcgs,
     prepare,
-    run_chunk,
     start_run,
 )
-from kmemtrace.replay.loop import finish
+from kmemtrace.replay.loop import NEED_INSTANCES, NEED_OBJECTS, NEED_SLABS, finish, run_events
 from kmemtrace.strategies.base import Strategy
 from kmemtrace.trace.schema import EventKind
 
@@ -87,7 +90,7 @@ class WhatIf:
         self.costs = metadata_costs(meta, self.ncpu)
         self.all_accounted, _, _ = accounting_scope(meta, self.era)
         self.memcgs = MemcgIndex()
-        self.known = initial_memcgs(meta, self.memcgs)
+        self.known = _initial_memcgs(meta, self.memcgs)
         self.runs: list[StrategyRun] = []
         self.caches: list[dict] = []
         self.accounted = np.zeros(1, dtype=bool)
@@ -172,7 +175,7 @@ class WhatIf:
         samples = int((chunk.kind == EventKind.SLAB_SAMPLE).sum())
         for run in self.runs:
             model = _room_for_samples(grow_memcgs(run.model, len(self.memcgs) + 1), samples)
-            run.model = run_chunk(model, run.pol, chunk, 0, len(chunk.ts))
+            run.model = _run(model, run.pol, chunk)
         self.events += len(chunk.ts)
         self.released_ts = int(chunk.ts[-1])
 
@@ -184,6 +187,21 @@ class WhatIf:
                                self.known, len(self.memcgs), start=start, samples=0, step=1,
                                n_slab_samples=0, span_ns=0)
                      for strategy, params in self.selection]
+
+
+_GROW = {NEED_SLABS: grow_slabs, NEED_INSTANCES: grow_instances, NEED_OBJECTS: grow_objects}
+
+
+def _run(model: Model, pol: np.ndarray, c: Chunk) -> Model:
+    """The compiled loop over a whole chunk, growing the model whenever it asks (as the
+    replay driver does; where it stops to grow changes no result)."""
+    pos = 0
+    while pos < len(c.ts):
+        pos, need = run_events(model, pol, c.ts, c.kind, c.cpu, c.ptr, c.cache, c.memcg,
+                               c.aux, c.aux2, pos)
+        if need:
+            model = _GROW[need](model)
+    return model
 
 
 def _with_caches(run: StrategyRun, geom: np.ndarray) -> StrategyRun:

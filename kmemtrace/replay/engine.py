@@ -50,7 +50,7 @@ from kmemtrace.trace.schema import GFP_ACCOUNT, ROOT_MEMCG_ID, EventContext, Eve
 
 DEFAULT_SAMPLES = 500
 PROGRESS_SLICE = 1 << 20  # events per progress update
-REPLAY_COLUMNS = ["ts_ns", "kind", "cpu", "ptr", "cache_id", "memcg_id", "gfp", "aux", "aux2",
+_COLUMNS = ["ts_ns", "kind", "cpu", "ptr", "cache_id", "memcg_id", "gfp", "aux", "aux2",
             "ctx"]
 _INTERRUPT = np.array([EventContext.SOFTIRQ, EventContext.HARDIRQ, EventContext.NMI])
 _GROW = {NEED_SLABS: grow_slabs, NEED_INSTANCES: grow_instances, NEED_OBJECTS: grow_objects}
@@ -187,7 +187,7 @@ def accounting_scope(meta: dict, era: Era) -> tuple[bool, list[str], list[str]]:
         f"era 3.14 accounted every slab allocation of a memcg, but this trace was {why}: "
         "per-memcg caches and their dead pages are undercounted"]
 
-def initial_memcgs(meta: dict, memcgs: MemcgIndex) -> list[tuple[int, int]]:
+def _initial_memcgs(meta: dict, memcgs: MemcgIndex) -> list[tuple[int, int]]:
     """(index, parent index) for memcgs that existed when the trace started."""
     return [(memcgs.get(int(g["id"])), memcgs.get(int(g.get("parent") or 0)))
             for g in meta.get("memcgs", []) if int(g["id"]) not in (0, ROOT_MEMCG_ID)]
@@ -234,7 +234,7 @@ def replay(trace: TraceReader, selection: list[tuple[Strategy, dict]], *,
     start, end = trace.start_ns, max(trace.end_ns, trace.start_ns)
     step = max((end - start) // max(samples - 1, 1), 1)
     memcgs = MemcgIndex()
-    known = initial_memcgs(trace.meta, memcgs)
+    known = _initial_memcgs(trace.meta, memcgs)
     costs = metadata_costs(trace.meta, ncpu)
     all_accounted, scope_notes, warnings = accounting_scope(trace.meta, era_obj)
     n_slab_samples = int(trace.meta.get("counts", {}).get("SLAB_SAMPLE", 0))
@@ -250,7 +250,7 @@ def replay(trace: TraceReader, selection: list[tuple[Strategy, dict]], *,
         warnings=warnings)
     offlines = []
     t_read = time.perf_counter()
-    for cols in trace.iter_parts(REPLAY_COLUMNS):
+    for cols in trace.iter_parts(_COLUMNS):
         chunk = prepare(cols, memcgs, accounted, ncpu, all_accounted=all_accounted)
         result.interrupt_allocs += chunk.interrupt_allocs
         result.unknown_ctx_allocs += chunk.unknown_ctx_allocs
@@ -263,7 +263,7 @@ def replay(trace: TraceReader, selection: list[tuple[Strategy, dict]], *,
             hi = min(lo + PROGRESS_SLICE, len(chunk.ts))
             for run in runs:
                 t0 = time.perf_counter()
-                run.model = run_chunk(run.model, run.pol, chunk, lo, hi)
+                run.model = _run_chunk(run.model, run.pol, chunk, lo, hi)
                 run.loop_seconds += time.perf_counter() - t0
             if progress is not None:
                 progress(hi - lo)
@@ -289,7 +289,7 @@ def replay(trace: TraceReader, selection: list[tuple[Strategy, dict]], *,
     return result
 
 
-def run_chunk(model: Model, pol: np.ndarray, c: Chunk, lo: int, hi: int) -> Model:
+def _run_chunk(model: Model, pol: np.ndarray, c: Chunk, lo: int, hi: int) -> Model:
     pos = lo
     while pos < hi:
         pos, need = run_events(model, pol, c.ts[:hi], c.kind[:hi], c.cpu[:hi], c.ptr[:hi],
