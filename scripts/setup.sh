@@ -4,7 +4,8 @@
 #   bash scripts/setup.sh --kernel-tools  also what `record` and its tests need (Debian, root):
 #                                         BCC from Debian (python3-bpfcc; the PyPI "bcc" is an
 #                                         unrelated lattice library), kernel headers, bpftrace,
-#                                         perf, gcc, and chromium (the HTML report test);
+#                                         perf, gcc, chromium (the HTML report test), tmux
+#                                         (the `top` test reads its screen in a tmux pane);
 #                                         for `kmemtrace lab` (tests/test_lab.py): qemu,
 #                                         Debian's stock kernel (same ABI as the headers),
 #                                         busybox, and virtme-ng from PyPI (extra "lab")
@@ -16,7 +17,7 @@ if [[ "${1:-}" == "--kernel-tools" ]]; then
   apt-get update -q
   apt-get install -y -q --no-install-recommends \
     python3-bpfcc bpfcc-tools bpftrace linux-headers-amd64 linux-perf gcc util-linux \
-    chromium \
+    chromium tmux \
     qemu-system-x86 linux-image-amd64 busybox-static kmod patch
 fi
 
