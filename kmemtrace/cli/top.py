@@ -86,9 +86,11 @@ def top(
             _live(rec, session, interval_s)
     finally:
         meta = rec.stop()
-    if record_to is not None:
-        err_console.print(f"trace sealed in {record_to}; {loss_sentence(meta['lost'])}",
-                          highlight=False, soft_wrap=True)
+    lost = sum(session.lost().values())
+    err_console.print(f"kmemtrace top: saw {session.state.events:,} slab events in "
+                      f"{(meta['clock']['end_ns'] - rec.start_ns) / 1e9:.1f} s, lost {lost:,}"
+                      + (f"; trace sealed in {record_to}: {loss_sentence(meta['lost'])}"
+                         if record_to is not None else ""), highlight=False, soft_wrap=True)
 
 
 def _width() -> int:
