@@ -18,7 +18,7 @@ from kmemtrace.top.snapshot import (
     sort_memcgs,
 )
 from kmemtrace.top.state import TopState
-from kmemtrace.trace.schema import EventKind, empty_columns
+from kmemtrace.trace.schema import EventKind, LostReason, empty_columns
 
 SEC = 1_000_000_000
 ROOT, A, B = 1, 100, 200
@@ -142,3 +142,13 @@ def test_v2_dying_count_is_the_kernels_own(tmp_path: Path):
     counts = kernel.memcg_counts("v2", tmp_path, "/sub")
     assert (counts.online, counts.dying) == (4, 7)
     assert "nr_dying_descendants" in counts.source
+
+
+def test_the_recorders_final_lost_rows_are_summed_by_reason():
+    state = TopState(TABLE, 0)
+    cols = batch((9, EventKind.LOST, 0, 0, -1, 0), (9, EventKind.LOST, 0, 0, -1, 0),
+                 (9, EventKind.LOST, 0, 0, -1, 0))
+    cols["aux"][:] = [3, 4, 5]
+    cols["aux2"][:] = [LostReason.RINGBUF_FULL, LostReason.RINGBUF_FULL, LostReason.NESTED]
+    state.feed(cols)
+    assert state.lost_at_stop == {"RINGBUF_FULL": 7, "NESTED": 5}

@@ -9,6 +9,7 @@ import contextlib
 import json
 import os
 import select
+import shutil
 import sys
 import termios
 import time
@@ -86,7 +87,7 @@ def top(
             _live(rec, session, interval_s)
     finally:
         meta = rec.stop()
-    lost = sum(session.lost().values())
+    lost = sum(session.state.lost_at_stop.values())
     err_console.print(f"kmemtrace top: saw {session.state.events:,} slab events in "
                       f"{(meta['clock']['end_ns'] - rec.start_ns) / 1e9:.1f} s, lost {lost:,}"
                       + (f"; trace sealed in {record_to}: {loss_sentence(meta['lost'])}"
@@ -94,10 +95,8 @@ def top(
 
 
 def _width() -> int:
-    try:
-        return os.get_terminal_size(sys.stdout.fileno()).columns
-    except OSError:
-        return 160
+    """The terminal's width, or $COLUMNS, or 160 for a pipe (top -b prints wide too)."""
+    return shutil.get_terminal_size((160, 24)).columns
 
 
 def _live(rec: Recorder, session: TopSession, interval_s: float) -> None:

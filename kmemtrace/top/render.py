@@ -113,7 +113,7 @@ def plain(snap: Snapshot, width: int = 160) -> str:
     console = Console(width=width, no_color=True, highlight=False, record=True,
                       file=_Discard(), force_terminal=False)
     console.print(screen(snap))
-    return console.export_text()
+    return "".join(line.rstrip() + "\n" for line in console.export_text().splitlines())
 
 
 class _Discard:

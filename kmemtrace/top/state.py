@@ -14,13 +14,14 @@ life cycle (path, mkdir, offline, release) come from the life-cycle rows and the
 memcg table, which it fills from the same cgroup records before the rows reach the tap.
 """
 
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
 from numba import njit, types
 from numba.typed import Dict
 
-from kmemtrace.trace.schema import EventKind
+from kmemtrace.trace.schema import EventKind, LostReason
 
 _ALLOC, _FREE = int(EventKind.ALLOC), int(EventKind.FREE)
 # A live object's memcg index, cache column and size, packed in one int64 value of the
@@ -110,6 +111,7 @@ class TopState:
         self.allocs = np.zeros_like(self.live_bytes)
         self.frees = np.zeros_like(self.live_bytes)
         self.unpaired_frees = np.zeros(64, np.int64)
+        self.lost_at_stop: Counter[str] = Counter()  # LostReason name -> events
         self._sync_memcgs()
 
     def _sync_memcgs(self) -> None:
@@ -165,9 +167,12 @@ class TopState:
                               self.live_objs, self.allocs, self.frees, self.unpaired_frees)
 
     def _lifecycle(self, cols: dict[str, np.ndarray], rows: np.ndarray) -> None:
-        for kind, memcg_id, ts in zip(cols["kind"][rows].tolist(), cols["memcg_id"][rows].tolist(),
-                                      cols["ts_ns"][rows].tolist(), strict=True):
-            if kind == EventKind.MEMCG_MKDIR:
+        for kind, memcg_id, ts, aux, aux2 in zip(
+                *(cols[name][rows].tolist() for name in ("kind", "memcg_id", "ts_ns", "aux",
+                                                         "aux2")), strict=True):
+            if kind == EventKind.LOST:  # the recorder's final loss rows, at stop()
+                self.lost_at_stop[LostReason(aux2).name] += aux
+            elif kind == EventKind.MEMCG_MKDIR:
                 self.memcgs[self._memcg(memcg_id)].mkdir_ns = ts
             elif kind == EventKind.MEMCG_OFFLINE:
                 memcg = self.memcgs[self._memcg(memcg_id)]
