@@ -152,3 +152,20 @@ def test_the_recorders_final_lost_rows_are_summed_by_reason():
     cols["aux2"][:] = [LostReason.RINGBUF_FULL, LostReason.RINGBUF_FULL, LostReason.NESTED]
     state.feed(cols)
     assert state.lost_at_stop == {"RINGBUF_FULL": 7, "NESTED": 5}
+
+
+def test_rows_of_released_empty_memcgs_are_reused_and_rates_restart_from_zero():
+    """/a allocates 2 objects and frees them, is released: its row is freed at the next
+    read. /b (new) then takes the row: 1 allocation in that second is 1/s, not 1 - 2."""
+    state = TopState(TABLE, 0)
+    state.feed(batch((1, ALLOC, 0x10, A, 0, 8), (2, ALLOC, 0x20, A, 0, 8),
+                     (3, FREE, 0x10, 0, 0, 0), (4, FREE, 0x20, 0, 0, 0),
+                     (5, EventKind.MEMCG_RELEASE, 0, A, -1, 0)))
+    row = state.index[A]
+    before = state.counters()
+    assert A not in state.index and state.memcgs[row] is None and state.offlined == 1
+    state.feed(batch((SEC + 5, ALLOC, 0x30, 4242, 0, 8)))  # 1 s after the first read
+    assert state.index[4242] == row
+    now = state.counters()
+    rows = memcg_rows(state.memcgs, now, before, SEC, NAMES, lambda _p: True)
+    assert [(r.id, r.alloc_per_s, r.live_objects) for r in rows] == [(4242, 1.0, 1)]

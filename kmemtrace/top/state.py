@@ -86,6 +86,7 @@ class Counters:
 
     ts_ns: int
     events: int
+    ids: np.ndarray  # memcg id of each row (-1: free), as rows are reused
     live_bytes: np.ndarray
     live_objs: np.ndarray
     allocs: np.ndarray
@@ -103,8 +104,10 @@ class TopState:
         self.reused = 0
         self._table = memcg_table  # the recorder's meta["memcgs"]: read, never written
         self._synced = 0
-        self.memcgs: list[Memcg] = []
+        self.memcgs: list[Memcg | None] = []  # by row in the tables; None: a free row
         self.index: dict[int, int] = {}  # memcg id -> row in the tables
+        self._free_rows: list[int] = []
+        self.offlined = 0  # memcgs seen going offline
         self._live = Dict.empty(key_type=types.int64, value_type=types.int64)
         self.live_bytes = np.zeros((16, 64), np.int64)
         self.live_objs = np.zeros_like(self.live_bytes)
@@ -124,11 +127,33 @@ class TopState:
     def _memcg(self, memcg_id: int, path: str | None = None) -> int:
         idx = self.index.get(memcg_id)
         if idx is None:
-            idx = self.index[memcg_id] = len(self.memcgs)
-            self.memcgs.append(Memcg(memcg_id, path or f"(id {memcg_id})"))
+            memcg = Memcg(memcg_id, path or f"(id {memcg_id})")
+            if self._free_rows:
+                idx = self._free_rows.pop()
+                self.memcgs[idx] = memcg
+            else:
+                idx = len(self.memcgs)
+                self.memcgs.append(memcg)
+            self.index[memcg_id] = idx
         elif path is not None:
             self.memcgs[idx].path = path
         return idx
+
+    def _recycle(self) -> None:
+        """Free the rows of memcgs the kernel has released that hold no tracked object (no
+        live address points at them): on a host that churns containers, a long session
+        stays the size of what is live, not of every memcg it ever saw."""
+        n = len(self.memcgs)
+        empty = self.live_objs[:n].sum(axis=1) == 0
+        for idx in np.flatnonzero(empty).tolist():
+            memcg = self.memcgs[idx]
+            if memcg is None or memcg.released_ns is None:
+                continue
+            del self.index[memcg.id]
+            self.memcgs[idx] = None
+            self.allocs[idx] = 0
+            self.frees[idx] = 0
+            self._free_rows.append(idx)
 
     def _grow(self, memcgs: int, columns: int) -> None:
         rows, cols = self.live_bytes.shape
@@ -174,18 +199,21 @@ class TopState:
                 self.lost_at_stop[LostReason(aux2).name] += aux
             elif kind == EventKind.MEMCG_MKDIR:
                 self.memcgs[self._memcg(memcg_id)].mkdir_ns = ts
-            elif kind == EventKind.MEMCG_OFFLINE:
+            elif kind in (EventKind.MEMCG_OFFLINE, EventKind.MEMCG_RELEASE):
                 memcg = self.memcgs[self._memcg(memcg_id)]
-                memcg.offline_ns = memcg.offline_ns or ts
-            elif kind == EventKind.MEMCG_RELEASE:
-                memcg = self.memcgs[self._memcg(memcg_id)]
-                memcg.released_ns = ts
-                memcg.offline_ns = memcg.offline_ns or ts
+                if memcg.offline_ns is None:
+                    memcg.offline_ns = ts
+                    self.offlined += 1
+                if kind == EventKind.MEMCG_RELEASE:
+                    memcg.released_ns = ts
 
     def counters(self) -> Counters:
-        """A copy of the tables now (the drain loop keeps feeding the originals)."""
+        """A copy of the tables now (the drain loop keeps feeding the originals); rows of
+        released memcgs that hold nothing are freed first."""
+        self._recycle()
         n = len(self.memcgs)
-        return Counters(self.last_ns, self.events, self.live_bytes[:n].copy(),
+        ids = np.array([-1 if m is None else m.id for m in self.memcgs], np.int64)
+        return Counters(self.last_ns, self.events, ids, self.live_bytes[:n].copy(),
                         self.live_objs[:n].copy(), self.allocs[:n].copy(),
                         self.frees[:n].copy(), self.unpaired_frees.copy())
 
