@@ -36,10 +36,9 @@ def _apply(kind, ptr, memcg, cache, nbytes, live, live_bytes, live_objs, allocs,
            unpaired_frees):
     """Pair the batch's ALLOCs and FREEs by address and update the per (memcg, cache) tables.
 
-    Returns how many ALLOCs found their address still live (the FREE in between was not seen:
-    the object leaves the tables, as in the replay).
+    An ALLOC whose address is still live means the FREE in between was not seen (the
+    recorder counts those as LOST FREE_UNSEEN): the old object leaves the tables.
     """
-    reused = 0
     for i in range(kind.shape[0]):
         k = kind[i]
         if k != _ALLOC and k != _FREE:
@@ -51,8 +50,6 @@ def _apply(kind, ptr, memcg, cache, nbytes, live, live_bytes, live_objs, allocs,
             live_bytes[m, c] -= old & 0xFFFFFFFF
             live_objs[m, c] -= 1
         if k == _ALLOC:
-            if old >= 0:
-                reused += 1
             m, c, b = memcg[i], cache[i] + 1, nbytes[i]
             live[ptr[i]] = (m << _MEMCG_SHIFT) | (c << _CACHE_SHIFT) | b
             live_bytes[m, c] += b
@@ -62,7 +59,6 @@ def _apply(kind, ptr, memcg, cache, nbytes, live, live_bytes, live_objs, allocs,
             frees[old >> _MEMCG_SHIFT, (old >> _CACHE_SHIFT) & _CACHE_MASK] += 1
         else:
             unpaired_frees[cache[i] + 1] += 1
-    return reused
 
 
 @dataclass
@@ -101,7 +97,6 @@ class TopState:
         self.start_ns = start_ns
         self.last_ns = start_ns
         self.events = 0
-        self.reused = 0
         self._table = memcg_table  # the recorder's meta["memcgs"]: read, never written
         self._synced = 0
         self.memcgs: list[Memcg | None] = []  # by row in the tables; None: a free row
@@ -187,7 +182,7 @@ class TopState:
             rows[alloc] = np.array([self._memcg(int(i)) for i in ids], np.int64)[inverse]
         cache = np.minimum(cols["cache_id"].astype(np.int64), MAX_CACHE_COLUMNS - 1)
         self._grow(len(self.memcgs), int(cache.max(initial=-1)) + 2)
-        self.reused += _apply(kind, cols["ptr"].view(np.int64), rows, cache,
+        _apply(kind, cols["ptr"].view(np.int64), rows, cache,
                               cols["bytes"].astype(np.int64), self._live, self.live_bytes,
                               self.live_objs, self.allocs, self.frees, self.unpaired_frees)
 
@@ -199,13 +194,16 @@ class TopState:
                 self.lost_at_stop[LostReason(aux2).name] += aux
             elif kind == EventKind.MEMCG_MKDIR:
                 self.memcgs[self._memcg(memcg_id)].mkdir_ns = ts
-            elif kind in (EventKind.MEMCG_OFFLINE, EventKind.MEMCG_RELEASE):
+            elif kind == EventKind.MEMCG_OFFLINE:
                 memcg = self.memcgs[self._memcg(memcg_id)]
                 if memcg.offline_ns is None:
                     memcg.offline_ns = ts
                     self.offlined += 1
-                if kind == EventKind.MEMCG_RELEASE:
-                    memcg.released_ns = ts
+            elif kind == EventKind.MEMCG_RELEASE and memcg_id in self.index:
+                # (a memcg removed before the start has no row: nothing of it is tracked)
+                memcg = self.memcgs[self.index[memcg_id]]
+                memcg.released_ns = ts
+                memcg.offline_ns = memcg.offline_ns or ts
 
     def counters(self) -> Counters:
         """A copy of the tables now (the drain loop keeps feeding the originals); rows of
