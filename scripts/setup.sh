@@ -4,8 +4,8 @@
 #   bash scripts/setup.sh --kernel-tools  also what `record` and its tests need (Debian, root):
 #                                         BCC from Debian (python3-bpfcc; the PyPI "bcc" is an
 #                                         unrelated lattice library), kernel headers, bpftrace,
-#                                         perf, gcc, chromium (the HTML report test) and
-#                                         tmux (the live-view tests drive a terminal);
+#                                         perf, gcc, chromium (the HTML report test), tmux
+#                                         (the `top` test reads its screen in a tmux pane);
 #                                         for `kmemtrace lab` (tests/test_lab.py): qemu,
 #                                         Debian's stock kernel (same ABI as the headers),
 #                                         busybox, and virtme-ng from PyPI (extra "lab")

@@ -18,7 +18,7 @@ from kmemtrace.top.snapshot import (
     sort_memcgs,
 )
 from kmemtrace.top.state import TopState
-from kmemtrace.trace.schema import EventKind, empty_columns
+from kmemtrace.trace.schema import EventKind, LostReason, empty_columns
 
 SEC = 1_000_000_000
 ROOT, A, B = 1, 100, 200
@@ -71,7 +71,6 @@ def test_an_address_allocated_again_while_live_leaves_the_old_object():
     now = state.counters()
     assert now.live_objs[state.index[A]].sum() == 0
     assert now.live_objs[state.index[B], 1] == 1
-    assert state.reused == 1
 
 
 def test_memcgs_unknown_at_start_and_new_caches_grow_the_tables():
@@ -142,3 +141,33 @@ def test_v2_dying_count_is_the_kernels_own(tmp_path: Path):
     counts = kernel.memcg_counts("v2", tmp_path, "/sub")
     assert (counts.online, counts.dying) == (4, 7)
     assert "nr_dying_descendants" in counts.source
+
+
+def test_the_recorders_final_lost_rows_are_summed_by_reason():
+    state = TopState(TABLE, 0)
+    cols = batch((9, EventKind.LOST, 0, 0, -1, 0), (9, EventKind.LOST, 0, 0, -1, 0),
+                 (9, EventKind.LOST, 0, 0, -1, 0))
+    cols["aux"][:] = [3, 4, 5]
+    cols["aux2"][:] = [LostReason.RINGBUF_FULL, LostReason.RINGBUF_FULL, LostReason.NESTED]
+    state.feed(cols)
+    assert state.lost_at_stop == {"RINGBUF_FULL": 7, "NESTED": 5}
+
+
+def test_rows_of_released_empty_memcgs_are_reused_and_rates_restart_from_zero():
+    """/a allocates 2 objects and frees them, is released: its row is freed at the next
+    read. /b (new) then takes the row: 1 allocation in that second is 1/s, not 1 - 2."""
+    state = TopState(TABLE, 0)
+    state.feed(batch((1, ALLOC, 0x10, A, 0, 8), (2, ALLOC, 0x20, A, 0, 8),
+                     (3, FREE, 0x10, 0, 0, 0), (4, FREE, 0x20, 0, 0, 0),
+                     (5, EventKind.MEMCG_OFFLINE, 0, A, -1, 0),
+                     (5, EventKind.MEMCG_RELEASE, 0, A, -1, 0),
+                     (5, EventKind.MEMCG_RELEASE, 0, 777, -1, 0)))  # removed before start
+    row = state.index[A]
+    before = state.counters()
+    assert A not in state.index and state.memcgs[row] is None and state.offlined == 1
+    assert 777 not in state.index
+    state.feed(batch((SEC + 5, ALLOC, 0x30, 4242, 0, 8)))  # 1 s after the first read
+    assert state.index[4242] == row
+    now = state.counters()
+    rows = memcg_rows(state.memcgs, now, before, SEC, NAMES, lambda _p: True)
+    assert [(r.id, r.alloc_per_s, r.live_objects) for r in rows] == [(4242, 1.0, 1)]

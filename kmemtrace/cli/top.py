@@ -9,6 +9,7 @@ import contextlib
 import json
 import os
 import select
+import shutil
 import sys
 import termios
 import time
@@ -121,16 +122,16 @@ def top(
         console = Console(width=max(_width(), 100))
         console.print(final_table(final))
         console.print(final_sentence(final), highlight=False, soft_wrap=True)
-    if record_to is not None:
-        err_console.print(f"trace sealed in {record_to}; {loss_sentence(meta['lost'])}",
-                          highlight=False, soft_wrap=True)
+    lost = sum(session.state.lost_at_stop.values())
+    err_console.print(f"kmemtrace top: saw {session.state.events:,} slab events in "
+                      f"{(meta['clock']['end_ns'] - rec.start_ns) / 1e9:.1f} s, lost {lost:,}"
+                      + (f"; trace sealed in {record_to}: {loss_sentence(meta['lost'])}"
+                         if record_to is not None else ""), highlight=False, soft_wrap=True)
 
 
 def _width() -> int:
-    try:
-        return os.get_terminal_size(sys.stdout.fileno()).columns
-    except OSError:
-        return 160
+    """The terminal's width, or $COLUMNS, or 160 for a pipe (top -b prints wide too)."""
+    return shutil.get_terminal_size((160, 24)).columns
 
 
 def _live(rec: Recorder, session: TopSession, interval_s: float,

@@ -66,14 +66,11 @@ def memcg_table(snap: Snapshot) -> Table:
     table = Table(title="memcgs (slab live: accounted objects allocated since start, not yet "
                   f"freed; kernel: {snap.kmem_source})", title_justify="left", expand=False,
                   pad_edge=False)
-    table.add_column("memcg", no_wrap=True, overflow="ellipsis", max_width=56)
-    table.add_column("state")
-    table.add_column("slab live", justify="right")
-    table.add_column("objects", justify="right")
-    table.add_column("kernel", justify="right")
-    table.add_column("alloc/s", justify="right")
-    table.add_column("free/s", justify="right")
-    table.add_column("top caches (live)", overflow="ellipsis", no_wrap=True, max_width=64)
+    # On a narrow terminal the two text columns fold; the figures never do.
+    table.add_column("memcg", overflow="fold", min_width=16, max_width=56)
+    for name in ("state", "slab live", "objects", "kernel", "alloc/s", "free/s"):
+        table.add_column(name, justify="left" if name == "state" else "right", no_wrap=True)
+    table.add_column("top caches (live)", overflow="fold", max_width=64)
     for row in snap.memcgs:
         if row.online:
             state = Text("online" + (f" {age(row.age_s)}" if row.age_s is not None else ""))
@@ -90,12 +87,12 @@ def memcg_table(snap: Snapshot) -> Table:
 
 
 def cache_table(snap: Snapshot) -> Table:
-    table = Table(title="caches (objects, slabs: /sys/kernel/slab; live: tracked since start)",
+    table = Table(title="caches (objects, slabs: /sys/kernel/slab; live: tracked since start; "
+                  "offline: of those, charged to offline memcgs, and their share of objects)",
                   title_justify="left", expand=False, pad_edge=False)
-    for name, just in (("cache", "left"), ("objects", "right"), ("slabs", "right"),
-                       ("alloc/s", "right"), ("free/s", "right"), ("live", "right"),
-                       ("live bytes", "right"), ("offline memcgs", "right")):
-        table.add_column(name, justify=just)
+    table.add_column("cache", overflow="fold", min_width=16)
+    for name in ("objects", "slabs", "alloc/s", "free/s", "live", "live bytes", "offline"):
+        table.add_column(name, justify="right", no_wrap=True)
     for row in snap.caches:
         share = row.offline_share
         offline = f"{row.offline_objects:,}" + (f" ({share:.1%})" if share is not None else "")
@@ -116,7 +113,7 @@ def plain(snap: Snapshot, width: int = 160) -> str:
     console = Console(width=width, no_color=True, highlight=False, record=True,
                       file=_Discard(), force_terminal=False)
     console.print(screen(snap))
-    return console.export_text()
+    return "".join(line.rstrip() + "\n" for line in console.export_text().splitlines())
 
 
 class _Discard:

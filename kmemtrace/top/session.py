@@ -94,7 +94,7 @@ class TopSession:
             events_per_s=(now.events - self.before.events) / dt, events=now.events,
             lost=self.lost(), online=counts.online, dying=counts.dying,
             dying_source=counts.source,
-            removed_seen=sum(not m.online for m in self.state.memcgs if self._in_view(m.path)),
+            removed_seen=self.state.offlined,
             tracked_objects=self.state.tracked_objects, subtree=self.rec.subtree_path,
             record_to=None if self.rec.opts.output is None else str(self.rec.opts.output))
         self.before = now

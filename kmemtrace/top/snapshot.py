@@ -95,20 +95,23 @@ def rates(now: Counters, before: Counters) -> tuple[np.ndarray, np.ndarray, floa
     dt = max((now.ts_ns - before.ts_ns) / 1e9, 1e-9)
     rows = len(before.allocs)
     cols = before.allocs.shape[1]
+    same = (before.ids == now.ids[:rows])[:, None]  # a reused row started from zero
     allocs = now.allocs.copy()
     frees = now.frees.copy()
-    allocs[:rows, :cols] -= before.allocs
-    frees[:rows, :cols] -= before.frees
+    allocs[:rows, :cols] -= before.allocs * same
+    frees[:rows, :cols] -= before.frees * same
     return allocs / dt, frees / dt, dt
 
 
-def memcg_rows(memcgs: list[Memcg], now: Counters, before: Counters, now_ns: int,
+def memcg_rows(memcgs: list[Memcg | None], now: Counters, before: Counters, now_ns: int,
                cache_names: list[str], in_view) -> list[MemcgRow]:
     """Every memcg worth a row: it holds tracked objects, allocates or frees now, or went
     offline during the session and is not yet freed. ``in_view(path)`` limits to a subtree."""
     alloc_rate, free_rate, _dt = rates(now, before)
     out = []
     for idx, m in enumerate(memcgs[:len(now.live_bytes)]):
+        if m is None:
+            continue
         objs = int(now.live_objs[idx].sum())
         a, f = float(alloc_rate[idx].sum()), float(free_rate[idx].sum())
         dying = not m.online and m.released_ns is None
@@ -135,14 +138,14 @@ def sort_memcgs(rows: list[MemcgRow], key: str) -> list[MemcgRow]:
     return sorted(rows, key=lambda r: (r.online, -(r.age_s or 0.0), -r.live_bytes))
 
 
-def cache_rows(memcgs: list[Memcg], now: Counters, before: Counters,
+def cache_rows(memcgs: list[Memcg | None], now: Counters, before: Counters,
                cache_names: list[str]) -> list[CacheRow]:
     """Per cache column, the stream's figures (sysfs ones are filled in by the caller)."""
     alloc_rate, free_rate, dt = rates(now, before)
     unpaired = now.unpaired_frees.copy()
     unpaired[:len(before.unpaired_frees)] -= before.unpaired_frees
     n = len(now.live_objs)
-    offline = np.array([not m.online for m in memcgs[:n]], bool)
+    offline = np.array([m is not None and not m.online for m in memcgs[:n]], bool)
     out = []
     for c in range(now.live_objs.shape[1]):
         objs = int(now.live_objs[:, c].sum())

@@ -14,13 +14,14 @@ life cycle (path, mkdir, offline, release) come from the life-cycle rows and the
 memcg table, which it fills from the same cgroup records before the rows reach the tap.
 """
 
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
 from numba import njit, types
 from numba.typed import Dict
 
-from kmemtrace.trace.schema import EventKind
+from kmemtrace.trace.schema import EventKind, LostReason
 
 _ALLOC, _FREE = int(EventKind.ALLOC), int(EventKind.FREE)
 # A live object's memcg index, cache column and size, packed in one int64 value of the
@@ -35,10 +36,9 @@ def _apply(kind, ptr, memcg, cache, nbytes, live, live_bytes, live_objs, allocs,
            unpaired_frees):
     """Pair the batch's ALLOCs and FREEs by address and update the per (memcg, cache) tables.
 
-    Returns how many ALLOCs found their address still live (the FREE in between was not seen:
-    the object leaves the tables, as in the replay).
+    An ALLOC whose address is still live means the FREE in between was not seen (the
+    recorder counts those as LOST FREE_UNSEEN): the old object leaves the tables.
     """
-    reused = 0
     for i in range(kind.shape[0]):
         k = kind[i]
         if k != _ALLOC and k != _FREE:
@@ -50,8 +50,6 @@ def _apply(kind, ptr, memcg, cache, nbytes, live, live_bytes, live_objs, allocs,
             live_bytes[m, c] -= old & 0xFFFFFFFF
             live_objs[m, c] -= 1
         if k == _ALLOC:
-            if old >= 0:
-                reused += 1
             m, c, b = memcg[i], cache[i] + 1, nbytes[i]
             live[ptr[i]] = (m << _MEMCG_SHIFT) | (c << _CACHE_SHIFT) | b
             live_bytes[m, c] += b
@@ -61,7 +59,6 @@ def _apply(kind, ptr, memcg, cache, nbytes, live, live_bytes, live_objs, allocs,
             frees[old >> _MEMCG_SHIFT, (old >> _CACHE_SHIFT) & _CACHE_MASK] += 1
         else:
             unpaired_frees[cache[i] + 1] += 1
-    return reused
 
 
 @dataclass
@@ -85,6 +82,7 @@ class Counters:
 
     ts_ns: int
     events: int
+    ids: np.ndarray  # memcg id of each row (-1: free), as rows are reused
     live_bytes: np.ndarray
     live_objs: np.ndarray
     allocs: np.ndarray
@@ -99,17 +97,19 @@ class TopState:
         self.start_ns = start_ns
         self.last_ns = start_ns
         self.events = 0
-        self.reused = 0
         self._table = memcg_table  # the recorder's meta["memcgs"]: read, never written
         self._synced = 0
-        self.memcgs: list[Memcg] = []
+        self.memcgs: list[Memcg | None] = []  # by row in the tables; None: a free row
         self.index: dict[int, int] = {}  # memcg id -> row in the tables
+        self._free_rows: list[int] = []
+        self.offlined = 0  # memcgs seen going offline
         self._live = Dict.empty(key_type=types.int64, value_type=types.int64)
         self.live_bytes = np.zeros((16, 64), np.int64)
         self.live_objs = np.zeros_like(self.live_bytes)
         self.allocs = np.zeros_like(self.live_bytes)
         self.frees = np.zeros_like(self.live_bytes)
         self.unpaired_frees = np.zeros(64, np.int64)
+        self.lost_at_stop: Counter[str] = Counter()  # LostReason name -> events
         self._sync_memcgs()
 
     def _sync_memcgs(self) -> None:
@@ -122,11 +122,33 @@ class TopState:
     def _memcg(self, memcg_id: int, path: str | None = None) -> int:
         idx = self.index.get(memcg_id)
         if idx is None:
-            idx = self.index[memcg_id] = len(self.memcgs)
-            self.memcgs.append(Memcg(memcg_id, path or f"(id {memcg_id})"))
+            memcg = Memcg(memcg_id, path or f"(id {memcg_id})")
+            if self._free_rows:
+                idx = self._free_rows.pop()
+                self.memcgs[idx] = memcg
+            else:
+                idx = len(self.memcgs)
+                self.memcgs.append(memcg)
+            self.index[memcg_id] = idx
         elif path is not None:
             self.memcgs[idx].path = path
         return idx
+
+    def _recycle(self) -> None:
+        """Free the rows of memcgs the kernel has released that hold no tracked object (no
+        live address points at them): on a host that churns containers, a long session
+        stays the size of what is live, not of every memcg it ever saw."""
+        n = len(self.memcgs)
+        empty = self.live_objs[:n].sum(axis=1) == 0
+        for idx in np.flatnonzero(empty).tolist():
+            memcg = self.memcgs[idx]
+            if memcg is None or memcg.released_ns is None:
+                continue
+            del self.index[memcg.id]
+            self.memcgs[idx] = None
+            self.allocs[idx] = 0
+            self.frees[idx] = 0
+            self._free_rows.append(idx)
 
     def _grow(self, memcgs: int, columns: int) -> None:
         rows, cols = self.live_bytes.shape
@@ -160,27 +182,36 @@ class TopState:
             rows[alloc] = np.array([self._memcg(int(i)) for i in ids], np.int64)[inverse]
         cache = np.minimum(cols["cache_id"].astype(np.int64), MAX_CACHE_COLUMNS - 1)
         self._grow(len(self.memcgs), int(cache.max(initial=-1)) + 2)
-        self.reused += _apply(kind, cols["ptr"].view(np.int64), rows, cache,
+        _apply(kind, cols["ptr"].view(np.int64), rows, cache,
                               cols["bytes"].astype(np.int64), self._live, self.live_bytes,
                               self.live_objs, self.allocs, self.frees, self.unpaired_frees)
 
     def _lifecycle(self, cols: dict[str, np.ndarray], rows: np.ndarray) -> None:
-        for kind, memcg_id, ts in zip(cols["kind"][rows].tolist(), cols["memcg_id"][rows].tolist(),
-                                      cols["ts_ns"][rows].tolist(), strict=True):
-            if kind == EventKind.MEMCG_MKDIR:
+        for kind, memcg_id, ts, aux, aux2 in zip(
+                *(cols[name][rows].tolist() for name in ("kind", "memcg_id", "ts_ns", "aux",
+                                                         "aux2")), strict=True):
+            if kind == EventKind.LOST:  # the recorder's final loss rows, at stop()
+                self.lost_at_stop[LostReason(aux2).name] += aux
+            elif kind == EventKind.MEMCG_MKDIR:
                 self.memcgs[self._memcg(memcg_id)].mkdir_ns = ts
             elif kind == EventKind.MEMCG_OFFLINE:
                 memcg = self.memcgs[self._memcg(memcg_id)]
-                memcg.offline_ns = memcg.offline_ns or ts
-            elif kind == EventKind.MEMCG_RELEASE:
-                memcg = self.memcgs[self._memcg(memcg_id)]
+                if memcg.offline_ns is None:
+                    memcg.offline_ns = ts
+                    self.offlined += 1
+            elif kind == EventKind.MEMCG_RELEASE and memcg_id in self.index:
+                # (a memcg removed before the start has no row: nothing of it is tracked)
+                memcg = self.memcgs[self.index[memcg_id]]
                 memcg.released_ns = ts
                 memcg.offline_ns = memcg.offline_ns or ts
 
     def counters(self) -> Counters:
-        """A copy of the tables now (the drain loop keeps feeding the originals)."""
+        """A copy of the tables now (the drain loop keeps feeding the originals); rows of
+        released memcgs that hold nothing are freed first."""
+        self._recycle()
         n = len(self.memcgs)
-        return Counters(self.last_ns, self.events, self.live_bytes[:n].copy(),
+        ids = np.array([-1 if m is None else m.id for m in self.memcgs], np.int64)
+        return Counters(self.last_ns, self.events, ids, self.live_bytes[:n].copy(),
                         self.live_objs[:n].copy(), self.allocs[:n].copy(),
                         self.frees[:n].copy(), self.unpaired_frees.copy())
 
