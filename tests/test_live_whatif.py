@@ -20,6 +20,8 @@ from kmemtrace.strategies import select
 from kmemtrace.trace.reader import open_trace
 from kmemtrace.trace.schema import EventKind
 
+from conftest import run_cli
+
 FIXTURES = ["fixtures/default", "fixtures/long-tail", "fixtures/steady"]
 
 
@@ -135,3 +137,16 @@ def test_a_feed_that_falls_behind_skips_slab_rows_and_says_so():
     assert final.events + final.skipped == len(rows["ts_ns"])
     assert final.skipped <= int(slab.sum())
     assert m["memcg_offlines"] == int((rows["kind"] == EventKind.MEMCG_OFFLINE).sum())
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["record", "-o", "{tmp}/t", "--live-json", "{tmp}/l.json"], "--live-json needs --live"),
+    (["record", "-o", "{tmp}/t", "--live", "--strategy", "nope"], "nope"),
+    (["record", "-o", "{tmp}/t", "--live", "--era", "2.6"], "unknown SLUB era"),
+    (["top", "--what-if", "--strategy", "nope"], "nope"),
+])
+def test_what_if_misuse_is_one_line_before_any_work(capsys, tmp_path, args, says):
+    rc, _, err = run_cli(capsys, *(a.format(tmp=tmp_path) for a in args))
+    assert rc == 2, err
+    assert says in err and len(err.strip().splitlines()) <= 2, err
+    assert not (tmp_path / "t").exists()
