@@ -114,8 +114,11 @@ class Tmux:
         self._tmux("send-keys", "-t", self.name, keys)
 
     def kill(self) -> None:
+        """End the server and remove its socket (tmux leaves it behind)."""
+        socket = Path(self._tmux("display", "-p", "#{socket_path}").strip())
         subprocess.run(["tmux", "-L", self.name, "kill-server"], check=False,
                        capture_output=True)
+        socket.unlink(missing_ok=True)
 
 
 def _quote(arg: str) -> str:
