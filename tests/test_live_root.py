@@ -89,6 +89,7 @@ class Tmux:
         cmd = ("env -u LINES -u COLUMNS " + " ".join(_quote(a) for a in argv)
                + "; sleep 600")  # keep the last screen
         self._tmux("new-session", "-d", "-s", name, "-x", str(width), "-y", str(height), cmd)
+        self.socket = Path(self._tmux("display", "-p", "#{socket_path}").strip())
 
     def _tmux(self, *args: str) -> str:
         return subprocess.run(["tmux", "-L", self.name, "-f", "/dev/null", *args],
@@ -115,10 +116,9 @@ class Tmux:
 
     def kill(self) -> None:
         """End the server and remove its socket (tmux leaves it behind)."""
-        socket = Path(self._tmux("display", "-p", "#{socket_path}").strip())
         subprocess.run(["tmux", "-L", self.name, "kill-server"], check=False,
                        capture_output=True)
-        socket.unlink(missing_ok=True)
+        self.socket.unlink(missing_ok=True)
 
 
 def _quote(arg: str) -> str:
