@@ -166,3 +166,4 @@ def test_tmux_screen_shows_a_memcg_appear_then_go_removed_with_its_bytes(place, 
         assert done.read_text().strip() == "0"
     finally:
         subprocess.run(["tmux", "-L", PREFIX, "kill-server"], capture_output=True)
+        Path(f"/tmp/tmux-{os.getuid()}/{PREFIX}").unlink(missing_ok=True)  # its socket
