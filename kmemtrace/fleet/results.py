@@ -59,7 +59,7 @@ class RunSpec:
 
 
 def result_name(digest: str, spec: RunSpec) -> str:
-    return f"{digest[:32]}-{spec.strategy}-{spec.key}.parquet"
+    return f"{digest}-{spec.strategy}-{spec.key}.parquet"
 
 
 @dataclass
