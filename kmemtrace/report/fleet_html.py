@@ -104,9 +104,11 @@ def write_plots(s: FleetSummary, directory: Path) -> list[Path]:
 def render_fleet_html(s: FleetSummary, charts: dict[str, bytes]) -> str:
     rows = "".join(f"<tr><td>{escape(k)}</td><td>{escape(v)}</td></tr>" for k, v in facts(s))
     body = [f"<h1>kmemtrace fleet: {escape(s.directory)}</h1>",
-            f'<table class="facts">{rows}</table>', "<h2>Hosts won</h2>", _wins(s),
-            "<h2>Fair metrics over the hosts</h2>", *(_metric(s, m) for m in FAIR_METRICS),
-            "<h2>Charts</h2>", *(_figure(stem, png) for stem, png in charts.items())]
+            f'<table class="facts">{rows}</table>']
+    if s.hosts:
+        body += ["<h2>Hosts won</h2>", _wins(s), "<h2>Fair metrics over the hosts</h2>",
+                 *(_metric(s, m) for m in FAIR_METRICS),
+                 "<h2>Charts</h2>", *(_figure(stem, png) for stem, png in charts.items())]
     if s.failed:
         items = "".join(f"<li><code>{escape(t.path)}</code>: {escape(t.error or '')}</li>"
                         for t in s.failed)

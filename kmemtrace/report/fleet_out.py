@@ -36,7 +36,7 @@ def facts(s: FleetSummary) -> list[tuple[str, str]]:
             ("era", f"SLUB {m.era}, {m.samples} samples per series"),
             ("strategies", ", ".join(s.strategies)),
             ("last run", f"{m.scheduler} cluster, {m.workers} workers, {m.wall_s:.3g} s"
-             if m.workers else "nothing left to replay: every result was there")]
+             if m.workers else "no cluster started: nothing was left to replay")]
 
 
 # The metric's own description refers to the row above it in a single report.
@@ -62,8 +62,9 @@ def _best(spreads: tuple[Spread, ...]) -> set[str]:
 
 def render_fleet_text(s: FleetSummary) -> str:
     out = ["\n".join(_wrap(text, f"{label:<11}", " " * 11) for label, text in facts(s))]
-    out.append(_wins_text(s))
-    out += [_metric_text(s, m) for m in FAIR_METRICS]
+    if s.hosts:
+        out.append(_wins_text(s))
+        out += [_metric_text(s, m) for m in FAIR_METRICS]
     if s.failed:
         out.append("\n".join(["failed traces:", *(_wrap(f"{t.path}: {t.error}", "- ", "  ")
                                                   for t in s.failed)]))
@@ -106,8 +107,9 @@ def render_fleet(s: FleetSummary) -> RenderableType:
     header = Panel(Group(*(Text.assemble((f"{label:<11}", "dim"), text)
                            for label, text in facts(s))),
                    title="kmemtrace fleet", title_align="left", expand=False)
-    parts: list[RenderableType] = [header, _wins_table(s)]
-    parts += [_metric_table(s, m) for m in FAIR_METRICS]
+    parts: list[RenderableType] = [header]
+    if s.hosts:
+        parts += [_wins_table(s), *(_metric_table(s, m) for m in FAIR_METRICS)]
     if s.failed:
         failed = Table(title="failed traces", title_justify="left", show_header=False)
         failed.add_column(style="bold red", overflow="fold")
