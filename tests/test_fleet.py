@@ -197,3 +197,28 @@ def test_bad_input_is_one_line(tmp_path):
     assert damaged.returncode == 2 and "damaged" in damaged.stderr
     for r in (none, nomatch, noparent, report, damaged):
         assert len(r.stderr.strip().splitlines()) <= 2, r.stderr
+
+
+def test_an_existing_cluster_by_address(fleet, tmp_path):
+    """--scheduler: the same rows from a cluster the command did not start."""
+    from distributed import LocalCluster
+
+    traces, out, _ = fleet
+    mine = tmp_path / "out"
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster:
+        done = run("fleet", "replay", str(traces / "host00"), str(traces / "host05"),
+                   "-o", str(mine), "--strategy", "way1,objcg", "--scheduler",
+                   cluster.scheduler_address)
+    assert done.returncode == 0, done.stderr
+    manifest = ResultStore(mine).manifest()
+    assert manifest.scheduler.startswith("tcp://") and manifest.workers == 1
+    got = pd.read_parquet(mine / "results")
+    local = pd.read_parquet(out / "results")
+    keys = ["digest", "strategy", "kind", "metric", "t_s"]
+    local = local[local["digest"].isin(got["digest"]) & local["strategy"].isin(["way1", "objcg"])]
+    pd.testing.assert_frame_equal(got.sort_values(keys).reset_index(drop=True),
+                                  local.sort_values(keys).reset_index(drop=True))
+    unreachable = run("fleet", "replay", str(traces / "host00"), "-o", str(mine),
+                      "--scheduler", cluster.scheduler_address, "--strategy", "way2")
+    assert unreachable.returncode == 1 and "no Dask scheduler answered" in unreachable.stderr

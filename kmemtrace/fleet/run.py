@@ -49,7 +49,12 @@ def connect(scheduler: str | None, workers: int | None) -> Iterator[tuple[object
             raise KmemtraceError(f"--scheduler {scheduler}: no Dask scheduler answered "
                                  f"({str(exc).splitlines()[0]})") from None
         with client:
-            yield client, scheduler, len(client.scheduler_info()["workers"])
+            n = len(client.scheduler_info()["workers"])
+            if not n:
+                # Tasks would wait for a worker that may never come: say so instead.
+                raise KmemtraceError(f"--scheduler {scheduler}: the cluster has no workers",
+                                     tip="start some: dask worker " + scheduler)
+            yield client, scheduler, n
         return
     n = workers or local_workers()
     with LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
