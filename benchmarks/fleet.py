@@ -59,12 +59,17 @@ def loop(traces: list[Path], parallel: int) -> float:
     return time.perf_counter() - t0
 
 
-def fleet(root: Path, out: Path, workers: int | None) -> float:
+def fleet(root: Path, out: Path, workers: int | None, expected: int) -> float:
     t0 = time.perf_counter()
     subprocess.run([*KMEMTRACE, "fleet", "replay", "--glob", str(root / "host*"), "-o",
                     str(out), *(["--workers", str(workers)] if workers else [])],
                    check=True, stderr=subprocess.DEVNULL)
-    return time.perf_counter() - t0
+    wall = time.perf_counter() - t0
+    # A new output directory each time, so nothing was skipped: every pair was replayed.
+    written = len(list((out / "results").glob("*.parquet")))
+    if written != expected:
+        raise SystemExit(f"fleet wrote {written} result files, expected {expected}")
+    return wall
 
 
 def main() -> None:
@@ -91,7 +96,8 @@ def main() -> None:
         for i in range(args.repeat):
             walls["loop"].append(loop(traces, 1))
             walls["loop -P2"].append(loop(traces, 2))
-            walls["fleet"].append(fleet(root, Path(tmp) / f"out{i}", args.workers))
+            walls["fleet"].append(fleet(root, Path(tmp) / f"out{i}", args.workers,
+                                        len(traces) * len(REGISTRY)))
         med = {k: statistics.median(v) for k, v in walls.items()}
         print(f"{'variant':10} {'median s':>9} {'per trace s':>12}  runs")
         for name, wall in med.items():
