@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from kmemtrace import __version__
 from kmemtrace.fleet.summary import FAIR_METRICS, SHORT_NAMES, FleetSummary
@@ -72,8 +73,10 @@ def wins_figure(s: FleetSummary) -> Figure:
                color=colour(strategy), label=strategy)
     ax.set_xticks(x, [SHORT_NAMES[m] for m in FAIR_METRICS])
     ax.set(title=f"Hosts won per strategy ({len(s.hosts)} hosts)", ylabel="hosts")
-    ax.set_ylim(0, max(len(s.hosts), 1))
-    ax.legend(fontsize="small", ncol=4)
+    # Room above the bars for the legend: a strategy that wins everywhere reaches the top.
+    ax.set_ylim(0, max(len(s.hosts), 1) * 1.25)
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.legend(fontsize="small", ncol=len(s.strategies), loc="upper center")
     ax.grid(axis="y", alpha=0.3)
     return fig
 
