@@ -26,6 +26,8 @@ from kmemtrace.synth import synthesize, write_synthesis
 from kmemtrace.trace.digest import trace_digest
 from kmemtrace.trace.reader import open_trace
 
+from conftest import run_cli
+
 KMEMTRACE = Path(sys.executable).with_name("kmemtrace")
 # 8 good traces: three workloads, different seeds, small enough to replay in milliseconds.
 GOOD = [("container-churn", 1, {"n_memcgs": "20", "duration": "10s"}),
@@ -222,3 +224,10 @@ def test_an_existing_cluster_by_address(fleet, tmp_path):
     unreachable = run("fleet", "replay", str(traces / "host00"), "-o", str(mine),
                       "--scheduler", cluster.scheduler_address, "--strategy", "way2")
     assert unreachable.returncode == 1 and "no Dask scheduler answered" in unreachable.stderr
+
+
+@pytest.mark.parametrize("command", ["replay", "report"])
+def test_help(capsys, command):
+    rc, out, _ = run_cli(capsys, "fleet", command, "--help")
+    assert rc == 0 and "--help" in out and "<bool>" not in out
+    assert ("--scheduler" in out) == (command == "replay")
