@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up kmemtrace in ./.venv (idempotent).
-#   bash scripts/setup.sh                 replay, synth, reports: Python packages only
+#   bash scripts/setup.sh                 replay, synth, reports, fleet (Dask): Python packages only
 #   bash scripts/setup.sh --kernel-tools  also what `record` and its tests need (Debian, root):
 #                                         BCC from Debian (python3-bpfcc; the PyPI "bcc" is an
 #                                         unrelated lattice library), kernel headers, bpftrace,

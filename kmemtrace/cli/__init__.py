@@ -55,6 +55,7 @@ def _root(
 # Each module adds its command(s) to `app` when imported.
 COMMAND_MODULES: tuple[str, ...] = (
     "synth", "info", "record", "top", "doctor", "replay", "report", "compare", "validate", "lab",
+    "fleet",
 )
 
 

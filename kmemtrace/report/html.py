@@ -15,7 +15,7 @@ from kmemtrace.report.comparison import Comparison
 from kmemtrace.report.format import best_columns, humanise, params_line
 from kmemtrace.report.text import GROUPS
 
-_CSS = """
+CSS = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 120em;
        padding: 0 1em; color: #222; background: #fff; }
 h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 2em; }
@@ -63,7 +63,7 @@ def render_html(cmp: Comparison, charts: dict[str, bytes], *, title: str | None 
             f"<p><small>kmemtrace {escape(__version__)}</small></p>"]
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>kmemtrace report: {escape(title)}</title>"
-            f"<style>{_CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+            f"<style>{CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
 
 
 def _row(*cells: str, tag: str = "td") -> str:
