@@ -46,6 +46,7 @@ CTL_PERF_PAGES = 256  # per CPU, fallback transport only
 SUBTREE_MAX = 1 << 16  # recorded memcgs alive at once (each leaves at its last event)
 FOLLOW_MAX = 1 << 16  # followed threads alive at once (each leaves at exit)
 LIVE_MAX = 1 << 20  # live accounted objects tracked for free filtering
+PRESSURE_GAP_NS = 10_000_000  # at most one PRESSURE row per kind, CPU and 10 ms
 MAX_CACHES = 4096
 DRAIN_INTERVAL_S = 0.01
 FLUSH_INTERVAL_S = 10.0
@@ -176,6 +177,8 @@ def cflags(feats: probes.KernelFeatures, opts: RecordOptions, use_perf: bool,
     for event in probes.CGROUP_TPS:
         if (feats.tracefs / "events" / "cgroup" / event).is_dir():
             flags.append(f"-DKMT_TP_{event.upper()}")
+    if probes.has_vmscan(feats):
+        flags += ["-DKMT_TP_VMSCAN", f"-DKMT_PRESSURE_GAP_NS={PRESSURE_GAP_NS}ull"]
     flags += [f"-D{r.macro}" for r in rows if r.macro and r.status == "attached"]
     return flags
 
@@ -462,6 +465,8 @@ class Recorder:
             self._cg_rows.append((ts, cpu, EventKind.MEMCG_RELEASE, mid, 0, 0, 0))
         elif kind == K["KMT_CG_ATTACH"]:
             self._cg_rows.append((ts, cpu, EventKind.ATTACH, mid, pid, 0, 0))
+        elif kind == K["KMT_CG_PRESSURE"]:
+            self._cg_rows.append((ts, cpu, EventKind.PRESSURE, mid, pid, level, 0))
 
     def _write_cg_rows(self) -> None:
         if not self._cg_rows:
