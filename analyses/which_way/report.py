@@ -132,6 +132,14 @@ def corpus_table(specs: list[TraceSpec], tf: pd.DataFrame, df: pd.DataFrame) -> 
                   "load at end (1/5/15)"], rows)
 
 
+def survivors_table(tf: pd.DataFrame) -> str:
+    rows = [[g, cell(s.survivors), cell(s.freed_in_trace_pct), cell(s.freed_after_pressure_pct),
+             cell(s.p50_after_offline_s)] for g, s in tf.groupby("group", sort=False)]
+    return table(["workload", "objects live at their memcg's offline",
+                  "% freed before the trace ended", "% freed after the first PRESSURE row",
+                  "p50 offline → free s (of those freed)"], rows)
+
+
 def calibration_section(calib: list[Calibration]) -> str:
     if not calib:
         return "No trace carried /sys/kernel/slab samples: nothing could be calibrated."
@@ -361,6 +369,11 @@ Whole-system recordings (`kmemtrace record --all-objects`, every memcg; memory p
 from the vmscan tracepoints). Workload families: see `analyses/which_way/jobs.py`.
 
 {corpus_table(specs, tf, df)}
+
+What outlived our job memcgs (objects they allocated, still live at their offline), and
+when the kernel freed them — these lifetimes are the input every strategy is judged on:
+
+{survivors_table(tf) if not tf.empty else "No recorded traces."}
 
 ## Calibration against kernel truth
 

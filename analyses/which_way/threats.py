@@ -55,5 +55,34 @@ def trace_facts(spec: TraceSpec) -> dict:
     }
 
 
+def survivors(spec: TraceSpec) -> dict:
+    """Objects our job memcgs allocated that were still live when their memcg went offline,
+    and when the kernel freed them: the lifetimes the study rests on, none set by us."""
+    trace = TraceReader.open(spec.path)
+    ours = {int(m["id"]) for m in trace.meta.get("memcgs", []) if PREFIX in m["path"]}
+    df = trace.to_pandas([EventKind.ALLOC, EventKind.FREE, EventKind.MEMCG_OFFLINE,
+                          EventKind.PRESSURE])
+    offline = df[(df.kind == EventKind.MEMCG_OFFLINE) & df.memcg_id.isin(ours)]
+    off_at = offline.groupby("memcg_id").ts_ns.min()
+    allocs = df[(df.kind == EventKind.ALLOC) & df.memcg_id.isin(off_at.index)]
+    frees = df[df.kind == EventKind.FREE][["ts_ns", "ptr"]].rename(columns={"ts_ns": "freed"})
+    allocs = allocs.sort_values("ts_ns")
+    frees = frees.sort_values("freed")
+    paired = pd.merge_asof(allocs, frees, left_on="ts_ns", right_on="freed", by="ptr",
+                           direction="forward", allow_exact_matches=False)
+    paired["offline"] = paired.memcg_id.map(off_at)
+    alive = paired[~(paired.freed < paired.offline)]  # still live at its memcg's offline
+    pressure = df[df.kind == EventKind.PRESSURE].ts_ns
+    first_p = pressure.min() if len(pressure) else np.inf
+    after = alive.freed.notna()
+    life = (alive.freed[after] - alive.offline[after]) / 1e9
+    return {"group": spec.group, "run": spec.run, "survivors": len(alive),
+            "freed_in_trace_pct": 100 * float(after.mean()) if len(alive) else np.nan,
+            "freed_after_pressure_pct": 100 * float((alive.freed >= first_p).mean())
+            if len(alive) else np.nan,
+            "p50_after_offline_s": float(life.median()) if len(life) else np.nan}
+
+
 def facts(specs: list[TraceSpec]) -> pd.DataFrame:
-    return pd.DataFrame([trace_facts(s) for s in specs if s.source != "synthetic"])
+    return pd.DataFrame([trace_facts(s) | survivors(s) for s in specs
+                         if s.source != "synthetic"])
