@@ -261,6 +261,9 @@ class Recorder:
             raise KernelSupportError(f"BPF program failed to compile or load: {exc}",
                                      tip="run `kmemtrace doctor`") from None
         self._attach()
+        # The clock starts at attach: reading sysfs below takes over a second on a busy
+        # machine, and events from then on are already in the ring.
+        self.start_ns = now_ns()
         self._open_transports()
         self.caches = sysfs.read_caches()
         self.by_name = sysfs.name_index(self.caches)
@@ -285,7 +288,6 @@ class Recorder:
                                               or self.opts.in_memcg else "all"),
                           "headers": self.header_note, "cflags": self.cflags,
                           "nested_rescued": 0, "recursion_misses": {}}
-        self.start_ns = now_ns()
         meta["clock"]["start_ns"] = self.start_ns
         self.writer = TraceWriter(self.opts.output, meta, overwrite=self.opts.force)
         raise_priority()  # before the writer thread exists: it inherits the nice value
