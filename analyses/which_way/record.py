@@ -42,10 +42,6 @@ class Recorded:
     rmdir_s: list[float] = field(default_factory=list)
     load: str = ""  # /proc/loadavg at the end of the recording
 
-    @property
-    def truth(self) -> Path:
-        return truth_path(self.path)
-
 
 def truth_path(trace: Path) -> Path:
     return trace.with_name(trace.name + ".dying.csv")
