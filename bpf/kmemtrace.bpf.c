@@ -765,3 +765,38 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
 	return 0;
 }
 #endif
+
+#ifdef KMT_TP_VMSCAN
+/* Memory pressure, for Way #2's "reap on pressure" and to show when the kernel shrank slabs:
+ * kswapd wake-ups, direct and memcg reclaim, and shrinker runs (the only trace drop_caches
+ * leaves). Reclaim fires these in bursts (mm_shrink_slab_start once per shrinker per memcg
+ * per pass), so each kind is emitted at most once per KMT_PRESSURE_GAP_NS per CPU: the
+ * replay needs when pressure happened, not how many shrinkers it ran. */
+BPF_PERCPU_ARRAY(pressure_last, u64, KMT_NR_PRESSURE);
+
+static __always_inline int pressure(void *ctx, u32 kind)
+{
+	u64 *last = pressure_last.lookup(&kind);
+	u64 now = bpf_ktime_get_ns();
+	if (!last || (*last && now - *last < KMT_PRESSURE_GAP_NS))
+		return 0;
+	*last = now;
+	struct kmt_cg_event ev = {.kind = KMT_CG_PRESSURE};
+	ev.id = current_memcg_id();
+	ev.level = kind;
+	ev.pid = bpf_get_current_pid_tgid() >> 32;
+	cg_emit(ctx, &ev);
+	return 0;
+}
+
+TRACEPOINT_PROBE(vmscan, mm_vmscan_kswapd_wake) { return pressure(args, KMT_PR_KSWAPD_WAKE); }
+TRACEPOINT_PROBE(vmscan, mm_vmscan_direct_reclaim_begin)
+{
+	return pressure(args, KMT_PR_DIRECT_RECLAIM);
+}
+TRACEPOINT_PROBE(vmscan, mm_vmscan_memcg_reclaim_begin)
+{
+	return pressure(args, KMT_PR_MEMCG_RECLAIM);
+}
+TRACEPOINT_PROBE(vmscan, mm_shrink_slab_start) { return pressure(args, KMT_PR_SHRINK_SLAB); }
+#endif

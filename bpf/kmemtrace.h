@@ -26,6 +26,14 @@
 #define KMT_CG_ATTACH 4
 #define KMT_CG_OFFLINE 5       /* mem_cgroup_css_offline: patched tracepoint, fentry, kprobe */
 #define KMT_CG_FREE 6          /* mem_cgroup_css_free: patched tracepoint, fentry, kprobe */
+#define KMT_CG_PRESSURE 7      /* a vmscan tracepoint fired: level = PressureKind, id = memcg */
+
+/* kmt_cg_event.level of KMT_CG_PRESSURE (= PressureKind in schema.py) */
+#define KMT_PR_KSWAPD_WAKE 0
+#define KMT_PR_DIRECT_RECLAIM 1
+#define KMT_PR_MEMCG_RECLAIM 2
+#define KMT_PR_SHRINK_SLAB 4   /* a shrinker ran: reclaim or drop_caches */
+#define KMT_NR_PRESSURE 5
 
 /* kmt_event context (bits 28..31 of size_kind) = EventContext in schema.py */
 #define KMT_CTX_UNKNOWN 0      /* the kernel gave no way to read the preempt count */

@@ -1,11 +1,15 @@
-"""``python -m analyses.which_way``: record, replay, sweep, check, write REPORT.md.
+"""``python -m analyses.which_way``: record, calibrate, replay, sweep, check, write REPORT.md.
 
-As root (and with the v1 memory hierarchy) it records real workloads first; otherwise, or
-with ``--no-record``, the bundled fixtures stand in for them. Synthetic workloads are
-generated with several seeds either way. ``--quick`` shrinks every size for the test.
+As root with the v1 memory hierarchy it records the three workload families of
+:mod:`analyses.which_way.jobs` (whole system, ``--runs`` times each) and writes a
+``recordings.json`` manifest beside the traces; ``--traces DIR`` re-analyses such a folder
+without recording again. Otherwise, or with ``--no-record``, the bundled fixtures stand in
+(the report then says so). Synthetic workloads are added either way, labelled as such.
+``--quick`` shrinks every size for the test.
 """
 
 import argparse
+import json
 import os
 import platform
 import subprocess
@@ -13,24 +17,18 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 from analyses.which_way import plots
+from analyses.which_way.calibrate import calibrate
 from analyses.which_way.freecost import free_costs
-from analyses.which_way.published import all_checks, churn_groups
-from analyses.which_way.record import (
-    can_record,
-    grace_period_s,
-    record_churn,
-    record_in_memcg,
-)
+from analyses.which_way.jobs import record_all
+from analyses.which_way.published import all_checks, grace_period_s
+from analyses.which_way.record import can_record, loadavg, log
 from analyses.which_way.report import write_report
-from analyses.which_way.sweep import TraceSpec, run_sweep
+from analyses.which_way.sweep import CPUS, ERAS, TraceSpec, run_sweep
 from kmemtrace.synth import synthesize, write_synthesis
 
 HERE = Path(__file__).resolve().parent
 FIXTURES = HERE.parents[1] / "fixtures"
-SINGLE = (("files", 3.0, 300), ("sockets", 3.0, 200), ("build", 3.0, 40))
 SYNTH = ("container-churn", "long-tail")
 
 
@@ -39,23 +37,17 @@ def parse(argv):
     ap.add_argument("--out", type=Path, default=HERE, help="where REPORT.md and PNGs go")
     ap.add_argument("--work", type=Path, default=None,
                     help="where traces go (default: a dated folder under /var/tmp)")
+    ap.add_argument("--traces", type=Path, default=None,
+                    help="analyse the recordings of an earlier run (its recordings.json)")
     ap.add_argument("--no-record", action="store_true", help="use the fixtures, record nothing")
     ap.add_argument("--quick", action="store_true", help="small sizes (the test)")
-    ap.add_argument("--runs", type=int, default=None, help="runs per workload (3; quick 2)")
-    ap.add_argument("--containers", type=int, default=40, help="memcgs per churn recording")
+    ap.add_argument("--runs", type=int, default=None, help="runs per workload (3; quick 1)")
     return ap.parse_args(argv)
 
 
-def recorded_specs(work: Path, runs: int, containers: int) -> list[TraceSpec]:
-    specs = []
-    rng = np.random.default_rng(5)
-    for run in range(runs):
-        for kind, seconds, keep in SINGLE:
-            r = record_in_memcg(work / f"{kind}-{run}", kind, seconds, keep, run)
-            specs.append(TraceSpec(r.group, "real", run, r.path))
-        r = record_churn(work / f"churn-{run}", containers, 0.25, 40, run, rng)
-        specs.append(TraceSpec("churn", "real", run, r.path, r.rmdir_s))
-    return specs
+def load_recordings(folder: Path) -> list[TraceSpec]:
+    rows = json.loads((folder / "recordings.json").read_text())
+    return [TraceSpec(**(r | {"path": folder / r["path"]})) for r in rows]
 
 
 def fixture_specs() -> list[TraceSpec]:
@@ -77,42 +69,46 @@ def synth_specs(work: Path, runs: int, events: int) -> list[TraceSpec]:
 
 def main(argv=None) -> int:
     args = parse(argv)
-    runs = args.runs or (2 if args.quick else 3)
+    runs = args.runs or (1 if args.quick else 3)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    work = args.work or Path("/var/tmp") / f"kmemtrace-which-way-{stamp}"
+    work = args.traces or args.work or Path("/var/tmp") / f"kmemtrace-which-way-{stamp}"
     work.mkdir(parents=True, exist_ok=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    record = not args.no_record and can_record()
-    specs = recorded_specs(work, runs, args.containers) if record else fixture_specs()
-    primary = sorted({s.group for s in specs}, key=[s.group for s in specs].index)
-    specs += synth_specs(work, runs, 20_000 if args.quick else 300_000)
-    print(f"which_way: replaying {len(specs)} traces", file=sys.stderr, flush=True)
-    df, timelines = run_sweep(specs)
+    load_start = loadavg()
+    if args.traces:
+        specs, where = load_recordings(args.traces), "recorded on this machine (real)"
+    elif not args.no_record and can_record():
+        specs, where = record_all(work, runs), "recorded on this machine (real)"
+    else:
+        specs, where = fixture_specs(), "bundled fixtures (not root, or --no-record)"
+    primary = list(dict.fromkeys(s.group for s in specs))
+    calib = calibrate([s for s in specs if s.source != "synthetic"])
+    specs += synth_specs(work, 1 if args.quick else 2, 20_000 if args.quick else 300_000)
+    log(f"replaying {len(specs)} traces x {len(ERAS)} eras, CPUs {CPUS}")
+    eras = ERAS if not args.quick else ERAS[-2:]
+    df, timelines = run_sweep(specs, eras=eras)
     free = free_costs(2_000 if args.quick else 50_000)
     gp = grace_period_s(10 if args.quick else 100)
     rmdir = [t for s in specs for t in s.rmdir_s]
-    checks = all_checks(df, free, gp, rmdir)
-    churny = [g for g in churn_groups(df) if g in primary] or churn_groups(df)
-    focus = churny[0] if churny else primary[0]
-    figures = [plots.timeline(timelines[focus], args.out)]
-    if "synth container-churn" in timelines and focus != "synth container-churn":
-        figures.append(plots.timeline(timelines["synth container-churn"], args.out))
-    figures += [plots.way2_period(df, args.out), plots.eras(df, focus, args.out),
-                plots.hot_path(df, focus, args.out), plots.free_cost(free, args.out)]
-    date = subprocess.run(["date"], capture_output=True, text=True).stdout.strip()
+    checks = all_checks(df, free, gp, rmdir, specs)
+    focus = next((g for g in ("churn", "classic") if g in timelines), primary[0])
+    figures = [plots.calibration(calib, args.out), plots.timeline(timelines[focus], args.out),
+               plots.cpus(df, primary, args.out), plots.way2_period(df, primary, args.out),
+               plots.free_cost(free, args.out)]
+    date = subprocess.run(["date", "-u"], capture_output=True, text=True).stdout.strip()
     header = {
         "command": "`" + " ".join(["python -m analyses.which_way", *(argv or sys.argv[1:])]) + "`",
         "date": date,
         "host": f"{platform.node()}, kernel {platform.release()}, {os.cpu_count()} CPUs",
-        "traces": ("recorded on this machine (real) + synthetic" if record else
-                   "bundled fixtures (not root or --no-record) + synthetic"),
+        "load (1/5/15 min) at start / end": f"{load_start} / {loadavg()}",
+        "traces": where + " + synthetic (labelled)",
         "runs per workload": str(runs),
         "trace folder": str(work),
     }
-    write_report(args.out / "REPORT.md", header=header, df=df, groups=primary, checks=checks,
-                 figures=figures, free=free)
+    write_report(args.out / "REPORT.md", header=header, df=df, groups=primary, specs=specs,
+                 calib=calib, checks=checks, figures=figures, free=free)
     df.to_csv(args.out / "metrics.csv", index=False)
-    print(f"which_way: wrote {args.out / 'REPORT.md'}", file=sys.stderr)
+    log(f"wrote {args.out / 'REPORT.md'}")
     return 0
 
 

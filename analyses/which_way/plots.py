@@ -10,14 +10,12 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 
-from analyses.which_way.sweep import ERAS, MAIN_ERA, MAIN_LABELS, Timeline
+from analyses.which_way.sweep import MAIN_ERA, MAIN_LABELS, Timeline
 
 PERIOD_LABELS = {"way2 period=0.5s": 0.5, "way2": 2.0, "way2 period=10s": 10.0,
                  "way2 period=60s": 60.0}
-COSTS = ("list_lock_takes", "atomic_ops", "percpu_ops", "flush_ipis", "rcu_grace_periods")
 
 
 def _save(fig, out: Path, name: str) -> str:
@@ -29,33 +27,80 @@ def _save(fig, out: Path, name: str) -> str:
 
 
 def timeline(tl: Timeline, out: Path) -> str:
-    """Pinned pages (live + empty slabs of dead caches), dead caches and dying memcgs."""
+    """The fair metrics over one trace: footprint, stranded memory, dying memcgs."""
     fig, axes = plt.subplots(3, 1, figsize=(8, 8), sharex=True)
     for label in MAIN_LABELS:
         s = tl.by_label[label]
-        axes[0].plot(tl.t_s, s["dead_live_pages"] + s["dead_empty_pages"], label=label)
-        axes[1].plot(tl.t_s, s["dead_caches"], label=label)
+        axes[0].plot(tl.t_s, s["total_pages"] * 4 / 1024, label=label)
+        axes[1].plot(tl.t_s, s["stranded_bytes"] / 1024, label=label)
         axes[2].plot(tl.t_s, s["dying_memcgs"], label=label)
-    for ax, title in zip(axes, ("pages pinned by dead memcgs' caches", "dead caches",
-                                "dying memcgs held by slab (pre-5.3 rule)"), strict=True):
+    for ax, title in zip(axes, ("slab footprint (MiB, modelled caches)",
+                                "stranded by offline memcgs (KiB)",
+                                "dying memcgs (each era's rule)"), strict=True):
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3)
-    axes[0].legend(ncol=3, fontsize=8)
-    axes[2].set_xlabel(f"seconds into trace ({tl.group}, era {MAIN_ERA})")
+    axes[0].legend(ncol=4, fontsize=8)
+    axes[2].set_xlabel(f"seconds into trace ({tl.group}, run 0, SLUB {MAIN_ERA})")
     return _save(fig, out, f"timeline-{tl.group}.png")
 
 
-def way2_period(df: pd.DataFrame, out: Path) -> str:
-    """Way #2's trade: a shorter period pins less but interrupts CPUs more."""
-    sel = df[(df.era == MAIN_ERA) & df.label.isin(PERIOD_LABELS)].copy()
+def calibration(calib: list, out: Path) -> str:
+    """Model (objcg, started from the kernel's state) vs /sys/kernel/slab, summed pages,
+    and the dying-memcg change, per calibrated trace."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for c in calib:
+        line, = axes[0].plot(c.t_s, c.kernel_pages * 4 / 1024, "-", alpha=0.8,
+                             label=f"{c.group} {c.run} kernel")
+        axes[0].plot(c.t_s, c.model_pages * 4 / 1024, "--", color=line.get_color(), alpha=0.8)
+        if c.dying is not None:
+            d, = axes[1].plot(c.dying.t_s, c.dying.kernel, "-", label=f"{c.group} {c.run}")
+            axes[1].plot(c.dying.t_s, c.dying.model, "--", color=d.get_color())
+    axes[0].set_title("slab MiB, scored caches: kernel (solid) vs model (dashed)", fontsize=9)
+    axes[1].set_title("dying memcgs since start: kernel v1 (solid) vs model (dashed)",
+                      fontsize=9)
+    for ax in axes:
+        ax.set_xlabel("seconds into trace")
+        ax.grid(alpha=0.3)
+    if calib:
+        axes[0].legend(fontsize=6, ncol=2)
+    return _save(fig, out, "calibration.png")
+
+
+def cpus(df: pd.DataFrame, groups: list[str], out: Path) -> str:
+    """Fair metrics against the replayed CPU count, per strategy (median over runs)."""
+    sel = df[(df.era == MAIN_ERA) & df.group.isin(groups) & df.label.isin(MAIN_LABELS)]
+    metrics = (("footprint_bytes_avg", "footprint avg (MiB)", 2**20),
+               ("stranded_bytes_avg", "stranded avg (KiB)", 2**10))
+    fig, axes = plt.subplots(len(metrics), len(groups), figsize=(4 * len(groups), 6),
+                             squeeze=False)
+    for j, g in enumerate(groups):
+        for i, (metric, title, unit) in enumerate(metrics):
+            ax = axes[i, j]
+            for label in MAIN_LABELS:
+                s = sel[(sel.group == g) & (sel.label == label)]
+                med = s.groupby("cpus")[metric].median() / unit
+                ax.plot(med.index, med.to_numpy(), "o-", label=label)
+            ax.set_xscale("log", base=2)
+            ax.set_title(f"{g}: {title}", fontsize=9)
+            ax.grid(alpha=0.3)
+            if i == len(metrics) - 1:
+                ax.set_xlabel("replayed CPUs (--cpus)")
+    axes[0, 0].legend(fontsize=7)
+    return _save(fig, out, "cpus.png")
+
+
+def way2_period(df: pd.DataFrame, groups: list[str], out: Path) -> str:
+    """Way #2's trade: a shorter period strands less but interrupts CPUs more."""
+    sel = df[(df.era == MAIN_ERA) & df.label.isin(PERIOD_LABELS) & df.group.isin(groups)]
+    sel = sel[sel.cpus == sel.groupby("group").cpus.transform("min")].copy()
     sel["period"] = sel.label.map(PERIOD_LABELS)
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for group, g in sel.groupby("group", sort=False):
-        for ax, metric in zip(axes, ("pinned_page_seconds", "flush_ipis"), strict=True):
+        for ax, metric in zip(axes, ("stranded_page_seconds", "flush_ipis"), strict=True):
             agg = g.groupby("period")[metric].agg(["median", "min", "max"])
             ax.errorbar(agg.index, agg["median"], yerr=[agg["median"] - agg["min"],
                         agg["max"] - agg["median"]], marker="o", capsize=3, label=group)
-    for ax, title in zip(axes, ("pinned page·s", "flush_all IPIs"), strict=True):
+    for ax, title in zip(axes, ("stranded page·s", "flush_all IPIs"), strict=True):
         ax.set_xscale("log")
         ax.set_yscale("symlog")
         ax.set_xlabel("way2 reaper period (s)")
@@ -63,45 +108,6 @@ def way2_period(df: pd.DataFrame, out: Path) -> str:
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
     return _save(fig, out, "way2-period.png")
-
-
-def eras(df: pd.DataFrame, group: str, out: Path) -> str:
-    """How each strategy's pinning moves with the SLUB era's parking rules."""
-    sel = df[(df.group == group) & df.label.isin(MAIN_LABELS)]
-    med = sel.groupby(["label", "era"])["pinned_page_seconds"].median().unstack("era")
-    med = med.reindex(index=list(MAIN_LABELS), columns=list(ERAS))
-    fig, ax = plt.subplots(figsize=(8, 4))
-    x = np.arange(len(med.index))
-    w = 0.8 / len(ERAS)
-    for i, era in enumerate(ERAS):
-        ax.bar(x + i * w, med[era].fillna(0), w, label=f"SLUB {era}")
-    ax.set_xticks(x + 0.4 - w / 2, med.index)
-    ax.set_ylabel("pinned page·s (median)")
-    ax.set_title(f"pinning by era ({group})", fontsize=10)
-    ax.legend(fontsize=8)
-    ax.grid(axis="y", alpha=0.3)
-    return _save(fig, out, f"eras-{group}.png")
-
-
-def hot_path(df: pd.DataFrame, group: str, out: Path) -> str:
-    """Synchronisation events per 1,000 trace events, per strategy (log scale)."""
-    sel = df[(df.group == group) & (df.era == MAIN_ERA) & df.label.isin(MAIN_LABELS)].copy()
-    events = (sel.allocs + sel.frees).clip(lower=1)
-    for c in COSTS:
-        sel[c] = 1000 * sel[c] / events
-    med = sel.groupby("label")[list(COSTS)].median().reindex(list(MAIN_LABELS))
-    fig, ax = plt.subplots(figsize=(9, 4))
-    x = np.arange(len(COSTS))
-    w = 0.8 / len(MAIN_LABELS)
-    for i, label in enumerate(MAIN_LABELS):
-        ax.bar(x + i * w, med.loc[label].to_numpy() + 1e-3, w, label=label)
-    ax.set_xticks(x + 0.4 - w / 2, COSTS, fontsize=8)
-    ax.set_yscale("log")
-    ax.set_ylabel("per 1,000 alloc+free events")
-    ax.set_title(f"hot-path and offline costs ({group}, era {MAIN_ERA})", fontsize=10)
-    ax.legend(ncol=3, fontsize=8)
-    ax.grid(axis="y", alpha=0.3)
-    return _save(fig, out, f"hot-path-{group}.png")
 
 
 def free_cost(free: pd.DataFrame, out: Path) -> str:

@@ -1,7 +1,9 @@
-"""REPORT.md: tables, figures, the published-figure checks and the conclusion.
+"""REPORT.md: calibration, the fair-metric ranking with its spread, host size, sensitivity,
+the published-figure checks, threats to validity, and the conclusion.
 
-Every number in the report is read from the sweep's data frame at write time; the prose
-around the numbers only names what they measure. Cells are median [min-max] over runs.
+Every number is read from the data at write time; the prose only names what the numbers
+measure, and the conclusion's sentences are chosen by comparisons made here. Cells are
+median [min–max] over runs.
 """
 
 import math
@@ -9,19 +11,34 @@ import math
 import numpy as np
 import pandas as pd
 
+from analyses.which_way.calibrate import (
+    STRATEGY,
+    TARGET_DYING_PCT,
+    TARGET_MEDIAN_PCT,
+    TARGET_WORST_PCT,
+    Calibration,
+)
 from analyses.which_way.published import Check
-from analyses.which_way.sweep import CONFIGS, ERAS, MAIN_ERA, MAIN_LABELS
+from analyses.which_way.sweep import CONFIGS, CPUS, ERAS, MAIN_ERA, MAIN_LABELS, TraceSpec
+from analyses.which_way.threats import facts
 
-MEMORY = [("pinned_page_seconds", "pinned page·s"), ("pinned_pages_peak", "pinned pages peak"),
-          ("pinned_pages_end", "pinned pages end"), ("dead_caches_peak", "dead caches peak"),
-          ("dead_caches_end", "dead caches end"),
-          ("dead_caches_never_destroyed", "never destroyed"),
-          ("destroy_latency_p50_s", "offline→destroy p50 s"),
-          ("dying_memcgs_end", "dying memcgs end")]
-COST = [("slab_pages_allocated", "pages alloc'd"), ("slab_pages_freed", "pages freed"),
-        ("list_lock_1k", "list_lock /1k ev"), ("atomic_1k", "atomics /1k ev"),
-        ("percpu_1k", "percpu ops /1k ev"), ("flush_ipis", "IPIs"),
-        ("rcu_grace_periods", "GPs"), ("unsafe_destroy_windows", "unsafe destroys")]
+KIB, MIB = 1024, 1024 * 1024
+# (column, header, divisor): lower is better for every one of them
+FAIR = [("footprint_bytes_avg", "footprint avg MiB", MIB),
+        ("stranded_bytes_avg", "stranded avg KiB", KIB),
+        ("waste_bytes_avg", "waste avg MiB", MIB),
+        ("metadata_bytes_avg", "metadata avg KiB", KIB),
+        ("dying_memcgs_avg", "dying memcgs avg", 1),
+        ("dying_memcgs_end", "dying end", 1)]
+DESTROY = [("destroyed_at_offline", "destroyed at offline", 1),
+           ("destroyed_later", "destroyed later", 1),
+           ("destroy_latency_p50_s", "later: p50 s", 1),
+           ("never_destroyed_live", "never: still live", 1),
+           ("never_destroyed_empty", "never: only empty", 1)]
+COST = [("list_lock_1k", "list_lock /1k ev", 1), ("atomic_1k", "atomics /1k ev", 1),
+        ("percpu_1k", "percpu ops /1k ev", 1), ("flush_ipis", "IPIs", 1),
+        ("rcu_grace_periods", "GPs", 1), ("reparent_moves", "reparent moves", 1)]
+RANKED = [c for c, _, _ in FAIR[:5]] + ["sync_1k"]
 
 
 def fmt(x) -> str:
@@ -34,13 +51,11 @@ def fmt(x) -> str:
     return f"{x:.0f}" if float(x).is_integer() or abs(x) >= 100 else f"{x:.3g}"
 
 
-def cell(values: pd.Series) -> str:
-    v = values.dropna()
+def cell(values: pd.Series, div: float = 1) -> str:
+    v = values.dropna().astype(float) / div
     if v.empty:
         return "–"
-    med = fmt(float(np.median(v.to_numpy())) if not np.isinf(v).any()
-              else float(v.sort_values().iloc[len(v) // 2]))
-    lo, hi = fmt(float(v.min())), fmt(float(v.max()))
+    med, lo, hi = fmt(float(np.median(v))), fmt(float(v.min())), fmt(float(v.max()))
     return med if lo == hi else f"{med} [{lo}–{hi}]"
 
 
@@ -56,160 +71,333 @@ def with_rates(df: pd.DataFrame) -> pd.DataFrame:
     for src, dst in (("list_lock_takes", "list_lock_1k"), ("atomic_ops", "atomic_1k"),
                      ("percpu_ops", "percpu_1k")):
         out[dst] = 1000 * out[src] / events
+    out["sync_1k"] = out.list_lock_1k + out.atomic_1k + out.percpu_1k + 1000 * (
+        out.flush_ipis + out.rcu_grace_periods) / events
     return out
 
 
+def at(df: pd.DataFrame, cpus: int | None = None) -> pd.DataFrame:
+    """The main era at ``cpus`` (None: each trace's recorded CPU count)."""
+    sel = df[df.era == MAIN_ERA]
+    if cpus is None:
+        return sel[sel.cpus == sel.groupby("group").cpus.transform("min")]
+    return sel[sel.cpus == cpus]
+
+
 def group_tables(df: pd.DataFrame, group: str) -> str:
-    sel = df[(df.group == group) & (df.era == MAIN_ERA)]
+    sel = at(df)
+    sel = sel[sel.group == group]
     parts = []
-    for cols in (MEMORY, COST):
-        rows = [[f"`{label}`"] + [cell(sel[sel.label == label][c]) for c, _ in cols]
-                for label in MAIN_LABELS]
-        parts.append(table(["strategy"] + [h for _, h in cols], rows))
+    for cols in (FAIR, DESTROY, COST):
+        rows = [[f"`{lb}`"] + [cell(sel[sel.label == lb][c], d) for c, _, d in cols]
+                for lb in MAIN_LABELS]
+        parts.append(table(["strategy"] + [h for _, h, _ in cols], rows))
     return "\n\n".join(parts)
 
 
-def corpus_table(df: pd.DataFrame) -> str:
-    sel = df[(df.label == "current") & (df.era == MAIN_ERA)]
+def ranks(df: pd.DataFrame, groups: list[str], cpus: int | None) -> pd.DataFrame:
+    """Per (group, run, metric): each strategy's rank (1 = least; ties share the mean)."""
+    sel = at(df, cpus)
+    sel = sel[sel.group.isin(groups) & sel.label.isin(MAIN_LABELS)]
+    long = sel.melt(id_vars=["group", "run", "label"], value_vars=RANKED, var_name="metric")
+    long["rank"] = long.groupby(["group", "run", "metric"])["value"].rank(method="average")
+    return long
+
+
+def ranking_table(long: pd.DataFrame) -> tuple[str, pd.Series]:
     rows = []
-    for group, g in sel.groupby("group", sort=False):
-        rows.append([group, g.source.iloc[0], str(len(g)), cell(g.allocs + g.frees),
-                     cell(g.memcg_offlines), cell(g.trace_s), cell(g.objects_live_end)])
-    return table(["workload", "source", "runs", "alloc+free events", "memcgs offlined",
-                  "trace s", "objects live at end"], rows)
+    overall = long.groupby(["label", "group", "run"])["rank"].mean()
+    for lb in MAIN_LABELS:
+        r = long[long.label == lb]
+        rows.append([f"`{lb}`"] + [cell(r[r.metric == m]["rank"]) for m in RANKED]
+                    + [cell(overall.loc[lb])])
+    heads = [h for c, h, _ in FAIR if c in RANKED] + ["sync ops /1k ev", "mean rank"]
+    order = overall.groupby(level="label").median().sort_values()
+    return table(["strategy", *heads], rows), order
 
 
-def sweep_tables(df: pd.DataFrame) -> str:
-    """way2 period, way4 drop_empty and the era sweep, pinned page·s, per workload."""
-    main = df[df.era == MAIN_ERA]
+def corpus_table(specs: list[TraceSpec], tf: pd.DataFrame, df: pd.DataFrame) -> str:
+    sel = at(df)
+    sel = sel[sel.label == "objcg"]
+    rows = []
+    for group, g in tf.groupby("group", sort=False):
+        s = sel[sel.group == group]
+        variants = sorted({sp.variant for sp in specs if sp.group == group and sp.variant})
+        rows.append([group + (f" ({', '.join(variants)})" if variants else ""), str(len(g)),
+                     cell(g.events), cell(s.trace_s), cell(s.memcg_offlines),
+                     cell(g.memcgs_ours), cell(g.pressure_rows), cell(g.accounted_pct),
+                     "; ".join(x for x in g.load if x) or "–"])
+    return table(["workload", "runs", "alloc+free events", "trace s", "memcgs offlined (all)",
+                  "memcgs ours", "PRESSURE rows", "accounted allocs %",
+                  "load at end (1/5/15)"], rows)
+
+
+def survivors_table(tf: pd.DataFrame) -> str:
+    rows = [[g, cell(s.survivors), cell(s.freed_in_trace_pct), cell(s.freed_after_pressure_pct),
+             cell(s.p50_after_offline_s)] for g, s in tf.groupby("group", sort=False)]
+    return table(["workload", "objects live at their memcg's offline",
+                  "% freed before the trace ended", "% freed after the first PRESSURE row",
+                  "p50 offline → free s (of those freed)"], rows)
+
+
+def calibration_section(calib: list[Calibration]) -> str:
+    if not calib:
+        return "No trace carried /sys/kernel/slab samples: nothing could be calibrated."
+    rows = []
+    for c in calib:
+        ok, n = c.caches_on_target()
+        d = c.dying_error()
+        rows.append([f"{c.group} {c.run}", str(n), f"{ok}/{n}",
+                     fmt(c.seeded.raw.median_pct), fmt(c.seeded.raw.worst_pct),
+                     fmt(c.empty.median_pct), fmt(c.seeded.corrected.median_pct),
+                     f"{d[0]:+.0f} / {d[1]:+.0f}" if d else "–"])
+    main = table(["trace", "caches scored", f"caches ≤{TARGET_MEDIAN_PCT:.0f} % median and "
+                  f"≤{TARGET_WORST_PCT:.0f} % worst", "raw median %", "raw worst %",
+                  "raw median % if started empty", "baseline-corrected median %",
+                  "dying memcgs since start, kernel / model"], rows)
+    first = calib[0]
+    big = sorted(first.seeded.caches, key=lambda f: -int(f.kernel_pages[-1]))[:12]
+    per = table(["cache", "merged with", "kernel pages end", "model pages end",
+                 "raw median %", "raw worst %"],
+                [[f.name, ", ".join(f.merged_with[:3]) or "–", str(int(f.kernel_pages[-1])),
+                  str(int(f.model_pages[-1])), fmt(f.raw.median_pct), fmt(f.raw.worst_pct)]
+                 for f in big])
+    all_med = np.median([c.seeded.raw.median_pct for c in calib])
+    worst = [f.raw.worst_pct for c in calib for f in c.seeded.caches
+             if f.raw.worst_pct is not None]
+    dy = [c.dying_error() for c in calib if c.dying_error()]
+    dy_err = [abs(m - k) / max(abs(k), 1) * 100 for k, m in dy]
+    verdict = (
+        f"Slab pages: raw median error {all_med:.1f} % over all traces (target "
+        f"≤{TARGET_MEDIAN_PCT:.0f} %: {'met' if all_med <= TARGET_MEDIAN_PCT else 'NOT met'}); "
+        f"worst per cache {max(worst, key=abs):+.0f} % (target ≤{TARGET_WORST_PCT:.0f} %: "
+        f"{'met' if max(map(abs, worst)) <= TARGET_WORST_PCT else 'NOT met'} — the table "
+        "says how many caches meet it). "
+        + (f"Dying memcgs: the model's change differs from the kernel's by "
+           f"{np.median(dy_err):.0f} % median (target ≤{TARGET_DYING_PCT:.0f} %: "
+           f"{'met' if np.median(dy_err) <= TARGET_DYING_PCT else 'NOT met'})."
+           if dy else "Dying memcgs: no kernel count was sampled beside these traces."))
+    return (
+        f"Strategy `{STRATEGY}` (what 6.x runs), SLUB era {MAIN_ERA}, started from the "
+        "kernel's slabs and objects at record start (first `/sys/kernel/slab` sample; "
+        "objects of unknown owner; frees of pointers the trace never allocated free them). "
+        "Errors are (model − kernel) / kernel per cache and sample, over every cache the "
+        "model held a slab for; 'worst' is the largest magnitude.\n\n"
+        f"{main}\n\n**{verdict}**\n\nLargest caches of {first.group} run {first.run} "
+        f"(pages at the last sample):\n\n{per}\n\n"
+        "Dying memcgs: v1 has no `nr_dying_descendants`; the kernel figure is the memory "
+        "line's `num_cgroups` in `/proc/cgroups` (every memcg not yet freed, dying ones "
+        "included) minus the memcg directories listed under `/sys/fs/cgroup/memory`, "
+        "sampled each second by the driver; whole system, like the trace. The model's "
+        "figure is its own rule for 6.x (an offline memcg is held while its obj_cgroup "
+        "has charged objects). Only changes since the start compare: memcgs already dying "
+        "before the recording are invisible to the model, and on a real 6.x kernel page "
+        "cache and other charges also hold dying memcgs, which no slab trace contains.")
+
+
+def host_size(df: pd.DataFrame, groups: list[str]) -> tuple[str, list[str]]:
+    """Rank order per metric at the smallest and largest CPU count; what changes."""
+    lo, hi = min(CPUS), max(CPUS)
+    rows, changed = [], []
+    for g in groups:
+        for col, head, div in [*FAIR[:2], ("sync_1k", "sync ops /1k ev", 1)]:
+            best = {}
+            for n in (lo, hi):
+                sel = at(df, n)
+                sel = sel[(sel.group == g) & sel.label.isin(MAIN_LABELS)]
+                med = sel.groupby("label")[col].median().sort_values()
+                best[n] = list(med.index)
+            vals = []
+            for n in CPUS:
+                sel = at(df, n)
+                sel = sel[(sel.group == g) & (sel.label == "objcg")]
+                vals.append(cell(sel[col], div))
+            same = best[lo][:3] == best[hi][:3]
+            order = [" < ".join(f"`{x}`" for x in best[n][:3]) for n in (lo, hi)]
+            rows.append([g, head, *order, "same" if same else "**changes**", *vals])
+            if not same:
+                changed.append(f"{g} / {head}")
+    return table(["workload", "metric", f"best three at {lo} CPUs", f"best three at {hi}",
+                  "order"] + [f"`objcg` at {n}" for n in CPUS], rows), changed
+
+
+def sensitivity(df: pd.DataFrame, groups: list[str]) -> str:
+    main = at(df)
+    main = main[main.group.isin(groups)]
     labels = [lb for lb in CONFIGS if lb.startswith("way2")]
-    rows = [[g] + [cell(main[(main.group == g) & (main.label == lb)].pinned_page_seconds)
-                   for lb in labels] for g in main.group.unique()]
-    period = table(["workload"] + [f"`{lb}`" for lb in labels], rows)
-    rows = [[g] + [cell(main[(main.group == g) & (main.label == lb)][m])
-                   for lb in ("way4", "way4 drop_empty")
-                   for m in ("pinned_page_seconds", "dead_caches_end")]
-            for g in main.group.unique()]
-    drop = table(["workload", "way4 page·s", "way4 dead caches end", "+drop_empty page·s",
-                  "+drop_empty dead caches end"], rows)
+    period = table(["workload"] + [f"`{lb}`" for lb in labels],
+                   [[g] + [cell(main[(main.group == g) & (main.label == lb)]
+                                .stranded_page_seconds) for lb in labels] for g in groups])
+    w1 = table(["workload", "`way1` (RFC: last page) stranded page·s", "GPs",
+                "`way1 v4.0 trigger` stranded page·s", "GPs"],
+               [[g] + [cell(main[(main.group == g) & (main.label == lb)][m])
+                       for lb in ("way1", "way1 v4.0 trigger")
+                       for m in ("stranded_page_seconds", "rcu_grace_periods")]
+                for g in groups])
+    w4 = table(["workload", "`way4` stranded page·s", "never destroyed",
+                "`way4 drop_empty` stranded page·s", "never destroyed"],
+               [[g] + [cell(main[(main.group == g) & (main.label == lb)][m])
+                       for lb in ("way4", "way4 drop_empty")
+                       for m in ("stranded_page_seconds", "dead_caches_never_destroyed")]
+                for g in groups])
+    eras = sorted(df.era.unique(), key=list(ERAS).index)
     era_rows = []
-    for g in df.group.unique():
+    for g in groups:
         for lb in MAIN_LABELS:
             sel = df[(df.group == g) & (df.label == lb)]
-            era_rows.append([g, f"`{lb}`"] + [cell(sel[sel.era == e].pinned_page_seconds)
-                                              for e in ERAS])
-    era = table(["workload", "strategy"] + [f"SLUB {e}" for e in ERAS], era_rows)
-    return (f"### way2 reaper period (pinned page·s)\n\n{period}\n\n"
-            f"### way4 with and without Way #1's drop-empty\n\n{drop}\n\n"
-            f"### SLUB era (pinned page·s)\n\n{era}")
+            sel = sel[sel.cpus == sel.cpus.min()]
+            era_rows.append([g, f"`{lb}`"] + [cell(sel[sel.era == e].stranded_page_seconds)
+                                              for e in eras])
+    era = table(["workload", "strategy"] + [f"SLUB {e}" for e in eras], era_rows)
+    return (f"### Way #2 reaper period (stranded page·s)\n\n{period}\n\n"
+            f"### Way #1: the RFC's trigger vs v4.0's\n\n{w1}\n\n"
+            f"### Way #4 with and without Way #1's drop-empty\n\n{w4}\n\n"
+            f"### SLUB era (stranded page·s)\n\n{era}")
 
 
 def checks_section(checks: list[Check]) -> str:
+    return "\n\n".join(
+        f"### {c.source}\n\n* **Published:** {c.published}\n* **Ours:** {c.ours}\n"
+        f"* **Verdict:** {c.verdict}\n* **Why / limits:** {c.why}" for c in checks)
+
+
+def threats_section(tf: pd.DataFrame, calib: list[Calibration], changed: list[str],
+                    df: pd.DataFrame) -> str:
+    if tf.empty:
+        return "No recorded traces: nothing measured."
+    merged = [(f.merged_with != (), int(f.kernel_pages[-1])) for c in calib
+              for f in c.seeded.caches]
+    m_n = sum(1 for m, _ in merged if m)
+    m_pages = 100 * sum(p for m, p in merged if m) / max(sum(p for _, p in merged), 1)
+    real = at(df)
+    real = real[(real.source == "real") & (real.label == "objcg")]
+    unknown = 100 * real.frees_unknown.sum() / max((real.frees + real.frees_unknown).sum(), 1)
+    implied = int(real.frees_implied.sum())
+    others = 100 * (1 - tf.memcgs_ours.sum() / max(tf.memcgs.sum(), 1))
+    return "\n".join([
+        f"* **2-CPU VM.** Per-CPU parking grows with CPUs. Replayed at {', '.join(map(str, CPUS))}"
+        " CPUs (`--cpus`, tasks hashed onto CPUs): the best-three order changes for "
+        + (", ".join(changed) if changed else "no workload and metric") + " (host size "
+        "table). Timing (grace periods, lock hold times) is not scaled.",
+        f"* **SLUB merging.** {m_n} of {len(merged)} scored caches are merged with others; "
+        f"they hold {m_pages:.0f} % of the scored kernel pages. Per-cache figures of a "
+        "merged cache are the sum of its aliases.",
+        f"* **Objects alive before the recording.** {cell(tf.objects_at_start)} objects at "
+        f"start per trace (first sample); {unknown:.1f} % of the frees in the strategy "
+        "replays named objects allocated before the recording (counted, not modelled: the "
+        "per-strategy replays start empty; only the calibration starts from the kernel).",
+        f"* **Frees the tracepoints miss.** Lost per trace: {cell(tf.lost_total)} (nested "
+        f"probes {cell(tf.lost_nested)}); `kmem_cache_free_bulk` is not probed on this "
+        f"kernel (no kprobes): such frees show up only when the address is reused "
+        f"({implied} implied frees over all traces).",
+        f"* **Accounting scope.** {cell(tf.accounted_pct)} % of allocations were "
+        "memcg-accounted (`__GFP_ACCOUNT` or a SLAB_ACCOUNT cache); the rest are charged to "
+        "no memcg in every era from 4.5 on, and are in the footprint of shared caches only.",
+        f"* **Interrupt context.** {cell(tf.free_irq_pct)} % of frees and "
+        f"{cell(tf.alloc_irq_pct)} % of allocations ran in softirq/hardirq (RCU callbacks "
+        "included); interrupt-context allocations are charged to no memcg.",
+        f"* **Other helpers' work.** The recordings are whole-system on a shared machine: "
+        f"{others:.0f} % of the memcgs in the traces were not ours, and the load at each "
+        "run's end is in the traces table. Their objects are real traffic in shared "
+        "caches, but vary between runs: that is part of the spread.",
+        "* **Lifetimes.** No driver sleep frees an object; the classic family's idle "
+        "periods and pressure, and the service's request counts, are set by the driver.",
+    ])
+
+
+def conclusion(df: pd.DataFrame, groups: list[str], calib: list[Calibration]) -> str:
+    lo, hi = min(CPUS), max(CPUS)
     out = []
-    for c in checks:
-        out.append(f"### {c.source}\n\n* **Published:** {c.published}\n* **Ours:** {c.ours}\n"
-                   f"* **Verdict:** {c.verdict}\n* **Why / limits:** {c.why}")
+    tables = {}
+    for n in (lo, hi):
+        t, order = ranking_table(ranks(df, groups, n))
+        tables[n] = (t, order)
+        out.append(f"Ranks at {n} CPUs over the workloads ({', '.join(groups)}) and their "
+                   f"runs, SLUB {MAIN_ERA} (1 = least; cells median [min–max] over "
+                   f"workload × run):\n\n{t}")
+    o_lo, o_hi = tables[lo][1], tables[hi][1]
+    calibrated = bool(calib) and np.median([c.seeded.raw.median_pct for c in calib]) <= \
+        TARGET_MEDIAN_PCT
+    out.append(
+        f"* By mean rank, the order at {lo} CPUs is "
+        + " < ".join(f"`{x}`" for x in o_lo.index) + f"; at {hi} CPUs "
+        + " < ".join(f"`{x}`" for x in o_hi.index) + ". "
+        + ("The first place holds at both host sizes." if o_lo.index[0] == o_hi.index[0]
+           else "The first place changes with host size."))
+    out.append(
+        "* The model reproduces the recording kernel's slab pages "
+        + ("within the target (raw median error), so the memory figures rest on a "
+           "calibrated model for 6.x; other eras' rules are extrapolations of it."
+           if calibrated else "NOT within the target: treat the memory figures as the "
+           "model's, not the kernel's."))
+    out.append(
+        "* What this cannot tell: fleet-scale accumulation over days, wall-time costs "
+        "(the replay counts events), kernels other than the recording one (only 6.x is "
+        "calibrated), and memcg pins other than slab.")
     return "\n\n".join(out)
 
 
-def scorecard(df: pd.DataFrame, groups: list[str]) -> pd.DataFrame:
-    """Per strategy, median over the primary workloads, relative to ``current``."""
-    sel = df[(df.era == MAIN_ERA) & df.group.isin(groups) & df.label.isin(MAIN_LABELS)]
-    per = sel.groupby(["group", "label"])[["pinned_page_seconds", "dead_caches_end",
-                                           "list_lock_1k", "atomic_1k", "percpu_1k",
-                                           "flush_ipis", "rcu_grace_periods"]].median()
-    base = per.xs("current", level="label")
-    rel = per.copy()
-    for col in ("pinned_page_seconds", "list_lock_1k"):
-        rel[col] = per[col] / base[col].reindex(per.index, level="group").replace(0, np.nan)
-    return rel.groupby(level="label").median().reindex(list(MAIN_LABELS))
-
-
-def conclusion(df: pd.DataFrame, groups: list[str]) -> str:
-    sc = scorecard(df, groups)
-    rows = [[f"`{lb}`", f"{r.pinned_page_seconds:.2f}", fmt(r.dead_caches_end),
-             f"{r.list_lock_1k:.2f}", fmt(r.atomic_1k), fmt(r.percpu_1k), fmt(r.flush_ipis),
-             fmt(r.rcu_grace_periods)] for lb, r in sc.iterrows()]
-    card = table(["strategy", "pinned page·s vs current", "dead caches end",
-                  "list_lock vs current", "atomics /1k ev", "percpu /1k ev", "IPIs", "GPs"],
-                 rows)
-    least = sc.pinned_page_seconds.drop(["way3", "objcg"]).idxmin()
-    return (
-        f"Scorecard over the primary workloads ({', '.join(groups)}), era {MAIN_ERA}, "
-        "median of per-workload medians:\n\n" + card + "\n\n"
-        f"* `way3` and `objcg` pin nothing after offline by construction "
-        f"(`way3` pays {sc.loc['way3', 'list_lock_1k']:.1f}x `current`'s list_lock takes "
-        "on every cache, live or dead, for full-slab tracking; `objcg` pays "
-        f"{fmt(sc.loc['objcg', 'atomic_1k'])} atomics and "
-        f"{fmt(sc.loc['objcg', 'percpu_1k'])} percpu ops per 1k events on the objcg).\n"
-        f"* Of the per-memcg-cache ways, `{least}` pins least "
-        f"({sc.loc[least, 'pinned_page_seconds']:.2f}x `current`); `way1` costs "
-        f"{sc.loc['way1', 'list_lock_1k']:.2f}x `current`'s list_lock takes and "
-        f"{fmt(sc.loc['way1', 'rcu_grace_periods'])} grace periods; `way2` depends on its "
-        "period (table above) and pins indefinitely on pressure alone; `way4` alone "
-        f"({sc.loc['way4', 'pinned_page_seconds']:.2f}x) keeps parked empty slabs until the "
-        "last object dies, and with drop-empty equals `way1`'s pinning.\n"
-        "* Answer to the RFC, as the data reads: Way #1 (what SLUB merged in v4.0) is the "
-        "cheapest way that stops the leak; nothing short of moving ownership off the cache "
-        "(Way #3 or Davydov's own April-2014 kmem-context reply, i.e. `objcg`) makes a dead "
-        "memcg pin nothing, and of those `objcg` does it without `way3`'s list_lock cost on "
-        "live caches: the choice the kernel made in v5.9.\n"
-    )
-
-
-CAVEATS = """\
-* The replay counts events (list_lock takes, atomics, percpu ops, IPIs, grace periods), not
-  time; where the published figure is wall time, we compare directions and ratios only.
-* Object lifetimes are fixed by the trace: no strategy changes when objects die (shrinker
-  pressure on dentries/inodes, Roman's reverted v4.19 change, is out of scope).
-* Recordings come from a 6.18 kernel (objcg era): objects are attributed to the allocating
-  task's memcg at allocation; frees through `kfree_rcu` batching and `kmem_cache_free_bulk`
-  are invisible without kprobes (not available here), so some objects look leaked.
-* SLUB merges caches (UNIX sockets land in `signal_cache`); per-cache truth needs
-  `slab_nomerge`. The SLUB model ignores NUMA and remote-node frees.
-* A subtree recording sees only its share of shared root caches, which flatters per-memcg
-  caches against `objcg` (see the v5.9 check).
-* Short traces on a 2-CPU VM: days-long accumulation (v5.3's thousands of dying memcgs) can
-  only be compared as rates per offline.
-"""
-
-
 def write_report(path, *, header: dict, df: pd.DataFrame, groups: list[str],
-                 checks: list[Check], figures: list[str], free: pd.DataFrame) -> None:
+                 specs: list[TraceSpec], calib: list[Calibration], checks: list[Check],
+                 figures: list[str], free: pd.DataFrame) -> None:
     df = with_rates(df)
+    tf = facts(specs)
     head = "\n".join(f"* **{k}:** {v}" for k, v in header.items())
     per_group = "\n\n".join(f"### {g}\n\n{group_tables(df, g)}" for g in df.group.unique())
     figs = "\n\n".join(f"![{f}]({f})" for f in figures)
+    size_table, changed = host_size(df, groups)
     free_rows = [[str(r.size), str(r.objs_per_slab), f"{r.locks_per_1k_live:.2f}",
-                  f"{r.locks_per_1k_dead:.2f}", f"{r.locks_per_1k_dead / r.locks_per_1k_live:.1f}x",
-                  f"{r.published_ratio:.2f}x"] for r in free.itertuples()]
+                  f"{r.locks_per_1k_dead:.2f}", f"{r.published_ratio:.2f}x"]
+                 for r in free.itertuples()]
     free_tab = table(["size B", "objs/slab", "locks /1k frees live", "locks /1k frees dead",
-                      "model dead/live", "Davydov SLAB time dead/live"], free_rows)
+                      "Davydov SLAB time dead/live"], free_rows)
     text = f"""# Which way? The 2014 RFC's dead kmem caches, answered with data
 
 {head}
 
 The RFC ("how should we deal with dead memcgs' kmem caches?", Davydov, April 2014) asks
-which way to destroy per-memcg kmem caches whose memcg went offline with objects in them.
-Every trace below is replayed under the RFC's baseline (`current`), its four ways and the
-design the kernel adopted in v5.9 (`objcg`); see `kmemtrace replay --list-strategies` and
-research/kernel-strategies.md §4 for the exact rules. Cells are median [min–max] over runs.
+how to destroy per-memcg kmem caches whose memcg went offline with objects in them.
+Every trace below is replayed under the RFC's baseline (`current`), its four ways, the
+5.3–5.8 design (`reparent`) and the 5.9+ design (`objcg`); see `kmemtrace replay
+--list-strategies` and research/kernel-strategies.md §4. Cells are median [min–max] over
+runs. The metrics are the replay's fair ones (docs/replay.md), defined alike for every
+strategy; nothing here is zero by construction for one strategy only.
 
 ## Traces
 
-{corpus_table(df)}
+Whole-system recordings (`kmemtrace record --all-objects`, every memcg; memory pressure
+from the vmscan tracepoints). Workload families: see `analyses/which_way/jobs.py`.
 
-## Results per workload (SLUB {MAIN_ERA})
+{corpus_table(specs, tf, df)}
 
-Pinned = slab pages held by caches of offline memcgs; dying memcgs = offline memcgs an
-undestroyed cache still holds (the pre-5.3 rule: every slab page pins its memcg).
+What outlived our job memcgs (objects they allocated, still live at their offline), and
+when the kernel freed them — these lifetimes are the input every strategy is judged on:
+
+{survivors_table(tf) if not tf.empty else "No recorded traces."}
+
+## Calibration against kernel truth
+
+{calibration_section(calib)}
+
+## Results per workload (SLUB {MAIN_ERA}, recorded CPUs)
+
+Footprint = all slab pages; stranded = memory held only because of offline memcgs; waste
+= slab bytes − live object bytes; metadata = structs dead memcgs keep alive; dying memcgs
+by each era's rule. Destroy classes count cache instances (objcg has none to destroy).
 Costs per 1,000 alloc+free events.
 
 {per_group}
 
-## Sweeps
+## Host size (`--cpus`)
 
-{sweep_tables(df)}
+Replayed at {', '.join(map(str, CPUS))} CPUs: each recorded CPU split into N/2, tasks
+hashed onto them by pid (docs/replay.md). Medians over runs.
+
+{size_table}
+
+## Sensitivity
+
+{sensitivity(df, groups)}
 
 ## Figures
 
@@ -219,14 +407,16 @@ Costs per 1,000 alloc+free events.
 
 {checks_section(checks)}
 
-Davydov's benchmark as traces (allocate N, offline, free all; way1, SLUB {MAIN_ERA}):
+Davydov's benchmark as traces (allocate N, offline, free all; way1, SLUB 5.16):
 
 {free_tab}
 
+## Threats to validity
+
+{threats_section(tf, calib, changed, df)}
+
 ## Conclusion
 
-{conclusion(df, groups)}
-## Caveats
-
-{CAVEATS}"""
+{conclusion(df, groups, calib)}
+"""
     path.write_text(text)

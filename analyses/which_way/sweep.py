@@ -1,9 +1,13 @@
 """Replay every trace under every strategy, sweeping what decides the outcome.
 
-One replay pass per (trace, era) feeds all configurations at once (the engine reads the
-trace a single time). Configurations: each strategy with its defaults, way2's reaper
-period from 0.5 s to 60 s plus pressure-only, and way4 with and without Way #1's
-drop-empty. Eras change the SLUB parking rules every strategy runs on.
+One replay pass per (trace, era, CPU count) feeds all configurations at once (the engine
+reads the trace a single time). Configurations: each strategy with its defaults, way2's
+reaper period from 0.5 s to 60 s plus pressure-only, way1 with v4.0's trigger (every
+dead cache at css free) beside the RFC's (the cache's last page), and way4 with and
+without Way #1's drop-empty. Eras change the SLUB parking rules every strategy runs on;
+``--cpus`` replays the same trace as if the host had more CPUs (docs/replay.md). Every
+metric is the replay's own (kmemtrace/metrics.py): the fair ones (footprint, stranded,
+waste, metadata, dying memcgs, destroy classes) are defined alike for every strategy.
 """
 
 from dataclasses import dataclass, field
@@ -13,20 +17,21 @@ import numpy as np
 import pandas as pd
 
 from kmemtrace.metrics import compute_metrics, series
-from kmemtrace.model.state import C_NINST, I_MEMCG, I_T_DESTROY, I_T_OFFLINE
 from kmemtrace.replay.engine import replay
 from kmemtrace.strategies import REGISTRY, select
 from kmemtrace.trace.reader import TraceReader
 
 ERAS = ("3.14", "5.15", "5.16", "6.8")
-MAIN_ERA = "5.16"
-# label -> (strategy, --param values); the first six are the strategies' defaults.
+MAIN_ERA = "6.8"  # the SLUB rules of the recording kernel (6.18), which calibration checks
+CPUS = (2, 8, 32, 128)
+# label -> (strategy, --param values); the first seven are the strategies' defaults.
 CONFIGS: dict[str, tuple[str, dict[str, str]]] = {
     **{name: (name, {}) for name in REGISTRY},
     "way2 period=0.5s": ("way2", {"period": "0.5s"}),
     "way2 period=10s": ("way2", {"period": "10s"}),
     "way2 period=60s": ("way2", {"period": "60s"}),
     "way2 pressure-only": ("way2", {"period": "0", "pressure": "on"}),
+    "way1 v4.0 trigger": ("way1", {"trigger": "css"}),
     "way4 drop_empty": ("way4", {"drop_empty": "on"}),
 }
 MAIN_LABELS = tuple(REGISTRY)
@@ -40,7 +45,9 @@ class TraceSpec:
     source: str  # real | synthetic | fixture
     run: int
     path: Path
+    variant: str = ""
     rmdir_s: list[float] = field(default_factory=list)
+    load: str = ""
 
 
 @dataclass
@@ -52,78 +59,54 @@ class Timeline:
     by_label: dict[str, dict[str, np.ndarray]]
 
 
-def _selection():
-    return [select(name, params)[0] for name, params in CONFIGS.values()]
+def _selection(labels):
+    return [select(*CONFIGS[label])[0] for label in labels]
 
 
-def dying_memcgs(run, t_ns: np.ndarray, end_ns: int) -> tuple[np.ndarray, float]:
-    """Offline memcgs that still have an undestroyed cache instance, over ``t_ns``.
-
-    Before v5.3 every slab page held its memcg (per-page css refs since v3.19), so a dead
-    cache that keeps pages keeps its memcg dying: the count Roman Gushchin's v5.3 series
-    measured. Returns the count at each sample time and the memcg-seconds integral.
-    """
-    inst = run.model.inst[:, :int(run.model.ctr[C_NINST])]
-    dead = (inst[I_MEMCG] != 0) & (inst[I_T_OFFLINE] >= 0)
-    memcg = inst[I_MEMCG][dead]
-    if not len(memcg):
-        return np.zeros(len(t_ns), dtype=np.int64), 0.0
-    t_off = inst[I_T_OFFLINE][dead].astype(float)
-    t_gone = np.where(inst[I_T_DESTROY][dead] >= 0, inst[I_T_DESTROY][dead], np.inf)
-    frame = pd.DataFrame({"m": memcg, "off": t_off, "gone": t_gone}).groupby("m")
-    off, gone = frame["off"].min().to_numpy(), frame["gone"].max().to_numpy()
-    counts = ((off[None, :] <= t_ns[:, None]) & (gone[None, :] > t_ns[:, None])).sum(axis=1)
-    held = np.clip(np.minimum(gone, end_ns) - off, 0, None).sum() / 1e9
-    return counts, float(held)
-
-
-def _row(spec: TraceSpec, label: str, run, t_ns: np.ndarray, end_ns: int) -> dict:
+def _row(spec: TraceSpec, label: str, run, era: str, cpus: int, span_s: float) -> dict:
     m = compute_metrics(run).to_dict()
-    s = series(run)
-    dying, dying_s = dying_memcgs(run, t_ns, end_ns)
-    m.update(group=spec.group, source=spec.source, run=spec.run, label=label,
-             trace_s=(end_ns - t_ns[0]) / 1e9,
-             slab_pages_mean=float(s["total_pages"].mean()),
-             dying_memcgs_peak=int(dying.max()) if len(dying) else 0,
-             dying_memcgs_end=int(dying[-1]) if len(dying) else 0,
-             dying_memcg_seconds=dying_s)
+    m.update(group=spec.group, source=spec.source, run=spec.run, variant=spec.variant,
+             label=label, era=era, cpus=cpus, trace_s=span_s)
     return m
 
 
-def replay_trace(spec: TraceSpec, eras=ERAS) -> tuple[list[dict], Timeline]:
-    """All configurations of one trace in every era: metric rows + the main-era timeline."""
+def replay_trace(spec: TraceSpec, eras=ERAS, cpus=CPUS) -> tuple[list[dict], Timeline]:
+    """Every configuration in every era at the recorded CPU count, and the main strategies
+    at every ``cpus`` in the main era: metric rows + the main-era timeline."""
     trace = TraceReader.open(spec.path)
+    span_s = (trace.end_ns - trace.start_ns) / 1e9
+    recorded = int(trace.meta.get("ncpus") or 1)
     rows: list[dict] = []
     timeline = None
+    labels = list(CONFIGS)
     for era in eras:
-        result = replay(trace, _selection(), era=era)
-        t_ns = result.sample_times_ns
-        for label, run in zip(CONFIGS, result.runs, strict=True):
-            rows.append(_row(spec, label, run, t_ns, trace.end_ns))
-        if era == MAIN_ERA or timeline is None:
-            by_label = {}
-            for label, run in zip(CONFIGS, result.runs, strict=True):
-                by_label[label] = series(run) | {"dying_memcgs": dying_memcgs(
-                    run, t_ns, trace.end_ns)[0]}
-            timeline = Timeline(spec.group, (t_ns - t_ns[0]) / 1e9, by_label)
+        result = replay(trace, _selection(labels), era=era)
+        for label, run in zip(labels, result.runs, strict=True):
+            rows.append(_row(spec, label, run, era, recorded, span_s))
+        if era == MAIN_ERA:
+            t = (result.sample_times_ns - result.sample_times_ns[0]) / 1e9
+            timeline = Timeline(spec.group, t, {lb: series(run) for lb, run in
+                                                zip(labels, result.runs, strict=True)})
+    for n in cpus:
+        if n == recorded:
+            continue
+        result = replay(trace, _selection(MAIN_LABELS), era=MAIN_ERA, cpus=n)
+        for label, run in zip(MAIN_LABELS, result.runs, strict=True):
+            rows.append(_row(spec, label, run, MAIN_ERA, n, span_s))
     return rows, timeline
 
 
-def run_sweep(specs: list[TraceSpec], eras=ERAS) -> tuple[pd.DataFrame, dict[str, Timeline]]:
-    """Every trace, every era: one row per (trace, era, configuration).
+def run_sweep(specs: list[TraceSpec], eras=ERAS, cpus=CPUS
+              ) -> tuple[pd.DataFrame, dict[str, Timeline]]:
+    """Every trace: one row per (trace, era, CPU count, configuration).
 
     Keeps the first run's timeline of each group for the plots.
     """
     rows: list[dict] = []
     timelines: dict[str, Timeline] = {}
     for spec in specs:
-        trace_rows, timeline = replay_trace(spec, eras)
+        trace_rows, timeline = replay_trace(spec, eras, cpus)
         rows += trace_rows
-        timelines.setdefault(spec.group, timeline)
+        if timeline is not None:
+            timelines.setdefault(spec.group, timeline)
     return pd.DataFrame(rows), timelines
-
-
-def spread(df: pd.DataFrame, metric: str, by=("group", "era", "label")) -> pd.DataFrame:
-    """Median, min and max of ``metric`` across runs."""
-    g = df.groupby(list(by), sort=False)[metric]
-    return pd.DataFrame({"median": g.median(), "min": g.min(), "max": g.max(), "n": g.size()})

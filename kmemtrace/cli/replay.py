@@ -82,6 +82,10 @@ def replay_command(
     plot_dir: Annotated[Path | None, typer.Option(
         "--plot", help="Also write PNG charts (pinned pages, dead caches, destroy latency, "
         "hot-path costs) into this directory.", show_default=False)] = None,
+    cpus: Annotated[int | None, typer.Option(
+        "--cpus", help="What if the host had N CPUs: recorded CPUs are split and tasks "
+        "hashed onto them by pid (docs/replay.md). Default: the recorded count.",
+        show_default=False)] = None,
 ) -> None:
     """Replay TRACE under each strategy and compare pinned pages, dead caches and costs."""
     if show_strategies:
@@ -91,6 +95,8 @@ def replay_command(
         raise UsageError(f"unknown --format {fmt!r} (formats: {', '.join(FORMATS)})")
     if samples < 2:
         raise UsageError(f"--samples {samples}: need at least 2")
+    if cpus is not None and cpus < 1:
+        raise UsageError(f"--cpus {cpus}: need at least 1")
     if trace is None:
         raise UsageError("missing TRACE (a trace directory)",
                          tip="kmemtrace replay --list-strategies needs none")
@@ -98,7 +104,7 @@ def replay_command(
         output_file(json_path, "--json")
     if plot_dir is not None:
         output_dir(plot_dir, "--plot")
-    cmp = compare_strategies(trace, strategy, param, era, samples)
+    cmp = compare_strategies(trace, strategy, param, era, samples, cpus)
     if fmt == "text":
         print(render_text(cmp), end="")
     else:
@@ -132,7 +138,7 @@ def announce_compile() -> None:
 
 
 def compare_strategies(trace: Path, strategy: str, param: list[str] | None, era: str,
-                       samples: int) -> Comparison:
+                       samples: int, cpus: int | None = None) -> Comparison:
     """Replay one trace under the selected strategies (with a progress bar if long)."""
     # Reject bad names before reading anything.
     selection = select(strategy, split_params(param))
@@ -141,5 +147,6 @@ def compare_strategies(trace: Path, strategy: str, param: list[str] | None, era:
     warn_about(reader)
     announce_compile()
     with _progress(reader.n_events) as progress:
-        result = replay(reader, selection, era=era, samples=samples, progress=progress)
+        result = replay(reader, selection, era=era, samples=samples, progress=progress,
+                        cpus=cpus)
     return Comparison.from_replay(result)

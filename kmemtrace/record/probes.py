@@ -30,6 +30,10 @@ RAW_KMEM = {
 # cgroup:cgroup_mkdir is a raw tracepoint (its struct cgroup * gives the parent's id); these
 # are tracefs tracepoints whose handlers attach themselves when compiled in (KMT_TP_<EVENT>).
 CGROUP_TPS = ("cgroup_rmdir", "cgroup_release", "cgroup_attach_task")
+# Memory pressure (PRESSURE rows): self-attaching tracefs handlers, compiled in as a set
+# (KMT_TP_VMSCAN) when every one of them exists.
+VMSCAN_TPS = ("mm_vmscan_kswapd_wake", "mm_vmscan_direct_reclaim_begin",
+              "mm_vmscan_memcg_reclaim_begin", "mm_shrink_slab_start")
 # With --follow-tasks: forks extend the followed tasks, exits shrink them.
 FOLLOW_TPS = ("sched:sched_process_fork", "sched:sched_process_exit")
 CACHE_CREATE_CANDIDATES = ("__kmem_cache_create_args", "kmem_cache_create_usercopy",
@@ -254,12 +258,21 @@ def plan(feats: KernelFeatures, lifecycle: str = "auto") -> list[Probe]:
         present = tracefs_has(feats, f"cgroup:{event}")
         rows.append(Probe(f"cgroup:{event}", "tracepoint", "attached" if present else "missing",
                           "tracefs format" if present else "tracepoint not in tracefs"))
+    vmscan = has_vmscan(feats)
+    for event in VMSCAN_TPS:
+        rows.append(Probe(f"vmscan:{event}", "tracepoint", "attached" if vmscan else "missing",
+                          "tracefs format" if vmscan else "not every vmscan tracepoint in "
+                          "tracefs: no PRESSURE rows"))
     for lc in LIFECYCLE:
         rows.append(_lifecycle_row(feats, lc, lifecycle))
     creator = next((f for f in CACHE_CREATE_CANDIDATES if f in feats.ksyms), None)
     rows.append(_kprobe_row(feats, creator or "kmem_cache_create", "kmt_cache_create_ret",
                             "kretprobe"))
     return rows
+
+
+def has_vmscan(feats: KernelFeatures) -> bool:
+    return all(tracefs_has(feats, f"vmscan:{event}") for event in VMSCAN_TPS)
 
 
 def tracefs_has(feats: KernelFeatures, probe: str) -> bool:

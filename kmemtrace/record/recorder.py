@@ -47,6 +47,7 @@ CTL_PERF_PAGES = 256  # per CPU, fallback transport only
 SUBTREE_MAX = 1 << 16  # recorded memcgs alive at once (each leaves at its last event)
 FOLLOW_MAX = 1 << 16  # followed threads alive at once (each leaves at exit)
 LIVE_MAX = 1 << 20  # live accounted objects tracked for free filtering
+PRESSURE_GAP_NS = 10_000_000  # at most one PRESSURE row per kind, CPU and 10 ms
 MAX_CACHES = 4096
 DRAIN_INTERVAL_S = 0.01
 FLUSH_INTERVAL_S = 10.0
@@ -177,6 +178,8 @@ def cflags(feats: probes.KernelFeatures, opts: RecordOptions, use_perf: bool,
     for event in probes.CGROUP_TPS:
         if (feats.tracefs / "events" / "cgroup" / event).is_dir():
             flags.append(f"-DKMT_TP_{event.upper()}")
+    if probes.has_vmscan(feats):
+        flags += ["-DKMT_TP_VMSCAN", f"-DKMT_PRESSURE_GAP_NS={PRESSURE_GAP_NS}ull"]
     flags += [f"-D{r.macro}" for r in rows if r.macro and r.status == "attached"]
     return flags
 
@@ -262,6 +265,9 @@ class Recorder:
             raise KernelSupportError(f"BPF program failed to compile or load: {exc}",
                                      tip="run `kmemtrace doctor`") from None
         self._attach()
+        # The clock starts at attach: reading sysfs below takes over a second on a busy
+        # machine, and events from then on are already in the ring.
+        self.start_ns = now_ns()
         self._open_transports()
         self.caches = sysfs.read_caches()
         self.by_name = sysfs.name_index(self.caches)
@@ -286,7 +292,6 @@ class Recorder:
                                               or self.opts.in_memcg else "all"),
                           "headers": self.header_note, "cflags": self.cflags,
                           "nested_rescued": 0, "recursion_misses": {}}
-        self.start_ns = now_ns()
         meta["clock"]["start_ns"] = self.start_ns
         raise_priority()  # before the writer thread exists: it inherits the nice value
         if self.opts.output is None:
@@ -470,6 +475,8 @@ class Recorder:
             self._cg_rows.append((ts, cpu, EventKind.MEMCG_RELEASE, mid, 0, 0, 0))
         elif kind == K["KMT_CG_ATTACH"]:
             self._cg_rows.append((ts, cpu, EventKind.ATTACH, mid, pid, 0, 0))
+        elif kind == K["KMT_CG_PRESSURE"]:
+            self._cg_rows.append((ts, cpu, EventKind.PRESSURE, mid, pid, level, 0))
 
     def _write_cg_rows(self) -> None:
         if not self._cg_rows:

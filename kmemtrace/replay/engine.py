@@ -6,6 +6,7 @@ memcg) and handed to every strategy's compiled loop in turn, so ``--strategy all
 the trace a single time.
 """
 
+import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -44,6 +45,7 @@ from kmemtrace.replay.policy import (
     PO_SAMPLE_STEP_NS,
     new_policy,
 )
+from kmemtrace.replay.whatif import kernel_start, map_cpus
 from kmemtrace.strategies.base import Strategy
 from kmemtrace.trace.reader import TraceReader
 from kmemtrace.trace.schema import GFP_ACCOUNT, ROOT_MEMCG_ID, EventContext, EventKind
@@ -222,15 +224,21 @@ def start_run(strategy: Strategy, params: dict, era: Era, geom: np.ndarray, ncpu
 
 def replay(trace: TraceReader, selection: list[tuple[Strategy, dict]], *,
            era: str = DEFAULT_ERA, samples: int = DEFAULT_SAMPLES,
-           progress: Callable[[int], None] | None = None) -> Replay:
-    """Replay ``trace`` under every (strategy, params) of ``selection``."""
+           progress: Callable[[int], None] | None = None, cpus: int | None = None,
+           from_kernel_state: bool = False) -> Replay:
+    """Replay ``trace`` under every (strategy, params) of ``selection``.
+
+    ``cpus``: replay as if on that many CPUs; ``from_kernel_state``: start the model from
+    the kernel's slabs at record start (both in :mod:`kmemtrace.replay.whatif`).
+    """
     era_obj = get_era(era)
     caches = trace.caches
     geom = geometry(caches, era_obj)
     accounted = np.zeros(max(len(caches), 1), dtype=bool)
     for c in caches:
         accounted[c["id"]] = bool(c.get("accounted", False))
-    ncpu = max(int(trace.meta.get("ncpus") or 1), 1)
+    recorded_cpus = max(int(trace.meta.get("ncpus") or 1), 1)
+    ncpu = cpus or recorded_cpus
     start, end = trace.start_ns, max(trace.end_ns, trace.start_ns)
     step = max((end - start) // max(samples - 1, 1), 1)
     memcgs = MemcgIndex()
@@ -250,7 +258,16 @@ def replay(trace: TraceReader, selection: list[tuple[Strategy, dict]], *,
         warnings=warnings)
     offlines = []
     t_read = time.perf_counter()
-    for cols in trace.iter_parts(_COLUMNS):
+    prelude = kernel_start(trace) if from_kernel_state else None
+    if from_kernel_state:
+        result.notes.append(
+            "The model started from the kernel's slabs and objects at record start "
+            + ("(objects of unknown owner, in the root caches)." if prelude is not None
+               else "— but the trace has no /sys/kernel/slab sample: it started empty."))
+    parts = trace.iter_parts(_COLUMNS + (["pid"] if cpus else []))
+    for cols in itertools.chain([prelude] if prelude is not None else [], parts):
+        if cpus:
+            cols["cpu"] = map_cpus(cols["cpu"], cols["pid"], recorded_cpus, ncpu)
         chunk = prepare(cols, memcgs, accounted, ncpu, all_accounted=all_accounted)
         result.interrupt_allocs += chunk.interrupt_allocs
         result.unknown_ctx_allocs += chunk.unknown_ctx_allocs
@@ -267,7 +284,7 @@ def replay(trace: TraceReader, selection: list[tuple[Strategy, dict]], *,
                 run.loop_seconds += time.perf_counter() - t0
             if progress is not None:
                 progress(hi - lo)
-        result.events += len(chunk.ts)
+        result.events += len(chunk.ts) if cols is not prelude else 0
         t_read = time.perf_counter()
     # A recording that could not write its last rows (disk full) counts their loss in meta
     # only: LOST rows of sealed parts alone would understate it.

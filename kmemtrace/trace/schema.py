@@ -85,6 +85,7 @@ class PressureKind(IntEnum):
     DIRECT_RECLAIM = 1
     MEMCG_RECLAIM = 2
     SYNTH = 3
+    SHRINK_SLAB = 4  # a shrinker ran (vmscan:mm_shrink_slab_start): reclaim or drop_caches
 
 
 # Column name -> numpy dtype. Order is the on-disk order.

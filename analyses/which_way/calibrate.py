@@ -1,0 +1,109 @@
+"""Calibration against kernel truth: the strategy the recording kernel runs, replayed on
+its own recording, next to what that kernel reported while it ran.
+
+* Slab pages per cache over time: the ``objcg`` model (6.x) in the recording kernel's SLUB
+  era, started from the kernel's own state at record start (``from_kernel_state``: the
+  first ``/sys/kernel/slab`` sample, objects of unknown owner), against every later
+  ``/sys/kernel/slab`` sample. The *raw* error is the figure; the same replay started
+  empty is shown beside it, to say how much of the fit the start state buys.
+* Dying memcgs: the model's count (the era's rule) against the v1 equivalent the
+  recording driver sampled (:mod:`analyses.which_way.record`). Both are whole-system;
+  the kernel's count includes memcgs that were dying before the recording began, which
+  the model cannot know of, so the comparison is of the change since the start.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from analyses.which_way.record import truth_path
+from analyses.which_way.sweep import MAIN_ERA, TraceSpec
+from kmemtrace.metrics import series, slab_samples
+from kmemtrace.replay.engine import replay
+from kmemtrace.report.validate import ErrorStats, Validation, validate
+from kmemtrace.strategies import select
+from kmemtrace.trace.reader import TraceReader
+
+STRATEGY = "objcg"
+TARGET_MEDIAN_PCT = 10.0
+TARGET_WORST_PCT = 25.0
+TARGET_DYING_PCT = 10.0
+
+
+@dataclass
+class Calibration:
+    """One trace's fit: slab pages (seeded and empty start) and dying memcgs."""
+
+    group: str
+    run: int
+    seeded: Validation
+    empty: ErrorStats  # raw error of the same replay started from an empty model
+    t_s: np.ndarray  # per sample round
+    kernel_pages: np.ndarray  # summed over scored caches
+    model_pages: np.ndarray  # raw (not baseline-corrected), summed likewise
+    dying: pd.DataFrame | None  # t_s, kernel (change since start), model
+
+    def caches_on_target(self) -> tuple[int, int]:
+        """(caches whose raw median and worst are within target, caches scored)."""
+        ok = sum(1 for f in self.seeded.caches if f.raw.median_pct is not None
+                 and f.raw.median_pct <= TARGET_MEDIAN_PCT
+                 and abs(f.raw.worst_pct) <= TARGET_WORST_PCT)
+        return ok, len(self.seeded.caches)
+
+    def dying_error(self) -> tuple[float, float] | None:
+        """(kernel, model) change in dying memcgs at the end of the recording."""
+        if self.dying is None or self.dying.empty:
+            return None
+        last = self.dying.iloc[-1]
+        return float(last.kernel), float(last.model)
+
+
+def _validation(trace: TraceReader, seeded: bool):
+    result = replay(trace, select(STRATEGY, {}), era=MAIN_ERA, samples=200,
+                    from_kernel_state=seeded)
+    run = result.runs[0]
+    v = validate(slab_samples(run), trace.caches, trace.start_ns, STRATEGY,
+                 trace.meta.get("record", {}).get("all_objects"))
+    return v, result, run
+
+
+def _raw_totals(v: Validation) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    n = min((len(f.t_s) for f in v.caches), default=0)
+    if not n:
+        return np.zeros(0), np.zeros(0), np.zeros(0)
+    return (np.mean([f.t_s[:n] for f in v.caches], axis=0),
+            np.sum([f.kernel_pages[:n] for f in v.caches], axis=0),
+            np.sum([f.model_pages[:n] for f in v.caches], axis=0))
+
+
+def _dying(spec: TraceSpec, trace: TraceReader, result, run) -> pd.DataFrame | None:
+    path = truth_path(spec.path)
+    if not path.exists():
+        return None
+    truth = pd.read_csv(path)
+    if truth.empty:
+        return None
+    model = series(run)["dying_memcgs"]
+    at = np.searchsorted(result.sample_times_ns, truth.ts_ns.to_numpy()).clip(
+        max=len(model) - 1)
+    return pd.DataFrame({"t_s": (truth.ts_ns - trace.start_ns) / 1e9,
+                         "kernel": truth.dying - truth.dying.iloc[0],
+                         "model": model[at]})
+
+
+def calibrate(specs: list[TraceSpec]) -> list[Calibration]:
+    """Every trace that carries /sys/kernel/slab samples (others cannot be calibrated)."""
+    out = []
+    for spec in specs:
+        trace = TraceReader.open(spec.path)
+        if not trace.meta.get("counts", {}).get("SLAB_SAMPLE"):
+            continue
+        v, result, run = _validation(trace, seeded=True)
+        if not v.caches:
+            continue
+        empty, _, _ = _validation(trace, seeded=False)
+        t, kernel, model = _raw_totals(v)
+        out.append(Calibration(spec.group, spec.run, v, empty.raw, t, kernel, model,
+                               _dying(spec, trace, result, run)))
+    return out
