@@ -1,18 +1,24 @@
 """Replay driver: stream a trace once, feed every selected strategy's model.
 
-The trace is read part by part (memory bounded by live objects, not trace length). Each
-part is prepared once (memcg ids to dense indices, unaccounted allocations to the root
-memcg) and handed to every strategy's compiled loop in turn, so ``--strategy all`` reads
-the trace a single time.
+The trace is read a row group at a time (memory bounded by live objects, not trace
+length), by a thread that runs one batch ahead. Each batch is prepared once (memcg ids to
+dense indices, unaccounted allocations to the root memcg) and handed to every strategy's
+compiled loop, so ``--strategy all`` reads the trace a single time; the strategies of a
+batch run in parallel threads (the loop releases the GIL), one per usable CPU.
 """
 
+import os
+import queue
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
+from kmemtrace.errors import UsageError
 from kmemtrace.model.eras import DEFAULT_ERA, ERA_3_14, Era, geometry, get_era
 from kmemtrace.model.metadata import MetadataCosts, metadata_costs
 from kmemtrace.model.objects import grow_objects
@@ -49,7 +55,7 @@ from kmemtrace.trace.reader import TraceReader
 from kmemtrace.trace.schema import GFP_ACCOUNT, ROOT_MEMCG_ID, EventContext, EventKind
 
 DEFAULT_SAMPLES = 500
-PROGRESS_SLICE = 1 << 20  # events per progress update
+PREFETCH = 2  # prepared batches waiting for the loops
 _COLUMNS = ["ts_ns", "kind", "cpu", "ptr", "cache_id", "memcg_id", "gfp", "aux", "aux2",
             "ctx"]
 _INTERRUPT = np.array([EventContext.SOFTIRQ, EventContext.HARDIRQ, EventContext.NMI])
@@ -195,8 +201,13 @@ def _initial_memcgs(meta: dict, memcgs: MemcgIndex) -> list[tuple[int, int]]:
 
 def replay(trace: TraceReader, selection: list[tuple[Strategy, dict]], *,
            era: str = DEFAULT_ERA, samples: int = DEFAULT_SAMPLES,
-           progress: Callable[[int], None] | None = None) -> Replay:
-    """Replay ``trace`` under every (strategy, params) of ``selection``."""
+           progress: Callable[[int], None] | None = None, batch_rows: int | None = None,
+           threads: int | None = None) -> Replay:
+    """Replay ``trace`` under every (strategy, params) of ``selection``.
+
+    The trace streams in batches (row groups, or ``batch_rows`` rows), each handed to
+    every strategy's model in turn; strategies run in ``threads`` threads (default: one
+    per strategy, at most the usable CPUs). Neither changes a result."""
     era_obj = get_era(era)
     caches = trace.caches
     geom = geometry(caches, era_obj)
@@ -240,26 +251,24 @@ def replay(trace: TraceReader, selection: list[tuple[Strategy, dict]], *,
         f"and per-CPU statistics), {costs.objcg:,} B per obj_cgroup.", *scope_notes],
         warnings=warnings)
     offlines = []
-    t_read = time.perf_counter()
-    for cols in trace.iter_parts(_COLUMNS):
-        chunk = prepare(cols, memcgs, accounted, ncpu, all_accounted=all_accounted)
-        result.interrupt_allocs += chunk.interrupt_allocs
-        result.unknown_ctx_allocs += chunk.unknown_ctx_allocs
-        offlines.append(chunk.ts[chunk.kind == EventKind.MEMCG_OFFLINE])
-        result.read_seconds += time.perf_counter() - t_read
-        for run in runs:
-            run.model = grow_memcgs(run.model, len(memcgs) + 1)
-        # Slices only pace the progress report; results do not depend on them.
-        for lo in range(0, len(chunk.ts), PROGRESS_SLICE):
-            hi = min(lo + PROGRESS_SLICE, len(chunk.ts))
+    with ThreadPoolExecutor(max_workers=_threads(threads, len(runs))) as pool:
+        for chunk, n_memcgs, read_s in _prefetched(trace, memcgs, accounted, ncpu,
+                                                  all_accounted, batch_rows):
+            result.read_seconds += read_s
+            result.interrupt_allocs += chunk.interrupt_allocs
+            result.unknown_ctx_allocs += chunk.unknown_ctx_allocs
+            offlines.append(chunk.ts[chunk.kind == EventKind.MEMCG_OFFLINE])
             for run in runs:
-                t0 = time.perf_counter()
-                run.model = _run_chunk(run.model, run.pol, chunk, lo, hi)
-                run.loop_seconds += time.perf_counter() - t0
+                run.model = grow_memcgs(run.model, n_memcgs + 1)
+            # Strategies share nothing but the chunk: each loop runs without the GIL.
+            done = pool.map(_run_chunk, [r.model for r in runs], [r.pol for r in runs],
+                            [chunk] * len(runs))
+            for run, (model, seconds) in zip(runs, done, strict=True):
+                run.model = model
+                run.loop_seconds += seconds
             if progress is not None:
-                progress(hi - lo)
-        result.events += len(chunk.ts)
-        t_read = time.perf_counter()
+                progress(len(chunk.ts))
+            result.events += len(chunk.ts)
     # A recording that could not write its last rows (disk full) counts their loss in meta
     # only: LOST rows of sealed parts alone would understate it.
     lost_in_meta = int(trace.meta["lost"]["total"])
@@ -280,11 +289,68 @@ def replay(trace: TraceReader, selection: list[tuple[Strategy, dict]], *,
     return result
 
 
-def _run_chunk(model: Model, pol: np.ndarray, c: Chunk, lo: int, hi: int) -> Model:
-    pos = lo
-    while pos < hi:
-        pos, need = run_events(model, pol, c.ts[:hi], c.kind[:hi], c.cpu[:hi], c.ptr[:hi],
-                               c.cache[:hi], c.memcg[:hi], c.aux[:hi], c.aux2[:hi], pos)
+def _run_chunk(model: Model, pol: np.ndarray, c: Chunk) -> tuple[Model, float]:
+    """Run one strategy over one chunk; (the model, grown as needed; loop seconds)."""
+    t0 = time.perf_counter()
+    pos, n = 0, len(c.ts)
+    while pos < n:
+        pos, need = run_events(model, pol, c.ts, c.kind, c.cpu, c.ptr, c.cache, c.memcg,
+                               c.aux, c.aux2, pos)
         if need:
             model = _GROW[need](model)
-    return model
+    return model, time.perf_counter() - t0
+
+
+def _threads(threads: int | None, n_runs: int) -> int:
+    """One thread per strategy, at most one per CPU this process may use."""
+    if threads is not None:
+        if threads < 1:
+            raise UsageError(f"threads={threads}: must be at least 1")
+        return threads
+    return max(1, min(n_runs, len(os.sched_getaffinity(0))))
+
+
+def _prefetched(trace: TraceReader, memcgs: MemcgIndex, accounted: np.ndarray, ncpu: int,
+                all_accounted: bool, batch_rows: int | None
+                ) -> Iterator[tuple[Chunk, int, float]]:
+    """(chunk, memcgs known after it, read+prepare seconds), one batch ahead of the loops.
+
+    A thread reads and prepares the next batch while the strategies replay this one
+    (Parquet decoding and numpy release the GIL). Batches are prepared in order by that
+    one thread, so memcg indices are as in a sequential read. At most ``PREFETCH`` chunks
+    wait, which bounds memory whatever the trace length."""
+    out: queue.Queue = queue.Queue(maxsize=PREFETCH)
+    stop = threading.Event()
+
+    def put(item) -> bool:
+        """Hand ``item`` over unless the consumer has gone; False if it has."""
+        while not stop.is_set():
+            try:
+                out.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            t0 = time.perf_counter()
+            for cols in trace.iter_batches(_COLUMNS, batch_rows):
+                chunk = prepare(cols, memcgs, accounted, ncpu, all_accounted=all_accounted)
+                if not put((chunk, len(memcgs), time.perf_counter() - t0)):
+                    return
+                t0 = time.perf_counter()
+            put(None)
+        except BaseException as exc:  # handed to the consumer, which raises it
+            put(exc)
+
+    reader = threading.Thread(target=produce, name="kmemtrace-read", daemon=True)
+    reader.start()
+    try:
+        while (item := out.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        reader.join()
