@@ -58,7 +58,8 @@ DEFAULT_SAMPLES = 500
 PREFETCH = 2  # prepared batches waiting for the loops
 _COLUMNS = ["ts_ns", "kind", "cpu", "ptr", "cache_id", "memcg_id", "gfp", "aux", "aux2",
             "ctx"]
-_INTERRUPT = np.array([EventContext.SOFTIRQ, EventContext.HARDIRQ, EventContext.NMI])
+_INTERRUPT = np.zeros(256, dtype=bool)  # ctx (uint8) -> ran in interrupt context
+_INTERRUPT[[EventContext.SOFTIRQ, EventContext.HARDIRQ, EventContext.NMI]] = True
 _GROW = {NEED_SLABS: grow_slabs, NEED_INSTANCES: grow_instances, NEED_OBJECTS: grow_objects}
 
 
@@ -124,18 +125,23 @@ def prepare(cols: dict[str, np.ndarray], memcgs: MemcgIndex, accounted_caches: n
         by_cache = known & accounted_caches[np.where(known, cache, 0)]
         accounted = ((cols["gfp"] & GFP_ACCOUNT) != 0) | by_cache
     ctx = cols["ctx"]
-    interrupt = is_alloc & np.isin(ctx, _INTERRUPT)
+    interrupt = is_alloc & _INTERRUPT[ctx]
     charged = is_alloc & accounted & (memcg != 0)
     memcg[is_alloc & (~accounted | interrupt)] = 0
     cache[~known] = -1
+    # Copies throughout: the reader's arrays are Arrow's, read-only, and the compiled loop
+    # is built for writable ones (a read-only array would compile it again).
     aux = cols["aux"].astype(np.int64)
     mkdir = kind == EventKind.MEMCG_MKDIR
     if mkdir.any():
         aux[mkdir] = memcgs.map(cols["aux"][mkdir].astype(np.uint64))
+    cpu = cols["cpu"].astype(np.int64)
+    if len(cpu) and (cpu.min() < 0 or cpu.max() >= ncpu):
+        cpu %= ncpu
     return Chunk(
-        ts=cols["ts_ns"].astype(np.int64), kind=kind.astype(np.int64),
-        cpu=cols["cpu"].astype(np.int64) % ncpu, ptr=cols["ptr"].astype(np.uint64),
-        cache=cache, memcg=memcg, aux=aux, aux2=cols["aux2"].astype(np.int64),
+        ts=cols["ts_ns"].astype(np.int64), kind=kind.astype(np.int64), cpu=cpu,
+        ptr=cols["ptr"].astype(np.uint64), cache=cache, memcg=memcg, aux=aux,
+        aux2=cols["aux2"].astype(np.int64),
         interrupt_allocs=int((charged & interrupt).sum()),
         unknown_ctx_allocs=int((is_alloc & (ctx == EventContext.UNKNOWN)).sum()),
     )
