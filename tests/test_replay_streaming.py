@@ -8,11 +8,13 @@ an object's alloc and free, inside runs of equal timestamps, next to memcg offli
 """
 
 import json
+import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from kmemtrace.errors import TraceFormatError
 from kmemtrace.metrics import compute_metrics
 from kmemtrace.model.state import C_NINST, C_SLAB_HWM
 from kmemtrace.replay.engine import replay
@@ -80,3 +82,14 @@ def test_batches_hold_the_trace_in_order(tmp_path):
     assert max(len(b) for b in seen) == 997
     np.testing.assert_array_equal(np.concatenate(seen),
                                   np.concatenate([c["ts_ns"] for c in trace.iter_parts()]))
+
+
+def test_a_damaged_later_part_stops_the_replay_with_its_name_and_no_thread_left(tmp_path):
+    path = _split(tmp_path)
+    trace = open_trace(path)
+    third = path / "events" / trace.meta["parts"][2]["file"]
+    third.write_bytes(third.read_bytes()[:third.stat().st_size // 2])  # cut short
+    before = threading.active_count()
+    with pytest.raises(TraceFormatError, match=third.name):
+        replay(trace, select("all", {}), threads=2, batch_rows=5_000)
+    assert threading.active_count() == before

@@ -1,18 +1,17 @@
 """Replay driver: stream a trace once, feed every selected strategy's model.
 
 The trace is read a row group at a time (memory bounded by live objects, not trace
-length), by a thread that runs one batch ahead. Each batch is prepared once (memcg ids to
-dense indices, unaccounted allocations to the root memcg) and handed to every strategy's
-compiled loop, so ``--strategy all`` reads the trace a single time; the strategies of a
-batch run in parallel threads (the loop releases the GIL), one per usable CPU.
+length). Each batch is prepared once (memcg ids to dense indices, unaccounted allocations
+to the root memcg) and handed to every strategy's compiled loop, so ``--strategy all``
+reads the trace a single time; each strategy replays in its own thread (the loop releases
+the GIL), as many at once as there are usable CPUs, while the next batch is read.
 """
 
 import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -257,24 +256,22 @@ def replay(trace: TraceReader, selection: list[tuple[Strategy, dict]], *,
         f"and per-CPU statistics), {costs.objcg:,} B per obj_cgroup.", *scope_notes],
         warnings=warnings)
     offlines = []
-    with ThreadPoolExecutor(max_workers=_threads(threads, len(runs))) as pool:
-        for chunk, n_memcgs, read_s in _prefetched(trace, memcgs, accounted, ncpu,
-                                                  all_accounted, batch_rows):
-            result.read_seconds += read_s
+    lanes = _Lanes(runs, _threads(threads, len(runs)), progress)
+    try:
+        t0 = time.perf_counter()
+        for cols in trace.iter_batches(_COLUMNS, batch_rows):
+            chunk = prepare(cols, memcgs, accounted, ncpu, all_accounted=all_accounted)
+            result.read_seconds += time.perf_counter() - t0
             result.interrupt_allocs += chunk.interrupt_allocs
             result.unknown_ctx_allocs += chunk.unknown_ctx_allocs
             offlines.append(chunk.ts[chunk.kind == EventKind.MEMCG_OFFLINE])
-            for run in runs:
-                run.model = grow_memcgs(run.model, n_memcgs + 1)
-            # Strategies share nothing but the chunk: each loop runs without the GIL.
-            done = pool.map(_run_chunk, [r.model for r in runs], [r.pol for r in runs],
-                            [chunk] * len(runs))
-            for run, (model, seconds) in zip(runs, done, strict=True):
-                run.model = model
-                run.loop_seconds += seconds
-            if progress is not None:
-                progress(len(chunk.ts))
             result.events += len(chunk.ts)
+            lanes.feed(chunk, len(memcgs))
+            t0 = time.perf_counter()
+    except BaseException:
+        lanes.stop()
+        raise
+    lanes.close()
     # A recording that could not write its last rows (disk full) counts their loss in meta
     # only: LOST rows of sealed parts alone would understate it.
     lost_in_meta = int(trace.meta["lost"]["total"])
@@ -316,47 +313,80 @@ def _threads(threads: int | None, n_runs: int) -> int:
     return max(1, min(n_runs, len(os.sched_getaffinity(0))))
 
 
-def _prefetched(trace: TraceReader, memcgs: MemcgIndex, accounted: np.ndarray, ncpu: int,
-                all_accounted: bool, batch_rows: int | None
-                ) -> Iterator[tuple[Chunk, int, float]]:
-    """(chunk, memcgs known after it, read+prepare seconds), one batch ahead of the loops.
+class _Lanes:
+    """One thread per strategy, each replaying the batches in order into its own model.
 
-    A thread reads and prepares the next batch while the strategies replay this one
-    (Parquet decoding and numpy release the GIL). Batches are prepared in order by that
-    one thread, so memcg indices are as in a sequential read. At most ``PREFETCH`` chunks
-    wait, which bounds memory whatever the trace length."""
-    out: queue.Queue = queue.Queue(maxsize=PREFETCH)
-    stop = threading.Event()
+    Strategies share nothing but the (read-only) batches, and the loop runs without the
+    GIL, so ``threads`` of them run at once (a semaphore), each as far ahead as it can: a
+    fast strategy does not wait at every batch for the slowest, and reading the next batch
+    overlaps the loops. A lane holds at most ``PREFETCH`` batches not yet replayed, so the
+    reader waits for the slowest strategy and memory stays bounded whatever the length.
+    ``progress(n)`` is called once every strategy has replayed a batch of ``n`` events."""
 
-    def put(item) -> bool:
-        """Hand ``item`` over unless the consumer has gone; False if it has."""
-        while not stop.is_set():
-            try:
-                out.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
+    def __init__(self, runs: list[StrategyRun], threads: int,
+                 progress: Callable[[int], None] | None) -> None:
+        self.slots = threading.Semaphore(threads)
+        self.progress = progress
+        self.failed: BaseException | None = None
+        self.stopping = False
+        self.lock = threading.Lock()
+        self.pending: dict[int, int] = {}  # batch number -> lanes yet to replay it
+        self.fed = 0
+        self.queues = [queue.Queue(maxsize=PREFETCH) for _ in runs]
+        self.threads = [threading.Thread(target=self._lane, args=(run, q), daemon=True,
+                                         name=f"kmemtrace-{run.strategy.name}")
+                        for run, q in zip(runs, self.queues, strict=True)]
+        for t in self.threads:
+            t.start()
 
-    def produce() -> None:
+    def _lane(self, run: StrategyRun, q: queue.Queue) -> None:
         try:
-            t0 = time.perf_counter()
-            for cols in trace.iter_batches(_COLUMNS, batch_rows):
-                chunk = prepare(cols, memcgs, accounted, ncpu, all_accounted=all_accounted)
-                if not put((chunk, len(memcgs), time.perf_counter() - t0)):
-                    return
-                t0 = time.perf_counter()
-            put(None)
-        except BaseException as exc:  # handed to the consumer, which raises it
-            put(exc)
+            while (item := q.get()) is not None:
+                number, chunk, n_memcgs = item
+                if self.failed is not None or self.stopping:
+                    continue  # drain: the replay is failing
+                run.model = grow_memcgs(run.model, n_memcgs + 1)
+                with self.slots:
+                    run.model, seconds = _run_chunk(run.model, run.pol, chunk)
+                run.loop_seconds += seconds
+                self._done(number, len(chunk.ts))
+        except BaseException as exc:  # handed to the feeding thread, which raises it
+            self.failed = self.failed or exc
+            while q.get() is not None:
+                pass
 
-    reader = threading.Thread(target=produce, name="kmemtrace-read", daemon=True)
-    reader.start()
-    try:
-        while (item := out.get()) is not None:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        reader.join()
+    def _done(self, number: int, events: int) -> None:
+        with self.lock:
+            self.pending[number] -= 1
+            last = self.pending[number] == 0
+            if last:
+                del self.pending[number]
+        if last and self.progress is not None:
+            self.progress(events)
+
+    def feed(self, chunk: Chunk, n_memcgs: int) -> None:
+        """Hand the next batch (and how many memcgs are known after it) to every lane."""
+        if self.failed is not None:
+            raise self.failed
+        with self.lock:
+            self.pending[self.fed] = len(self.queues)
+        for q in self.queues:
+            q.put((self.fed, chunk, n_memcgs))
+        self.fed += 1
+
+    def close(self) -> None:
+        """Wait for every lane to finish; raise what failed in one."""
+        self._join()
+        if self.failed is not None:
+            raise self.failed
+
+    def stop(self) -> None:
+        """The feeder failed: lanes drop what is queued and end."""
+        self.stopping = True
+        self._join()
+
+    def _join(self) -> None:
+        for q in self.queues:
+            q.put(None)
+        for t in self.threads:
+            t.join()
