@@ -1,14 +1,16 @@
 """Replay speed and memory: per strategy at the first size, ``--strategy all`` at every size.
 
-    python benchmarks/replay.py [--sizes 10M,50M,100M] [--repeat 3] [--dir /var/tmp]
-                                [--workload container-churn] [--seed 1]
+    python benchmarks/replay.py [--sizes 10M,50M,100M] [--repeat 3] [--dir /var/tmp] [--seed 1]
 
-For each size a synthetic trace is written (``kmemtrace synth``, in a child whose wall time
-and peak RSS are printed), then replayed in fresh child processes, ``--repeat`` times:
+For each size a synthetic container-churn trace is written (``kmemtrace synth``, in a child
+whose wall time and peak RSS are printed). A longer trace is a longer recording of the same
+host: the default 10 M events over 60 s with 200 containers, and N times the events over N
+times the duration with N times the containers. Each trace is replayed in fresh child
+processes, ``--repeat`` times:
 
-* at the first size, each strategy alone on one thread: compiled-loop events/s (the loop's
-  own time) and end-to-end events/s (read + decode + prepare + loop, the ``replay()``
-  call's wall time);
+* at the first size (or ``--alone SIZE``), each strategy alone on one thread:
+  compiled-loop events/s (the loop's own time) and end-to-end events/s (read + decode +
+  prepare + loop, the ``replay()`` call's wall time);
 * at every size, ``--strategy all`` (strategies in parallel threads, one per CPU): wall
   time, events/s per strategy end to end, strategy-events/s, read+prepare seconds, and the
   child's peak RSS (``wait4``), which must not grow with the trace.
@@ -33,6 +35,7 @@ from kmemtrace.params import parse_count
 from kmemtrace.strategies import REGISTRY
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "steady"
+BASE_EVENTS, BASE_SECONDS, BASE_MEMCGS = 10_000_000, 60, 200  # one host's rate
 
 
 def _load() -> str:
@@ -112,9 +115,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="10M,50M,100M")
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--workload", default="container-churn")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--dir", default="/var/tmp")
+    ap.add_argument("--alone", default=None,
+                    help="size at which each strategy also runs alone (default: the first; "
+                         "'none' to skip)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--strategy", default="all", help=argparse.SUPPRESS)
     ap.add_argument("--threads", type=int, help=argparse.SUPPRESS)
@@ -123,16 +128,21 @@ def main() -> None:
         _child(args.child, args.strategy, args.threads)
         return
     with tempfile.TemporaryDirectory(prefix="kmt-bench-", dir=args.dir) as tmp:
-        for i, size in enumerate(args.sizes.split(",")):
+        for size in args.sizes.split(","):
             trace = Path(tmp) / f"trace-{size}"
             print(f"{size} events ({_load()})")
-            _, wall, rss = _run([sys.executable, "-m", "kmemtrace", "synth", args.workload,
+            events = parse_count(size)
+            scale = events / BASE_EVENTS
+            _, wall, rss = _run([sys.executable, "-m", "kmemtrace", "synth", "container-churn",
                                  "-o", str(trace), "--seed", str(args.seed),
-                                 "--events", str(parse_count(size))])
+                                 "--events", str(events),
+                                 "-p", f"duration={BASE_SECONDS * scale:g}s",
+                                 "-p", f"n_memcgs={round(BASE_MEMCGS * scale)}"])
             mb = sum(f.stat().st_size for f in trace.rglob("*.parquet")) / 1e6
-            print(f"  synth {args.workload} seed {args.seed}: {wall:.1f} s, peak RSS "
-                  f"{rss:.0f} MB, {mb:.0f} MB on disk")
-            if i == 0:
+            print(f"  synth container-churn seed {args.seed}, {BASE_SECONDS * scale:g} s, "
+                  f"{round(BASE_MEMCGS * scale)} containers: {wall:.1f} s, peak RSS {rss:.0f} "
+                  f"MB, {mb:.0f} MB on disk")
+            if size == (args.alone or args.sizes.split(",")[0]):
                 _per_strategy(trace, args.repeat)
             _all(trace, args.repeat)
             print(f"  ({_load()})")
