@@ -54,7 +54,7 @@ from kmemtrace.trace.reader import TraceReader
 from kmemtrace.trace.schema import GFP_ACCOUNT, ROOT_MEMCG_ID, EventContext, EventKind
 
 DEFAULT_SAMPLES = 500
-PREFETCH = 2  # prepared batches waiting for the loops
+PREFETCH = 2  # prepared batches a strategy may have waiting: bounds memory, lets it run ahead
 _COLUMNS = ["ts_ns", "kind", "cpu", "ptr", "cache_id", "memcg_id", "gfp", "aux", "aux2",
             "ctx"]
 _INTERRUPT = np.zeros(256, dtype=bool)  # ctx (uint8) -> ran in interrupt context
