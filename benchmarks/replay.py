@@ -1,16 +1,29 @@
-"""Replay speed per strategy on a synthetic 10-million-event trace.
+"""Replay speed and memory: per strategy at the first size, ``--strategy all`` at every size.
 
-    python benchmarks/replay.py [--events 10M] [--repeat 3] [--workload container-churn]
+    python benchmarks/replay.py [--sizes 10M,50M,100M] [--repeat 3] [--dir /var/tmp] [--seed 1]
 
-For each strategy alone, prints the median over ``--repeat`` runs of: compiled-loop
-events/s, end-to-end events/s (read + prepare + loop), wall time; then the one-pass
-``--strategy all`` run, and the process's peak RSS. The first call of a process loads the
-compiled code from numba's cache (or compiles it); that warm-up is done before timing and
-reported separately. Quote medians and ratios: the machines are noisy.
+For each size a synthetic container-churn trace is written (``kmemtrace synth``, in a child
+whose wall time and peak RSS are printed). A longer trace is a longer recording of the same
+host: the default 10 M events over 60 s with 200 containers, and N times the events over N
+times the duration with N times the containers. Each trace is replayed in fresh child
+processes, ``--repeat`` times:
+
+* at the first size (or ``--alone SIZE``), each strategy alone on one thread:
+  compiled-loop events/s (the loop's own time) and end-to-end events/s (read + decode +
+  prepare + loop, the ``replay()`` call's wall time);
+* at every size, ``--strategy all`` (strategies in parallel threads, one per CPU): wall
+  time, events/s per strategy end to end, strategy-events/s, read+prepare seconds, and the
+  child's peak RSS (``wait4``), which must not grow with the trace.
+
+Medians of the repeats (RSS: the largest), with the load average before and after each
+size. Each child first replays a small committed fixture, so that loading (or compiling)
+the engine is not timed. Traces go to a temporary directory under ``--dir``, removed at the
+end. Quote medians and ratios: the machine is shared.
 """
 
 import argparse
-import resource
+import json
+import os
 import statistics
 import subprocess
 import sys
@@ -18,62 +31,122 @@ import tempfile
 import time
 from pathlib import Path
 
-from kmemtrace.replay.engine import replay
-from kmemtrace.strategies import REGISTRY, select
-from kmemtrace.trace.reader import open_trace
+from kmemtrace.params import parse_count
+from kmemtrace.strategies import REGISTRY
+
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "steady"
+BASE_EVENTS, BASE_SECONDS, BASE_MEMCGS = 10_000_000, 60, 200  # one host's rate
 
 
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def _load() -> str:
+    return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def _run(cmd: list[str]) -> tuple[str, float, float]:
+    """(stdout, wall seconds, peak RSS MB) of a child process."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode:
+        raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode})")
+    return out, time.perf_counter() - t0, usage.ru_maxrss / 1024
+
+
+def _child(trace_dir: str, strategy: str, threads: int | None) -> None:
+    """One replay, after a warm-up on a fixture; prints its timings as JSON."""
+    from kmemtrace.replay.engine import replay
+    from kmemtrace.strategies import select
+    from kmemtrace.trace.reader import open_trace
+
+    replay(open_trace(FIXTURE), select(strategy, {}), samples=10, threads=threads)
+    trace = open_trace(trace_dir)
+    t0 = time.perf_counter()
+    r = replay(trace, select(strategy, {}), threads=threads)
+    wall = time.perf_counter() - t0
+    print(json.dumps({"events": r.events, "wall": wall, "read": r.read_seconds,
+                      "loop": {run.strategy.name: run.loop_seconds for run in r.runs}}))
+
+
+def _replays(trace: Path, strategy: str, threads: int | None, repeat: int):
+    cmd = [sys.executable, __file__, "--child", str(trace), "--strategy", strategy]
+    if threads is not None:
+        cmd += ["--threads", str(threads)]
+    runs = []
+    for _ in range(repeat):
+        out, _, rss = _run(cmd)
+        runs.append({**json.loads(out), "rss": rss})
+    return runs
+
+
+def _median(runs: list[dict], key) -> float:
+    return statistics.median(key(r) for r in runs)
+
+
+def _per_strategy(trace: Path, repeat: int) -> None:
+    print(f"  each strategy alone, one thread (medians of {repeat}):")
+    print(f"  {'strategy':10} {'loop Mev/s':>11} {'e2e Mev/s':>10} {'wall s':>7}")
+    for name in REGISTRY:
+        runs = _replays(trace, name, 1, repeat)
+        n = runs[0]["events"]
+        loop = _median(runs, lambda r, name=name: r["loop"][name])
+        wall = _median(runs, lambda r: r["wall"])
+        print(f"  {name:10} {n / loop / 1e6:11.1f} {n / wall / 1e6:10.1f} {wall:7.2f}")
+
+
+def _all(trace: Path, repeat: int) -> None:
+    runs = _replays(trace, "all", None, repeat)
+    n, k = runs[0]["events"], len(runs[0]["loop"])
+    wall = _median(runs, lambda r: r["wall"])
+    loops = {name: n / _median(runs, lambda r, name=name: r["loop"][name]) / 1e6
+             for name in runs[0]["loop"]}
+    slowest = min(loops, key=loops.get)
+    print(f"  --strategy all ({k} strategies, threads = usable CPUs = "
+          f"{len(os.sched_getaffinity(0))}), medians of {repeat}:")
+    print(f"    wall {wall:.1f} s; end to end {n / wall / 1e6:.1f} M events/s per strategy, "
+          f"{k * n / wall / 1e6:.1f} M strategy-events/s")
+    print(f"    read+decode+prepare {_median(runs, lambda r: r['read']):.1f} s (one thread, "
+          f"overlapped with the loops); slowest loop {slowest} {loops[slowest]:.1f} M ev/s")
+    print(f"    peak RSS {max(r['rss'] for r in runs):.0f} MB")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--events", default="10M")
+    ap.add_argument("--sizes", default="10M,50M,100M")
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--workload", default="container-churn")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--dir", default="/var/tmp")
+    ap.add_argument("--alone", default=None,
+                    help="size at which each strategy also runs alone (default: the first; "
+                         "'none' to skip)")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--strategy", default="all", help=argparse.SUPPRESS)
+    ap.add_argument("--threads", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory(prefix="kmt-bench-") as tmp:
-        path = Path(tmp) / "trace"
-        t0 = time.perf_counter()
-        # In a child process, so that the peak RSS below is the replay's own.
-        subprocess.run([sys.executable, "-m", "kmemtrace", "synth", args.workload, "-o",
-                        str(path), "--seed", str(args.seed), "--events", args.events],
-                       check=True, stdout=subprocess.DEVNULL)
-        trace = open_trace(path)
-        print(f"trace: {args.workload} seed {args.seed}, {trace.n_events:,} events, "
-              f"synthesised in {time.perf_counter() - t0:.1f} s")
-        t0 = time.perf_counter()
-        replay(trace, select("all", {}), samples=10)  # warm the compiled code
-        print(f"warm-up (cache load / compile + one pass): {time.perf_counter() - t0:.1f} s\n")
-        print(f"{'strategy':10} {'loop Mev/s':>11} {'e2e Mev/s':>10} {'wall s':>7}")
-        loop_rates = {}
-        for name in REGISTRY:
-            loops, walls = [], []
-            for _ in range(args.repeat):
-                t0 = time.perf_counter()
-                r = replay(trace, select(name, {}))
-                walls.append(time.perf_counter() - t0)
-                loops.append(r.runs[0].loop_seconds)
-            n = r.events
-            loop_rates[name] = n / statistics.median(loops) / 1e6
-            print(f"{name:10} {loop_rates[name]:11.1f} {n / statistics.median(walls) / 1e6:10.1f} "
-                  f"{statistics.median(walls):7.2f}")
-        walls = []
-        for _ in range(args.repeat):
-            t0 = time.perf_counter()
-            r = replay(trace, select("all", {}))
-            walls.append(time.perf_counter() - t0)
-        wall = statistics.median(walls)
-        print(f"\n--strategy all, one pass: {wall:.2f} s = {len(REGISTRY) * n / wall / 1e6:.1f} M "
-              f"strategy-events/s; read+prepare {r.read_seconds:.2f} s of it")
-        slowest = min(loop_rates, key=loop_rates.get)
-        print(f"slowest strategy loop: {slowest} {loop_rates[slowest]:.1f} M ev/s "
-              f"({loop_rates[slowest] / 5:.1f}x the 5 M ev/s bar)")
-        print(f"peak RSS of the replay process: {_peak_rss_mb():.0f} MB "
-              f"(the trace is {sum(p['bytes'] for p in trace.meta['parts']) / 1e6:.0f} MB "
-              "on disk)")
+    if args.child:
+        _child(args.child, args.strategy, args.threads)
+        return
+    with tempfile.TemporaryDirectory(prefix="kmt-bench-", dir=args.dir) as tmp:
+        for size in args.sizes.split(","):
+            trace = Path(tmp) / f"trace-{size}"
+            print(f"{size} events ({_load()})")
+            events = parse_count(size)
+            scale = events / BASE_EVENTS
+            _, wall, rss = _run([sys.executable, "-m", "kmemtrace", "synth", "container-churn",
+                                 "-o", str(trace), "--seed", str(args.seed),
+                                 "--events", str(events),
+                                 "-p", f"duration={BASE_SECONDS * scale:g}s",
+                                 "-p", f"n_memcgs={round(BASE_MEMCGS * scale)}"])
+            mb = sum(f.stat().st_size for f in trace.rglob("*.parquet")) / 1e6
+            print(f"  synth container-churn seed {args.seed}, {BASE_SECONDS * scale:g} s, "
+                  f"{round(BASE_MEMCGS * scale)} containers: {wall:.1f} s, peak RSS {rss:.0f} "
+                  f"MB, {mb:.0f} MB on disk")
+            if size == (args.alone or args.sizes.split(",")[0]):
+                _per_strategy(trace, args.repeat)
+            _all(trace, args.repeat)
+            print(f"  ({_load()})")
+            subprocess.run(["rm", "-rf", str(trace)], check=True)
 
 
 if __name__ == "__main__":

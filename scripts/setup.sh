@@ -39,3 +39,9 @@ if [[ -w "$link_dir" ]]; then
 else
   echo "setup: cannot write $link_dir; run kmemtrace as $target (or rerun setup as root)" >&2
 fi
+
+# Build the compiled replay engine now, not on the user's first replay (numba caches it per
+# user and per source version; another user, or a changed model, compiles once more and
+# says so). A replay of the smallest committed fixture compiles every strategy's path.
+echo "setup: compiling the replay engine once (~25 s)"
+.venv/bin/kmemtrace replay fixtures/steady --format text > /dev/null

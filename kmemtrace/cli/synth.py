@@ -70,7 +70,7 @@ def synth(
         gen = bar.add_task(f"generating {workload}", total=None)
         synthesis, params = synthesize(workload, seed=seed, n_events=n_events, raw_params=raw)
         bar.remove_task(gen)
-        task = bar.add_task(f"writing {output}", total=len(synthesis.columns["ts_ns"]))
+        task = bar.add_task(f"writing {output}", total=synthesis.approx_events)
         writer = write_synthesis(
             output, synthesis, workload=workload, seed=seed, params=params,
             command=["kmemtrace", *sys.argv[1:]], overwrite=force,

@@ -1,12 +1,16 @@
 """Replay driver: stream a trace once, feed every selected strategy's model.
 
-The trace is read part by part (memory bounded by live objects, not trace length). Each
-part is prepared once (memcg ids to dense indices, unaccounted allocations to the root
-memcg) and handed to every strategy's compiled loop in turn, so ``--strategy all`` reads
-the trace a single time.
+The trace is read a row group at a time (memory bounded by live objects, not trace
+length). Each batch is prepared once (memcg ids to dense indices, unaccounted allocations
+to the root memcg) and handed to every strategy's compiled loop, so ``--strategy all``
+reads the trace a single time; each strategy replays in its own thread (the loop releases
+the GIL), as many at once as there are usable CPUs, while the next batch is read.
 """
 
 import itertools
+import os
+import queue
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from kmemtrace.errors import UsageError
 from kmemtrace.model.eras import DEFAULT_ERA, ERA_3_14, Era, geometry, get_era
 from kmemtrace.model.metadata import MetadataCosts, metadata_costs
 from kmemtrace.model.objects import grow_objects
@@ -51,10 +56,11 @@ from kmemtrace.trace.reader import TraceReader
 from kmemtrace.trace.schema import GFP_ACCOUNT, ROOT_MEMCG_ID, EventContext, EventKind
 
 DEFAULT_SAMPLES = 500
-PROGRESS_SLICE = 1 << 20  # events per progress update
+PREFETCH = 2  # prepared batches a strategy may have waiting: bounds memory, lets it run ahead
 _COLUMNS = ["ts_ns", "kind", "cpu", "ptr", "cache_id", "memcg_id", "gfp", "aux", "aux2",
             "ctx"]
-_INTERRUPT = np.array([EventContext.SOFTIRQ, EventContext.HARDIRQ, EventContext.NMI])
+_INTERRUPT = np.zeros(256, dtype=bool)  # ctx (uint8) -> ran in interrupt context
+_INTERRUPT[[EventContext.SOFTIRQ, EventContext.HARDIRQ, EventContext.NMI]] = True
 _GROW = {NEED_SLABS: grow_slabs, NEED_INSTANCES: grow_instances, NEED_OBJECTS: grow_objects}
 
 
@@ -120,18 +126,23 @@ def prepare(cols: dict[str, np.ndarray], memcgs: MemcgIndex, accounted_caches: n
         by_cache = known & accounted_caches[np.where(known, cache, 0)]
         accounted = ((cols["gfp"] & GFP_ACCOUNT) != 0) | by_cache
     ctx = cols["ctx"]
-    interrupt = is_alloc & np.isin(ctx, _INTERRUPT)
+    interrupt = is_alloc & _INTERRUPT[ctx]
     charged = is_alloc & accounted & (memcg != 0)
     memcg[is_alloc & (~accounted | interrupt)] = 0
     cache[~known] = -1
+    # Copies throughout: the reader's arrays are Arrow's, read-only, and the compiled loop
+    # is built for writable ones (a read-only array would compile it again).
     aux = cols["aux"].astype(np.int64)
     mkdir = kind == EventKind.MEMCG_MKDIR
     if mkdir.any():
         aux[mkdir] = memcgs.map(cols["aux"][mkdir].astype(np.uint64))
+    cpu = cols["cpu"].astype(np.int64)
+    if len(cpu) and (cpu.min() < 0 or cpu.max() >= ncpu):
+        cpu %= ncpu
     return Chunk(
-        ts=cols["ts_ns"].astype(np.int64), kind=kind.astype(np.int64),
-        cpu=cols["cpu"].astype(np.int64) % ncpu, ptr=cols["ptr"].astype(np.uint64),
-        cache=cache, memcg=memcg, aux=aux, aux2=cols["aux2"].astype(np.int64),
+        ts=cols["ts_ns"].astype(np.int64), kind=kind.astype(np.int64), cpu=cpu,
+        ptr=cols["ptr"].astype(np.uint64), cache=cache, memcg=memcg, aux=aux,
+        aux2=cols["aux2"].astype(np.int64),
         interrupt_allocs=int((charged & interrupt).sum()),
         unknown_ctx_allocs=int((is_alloc & (ctx == EventContext.UNKNOWN)).sum()),
     )
@@ -224,13 +235,16 @@ def start_run(strategy: Strategy, params: dict, era: Era, geom: np.ndarray, ncpu
 
 def replay(trace: TraceReader, selection: list[tuple[Strategy, dict]], *,
            era: str = DEFAULT_ERA, samples: int = DEFAULT_SAMPLES,
-           progress: Callable[[int], None] | None = None, cpus: int | None = None,
+           progress: Callable[[int], None] | None = None, batch_rows: int | None = None,
+           threads: int | None = None, cpus: int | None = None,
            from_kernel_state: bool = False) -> Replay:
     """Replay ``trace`` under every (strategy, params) of ``selection``.
 
-    ``cpus``: replay as if on that many CPUs; ``from_kernel_state``: start the model from
-    the kernel's slabs at record start (both in :mod:`kmemtrace.replay.whatif`).
-    """
+    The trace streams in batches (row groups, or ``batch_rows`` rows), each handed to
+    every strategy's model in turn; strategies run in ``threads`` threads (default: one
+    per strategy, at most the usable CPUs). Neither changes a result. ``cpus``: replay as
+    if on that many CPUs; ``from_kernel_state``: start the model from the kernel's slabs at
+    record start (both in :mod:`kmemtrace.replay.whatif`)."""
     era_obj = get_era(era)
     caches = trace.caches
     geom = geometry(caches, era_obj)
@@ -257,35 +271,32 @@ def replay(trace: TraceReader, selection: list[tuple[Strategy, dict]], *,
         f"and per-CPU statistics), {costs.objcg:,} B per obj_cgroup.", *scope_notes],
         warnings=warnings)
     offlines = []
-    t_read = time.perf_counter()
     prelude = kernel_start(trace) if from_kernel_state else None
     if from_kernel_state:
         result.notes.append(
             "The model started from the kernel's slabs and objects at record start "
             + ("(objects of unknown owner, in the root caches)." if prelude is not None
                else "— but the trace has no /sys/kernel/slab sample: it started empty."))
-    parts = trace.iter_parts(_COLUMNS + (["pid"] if cpus else []))
-    for cols in itertools.chain([prelude] if prelude is not None else [], parts):
-        if cpus:
-            cols["cpu"] = map_cpus(cols["cpu"], cols["pid"], recorded_cpus, ncpu)
-        chunk = prepare(cols, memcgs, accounted, ncpu, all_accounted=all_accounted)
-        result.interrupt_allocs += chunk.interrupt_allocs
-        result.unknown_ctx_allocs += chunk.unknown_ctx_allocs
-        offlines.append(chunk.ts[chunk.kind == EventKind.MEMCG_OFFLINE])
-        result.read_seconds += time.perf_counter() - t_read
-        for run in runs:
-            run.model = grow_memcgs(run.model, len(memcgs) + 1)
-        # Slices only pace the progress report; results do not depend on them.
-        for lo in range(0, len(chunk.ts), PROGRESS_SLICE):
-            hi = min(lo + PROGRESS_SLICE, len(chunk.ts))
-            for run in runs:
-                t0 = time.perf_counter()
-                run.model = _run_chunk(run.model, run.pol, chunk, lo, hi)
-                run.loop_seconds += time.perf_counter() - t0
-            if progress is not None:
-                progress(hi - lo)
-        result.events += len(chunk.ts) if cols is not prelude else 0
-        t_read = time.perf_counter()
+    batches = trace.iter_batches(_COLUMNS + (["pid"] if cpus else []), batch_rows)
+    lanes = _Lanes(runs, _threads(threads, len(runs)), progress)
+    try:
+        t0 = time.perf_counter()
+        for cols in itertools.chain([prelude] if prelude is not None else [], batches):
+            if cpus:
+                cols["cpu"] = map_cpus(cols["cpu"], cols["pid"], recorded_cpus, ncpu)
+            chunk = prepare(cols, memcgs, accounted, ncpu, all_accounted=all_accounted)
+            result.read_seconds += time.perf_counter() - t0
+            result.interrupt_allocs += chunk.interrupt_allocs
+            result.unknown_ctx_allocs += chunk.unknown_ctx_allocs
+            offlines.append(chunk.ts[chunk.kind == EventKind.MEMCG_OFFLINE])
+            if cols is not prelude:  # the kernel's start state is not a recorded event
+                result.events += len(chunk.ts)
+            lanes.feed(chunk, len(memcgs))
+            t0 = time.perf_counter()
+    except BaseException:
+        lanes.stop()
+        raise
+    lanes.close()
     # A recording that could not write its last rows (disk full) counts their loss in meta
     # only: LOST rows of sealed parts alone would understate it.
     lost_in_meta = int(trace.meta["lost"]["total"])
@@ -306,11 +317,101 @@ def replay(trace: TraceReader, selection: list[tuple[Strategy, dict]], *,
     return result
 
 
-def _run_chunk(model: Model, pol: np.ndarray, c: Chunk, lo: int, hi: int) -> Model:
-    pos = lo
-    while pos < hi:
-        pos, need = run_events(model, pol, c.ts[:hi], c.kind[:hi], c.cpu[:hi], c.ptr[:hi],
-                               c.cache[:hi], c.memcg[:hi], c.aux[:hi], c.aux2[:hi], pos)
+def _run_chunk(model: Model, pol: np.ndarray, c: Chunk) -> tuple[Model, float]:
+    """Run one strategy over one chunk; (the model, grown as needed; loop seconds)."""
+    t0 = time.perf_counter()
+    pos, n = 0, len(c.ts)
+    while pos < n:
+        pos, need = run_events(model, pol, c.ts, c.kind, c.cpu, c.ptr, c.cache, c.memcg,
+                               c.aux, c.aux2, pos)
         if need:
             model = _GROW[need](model)
-    return model
+    return model, time.perf_counter() - t0
+
+
+def _threads(threads: int | None, n_runs: int) -> int:
+    """One thread per strategy, at most one per CPU this process may use."""
+    if threads is not None:
+        if threads < 1:
+            raise UsageError(f"threads={threads}: must be at least 1")
+        return threads
+    return max(1, min(n_runs, len(os.sched_getaffinity(0))))
+
+
+class _Lanes:
+    """One thread per strategy, each replaying the batches in order into its own model.
+
+    Strategies share nothing but the (read-only) batches, and the loop runs without the
+    GIL, so ``threads`` of them run at once (a semaphore), each as far ahead as it can: a
+    fast strategy does not wait at every batch for the slowest, and reading the next batch
+    overlaps the loops. A lane holds at most ``PREFETCH`` batches not yet replayed, so the
+    reader waits for the slowest strategy and memory stays bounded whatever the length.
+    ``progress(n)`` is called once every strategy has replayed a batch of ``n`` events."""
+
+    def __init__(self, runs: list[StrategyRun], threads: int,
+                 progress: Callable[[int], None] | None) -> None:
+        self.slots = threading.Semaphore(threads)
+        self.progress = progress
+        self.failed: BaseException | None = None
+        self.stopping = False
+        self.lock = threading.Lock()
+        self.pending: dict[int, int] = {}  # batch number -> lanes yet to replay it
+        self.fed = 0
+        self.queues = [queue.Queue(maxsize=PREFETCH) for _ in runs]
+        self.threads = [threading.Thread(target=self._lane, args=(run, q), daemon=True,
+                                         name=f"kmemtrace-{run.strategy.name}")
+                        for run, q in zip(runs, self.queues, strict=True)]
+        for t in self.threads:
+            t.start()
+
+    def _lane(self, run: StrategyRun, q: queue.Queue) -> None:
+        try:
+            while (item := q.get()) is not None:
+                number, chunk, n_memcgs = item
+                if self.failed is not None or self.stopping:
+                    continue  # drain: the replay is failing
+                run.model = grow_memcgs(run.model, n_memcgs + 1)
+                with self.slots:
+                    run.model, seconds = _run_chunk(run.model, run.pol, chunk)
+                run.loop_seconds += seconds
+                self._done(number, len(chunk.ts))
+        except BaseException as exc:  # handed to the feeding thread, which raises it
+            self.failed = self.failed or exc
+            while q.get() is not None:
+                pass
+
+    def _done(self, number: int, events: int) -> None:
+        with self.lock:
+            self.pending[number] -= 1
+            last = self.pending[number] == 0
+            if last:
+                del self.pending[number]
+        if last and self.progress is not None:
+            self.progress(events)
+
+    def feed(self, chunk: Chunk, n_memcgs: int) -> None:
+        """Hand the next batch (and how many memcgs are known after it) to every lane."""
+        if self.failed is not None:
+            raise self.failed
+        with self.lock:
+            self.pending[self.fed] = len(self.queues)
+        for q in self.queues:
+            q.put((self.fed, chunk, n_memcgs))
+        self.fed += 1
+
+    def close(self) -> None:
+        """Wait for every lane to finish; raise what failed in one."""
+        self._join()
+        if self.failed is not None:
+            raise self.failed
+
+    def stop(self) -> None:
+        """The feeder failed: lanes drop what is queued and end."""
+        self.stopping = True
+        self._join()
+
+    def _join(self) -> None:
+        for q in self.queues:
+            q.put(None)
+        for t in self.threads:
+            t.join()

@@ -1,8 +1,9 @@
 """Synthetic workloads: deterministic, vectorised generators of kmemtrace traces.
 
 ``WORKLOADS`` is the registry (name -> :class:`~kmemtrace.synth.base.Workload`);
-:func:`synthesize` runs one in memory and :func:`write_synthesis` stores it as a trace, so
-benchmarks can time generation and writing separately.
+:func:`synthesize` sizes one (its events stream, batch by batch, when read) and
+:func:`write_synthesis` stores it as a trace, a batch at a time: memory holds one batch
+and the objects alive across it, not the trace.
 """
 
 from collections.abc import Callable
@@ -21,7 +22,6 @@ from kmemtrace.trace.writer import TraceWriter
 WORKLOADS: dict[str, Workload] = {
     w.name: w for w in (container_churn.WORKLOAD, long_tail.WORKLOAD, steady.WORKLOAD)
 }
-WRITE_CHUNK_ROWS = 1_000_000
 
 
 def get_workload(name: str) -> Workload:
@@ -65,11 +65,11 @@ def write_synthesis(
     meta["memcgs"] = synthesis.memcgs
     meta["clock"] = {"start_ns": synthesis.start_ns, "end_ns": synthesis.end_ns}
     meta["workload"] = {"name": workload, "seed": seed, "params": params}
-    cols = synthesis.columns
-    total = len(cols["ts_ns"])
     with TraceWriter(path, meta, overwrite=overwrite) as writer:
-        for lo in range(0, total, WRITE_CHUNK_ROWS):
-            writer.append({k: v[lo:lo + WRITE_CHUNK_ROWS] for k, v in cols.items()})
+        for batch in synthesis.stream():
+            writer.append(batch)
+            # Stamps are bumped to be unique: a crowd at the very end may pass the end.
+            meta["clock"]["end_ns"] = max(meta["clock"]["end_ns"], int(batch["ts_ns"][-1]))
             if on_rows:
-                on_rows(min(WRITE_CHUNK_ROWS, total - lo))
+                on_rows(len(batch["ts_ns"]))
     return writer

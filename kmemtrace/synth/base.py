@@ -1,32 +1,46 @@
 """The interface every synthetic workload implements, and the parameters they share.
 
 A workload is a name, a one-line summary, its :class:`~kmemtrace.params.ParamSpec` tuple
-and a ``generate(rng, n_events, params)`` function returning a :class:`Synthesis`. The
+and a ``generate(rng, n_events, params)`` function returning a :class:`Synthesis`, whose
+events stream in batches so that a 100 M-event trace never sits in memory. The
 shared machinery (memcg plans, object populations, event assembly) lives in
 :mod:`kmemtrace.synth.population` and :mod:`kmemtrace.synth.events`, so a workload module
 only says what is particular about it.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
 from kmemtrace.errors import UsageError
 from kmemtrace.params import ParamSpec
+from kmemtrace.trace.schema import empty_columns
 
 NS_PER_S = 1_000_000_000
 
 
 @dataclass
 class Synthesis:
-    """A generated trace in memory: sorted event columns plus what meta.json needs."""
+    """A generated trace: its events as a stream of sorted batches, plus what meta.json
+    needs. The stream is drawn afresh on every pass, the same every time."""
 
-    columns: dict[str, np.ndarray]  # every schema column, sorted, seq = row index
+    # Every schema column, seq = row index; ``stream(objects_per_window=n)`` draws n
+    # objects at a time (another window size draws another trace of the same workload).
+    stream: Callable[..., Iterator[dict[str, np.ndarray]]]
     memcgs: list[dict]  # meta["memcgs"]: {id, parent, path, level}
     start_ns: int
-    end_ns: int
+    end_ns: int  # the trace's nominal end; a last event after it moves it (write_synthesis)
     ncpus: int
+    approx_events: int  # what the population was sized to give
+
+    @property
+    def columns(self) -> dict[str, np.ndarray]:
+        """The whole trace in memory (small traces and tests): the batches concatenated."""
+        batches = list(self.stream())
+        if not batches:
+            return empty_columns(0)
+        return {name: np.concatenate([b[name] for b in batches]) for name in batches[0]}
 
 
 @dataclass(frozen=True)

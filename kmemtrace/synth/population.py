@@ -1,13 +1,12 @@
 """Memcg plans and object populations, drawn with numpy in bulk.
 
 Times here are float nanoseconds from the trace start; :mod:`kmemtrace.synth.events` turns
-them into integer, strictly increasing timestamps. A population is a set of i.i.d. objects,
-which is what lets :func:`fit_population` hit an event count by taking a prefix: any prefix
-of i.i.d. draws has the same distribution, only fewer objects.
+them into integer, strictly increasing timestamps. A population is a set of i.i.d. objects;
+a long trace draws it window by window of allocation time (:func:`draw_window`), so only
+one window's objects are ever in memory.
 """
 
-from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -64,14 +63,6 @@ class Population:
     def __len__(self) -> int:
         return len(self.alloc_t)
 
-    def head(self, k: int) -> "Population":
-        return Population(*(getattr(self, f.name)[:k] for f in fields(self)))
-
-    @staticmethod
-    def concat(parts: list["Population"]) -> "Population":
-        return Population(*(np.concatenate([getattr(p, f.name) for p in parts])
-                            for f in fields(Population)))
-
 
 @dataclass(frozen=True)
 class Lifetimes:
@@ -106,10 +97,61 @@ def draw_population(
     remote_free: float,
 ) -> Population:
     """``n`` i.i.d. objects: memcg by rate x alive time, uniform alloc time while alive."""
-    alive = plan.exit_t - plan.mkdir_t
-    p = plan.weight * alive
+    lo, hi = alive_spans(plan)
+    p = plan.weight * (hi - lo)
     memcg = rng.choice(plan.n, size=n, p=p / p.sum())
-    alloc_t = plan.mkdir_t[memcg] + 1.0 + rng.random(n) * (alive[memcg] - 2.0)
+    alloc_t = lo[memcg] + rng.random(n) * (hi - lo)[memcg]
+    return objects_at(rng, plan, memcg, alloc_t, cache_p, life, ncpus, remote_free)
+
+
+def alive_spans(plan: MemcgPlan) -> tuple[np.ndarray, np.ndarray]:
+    """When each memcg's tasks allocate: strictly between its mkdir and its tasks' exit."""
+    lo = plan.mkdir_t + 1.0
+    return lo, np.maximum(plan.exit_t - 1.0, lo)
+
+
+def window_masses(plan: MemcgPlan, edges: np.ndarray) -> np.ndarray:
+    """[window, memcg] expected allocations: rate x the part of its span in the window."""
+    lo, hi = alive_spans(plan)
+    overlap = (np.minimum(hi[None, :], edges[1:, None])
+               - np.maximum(lo[None, :], edges[:-1, None]))
+    return plan.weight[None, :] * np.clip(overlap, 0.0, None)
+
+
+def draw_window(
+    rng: np.random.Generator,
+    plan: MemcgPlan,
+    n: int,
+    mass: np.ndarray,
+    t0: float,
+    t1: float,
+    cache_p: np.ndarray,
+    life: Lifetimes,
+    ncpus: int,
+    remote_free: float,
+) -> Population:
+    """The ``n`` objects allocated in ``[t0, t1)``: memcg by ``mass``, time uniform in
+    the part of its span inside the window. Over all windows this is the distribution of
+    :func:`draw_population`, a window at a time."""
+    lo, hi = alive_spans(plan)
+    memcg = rng.choice(plan.n, size=n, p=mass / mass.sum())
+    a, b = np.maximum(lo, t0)[memcg], np.minimum(hi, t1)[memcg]
+    alloc_t = a + rng.random(n) * (b - a)
+    return objects_at(rng, plan, memcg, alloc_t, cache_p, life, ncpus, remote_free)
+
+
+def objects_at(
+    rng: np.random.Generator,
+    plan: MemcgPlan,
+    memcg: np.ndarray,
+    alloc_t: np.ndarray,
+    cache_p: np.ndarray,
+    life: Lifetimes,
+    ncpus: int,
+    remote_free: float,
+) -> Population:
+    """Cache, lifetime, CPUs and pid of objects whose memcg and alloc time are drawn."""
+    n = len(memcg)
     cache = rng.choice(len(CACHES), size=n, p=cache_p).astype(np.int32)
 
     medium = rng.random(n) < life.medium_fraction
@@ -144,24 +186,3 @@ def draw_cpus(rng: np.random.Generator, n: int, ncpus: int, remote_free: float):
     remote = rng.random(n) < remote_free
     other = (alloc_cpu + rng.integers(1, ncpus, size=n)) % ncpus
     return alloc_cpu, np.where(remote, other, alloc_cpu).astype(np.int32)
-
-
-def fit_population(
-    target_events: int, end_t: float, draw: Callable[[int], Population]
-) -> Population:
-    """The shortest prefix of i.i.d. objects whose ALLOC + in-trace FREE events reach target.
-
-    A pilot draw estimates events per object so that one main draw usually suffices.
-    """
-    pilot = draw(min(4096, max(target_events, 1)))
-    per_object = float(np.mean(1 + (pilot.free_t < end_t)))
-    parts: list[Population] = []
-    have = 0
-    while have < target_events:
-        need = target_events - have
-        chunk = draw(int(need / per_object * 1.02) + 64)
-        events = np.cumsum(1 + (chunk.free_t < end_t))
-        k = int(np.searchsorted(events, need)) + 1
-        parts.append(chunk.head(k))
-        have += int(events[min(k, len(events)) - 1])
-    return Population.concat(parts)

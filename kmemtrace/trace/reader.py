@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 
 from kmemtrace.errors import TraceFormatError
 from kmemtrace.trace.meta import load_meta
-from kmemtrace.trace.rowcheck import CHECKED, check_rows
+from kmemtrace.trace.rowcheck import CHECKED, RowCheck
 from kmemtrace.trace.schema import (
     ARROW_SCHEMA,
     COLUMNS,
@@ -107,51 +107,81 @@ class TraceReader:
     def _part_path(self, part: dict) -> Path:
         return self.path / EVENTS_DIR / part["file"]
 
-    def _read_part(self, part: dict, columns: list[str] | None) -> pa.Table:
+    def _open_part(self, part: dict, columns: list[str] | None):
+        """The part's Parquet file and the columns to read, its schema and size checked."""
         path = self._part_path(part)
         if not path.exists():
             raise TraceFormatError(
                 f"{path}: listed in meta.json but missing; the trace was moved incompletely"
             )
-        v1 = self.meta["format_version"] == 1
-        on_disk = V1_ARROW_SCHEMA if v1 else ARROW_SCHEMA
+        on_disk = V1_ARROW_SCHEMA if self.meta["format_version"] == 1 else ARROW_SCHEMA
+        try:
+            pfile = pq.ParquetFile(path, page_checksum_verification=True)
+        except (pa.ArrowException, OSError) as exc:
+            raise _damaged(path, exc) from None
+        if not pfile.schema_arrow.equals(on_disk, check_metadata=False):
+            raise TraceFormatError(
+                f"{path}: columns {pfile.schema_arrow.names} do not match format "
+                f"{self.meta['format_version']} (see docs/trace-format.md)"
+            )
+        if pfile.metadata.num_rows != part["rows"]:
+            raise TraceFormatError(
+                f"{path}: holds {pfile.metadata.num_rows} rows but meta.json says "
+                f"{part['rows']}; the part was replaced or truncated"
+            )
         # The checked columns are always read: checking is cheap, a wrong answer is not.
         wanted = None if columns is None else [
             c for c in on_disk.names if c in columns or c in CHECKED]
-        try:
-            table = pq.read_table(path, columns=wanted, page_checksum_verification=True)
-        except (pa.ArrowException, OSError) as exc:
-            raise TraceFormatError(
-                f"{path}: damaged Parquet part ({str(exc).splitlines()[0]}); "
-                "delete it from meta.json's parts to read the rest, or re-record"
-            ) from None
-        expected = on_disk if wanted is None else pa.schema([on_disk.field(c) for c in wanted])
-        if not table.schema.equals(expected, check_metadata=False):
-            raise TraceFormatError(
-                f"{path}: columns {table.schema.names} do not match format "
-                f"{self.meta['format_version']} (see docs/trace-format.md)"
-            )
-        if table.num_rows != part["rows"]:
-            raise TraceFormatError(
-                f"{path}: holds {table.num_rows} rows but meta.json says {part['rows']}; "
-                "the part was replaced or truncated"
-            )
-        check_rows(path, part, {c: table.column(c).to_numpy() for c in CHECKED
-                                if c in table.schema.names}, len(self.caches))
-        if v1 and (columns is None or "ctx" in columns):
-            ctx = pa.array(np.full(table.num_rows, EventContext.UNKNOWN, np.uint8))
-            table = table.append_column(ARROW_SCHEMA.field("ctx"), ctx)
-        return table
+        return path, pfile, wanted
+
+    def _part_batches(self, part: dict, columns: list[str] | None,
+                      batch_rows: int | None) -> Iterator[dict[str, np.ndarray]]:
+        """One part's rows, a row group (or ``batch_rows`` rows) at a time, checked."""
+        path, pfile, wanted = self._open_part(part, columns)
+        add_ctx = self.meta["format_version"] == 1 and (columns is None or "ctx" in columns)
+        check = RowCheck(path, part, len(self.caches))
+        if batch_rows is None:
+            batches = (pfile.read_row_group(i, columns=wanted)
+                       for i in range(pfile.num_row_groups))
+        else:
+            batches = pfile.iter_batches(batch_size=batch_rows, columns=wanted)
+        while True:
+            try:
+                batch = next(batches, None)
+            except (pa.ArrowException, OSError) as exc:
+                raise _damaged(path, exc) from None
+            if batch is None:
+                break
+            cols = {name: batch.column(name).to_numpy() for name in batch.schema.names}
+            check.feed(cols)
+            if add_ctx:
+                cols["ctx"] = np.full(batch.num_rows, EventContext.UNKNOWN, np.uint8)
+            yield {name: col for name, col in cols.items()
+                   if columns is None or name in columns}
+        check.end()
+
+    def iter_batches(self, columns: list[str] | None = None,
+                     batch_rows: int | None = None) -> Iterator[dict[str, np.ndarray]]:
+        """Yield the trace as ``{column: numpy array}`` batches, in time order.
+
+        A batch is one Parquet row group (the writer's are 1 Mi rows), or ``batch_rows``
+        rows: memory holds one batch, however long the trace or its parts."""
+        _check_columns(columns)
+        for part in self.meta["parts"]:
+            yield from self._part_batches(part, columns, batch_rows)
 
     def iter_parts(self, columns: list[str] | None = None) -> Iterator[dict[str, np.ndarray]]:
         """Yield each part as ``{column: numpy array}``, in time order."""
-        for col in columns or []:
-            if col not in COLUMNS:
-                raise TraceFormatError(f"unknown column {col!r}; columns are {list(COLUMNS)}")
+        _check_columns(columns)
         for part in self.meta["parts"]:
-            table = self._read_part(part, columns)
-            yield {name: table.column(name).to_numpy() for name in table.schema.names
-                   if columns is None or name in columns}
+            batches = list(self._part_batches(part, columns, None))
+            if len(batches) == 1:
+                yield batches[0]
+            elif batches:
+                yield {name: np.concatenate([b[name] for b in batches]) for name in batches[0]}
+            else:
+                yield {name: np.zeros(0, dtype=COLUMNS[name]) for name in
+                       (columns if columns is not None else COLUMNS)}
 
     def to_pandas(self, kinds: list[EventKind] | None = None) -> pd.DataFrame:
         """The whole trace as one DataFrame (small traces, analyses and tests)."""
@@ -164,6 +194,18 @@ class TraceReader:
         if not frames:
             return pd.DataFrame({n: np.zeros(0, dtype=dt) for n, dt in COLUMNS.items()})
         return pd.concat(frames, ignore_index=True)
+
+
+def _check_columns(columns: list[str] | None) -> None:
+    for col in columns or []:
+        if col not in COLUMNS:
+            raise TraceFormatError(f"unknown column {col!r}; columns are {list(COLUMNS)}")
+
+
+def _damaged(path: Path, exc: Exception) -> TraceFormatError:
+    return TraceFormatError(
+        f"{path}: damaged Parquet part ({str(exc).splitlines()[0]}); "
+        "delete it from meta.json's parts to read the rest, or re-record")
 
 
 def open_trace(path: str | Path) -> TraceReader:

@@ -4,6 +4,9 @@ Why always: a replay that meets a row out of order, a cache id past the cache ta
 event kind it does not know used to clamp, skip or ignore it and print different numbers
 with no warning. These are vectorised passes over three columns (a few ms per million
 rows), so every reader runs them, and the first bad row is named by part and row.
+
+A part may be checked batch by batch (:class:`RowCheck`), so a reader that streams row
+groups holds one batch, not the part; the order check then spans batch boundaries.
 """
 
 from pathlib import Path
@@ -22,28 +25,60 @@ def _row_error(path: Path, row: int, what: str) -> TraceFormatError:
                             "written out of contract (see docs/trace-format.md)")
 
 
+class RowCheck:
+    """The checks of one part, fed its rows in order, one batch at a time."""
+
+    def __init__(self, path: Path, part: dict, n_caches: int) -> None:
+        self.path, self.part, self.n_caches = path, part, n_caches
+        self.rows = 0
+        self.first_ts: int | None = None
+        self.last_ts: int | None = None
+
+    def feed(self, cols: dict[str, np.ndarray]) -> None:
+        """Check the next batch of rows (row numbers in errors count from the part's start)."""
+        ts = cols["ts_ns"]
+        if len(ts) == 0:
+            return
+        path, row0 = self.path, self.rows
+        if self.last_ts is not None and int(ts[0]) < self.last_ts:
+            raise _row_error(path, row0, f"ts_ns {int(ts[0])} is before row {row0 - 1}'s "
+                                         f"{self.last_ts} (rows are sorted by time)")
+        back = np.flatnonzero(ts[1:] < ts[:-1])
+        if len(back):
+            i = int(back[0]) + 1
+            raise _row_error(path, row0 + i, f"ts_ns {int(ts[i])} is before row "
+                                             f"{row0 + i - 1}'s {int(ts[i - 1])} "
+                                             "(rows are sorted by time)")
+        kind = cols["kind"]
+        unknown = np.flatnonzero(~np.isin(kind, _KINDS))
+        if len(unknown):
+            i = int(unknown[0])
+            raise _row_error(path, row0 + i, f"unknown event kind {int(kind[i])}")
+        cache = cols["cache_id"]
+        outside = np.flatnonzero((cache < -1) | (cache >= self.n_caches))
+        if len(outside):
+            i = int(outside[0])
+            raise _row_error(path, row0 + i, f"cache_id {int(cache[i])} is not in "
+                                             f"meta.json's {self.n_caches} caches")
+        if self.first_ts is None:
+            self.first_ts = int(ts[0])
+        self.last_ts = int(ts[-1])
+        self.rows += len(ts)
+
+    def end(self) -> None:
+        """After the last batch: the rows span what meta.json says."""
+        if self.first_ts is None:
+            return
+        part = self.part
+        if self.first_ts != part["ts_min"] or self.last_ts != part["ts_max"]:
+            raise TraceFormatError(
+                f"{self.path.name}: rows span {self.first_ts}..{self.last_ts} ns but "
+                f"meta.json says {part['ts_min']}..{part['ts_max']}; the part was replaced "
+                "or damaged")
+
+
 def check_rows(path: Path, part: dict, cols: dict[str, np.ndarray], n_caches: int) -> None:
     """Raise naming the first row that breaks the format's ordering or id rules."""
-    ts = cols["ts_ns"]
-    if len(ts) == 0:
-        return
-    back = np.flatnonzero(ts[1:] < ts[:-1])
-    if len(back):
-        i = int(back[0]) + 1
-        raise _row_error(path, i, f"ts_ns {int(ts[i])} is before row {i - 1}'s "
-                                  f"{int(ts[i - 1])} (rows are sorted by time)")
-    if int(ts[0]) != part["ts_min"] or int(ts[-1]) != part["ts_max"]:
-        raise TraceFormatError(
-            f"{path.name}: rows span {int(ts[0])}..{int(ts[-1])} ns but meta.json says "
-            f"{part['ts_min']}..{part['ts_max']}; the part was replaced or damaged")
-    kind = cols["kind"]
-    unknown = np.flatnonzero(~np.isin(kind, _KINDS))
-    if len(unknown):
-        i = int(unknown[0])
-        raise _row_error(path, i, f"unknown event kind {int(kind[i])}")
-    cache = cols["cache_id"]
-    outside = np.flatnonzero((cache < -1) | (cache >= n_caches))
-    if len(outside):
-        i = int(outside[0])
-        raise _row_error(path, i, f"cache_id {int(cache[i])} is not in meta.json's "
-                                  f"{n_caches} caches")
+    check = RowCheck(path, part, n_caches)
+    check.feed(cols)
+    check.end()
