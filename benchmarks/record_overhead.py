@@ -51,7 +51,7 @@ def build_workload(tmp: Path) -> Path:
 class Workload:
     """One pinned copy per CPU in a fresh memcg, started on demand, waited for."""
 
-    def __init__(self, exe: Path, seconds: float, tag: str):
+    def __init__(self, exe: Path, seconds: float, tag: str, mode: str = "mix"):
         self.memcg = MEMCG_ROOT / f"kmt-bench-{os.getpid()}-{tag}"
         self.memcg.mkdir()
         procs = str(self.memcg / "cgroup.procs")
@@ -63,8 +63,9 @@ class Workload:
                     fh.write("0")
             return fn
 
-        self.procs = [subprocess.Popen([str(exe), str(seconds), "-", "wait"], stdin=subprocess.PIPE,
-                                       stdout=subprocess.PIPE, text=True, preexec_fn=enter(c))
+        self.procs = [subprocess.Popen([str(exe), str(seconds), "-", "wait", mode],
+                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                       preexec_fn=enter(c))
                       for c in sorted(os.sched_getaffinity(0))]
         self.pids = [p.pid for p in self.procs]
 

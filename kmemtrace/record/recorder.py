@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from kmemtrace.errors import KernelSupportError, PermissionNeeded, UsageError
-from kmemtrace.record import bccload, headers, probes, sysfs
+from kmemtrace.record import bccload, headers, probes, runtime, sysfs
 from kmemtrace.record.btf import STRUCT
 from kmemtrace.record.events import CG_EVENT_DTYPE, EVENT_DTYPE, K
 from kmemtrace.record.output import check_output
@@ -287,6 +287,7 @@ class Recorder:
         self.writer = TraceWriter(self.opts.output, meta, overwrite=self.opts.force)
         raise_priority()  # before the writer thread exists: it inherits the nice value
         self.pipeline = WriterThread(self.writer)
+        runtime.settle()
         self._next_sample = 0.0
         self._next_flush = time.monotonic() + FLUSH_INTERVAL_S
 
