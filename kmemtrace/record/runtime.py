@@ -1,11 +1,17 @@
 """The recorder process's own costs: memory reuse, garbage collection, thread names.
 
 Profiled with ``perf record -a`` while recording two pinned slab-hammer copies (``eventfd``
-mode, this 2-vCPU 6.18 VM): of the recorder's user-space CPU, ~25 % was the kernel zeroing
-fresh pages (every drain's column arrays were new mmap()ed memory, given back at free and
-faulted in again, often as 2 MiB transparent huge pages) and ~18 % Python's cyclic garbage
-collector walking the hundred thousand objects that BCC, pyarrow and numpy create at import.
-Neither does any work for the trace. :func:`settle` stops both once set-up is over.
+mode, this 2-vCPU 6.18 VM): of the recorder's CPU, ~25 % was the kernel zeroing fresh pages
+on faults (2 MiB transparent huge pages) and ~18 % Python's cyclic garbage collector walking
+the objects that BCC, pyarrow and numpy create at import. Neither does any work for the
+trace. :func:`settle` stops both once set-up is over.
+
+Heap reuse alone did not stop the faults: glibc unmaps a writer-thread heap (64 MiB) as
+soon as it is empty, which happens after every part, and numpy asks for huge pages on
+arrays >= 4 MiB, so each part's columns were zeroed afresh in 2 MiB pages. Measured with
+two eventfd hammer copies, 8 s, ~6 M events (/proc/PID/stat of the recorder, load ~5):
+334-345 ns of recorder CPU per event (127 of them in the kernel) with transparent huge
+pages, 279 ns (62 in the kernel) without. Hence THP is off for the recorder process.
 """
 
 import ctypes
@@ -14,6 +20,7 @@ import gc
 
 import pyarrow as pa
 
+PR_SET_THP_DISABLE = 41  # linux/prctl.h; inherited by children: see inmemcg.spawn
 # glibc malloc.h
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
@@ -34,6 +41,7 @@ def settle() -> None:
         libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
         libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)
     pa.set_memory_pool(pa.system_memory_pool())
+    libc.prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0)
 
 
 def name_thread(name: str) -> None:
