@@ -157,6 +157,7 @@ def cflags(feats: probes.KernelFeatures, opts: RecordOptions, use_perf: bool,
         f"-DKMT_MAX_CACHES={MAX_CACHES}",
     ]
     flags += context_flags(btf)
+    flags.append("-DKMT_TASK_BTF")
     if feats.cgroup == "v2":
         flags.append("-DKMT_CGROUP_V2")
     if opts.all_objects:
