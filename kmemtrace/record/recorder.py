@@ -157,7 +157,9 @@ def cflags(feats: probes.KernelFeatures, opts: RecordOptions, use_perf: bool,
         f"-DKMT_MAX_CACHES={MAX_CACHES}",
     ]
     flags += context_flags(btf)
-    flags.append("-DKMT_TASK_BTF")
+    task_btf = btf.enum_value("BPF_FUNC_get_current_task_btf")  # 5.11+
+    if task_btf is not None:
+        flags.append(f"-DKMT_TASK_BTF={task_btf}")
     if feats.cgroup == "v2":
         flags.append("-DKMT_CGROUP_V2")
     if opts.all_objects:
