@@ -1,13 +1,17 @@
 """Recording overhead and loss with both cores busy: untraced, kmemtrace, perf, memleak.
 
 Run as root:  .venv/bin/python benchmarks/record_overhead.py [--seconds 30] [--reps 3]
+                [--mode mix|eventfd]
 
-The workload (C, compiled here with gcc) churns tmpfs files, UNIX socketpairs and pipes: it
-lives in the slab allocator, the worst case for a recorder. One copy per CPU, each pinned to
-its CPU, all in a fresh memcg, runs for ``--seconds`` and reports its iterations; the
-slowdown of a variant is the untraced iteration rate over the variant's. Variants are
-interleaved per rep (untraced, kmemtrace, perf record, bcc memleak) so that each ratio
-compares neighbouring runs on this shared machine; the load average is printed with each.
+The workload (C, compiled here with gcc, benchmarks/slab_hammer.c) lives in the slab
+allocator, the worst case for a recorder: ``mix`` churns tmpfs files, UNIX socketpairs and
+pipes; ``eventfd`` only creates and closes eventfds, the most slab events per system call
+found (~3.5 M events/s per CPU untraced), so that >= 2 M events/s are offered. One copy
+per CPU, each pinned to its CPU, all in a fresh memcg, runs for ``--seconds`` and reports
+its iterations; the slowdown of a variant is the untraced iteration rate over the
+variant's. Variants are interleaved per rep (untraced, kmemtrace, perf record, bcc memleak)
+so that each ratio compares neighbouring runs on this shared machine; the load average is
+printed with each.
 
 Loss is checked against an independent count, in one more kmemtrace run per rep (so the
 counter's own cost stays out of the slowdown): ftrace, in a private tracefs instance,
@@ -51,7 +55,7 @@ def build_workload(tmp: Path) -> Path:
 class Workload:
     """One pinned copy per CPU in a fresh memcg, started on demand, waited for."""
 
-    def __init__(self, exe: Path, seconds: float, tag: str):
+    def __init__(self, exe: Path, seconds: float, tag: str, mode: str = "mix"):
         self.memcg = MEMCG_ROOT / f"kmt-bench-{os.getpid()}-{tag}"
         self.memcg.mkdir()
         procs = str(self.memcg / "cgroup.procs")
@@ -63,8 +67,9 @@ class Workload:
                     fh.write("0")
             return fn
 
-        self.procs = [subprocess.Popen([str(exe), str(seconds), "-", "wait"], stdin=subprocess.PIPE,
-                                       stdout=subprocess.PIPE, text=True, preexec_fn=enter(c))
+        self.procs = [subprocess.Popen([str(exe), str(seconds), "-", "wait", mode],
+                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                       preexec_fn=enter(c))
                       for c in sorted(os.sched_getaffinity(0))]
         self.pids = [p.pid for p in self.procs]
 
@@ -203,6 +208,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--no-memleak", action="store_true")
+    ap.add_argument("--mode", default="mix", choices=["mix", "eventfd"],
+                    help="slab_hammer mode (see benchmarks/slab_hammer.c)")
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("record_overhead: run as root")
@@ -222,11 +229,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="kmt-bench-", dir="/var/tmp") as tmpdir:
         tmp = Path(tmpdir)
         exe = build_workload(tmp)
-        Workload(exe, 2, "warm").run()
+        Workload(exe, 2, "warm", args.mode).run()
         for rep in range(args.reps):
             for name in names:
                 tag = f"{name.replace('+', '-')}-{rep}"
-                wl = Workload(exe, args.seconds, tag)
+                wl = Workload(exe, args.seconds, tag, args.mode)
                 try:
                     if name == "untraced":
                         res = {"rate": wl.run()}
@@ -246,8 +253,9 @@ def main() -> None:
 
 def report(results: dict[str, list[dict]], args) -> None:
     base = statistics.median(r["rate"] for r in results["untraced"])
+    what = "file + socketpair + pipe" if args.mode == "mix" else "eventfd + close"
     print(f"\nworkload: {len(os.sched_getaffinity(0))} pinned copies x {args.seconds:.0f} s of "
-          f"(file + socketpair + pipe), {args.reps} interleaved reps, medians; "
+          f"slab_hammer {args.mode} ({what}), {args.reps} interleaved reps, medians; "
           f"load at end {load()}")
     print(f"{'variant':16} {'it/s':>10} {'slowdown':>9} {'events/s':>11} {'B/event':>8} "
           f"{'recorder CPUs':>13}")

@@ -168,7 +168,7 @@ def test_alloc_counts_per_memcg_match_bpftrace(subtree_trace):
     for memcg_id in made["made"]:
         assert got.get(memcg_id, 0) == counts.get(memcg_id, 0), memcg_id
     assert all(counts.get(m, 0) >= 40 for m in tasked)  # socket pairs and files, each
-    assert trace.meta["lost"]["total"] == 0
+    assert trace.meta["lost"]["total"] == 0, trace.meta["lost"]
 
 
 def test_lifecycle_rows_stay_in_the_recorded_subtree(subtree_trace):

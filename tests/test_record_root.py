@@ -32,6 +32,8 @@ for i in range(n):
         fh.write("x")
 for i in range(0, n, 2):
     os.unlink(f"{d}/f{i}")
+thp = [ln for ln in open("/proc/self/status") if ln.startswith("THP_enabled:")]
+print("settings", os.nice(0), *(ln.split()[1] for ln in thp))
 print(d)
 """
 ENV = {**os.environ, "COLUMNS": "300"}  # one error line must stay one line
@@ -99,6 +101,17 @@ def test_in_memcg_trace_holds_the_workload(in_memcg_trace):
     samples = df[df.kind == EventKind.SLAB_SAMPLE]
     assert len(samples) and (samples.cache_id >= 0).all() and (samples.aux > 0).any()
     assert "No events were lost." in res.stderr
+
+
+def test_in_memcg_command_does_not_inherit_the_recorders_settings(in_memcg_trace):
+    """The recorder runs at nice -10 with transparent huge pages off (record/runtime.py);
+    the command it starts must run as it would without it, like this test process."""
+    _, res = in_memcg_trace
+    settings = next(ln.split()[1:] for ln in res.stdout.splitlines()
+                    if ln.startswith("settings "))
+    own = [str(os.nice(0))] + [ln.split()[1] for ln in Path("/proc/self/status").read_text()
+                               .splitlines() if ln.startswith("THP_enabled:")]
+    assert settings == own
 
 
 def test_replay_runs_on_a_recorded_trace(in_memcg_trace):

@@ -24,6 +24,7 @@ import numpy as np
 import pyarrow as pa
 
 from kmemtrace.errors import KmemtraceError
+from kmemtrace.record.runtime import name_thread
 from kmemtrace.trace.schema import EventKind, LostReason
 from kmemtrace.trace.writer import DEFAULT_ROTATE_ROWS, TraceWriter
 
@@ -106,6 +107,7 @@ class WriterThread:
         )
 
     def _run(self) -> None:
+        name_thread("kmt-writer")
         while True:
             with self._cv:
                 while not self._queue:

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from kmemtrace.errors import KernelSupportError, PermissionNeeded, UsageError
-from kmemtrace.record import bccload, headers, probes, sysfs
+from kmemtrace.record import bccload, headers, probes, runtime, sysfs
 from kmemtrace.record.btf import STRUCT
 from kmemtrace.record.events import CG_EVENT_DTYPE, EVENT_DTYPE, K
 from kmemtrace.record.output import check_output
@@ -159,6 +159,9 @@ def cflags(feats: probes.KernelFeatures, opts: RecordOptions, use_perf: bool,
         f"-DKMT_MAX_CACHES={MAX_CACHES}",
     ]
     flags += context_flags(btf)
+    task_btf = btf.enum_value("BPF_FUNC_get_current_task_btf")  # 5.11+
+    if task_btf is not None:
+        flags.append(f"-DKMT_TASK_BTF={task_btf}")
     if feats.cgroup == "v2":
         flags.append("-DKMT_CGROUP_V2")
     if opts.all_objects:
@@ -300,6 +303,7 @@ class Recorder:
         else:
             self.writer = TraceWriter(self.opts.output, meta, overwrite=self.opts.force)
             self.pipeline = WriterThread(self.writer)
+        runtime.settle()
         self._next_sample = 0.0
         self._next_flush = time.monotonic() + FLUSH_INTERVAL_S
 

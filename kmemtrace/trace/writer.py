@@ -39,10 +39,25 @@ DEFAULT_ROTATE_ROWS = 2_000_000
 DEFAULT_REORDER_WINDOW_NS = 50_000_000  # 50 ms: far above ring-buffer commit skew
 
 
+# Columns that are (nearly) sorted within a part: delta-encoded, a few bits per row.
+DELTA_COLUMNS = ("ts_ns", "seq")
+# Columns with a value per object: a dictionary would be as large as the column.
+NO_DICTIONARY = (*DELTA_COLUMNS, "ptr")
+
+
 def write_parquet(table: pa.Table, path: Path, compression: str) -> None:
-    """One part, with a CRC32 per data page so that the reader notices flipped bits."""
+    """One part, with a CRC32 per data page so that the reader notices flipped bits.
+
+    Encodings, measured on a 1 M-row part of a recording (CPU per row, this VM): the
+    default (dictionary everywhere) cost 138 ns/row and 4.2 B/row; delta for ts_ns/seq and
+    no dictionary for ts_ns/seq/ptr, 92 ns/row and 1.7 B/row. The writer thread is the
+    recorder's biggest user of CPU, which the recorded workload pays for.
+    """
     pq.write_table(table, path, compression=compression, row_group_size=1 << 20,
-                   write_page_checksum=True)
+                   write_page_checksum=True,
+                   use_dictionary=[c for c in table.column_names if c not in NO_DICTIONARY],
+                   column_encoding={c: "DELTA_BINARY_PACKED" for c in DELTA_COLUMNS
+                                    if c in table.column_names})
 
 
 def part_digest(path: Path) -> dict:
