@@ -326,8 +326,11 @@ def conclusion(df: pd.DataFrame, groups: list[str], calib: list[Calibration]) ->
            else "The first place changes with host size."))
     out.append(
         "* The model reproduces the recording kernel's slab pages "
-        + ("within the target (raw median error), so the memory figures rest on a "
-           "calibrated model for 6.x; other eras' rules are extrapolations of it."
+        + ("within the target on the raw median error, so the memory figures rest on a "
+           "model calibrated for 6.x (other eras' rules are extrapolations of it); but not "
+           "within the worst-per-cache target for small caches, and not for dying memcgs, "
+           "which page cache and other non-slab charges also hold (see Calibration): the "
+           "dying-memcg figures are the slab-only share."
            if calibrated else "NOT within the target: treat the memory figures as the "
            "model's, not the kernel's."))
     out.append(
