@@ -111,24 +111,7 @@ def record(
     limit_s = _positive("--duration", duration) if duration is not None else None
     grace_s = parse_duration_ns(grace) / 1e9
 
-    stop = StopSignals()  # from here on, Ctrl-C or SIGTERM ends the recording cleanly
-    feats, header_note, mounted = prepare(opts)
-    for note in (mounted, header_note):
-        if note:
-            err_console.print(note, highlight=False, soft_wrap=True)
-    rec = Recorder(opts, feats, header_note)
-    if whatif is not None:
-        whatif.start()  # its imports overlap the BPF compile
-    try:
-        rec.start()
-    except BaseException:
-        if whatif is not None:
-            whatif.stop()
-        raise
-    if whatif is not None:
-        whatif.begin(rec.pipeline.meta)
-        rec.taps.append(whatif.tap)
-    stop.attach(rec)
+    rec = start_recorder(opts, whatif)
     missing = [r.probe for r in rec.plan if r.status == "missing"]
     err_console.print(
         f"recording to {output} (offline from {probes.offline_source_note(rec.plan)}"
@@ -149,7 +132,7 @@ def record(
                 view.update(progress, refresh=True)
 
             if in_memcg:
-                exit_code = _run_in_memcg(rec, feats, opts, deadline, grace_s, tick)
+                exit_code = _run_in_memcg(rec, rec.feats, opts, deadline, grace_s, tick)
             else:
                 rec.run(lambda: time.monotonic() >= deadline, tick)
     except BaseException:
@@ -217,6 +200,31 @@ def _run_in_memcg(rec, feats, opts, deadline, grace_s, tick) -> int:
         rec.run(lambda: time.monotonic() >= end, tick)
     code = proc.returncode
     return code if code >= 0 else 128 - code
+
+
+def start_recorder(opts: RecordOptions, whatif: LiveWhatIf | None) -> Recorder:
+    """Checks, BPF compile and attach, shared by ``record`` and ``top`` so both say the same
+    notes and stop the same way: Ctrl-C or SIGTERM from here on ends the session cleanly,
+    and the live what-if (if any) starts with the compile and then sees every batch."""
+    stop = StopSignals()
+    feats, header_note, mounted = prepare(opts)
+    for note in (mounted, header_note):
+        if note:
+            err_console.print(note, highlight=False, soft_wrap=True)
+    rec = Recorder(opts, feats, header_note)
+    if whatif is not None:
+        whatif.start()  # its imports overlap the BPF compile
+    try:
+        rec.start()
+    except BaseException:
+        if whatif is not None:
+            whatif.stop()
+        raise
+    if whatif is not None:
+        whatif.begin(rec.pipeline.meta)
+        rec.taps.append(whatif.tap)
+    stop.attach(rec)
+    return rec
 
 
 class StopSignals:

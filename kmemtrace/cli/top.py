@@ -24,14 +24,14 @@ from rich.text import Text
 
 from kmemtrace.cli import app, err_console
 from kmemtrace.cli.options import EraOption, ParamOption, StrategyOption
-from kmemtrace.cli.record import StopSignals, loss_sentence
+from kmemtrace.cli.record import loss_sentence, start_recorder
 from kmemtrace.errors import UsageError
 from kmemtrace.live.feed import LiveWhatIf
 from kmemtrace.live.view import final_json, final_sentence, final_table
 from kmemtrace.live.view import render as render_whatif
 from kmemtrace.model.eras import DEFAULT_ERA
 from kmemtrace.params import parse_duration_ns, split_params
-from kmemtrace.record.recorder import Recorder, RecordOptions, prepare
+from kmemtrace.record.recorder import Recorder, RecordOptions
 from kmemtrace.top.render import plain, screen
 from kmemtrace.top.session import TopSession
 from kmemtrace.top.snapshot import SORTS
@@ -75,24 +75,7 @@ def top(
         raise UsageError(f"--interval {interval}: must be longer than 0")
     opts = RecordOptions(output=record_to, cgroup=cgroup, command=["kmemtrace", "top"])
     whatif = LiveWhatIf(strategy, split_params(param), era) if what_if else None
-    stop = StopSignals()
-    feats, header_note, mounted = prepare(opts)
-    for note in (mounted, header_note):
-        if note:
-            err_console.print(note, highlight=False, soft_wrap=True)
-    rec = Recorder(opts, feats, header_note)
-    if whatif is not None:
-        whatif.start()  # its imports overlap the BPF compile
-    try:
-        rec.start()
-    except BaseException:
-        if whatif is not None:
-            whatif.stop()
-        raise
-    if whatif is not None:
-        whatif.begin(rec.pipeline.meta)
-        rec.taps.append(whatif.tap)
-    stop.attach(rec)
+    rec = start_recorder(opts, whatif)
     session = TopSession(rec, interval_s, sort, count)
     err_console.print(f"{READY} (every {interval_s:g}s"
                       + (f", recording to {record_to}" if record_to else "") + ")",
