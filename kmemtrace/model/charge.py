@@ -27,6 +27,7 @@ from kmemtrace.model.eras import ERA_3_14, ERA_6_8
 from kmemtrace.model.state import (
     C_ATOMIC,
     C_CUR_CPU,
+    C_DEAD_CHANGED,
     C_DYING_MEMCGS,
     C_ERA,
     C_MSTOCK_HIT,
@@ -65,6 +66,7 @@ def strand(m: Model, s: int, inuse: int, dead: int, sign: int) -> None:
     """Add (``sign`` 1) or remove (-1) slab ``s``'s share of stranded memory."""
     if dead == 0 or inuse == 0:
         return
+    m.ctr[C_DEAD_CHANGED] = 1
     if dead == inuse:
         m.ctr[C_STRANDED_SLAB_PAGES] += sign * m.slab[S_PAGES, s]
     else:
@@ -94,6 +96,7 @@ def is_dying(m: Model, g: int) -> bool:
 @njit(cache=True, nogil=True, _nrt=False)
 def dying_changed(m: Model, g: int, delta: int) -> None:
     """``g`` started (+1) or stopped (-1) dying: count it, and tell its ancestors."""
+    m.ctr[C_DEAD_CHANGED] = 1
     while g != 0:
         m.ctr[C_DYING_MEMCGS] += delta
         parent = m.memcg[M_PARENT, g]

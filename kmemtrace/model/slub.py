@@ -19,6 +19,7 @@ from numba import njit
 from kmemtrace.model.charge import charge_slab, memcg_pages_changed, strand, uncharge_slab
 from kmemtrace.model.eras import ERA_3_14, ERA_5_15, ERA_6_8
 from kmemtrace.model.state import (
+    C_DEAD_CHANGED,
     C_DEAD_EMPTY_PAGES,
     C_DEAD_PAGES,
     C_FLUSH,
@@ -74,6 +75,7 @@ def _pages_changed(m: Model, inst: int, dpages: int, dempty: int) -> None:
     if m.inst[I_STATE, inst] == IS_DEAD:
         m.ctr[C_DEAD_PAGES] += dpages
         m.ctr[C_DEAD_EMPTY_PAGES] += dempty
+        m.ctr[C_DEAD_CHANGED] = 1
 
 
 @njit(cache=True, nogil=True, _nrt=False, inline="always")

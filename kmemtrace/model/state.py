@@ -159,7 +159,11 @@ C_MSTOCK_MISS = 64
 C_CTX_BYPASS = 65  # allocations the era's rule leaves uncharged (interrupt / kthread)
 C_ERA = 66  # the SLUB/memcg era code, for code that has no policy vector at hand
 C_PAGE_REF = 67  # 1: per-memcg caches count their slab pages in a percpu_ref (v5.3-v5.8)
-NC = 68
+# 1: a counter behind the offline-memcg peaks (dead caches and pages, stranded, dying,
+# pinned, metadata) changed since they were last taken; they are rarely touched, so the
+# loop compares them only then (see ``_update_peaks``)
+C_DEAD_CHANGED = 68
+NC = 69
 
 # --- float integrals over trace time: fctr[F_*] --------------------------------------------
 F_DEAD_PAGE_NS = 0
@@ -229,6 +233,7 @@ def new_model(geom: np.ndarray, ncpu: int, n_samples: int, *, n_slab_samples: in
     inst_of = np.full((ncache, memcg_cap), -1, dtype=np.int64)
     ctr = np.zeros(NC, dtype=np.int64)
     ctr[C_SLAB_FREE_HEAD] = -1
+    ctr[C_DEAD_CHANGED] = 1
     stock = np.zeros((2, ncpu), dtype=np.int64)
     stock[0] = -1
     mstock = stock.copy()

@@ -37,6 +37,7 @@ from kmemtrace.model.state import (
     C_CACHES_DESTROYED,
     C_CUR_CPU,
     C_DEAD_CACHES,
+    C_DEAD_CHANGED,
     C_DEAD_EMPTY_PAGES,
     C_DEAD_FREES,
     C_DEAD_MEMCGS_PINNED,
@@ -247,17 +248,24 @@ def _peak(m: Model, peak: int, value: int) -> None:
 @njit(cache=True, nogil=True, _nrt=False, inline="always")
 def _update_peaks(m: Model) -> None:
     """Taken after every event and timer: two states at one timestamp both happened. What
-    changes *within* one event (Way #3 marks a cache dead and empties it) is no state."""
+    changes *within* one event (Way #3 marks a cache dead and empties it) is no state.
+
+    Most events change only pages and live objects. The offline-memcg values are compared
+    only after one of their counters changed (``C_DEAD_CHANGED``, set where they are
+    written): a value that did not change cannot pass its peak."""
+    _peak(m, C_PEAK_TOTAL_PAGES, m.ctr[C_TOTAL_PAGES])
+    _peak(m, C_PEAK_LIVE_OBJS, m.ctr[C_LIVE_OBJS])
+    _peak(m, C_PEAK_WASTE_BYTES, _waste_bytes(m))
+    if m.ctr[C_DEAD_CHANGED] == 0:
+        return
+    m.ctr[C_DEAD_CHANGED] = 0
     _peak(m, C_PEAK_DEAD_PAGES, m.ctr[C_DEAD_PAGES])
     _peak(m, C_PEAK_DEAD_EMPTY_PAGES, m.ctr[C_DEAD_EMPTY_PAGES])
     _peak(m, C_PEAK_DEAD_CACHES, m.ctr[C_DEAD_CACHES])
-    _peak(m, C_PEAK_TOTAL_PAGES, m.ctr[C_TOTAL_PAGES])
-    _peak(m, C_PEAK_LIVE_OBJS, m.ctr[C_LIVE_OBJS])
     _peak(m, C_PEAK_DEAD_MEMCGS_PINNED, m.ctr[C_DEAD_MEMCGS_PINNED])
     _peak(m, C_PEAK_STRANDED_SLAB_PAGES, _stranded_slab_pages(m))
     _peak(m, C_PEAK_STRANDED_OBJ_BYTES, m.ctr[C_STRANDED_OBJ_BYTES])
     _peak(m, C_PEAK_STRANDED_BYTES, _stranded_bytes(m))
-    _peak(m, C_PEAK_WASTE_BYTES, _waste_bytes(m))
     _peak(m, C_PEAK_METADATA_BYTES, _metadata_bytes(m))
     _peak(m, C_PEAK_DYING_MEMCGS, m.ctr[C_DYING_MEMCGS])
 
@@ -323,6 +331,7 @@ def _mark_dead(m: Model, inst: int, now: int) -> None:
     m.inst[I_STATE, inst] = IS_DEAD
     m.inst[I_T_OFFLINE, inst] = now
     m.ctr[C_DEAD_CACHES] += 1
+    m.ctr[C_DEAD_CHANGED] = 1
     m.ctr[C_DEAD_PAGES] += m.inst[I_NR_PAGES, inst]
     m.ctr[C_DEAD_EMPTY_PAGES] += m.inst[I_EMPTY_PAGES, inst]
 
@@ -450,6 +459,7 @@ def _memcg_offline(m: Model, pol, memcg: int, now: int) -> None:
         dying_changed(m, memcg, 1)
     if m.memcg[M_LIVE, memcg] > 0:
         m.ctr[C_DEAD_MEMCGS_PINNED] += 1
+        m.ctr[C_DEAD_CHANGED] = 1
         _objects_now_dead(m, pol, memcg)
     if pol[PO_OBJCG]:
         # memcg_reparent_objcgs(): the active objcg and every objcg on the list move.
