@@ -21,51 +21,25 @@ Target (issue 15): with --live no more loss than without, slowdown within 10 % o
 import argparse
 import json
 import os
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from record_overhead import (
-    FtraceCounter,
-    Workload,
-    build_workload,
-    cpu_seconds,
-    load,
-    sigint_default,
-    trace_facts,
-    wait_line,
-)
+from record_overhead import Workload, build_workload, load, traced_kmemtrace
 
 VARIANTS = ("untraced", "record", "record --live")
 
 
 def traced(wl: Workload, tmp: Path, tag: str, live: bool, strategy: str, check: bool) -> dict:
-    out, live_json = tmp / f"trace-{tag}", tmp / f"live-{tag}.json"
-    argv = [sys.executable, "-m", "kmemtrace", "record", "-o", str(out), "--all-objects"]
-    if live:
-        argv += ["--live", "--strategy", strategy, "--live-json", str(live_json)]
-    rec = subprocess.Popen(argv, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
-                           env={**os.environ, "COLUMNS": "300"}, preexec_fn=sigint_default)
-    wait_line(rec.stderr, "recording to")
-    counter = FtraceCounter(wl.pids) if check else None
-    cpu0 = cpu_seconds(rec.pid)
-    rate = wl.run()
-    cpu = cpu_seconds(rec.pid) - cpu0
-    reference = counter.stop() if counter else None
-    rec.send_signal(signal.SIGINT)
-    rec.communicate(timeout=900)
-    if rec.returncode:
-        raise RuntimeError(f"record exited with {rec.returncode}")
-    res = {"rate": rate, **trace_facts(out, wl.pids, wl.wall), "reference": reference,
-           "recorder_cpu": cpu / wl.wall}
+    live_json = tmp / f"live-{tag}.json"
+    extra = ("--live", "--strategy", strategy, "--live-json", str(live_json)) if live else ()
+    res = traced_kmemtrace(wl, tmp, tag, check, extra)
     if live:
         final = json.loads(live_json.read_text())
         res |= {"replayed": final["events"], "skipped": final["skipped"],
                 "late": final["late"], "exact": final["exact"]}
-    subprocess.run(["rm", "-rf", str(out), str(live_json)], check=True)
+        live_json.unlink()
     return res
 
 

@@ -148,10 +148,14 @@ def wait_line(stream, needle: str, timeout: float = 120) -> None:
     raise RuntimeError(f"recorder never printed {needle!r}")
 
 
-def traced_kmemtrace(wl: Workload, tmp: Path, tag: str, check: bool) -> dict:
+def traced_kmemtrace(wl: Workload, tmp: Path, tag: str, check: bool,
+                     extra: tuple[str, ...] = ()) -> dict:
+    """One ``kmemtrace record --all-objects`` run around the workload (``extra``: more
+    record options, e.g. ``--live``); with ``check``, ftrace counts the same events."""
     out = tmp / f"trace-{tag}"
     rec = subprocess.Popen([sys.executable, "-m", "kmemtrace", "record", "-o", str(out),
-                            "--all-objects"], stderr=subprocess.PIPE, text=True,
+                            "--all-objects", *extra], stderr=subprocess.PIPE,
+                           stdout=subprocess.DEVNULL, text=True,
                            env={**os.environ, "COLUMNS": "300"}, preexec_fn=sigint_default)
     wait_line(rec.stderr, "recording to")
     counter = FtraceCounter(wl.pids) if check else None
@@ -160,7 +164,9 @@ def traced_kmemtrace(wl: Workload, tmp: Path, tag: str, check: bool) -> dict:
     cpu = cpu_seconds(rec.pid) - cpu0
     reference = counter.stop() if counter else None
     rec.send_signal(signal.SIGINT)
-    rec.communicate(timeout=600)
+    rec.communicate(timeout=900)
+    if rec.returncode:
+        raise RuntimeError(f"record exited with {rec.returncode}")
     res = {"rate": rate, **trace_facts(out, wl.pids, wl.wall), "reference": reference,
            "recorder_cpu": cpu / wl.wall}
     subprocess.run(["rm", "-rf", str(out)], check=True)
