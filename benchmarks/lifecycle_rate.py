@@ -23,23 +23,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from record_overhead import wait_line  # noqa: E402  (benchmarks/ is sys.path[0])
+
 from kmemtrace.trace.reader import open_trace  # noqa: E402
 from kmemtrace.trace.schema import EventKind  # noqa: E402
 from lab.memcg_churn import parse  # noqa: E402
 
 MEMCG_ROOT = Path("/sys/fs/cgroup/memory")
 CHURN = REPO / "lab" / "memcg_churn.py"
-
-
-def wait_for(stream, needle: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = stream.readline()
-        if needle in line:
-            return
-        if not line:
-            time.sleep(0.05)
-    raise SystemExit(f"recorder never printed {needle!r}")
 
 
 def one_rep(n: int, jobs: int, workdir: Path) -> dict:
@@ -50,7 +41,7 @@ def one_rep(n: int, jobs: int, workdir: Path) -> dict:
                             "--cgroup", parent.name], stderr=subprocess.PIPE, text=True,
                            env={**os.environ, "COLUMNS": "300"})
     try:
-        wait_for(rec.stderr, "recording to")
+        wait_line(rec.stderr, "recording to")
         started = time.monotonic()
         churners = [subprocess.Popen(["/usr/bin/python3", str(CHURN), str(parent), str(n),
                                       "500"], stdout=subprocess.PIPE, text=True)

@@ -23,8 +23,8 @@ from kmemtrace.cli.options import (
     SamplesOption,
     StrategyOption,
 )
-from kmemtrace.cli.outputs import output_dir, output_file, write_output
-from kmemtrace.errors import KmemtraceError, TraceFormatError, UsageError
+from kmemtrace.cli.outputs import output_dir, output_file, write_charts, write_output
+from kmemtrace.errors import TraceFormatError, UsageError
 from kmemtrace.model.eras import DEFAULT_ERA, get_era
 from kmemtrace.params import split_params
 from kmemtrace.replay.engine import DEFAULT_SAMPLES
@@ -156,16 +156,11 @@ def fleet_report(
     if html is None and plot_dir is None:
         return
     # Imported here: matplotlib costs the text view's start-up otherwise.
-    from kmemtrace.report.fleet_html import render_fleet_html, render_pngs, write_plots
+    from kmemtrace.report.fleet_html import CHARTS, render_fleet_html
+    from kmemtrace.report.plots import render_pngs
 
     if html is not None:
-        write_output(html, render_fleet_html(summary, render_pngs(summary)))
+        write_output(html, render_fleet_html(summary, render_pngs(summary, CHARTS)))
         err_console.print(f"wrote {html}", highlight=False)
     if plot_dir is not None:
-        try:
-            paths = write_plots(summary, plot_dir)
-        except OSError as exc:
-            raise KmemtraceError(f"{plot_dir}: could not write the charts "
-                                 f"({exc.strerror or exc})") from None
-        for path in paths:
-            err_console.print(f"wrote {path}", highlight=False)
+        write_charts(summary, plot_dir, CHARTS)

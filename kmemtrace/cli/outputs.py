@@ -12,6 +12,7 @@ import os
 import tempfile
 from pathlib import Path
 
+from kmemtrace.cli import err_console
 from kmemtrace.errors import KmemtraceError, UsageError
 
 
@@ -65,6 +66,21 @@ def write_output(path: Path, text: str) -> None:
         path.write_text(text, encoding="utf-8")
     except OSError as exc:
         raise KmemtraceError(f"{path}: could not write ({exc.strerror or exc})") from None
+
+
+def write_charts(subject, plot_dir: Path, charts: dict | None = None) -> None:
+    """``--plot DIR``: every chart as ``<stem>.png`` (``charts``: the fleet's, or the
+    comparison's by default), one line per file written, a one-line error if it fails."""
+    # Imported here: matplotlib costs every other command's start-up otherwise.
+    from kmemtrace.report.plots import CHARTS, write_plots
+
+    try:
+        paths = write_plots(subject, plot_dir, charts or CHARTS)
+    except OSError as exc:
+        raise KmemtraceError(f"{plot_dir}: could not write the charts "
+                             f"({exc.strerror or exc})") from None
+    for path in paths:
+        err_console.print(f"wrote {path}", highlight=False)
 
 
 def is_probably_option(arg: str) -> bool:

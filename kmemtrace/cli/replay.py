@@ -22,8 +22,8 @@ from kmemtrace.cli.options import (
     SamplesOption,
     StrategyOption,
 )
-from kmemtrace.cli.outputs import output_dir, output_file, write_output
-from kmemtrace.errors import KmemtraceError, UsageError
+from kmemtrace.cli.outputs import output_dir, output_file, write_charts, write_output
+from kmemtrace.errors import UsageError
 from kmemtrace.model.compiled import COMPILE_SECONDS, engine_is_compiled
 from kmemtrace.model.eras import DEFAULT_ERA, get_era
 from kmemtrace.params import split_params
@@ -112,16 +112,7 @@ def replay_command(
     if json_path is not None:
         write_output(json_path, dumps(cmp))
     if plot_dir is not None:
-        # Imported here: matplotlib costs every other command's start-up otherwise.
-        from kmemtrace.report.plots import write_plots
-
-        try:
-            paths = write_plots(cmp, plot_dir)
-        except OSError as exc:
-            raise KmemtraceError(f"{plot_dir}: could not write the charts "
-                                 f"({exc.strerror or exc})") from None
-        for path in paths:
-            err_console.print(f"wrote {path}", highlight=False)
+        write_charts(cmp, plot_dir)
 
 
 def warn_about(reader: TraceReader) -> None:

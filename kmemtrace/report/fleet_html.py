@@ -6,9 +6,7 @@ strategies in their registry colours (``report/plots.py``), numbers humanised.
 """
 
 import base64
-import io
 from html import escape
-from pathlib import Path
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -20,7 +18,7 @@ from kmemtrace.fleet.summary import FAIR_METRICS, SHORT_NAMES, FleetSummary
 from kmemtrace.report.fleet_out import facts, title, worst_text
 from kmemtrace.report.format import humanise
 from kmemtrace.report.html import CSS
-from kmemtrace.report.plots import DPI, colour
+from kmemtrace.report.plots import colour
 
 _BEST = ' class="best"'
 _MIB = 1 << 20
@@ -82,26 +80,6 @@ def wins_figure(s: FleetSummary) -> Figure:
 
 
 CHARTS = {"fleet_spread": spread_figure, "fleet_wins": wins_figure}
-
-
-def render_pngs(s: FleetSummary) -> dict[str, bytes]:
-    out = {}
-    for stem, make in CHARTS.items():
-        buf = io.BytesIO()
-        make(s).savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
-        out[stem] = buf.getvalue()
-    return out
-
-
-def write_plots(s: FleetSummary, directory: Path) -> list[Path]:
-    """``<stem>.png`` for every chart into ``directory`` (created); the paths written."""
-    directory.mkdir(exist_ok=True)
-    paths = []
-    for stem, png in render_pngs(s).items():
-        path = directory / f"{stem}.png"
-        path.write_bytes(png)
-        paths.append(path)
-    return paths
 
 
 def render_fleet_html(s: FleetSummary, charts: dict[str, bytes]) -> str:

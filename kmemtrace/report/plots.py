@@ -175,21 +175,22 @@ CHARTS = {"fair_metrics": fair_figure, "pinned_pages": pinned_figure,
           "destroy_latency": latency_figure, "hot_path_cost": cost_figure}
 
 
-def render_pngs(cmp: Comparison) -> dict[str, bytes]:
-    """Every chart as PNG bytes, by file stem."""
+def render_pngs(subject, charts: dict = CHARTS) -> dict[str, bytes]:
+    """Every chart of ``charts`` (file stem -> figure maker) drawn for ``subject`` (a
+    comparison, or a fleet summary with the fleet's charts), as PNG bytes by file stem."""
     out = {}
-    for stem, make in CHARTS.items():
+    for stem, make in charts.items():
         buf = io.BytesIO()
-        make(cmp).savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
+        make(subject).savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
         out[stem] = buf.getvalue()
     return out
 
 
-def write_plots(cmp: Comparison, directory: Path) -> list[Path]:
+def write_plots(subject, directory: Path, charts: dict = CHARTS) -> list[Path]:
     """Write ``<stem>.png`` for every chart into ``directory`` (created); return the paths."""
     directory.mkdir(parents=True, exist_ok=True)
     paths = []
-    for stem, png in render_pngs(cmp).items():
+    for stem, png in render_pngs(subject, charts).items():
         path = directory / f"{stem}.png"
         path.write_bytes(png)
         paths.append(path)
