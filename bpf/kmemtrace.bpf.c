@@ -7,7 +7,8 @@
  * dereferences a kernel struct through the (possibly mismatched) installed headers.
  *
  * Required macros: KMT_OFF_CACHE_{NAME,SIZE,FLAGS}, KMT_SLAB_ACCOUNT, KMT_GFP_ACCOUNT,
- * KMT_MEMCG_ROOT, KMT_RING_PAGES, KMT_CTL_PAGES, KMT_LIVE_MAX, KMT_MAX_CACHES,
+ * KMT_MEMCG_ROOT, KMT_RING_PAGES, KMT_SINGLES_PAGES, KMT_BATCH_AGE_NS, KMT_CTL_PAGES,
+ * KMT_LIVE_MAX, KMT_MAX_CACHES,
  * KMT_OFF_CSS_CGROUP, KMT_OFF_CGROUP_KN, KMT_OFF_KN_ID, KMT_OFF_CGROUP_{ROOT,LEVEL,SELF},
  * KMT_OFF_ROOT_HIERARCHY_ID, KMT_OFF_CSS_PARENT, and either KMT_CGROUP_V2 or
  * KMT_OFF_TASK_CGROUPS, KMT_OFF_CSSSET_SUBSYS, KMT_MEMORY_CGRP_ID.
@@ -35,7 +36,9 @@
 BPF_PERF_OUTPUT(events);
 BPF_PERF_OUTPUT(ctl);
 #else
+/* Batches of slab events (struct kmt_batch), and the events that could not be staged. */
 BPF_RINGBUF_OUTPUT(events, KMT_RING_PAGES);
+BPF_RINGBUF_OUTPUT(singles, KMT_SINGLES_PAGES);
 /* memcg life-cycle records: sized in user space for bursts of >= 10 000 memcg creations and
  * removals per second (several records each) while the drain loop is busy elsewhere. */
 BPF_RINGBUF_OUTPUT(ctl, KMT_CTL_PAGES);
@@ -70,11 +73,16 @@ BPF_HASH(subtree, u64, u8, KMT_SUBTREE_MAX);
 BPF_HASH(followed, u32, u8, KMT_FOLLOW_MAX);
 #endif
 
+static __always_inline void count_lost_n(int reason, u64 n)
+{
+	u64 *c = lost.lookup(&reason);
+	if (c)
+		*c += n;
+}
+
 static __always_inline void count_lost(int reason)
 {
-	u64 *n = lost.lookup(&reason);
-	if (n)
-		(*n)++;
+	count_lost_n(reason, 1);
 }
 
 static __always_inline u64 read_u64(u64 addr)
@@ -223,20 +231,10 @@ static __always_inline struct kmt_cache *cache_info(u64 s)
 	return caches.lookup(&s);
 }
 
-static __always_inline int emit(void *ctx, u64 ptr, u64 memcg, u32 gfp, u32 size, u32 kind,
-				u32 cache_idx, u32 ectx)
+static __always_inline void fill(struct kmt_event *e, u64 ts, u64 ptr, u64 memcg, u32 gfp,
+				 u32 size, u32 kind, u32 cache_idx, u32 ectx)
 {
-#ifdef KMT_PERF
-	struct kmt_event ev = {};
-	struct kmt_event *e = &ev;
-#else
-	struct kmt_event *e = events.ringbuf_reserve(sizeof(struct kmt_event));
-	if (!e) {
-		count_lost(KMT_LOST_RINGBUF);
-		return 0;
-	}
-#endif
-	e->ts_ns = bpf_ktime_get_ns();
+	e->ts_ns = ts;
 	e->ptr = ptr;
 	e->memcg_id = memcg;
 	e->pid = bpf_get_current_pid_tgid() >> 32;
@@ -245,13 +243,136 @@ static __always_inline int emit(void *ctx, u64 ptr, u64 memcg, u32 gfp, u32 size
 		       ectx << KMT_CTX_SHIFT;
 	e->cache_idx = cache_idx;
 	e->cpu = bpf_get_smp_processor_id();
+}
+
 #ifdef KMT_PERF
-	if (events.perf_submit(ctx, e, sizeof(*e)))
+/* The perf-buffer fallback (kernels before 5.8): one record per event, as it always was. */
+static __always_inline int emit(void *ctx, u64 ptr, u64 memcg, u32 gfp, u32 size, u32 kind,
+				u32 cache_idx, u32 ectx)
+{
+	struct kmt_event ev = {};
+	fill(&ev, bpf_ktime_get_ns(), ptr, memcg, gfp, size, kind, cache_idx, ectx);
+	if (events.perf_submit(ctx, &ev, sizeof(ev)))
 		count_lost(KMT_LOST_RINGBUF);
-#else
-	events.ringbuf_submit(e, BPF_RB_NO_WAKEUP);
-#endif
 	return 0;
+}
+#else
+/* --- Per-CPU batches ---
+ * One ring record per event costs every event a reservation under the ring's spinlock,
+ * which both CPUs contend for, and a commit. Instead each event is written into a per-CPU
+ * staging buffer and a whole batch of KMT_BATCH events goes to the ring in one
+ * bpf_ringbuf_output(). What has to hold:
+ * (a) Programs of different tracepoints nest on one CPU (a softirq free inside a task-level
+ *     kmalloc program), so there is one staging buffer per context level (task, softirq,
+ *     hardirq, NMI: event_ctx()); events of one level never nest, and tracepoint programs run
+ *     with preemption off, so a level's buffer has one writer at a time. The `busy` flag
+ *     guards what the levels cannot: the flush program (below) runs in an IPI and may
+ *     interrupt a writer, and without the context reader every event is "level 0". Whoever
+ *     finds a buffer busy emits its event alone to the `singles` ring instead: nothing waits
+ *     and nothing is dropped. (Nesting is strictly last-in first-out on a CPU, so a plain
+ *     test-then-set is enough: an interrupt between the two runs to completion first.)
+ * (b) A batch never sits for long: it is handed over when full, or by the event that finds
+ *     the batch's first event older than KMT_BATCH_AGE_NS (its own timestamp says so). An
+ *     idle CPU has no such event, so user space runs kmt_flush on every CPU periodically and
+ *     at stop (BPF_PROG_TEST_RUN with BPF_F_TEST_RUN_ON_CPU), which hands over every batch
+ *     older than the age it is given and skips busy buffers (it returns how many it skipped).
+ * (c) Loss stays exact: a batch the ring refuses counts all of its events as RINGBUF lost.
+ * (d) The ring holds only whole struct kmt_batch records (count in use), all of one size, so
+ *     user space views a ring span as one numpy array (kmemtrace/record/ring.py).
+ * (e) The twins stage like the main programs, at their own (higher) level; rare paths that
+ *     would rather not (free_bulk's loop) write to `singles` directly. */
+struct kmt_stage {
+	u32 busy;
+	u32 pad;
+	u64 first_ts;        /* ts_ns of ev[0] */
+	struct kmt_batch b;
+};
+BPF_PERCPU_ARRAY(stage, struct kmt_stage, KMT_LEVELS);
+
+/* Stop the compiler from moving stores across the busy flag's set and clear. */
+#define KMT_BARRIER() asm volatile("" ::: "memory")
+
+static __always_inline void stage_flush(struct kmt_stage *st)
+{
+	u32 n = st->b.count;
+	if (events.ringbuf_output(&st->b, sizeof(st->b), BPF_RB_NO_WAKEUP))
+		count_lost_n(KMT_LOST_RINGBUF, n);
+	st->b.count = 0;
+}
+
+static __always_inline int emit_single(u64 ts, u64 ptr, u64 memcg, u32 gfp, u32 size, u32 kind,
+				       u32 cache_idx, u32 ectx)
+{
+	struct kmt_event *e = singles.ringbuf_reserve(sizeof(struct kmt_event));
+	if (!e) {
+		count_lost(KMT_LOST_RINGBUF);
+		return 0;
+	}
+	fill(e, ts, ptr, memcg, gfp, size, kind, cache_idx, ectx);
+	singles.ringbuf_submit(e, BPF_RB_NO_WAKEUP);
+	return 0;
+}
+
+static __always_inline int emit(void *ctx, u64 ptr, u64 memcg, u32 gfp, u32 size, u32 kind,
+				u32 cache_idx, u32 ectx)
+{
+	u64 ts = bpf_ktime_get_ns();
+	u32 level = ectx ? ectx - 1 : 0;
+	struct kmt_stage *st = stage.lookup(&level);
+	if (!st || st->busy)
+		return emit_single(ts, ptr, memcg, gfp, size, kind, cache_idx, ectx);
+	st->busy = 1;
+	KMT_BARRIER();
+	u32 i = st->b.count & (KMT_BATCH - 1); /* always < KMT_BATCH: a full batch is gone */
+	if (i == 0)
+		st->first_ts = ts;
+	fill(&st->b.ev[i], ts, ptr, memcg, gfp, size, kind, cache_idx, ectx);
+	st->b.count = i + 1;
+	if (i + 1 == KMT_BATCH || ts - st->first_ts >= KMT_BATCH_AGE_NS)
+		stage_flush(st);
+	KMT_BARRIER();
+	st->busy = 0;
+	return 0;
+}
+
+/* Run by user space on one CPU through BPF_PROG_TEST_RUN (never attached): hand over this
+ * CPU's batches whose first event is at least args[0] ns old (0: all). Returns the number
+ * of non-empty buffers it had to skip because a program was writing them. */
+int kmt_flush(struct bpf_raw_tracepoint_args *ctx)
+{
+	u64 min_age = ctx->args[0];
+	u64 now = bpf_ktime_get_ns();
+	int skipped = 0;
+#pragma unroll
+	for (u32 l = 0; l < KMT_LEVELS; l++) {
+		u32 level = l;
+		struct kmt_stage *st = stage.lookup(&level);
+		if (!st || !st->b.count || now - st->first_ts < min_age)
+			continue;
+		if (st->busy) {
+			skipped++;
+			continue;
+		}
+		st->busy = 1;
+		KMT_BARRIER();
+		stage_flush(st);
+		KMT_BARRIER();
+		st->busy = 0;
+	}
+	return skipped;
+}
+#endif
+
+/* Rare events (cache creation and destruction) skip the batches: their probes stay attached
+ * after the slab tracepoints are detached and the batches flushed for the last time. */
+static __always_inline int emit_rare(void *ctx, u64 ptr, u64 memcg, u32 size, u32 kind,
+				     u32 cache_idx, u32 ectx)
+{
+#ifdef KMT_PERF
+	return emit(ctx, ptr, memcg, 0, size, kind, cache_idx, ectx);
+#else
+	return emit_single(bpf_ktime_get_ns(), ptr, memcg, 0, size, kind, cache_idx, ectx);
+#endif
 }
 
 /* An allocation passed the accounting filter: filter by subtree, remember it, emit it. */
@@ -477,7 +598,7 @@ static __always_inline int free_bulk(void *ctx, u64 s, u64 n, u64 p)
 #ifdef KMT_PERF
 		long rc = events.perf_submit(ctx, &ev, sizeof(ev));
 #else
-		long rc = events.ringbuf_output(&ev, sizeof(ev), BPF_RB_NO_WAKEUP);
+		long rc = singles.ringbuf_output(&ev, sizeof(ev), BPF_RB_NO_WAKEUP);
 #endif
 		failed += (u64)rc >> 63;
 	}
@@ -508,7 +629,7 @@ static __always_inline int cache_destroy(void *ctx, u64 s)
 	if (!s)
 		return 0;
 	struct kmt_cache *c = caches.lookup(&s);
-	emit(ctx, s, 0, 0, 0, KMT_K_CACHE_DESTROY, c ? c->idx : 0, event_ctx(pcpu_area()));
+	emit_rare(ctx, s, 0, 0, KMT_K_CACHE_DESTROY, c ? c->idx : 0, event_ctx(pcpu_area()));
 	caches.delete(&s); /* the address may be reused by a later cache */
 	return 0;
 }
@@ -538,8 +659,8 @@ int kmt_cache_create_ret(struct pt_regs *ctx)
 	if (!s)
 		return 0;
 	struct kmt_cache *c = cache_info(s);
-	return emit(ctx, s, current_memcg_id(), 0, c ? c->size : 0, KMT_K_CACHE_CREATE,
-		    c ? c->idx : 0, event_ctx(pcpu_area()));
+	return emit_rare(ctx, s, current_memcg_id(), c ? c->size : 0, KMT_K_CACHE_CREATE,
+			 c ? c->idx : 0, event_ctx(pcpu_area()));
 }
 
 /* --- cgroup events, memory hierarchy only --- */

@@ -78,6 +78,19 @@ struct kmt_event {
 	__u16 cpu;
 };
 
+/* The slab ring (`events`) holds only batches: each CPU stages its events per context level
+ * and hands over KMT_BATCH slots at once (bpf/kmemtrace.bpf.c, "Per-CPU batches"). The
+ * record is always the whole array, `count` of it in use, so that every ring record has
+ * the same size and user space views a ring span as one numpy array. Events that cannot be
+ * staged go one by one to the `singles` ring as bare kmt_events. */
+#define KMT_BATCH 64
+
+struct kmt_batch {
+	__u32 count;      /* events in use: ev[0..count) */
+	__u32 pad;
+	struct kmt_event ev[KMT_BATCH];
+};
+
 struct kmt_cg_event {
 	__u64 ts_ns;
 	__u64 id;         /* cgroup id (kernfs id) */

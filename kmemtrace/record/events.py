@@ -34,6 +34,13 @@ EVENT_DTYPE = np.dtype([
     ("cpu", "<u2"),
 ])
 
+# struct kmt_batch: the only record of the slab ring; ev[:count] are in use.
+BATCH_DTYPE = np.dtype([
+    ("count", "<u4"),
+    ("pad", "<u4"),
+    ("ev", EVENT_DTYPE, (K["KMT_BATCH"],)),
+])
+
 CG_EVENT_DTYPE = np.dtype([
     ("ts_ns", "<u8"),
     ("id", "<u8"),

@@ -38,6 +38,14 @@ from kmemtrace.trace.writer import TraceWriter
 
 BPF_SOURCE = probes.BPF_DIR / "kmemtrace.bpf.c"
 RING_PAGES = 8192  # 32 MiB: ~0.5 s of the heaviest stream measured here
+SINGLES_PAGES = 1024  # 4 MiB of events that could not be staged (nested, rare, bulk frees)
+# A staged batch is handed over by the first event that finds it this old, and user space
+# hands over whatever is this old every BATCH_FLUSH_INTERVAL_S on every CPU (idle CPUs).
+BATCH_AGE_NS = 20_000_000
+BATCH_FLUSH_INTERVAL_S = 0.02
+# Events of a quiet CPU reach user space up to ~BATCH_AGE_NS + BATCH_FLUSH_INTERVAL_S + a
+# drain late: the writer keeps this much back to sort them in (the default is 50 ms).
+REORDER_WINDOW_NS = 250_000_000
 PERF_PAGES = 1024  # per CPU, fallback transport only
 # The life-cycle ring: 8 MiB hold ~28 000 cgroup records (296 B + 8 B header), over 1 s of
 # 10 000 memcg creations+removals per second (MKDIR, ATTACH, OFFLINE, RELEASE: ~2.5 records
@@ -154,6 +162,8 @@ def cflags(feats: probes.KernelFeatures, opts: RecordOptions, use_perf: bool,
         f"-DKMT_SLAB_ACCOUNT={slab_account}u",
         f"-DKMT_MEMCG_ROOT={feats.memcg_hierarchy}",
         f"-DKMT_RING_PAGES={RING_PAGES}",
+        f"-DKMT_SINGLES_PAGES={SINGLES_PAGES}",
+        f"-DKMT_BATCH_AGE_NS={BATCH_AGE_NS}ull",
         f"-DKMT_CTL_PAGES={CTL_RING_PAGES}",
         f"-DKMT_LIVE_MAX={LIVE_MAX}",
         f"-DKMT_MAX_CACHES={MAX_CACHES}",
@@ -250,6 +260,7 @@ class Recorder:
         self.offline_source: OfflineSource | None = None  # None: cgroup_rmdir stands in
         self.memcg_free_probe = False  # else cgroup:cgroup_release marks MEMCG_RELEASE
         self.subtree_path: str | None = None
+        self.flusher = None  # hands over the CPUs' staged batches (ring-buffer transport)
         self._cg_rows: list[tuple] = []
         # Called with every batch of trace columns, before it is queued for the writer:
         # `kmemtrace top` builds its view from the same rows a trace would hold.
@@ -301,10 +312,12 @@ class Recorder:
             self.writer = None
             self.pipeline = NoWriter(meta)
         else:
-            self.writer = TraceWriter(self.opts.output, meta, overwrite=self.opts.force)
+            self.writer = TraceWriter(self.opts.output, meta, overwrite=self.opts.force,
+                                      reorder_window_ns=REORDER_WINDOW_NS)
             self.pipeline = WriterThread(self.writer)
         runtime.settle()
         self._next_sample = 0.0
+        self._next_batch_flush = 0.0
         self._next_flush = time.monotonic() + FLUSH_INTERVAL_S
 
     def _attach(self) -> None:
@@ -343,7 +356,7 @@ class Recorder:
         self.bpf.raw_tracepoint_fds[f"{tp}{TWIN_SUFFIX}".encode()] = fd
 
     def _open_transports(self) -> None:
-        from kmemtrace.record.ring import MmapRing, PerfTransport
+        from kmemtrace.record.ring import BatchedRing, CpuFlusher, PerfTransport
 
         if self.use_perf:
             self.ring = PerfTransport(self.bpf["events"], EVENT_DTYPE, PERF_PAGES)
@@ -356,8 +369,12 @@ class Recorder:
             self.bpf["ctl"].open_perf_buffer(self._on_cg, page_cnt=CTL_PERF_PAGES,
                                              lost_cb=on_ctl_lost)
         else:
-            self.ring = MmapRing(self.bpf["events"].map_fd, RING_PAGES * os.sysconf("SC_PAGESIZE"),
-                                 EVENT_DTYPE)
+            page = os.sysconf("SC_PAGESIZE")
+            self.ring = BatchedRing(self.bpf["events"].map_fd, RING_PAGES * page,
+                                    self.bpf["singles"].map_fd, SINGLES_PAGES * page)
+            flush = self.bpf.load_func(b"kmt_flush", self.bcc.BPF.RAW_TRACEPOINT)
+            self.flusher = CpuFlusher(flush.fd)
+            self.flusher.flush()  # fails here, before anything is written, if it cannot run
             self.bpf["ctl"].open_ring_buffer(self._on_cg)
 
     def set_subtree(self, path: str) -> None:
@@ -446,6 +463,10 @@ class Recorder:
         else:
             self.bpf.ring_buffer_consume()
         self._write_cg_rows()
+        mono = time.monotonic()
+        if self.flusher is not None and mono >= self._next_batch_flush:
+            self.flusher.flush(BATCH_AGE_NS)
+            self._next_batch_flush = mono + BATCH_FLUSH_INTERVAL_S
         recs = self.ring.drain()
         if len(recs):
             self._write_records(recs)
@@ -662,6 +683,26 @@ class Recorder:
             out[key] = out.get(key, 0) + count
         return out
 
+    def _flush_all_batches(self, tries: int = 100) -> dict[tuple[int, int], int]:
+        """Hand over every staged event once the slab programs are detached. A program that
+        started before the detach may still be writing its buffer: try again while one is
+        busy (1 ms apart). Returns what is still staged after that, (cpu, RINGBUF_FULL) ->
+        events, to be counted LOST: never seen so far, but never hidden either."""
+        if self.flusher is None:
+            return {}
+        for _ in range(tries):
+            if self.flusher.flush(0) == 0:
+                break
+            time.sleep(0.001)
+        left: dict[tuple[int, int], int] = {}
+        table = self.bpf["stage"]
+        for level in range(len(table)):
+            for cpu, st in enumerate(table.getvalue(table.Key(level))):
+                if st.b.count:
+                    key = (cpu, int(LostReason.RINGBUF_FULL))
+                    left[key] = left.get(key, 0) + int(st.b.count)
+        return left
+
     def lost_total(self) -> int:
         return sum(self.lost_per_cpu().values()) + sum(self.pipeline.dropped.values())
 
@@ -677,9 +718,12 @@ class Recorder:
             TWIN_SUFFIX.encode()))
         for tp in links:
             self.bpf.detach_raw_tracepoint(tp)
+        staged = self._flush_all_batches()
         self.poll()
         end = now_ns()
         lost = self.lost_per_cpu() | self.pipeline.lost_rows()
+        for key, count in staged.items():
+            lost[key] = lost.get(key, 0) + count
         if lost:
             cols = empty_columns(len(lost))
             cols["ts_ns"][:] = end

@@ -11,14 +11,24 @@ wakeups either.
 Kernel layout (kernel/bpf/ringbuf.c): page 0 is the consumer position (writable by us),
 page 1 the producer position, then the data pages mapped twice in a row so that a record
 that wraps around the end is still contiguous in our mapping.
+
+The slab ring holds per-CPU batches (``struct kmt_batch``: a count and KMT_BATCH event
+slots), still all of one size: one boolean mask over the span's (batches x slots) view picks
+the events in use. Events a CPU could not stage come one by one through a second ring of
+bare events; :class:`BatchedRing` drains both, and :class:`CpuFlusher` makes every CPU hand
+over the batches it is still holding (bpf/kmemtrace.bpf.c explains the design).
 """
 
 import ctypes
 import mmap
+import os
+from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
 from kmemtrace.errors import KernelSupportError
+from kmemtrace.record.events import BATCH_DTYPE, EVENT_DTYPE, K
 
 BUSY_BIT = 1 << 31
 DISCARD_BIT = 1 << 30
@@ -28,7 +38,8 @@ HDR_SIZE = 8
 class MmapRing:
     """Bulk consumer of a BPF ring buffer holding only ``record`` -sized records."""
 
-    def __init__(self, map_fd: int, data_size: int, record: np.dtype):
+    def __init__(self, map_fd: int, data_size: int, record: np.dtype,
+                 unpack: Callable[[np.ndarray], np.ndarray] | None = None):
         if data_size & (data_size - 1):
             raise ValueError("ring buffer size must be a power of two")
         page = mmap.PAGESIZE
@@ -41,18 +52,20 @@ class MmapRing:
         self._data = np.frombuffer(self._prod_map, dtype=np.uint8, offset=page)
         self._mask = data_size - 1
         self.record = record
+        self._unpack = unpack or np.copy
         self._slot = (HDR_SIZE + record.itemsize + 7) & ~7
         self._slot_dtype = np.dtype({"names": ["len", "rec"], "formats": ["<u4", record],
                                      "offsets": [0, HDR_SIZE], "itemsize": self._slot})
         self.lost = 0  # not a ring concept: kept for the Transport interface
 
     def drain(self) -> np.ndarray:
-        """All records committed so far, oldest first, as a fresh array."""
+        """All records committed so far, oldest first, as a fresh array (``unpack`` applied
+        to the records' view: it must copy what it keeps)."""
         cons = int(self._cons[0])
         prod = int(self._prod[0])
         n = (prod - cons) // self._slot
         if n <= 0:
-            return np.empty(0, self.record)
+            return self._unpack(np.empty(0, self.record))
         start = cons & self._mask
         slots = self._data[start:start + n * self._slot].view(self._slot_dtype)
         lens = slots["len"]
@@ -66,7 +79,8 @@ class MmapRing:
                 "BPF ring buffer holds a record of unexpected size; bpf/kmemtrace.h and "
                 "kmemtrace/record/events.py disagree")
         keep = (lens & DISCARD_BIT) == 0
-        out = slots["rec"][keep].copy()
+        recs = slots["rec"]
+        out = self._unpack(recs if keep.all() else recs[keep])
         self._cons[0] = cons + n * self._slot
         return out
 
@@ -74,6 +88,94 @@ class MmapRing:
         del self._cons, self._prod, self._data
         self._cons_map.close()
         self._prod_map.close()
+
+
+def unbatch(batches: np.ndarray) -> np.ndarray:
+    """The events in use of an array of kmt_batch records, as one fresh event array."""
+    in_use = np.arange(K["KMT_BATCH"], dtype=np.uint32) < batches["count"][:, None]
+    return batches["ev"][in_use]
+
+
+class BatchedRing:
+    """The slab stream of the ring-buffer transport: the batch ring and the singles ring."""
+
+    def __init__(self, batch_fd: int, batch_size: int, single_fd: int, single_size: int):
+        self.batches = MmapRing(batch_fd, batch_size, BATCH_DTYPE, unbatch)
+        self.singles = MmapRing(single_fd, single_size, EVENT_DTYPE)
+        self.record = EVENT_DTYPE
+        self.lost = 0
+
+    def drain(self) -> np.ndarray:
+        """Every event handed over so far, in no particular order (the writer sorts)."""
+        staged, single = self.batches.drain(), self.singles.drain()
+        return np.concatenate([staged, single]) if len(single) else staged
+
+    def close(self) -> None:
+        self.batches.close()
+        self.singles.close()
+
+
+BPF_PROG_TEST_RUN = 10
+BPF_F_TEST_RUN_ON_CPU = 1
+SYS_BPF = {"x86_64": 321, "aarch64": 280}
+
+
+class _TestRunAttr(ctypes.Structure):
+    """The BPF_PROG_TEST_RUN member of union bpf_attr (include/uapi/linux/bpf.h, 5.10+)."""
+
+    _fields_ = [("prog_fd", ctypes.c_uint32), ("retval", ctypes.c_uint32),
+                ("data_size_in", ctypes.c_uint32), ("data_size_out", ctypes.c_uint32),
+                ("data_in", ctypes.c_uint64), ("data_out", ctypes.c_uint64),
+                ("repeat", ctypes.c_uint32), ("duration", ctypes.c_uint32),
+                ("ctx_size_in", ctypes.c_uint32), ("ctx_size_out", ctypes.c_uint32),
+                ("ctx_in", ctypes.c_uint64), ("ctx_out", ctypes.c_uint64),
+                ("flags", ctypes.c_uint32), ("cpu", ctypes.c_uint32),
+                ("batch_size", ctypes.c_uint32), ("_pad", ctypes.c_uint32)]
+
+
+def online_cpus(path: Path = Path("/sys/devices/system/cpu/online")) -> list[int]:
+    """The online CPUs, from the kernel's range list ("0-3,6")."""
+    cpus = []
+    for part in path.read_text().strip().split(","):
+        lo, _, hi = part.partition("-")
+        cpus.extend(range(int(lo), int(hi or lo) + 1))
+    return cpus
+
+
+class CpuFlusher:
+    """Runs the ``kmt_flush`` program on each CPU (BPF_PROG_TEST_RUN with
+    BPF_F_TEST_RUN_ON_CPU: in an IPI on that CPU, no attachment needed). BCC has no wrapper
+    for it, so the syscall is made here."""
+
+    def __init__(self, prog_fd: int, cpus: list[int] | None = None):
+        nr = SYS_BPF.get(os.uname().machine)
+        if nr is None:
+            raise KernelSupportError(f"no bpf() syscall number known for {os.uname().machine}")
+        self._nr = nr
+        self._libc = ctypes.CDLL(None, use_errno=True)
+        self._prog_fd = prog_fd
+        self.cpus = online_cpus() if cpus is None else cpus
+        self._args = (ctypes.c_uint64 * 1)()
+
+    def run(self, cpu: int, min_age_ns: int) -> int:
+        """Hand over CPU ``cpu``'s batches at least ``min_age_ns`` old; returns how many
+        non-empty buffers were busy (a program was writing them) and so were skipped."""
+        self._args[0] = min_age_ns
+        attr = _TestRunAttr(prog_fd=self._prog_fd, ctx_size_in=ctypes.sizeof(self._args),
+                            ctx_in=ctypes.addressof(self._args),
+                            flags=BPF_F_TEST_RUN_ON_CPU, cpu=cpu)
+        if self._libc.syscall(self._nr, BPF_PROG_TEST_RUN, ctypes.byref(attr),
+                              ctypes.sizeof(attr)) < 0:
+            err = ctypes.get_errno()
+            raise KernelSupportError(f"cannot run the batch flush on CPU {cpu}: "
+                                     f"{os.strerror(err)}",
+                                     tip="BPF_F_TEST_RUN_ON_CPU needs Linux 5.10+; "
+                                         "use --transport perf")
+        return attr.retval
+
+    def flush(self, min_age_ns: int = 0) -> int:
+        """Run on every CPU; returns the busy buffers skipped in all."""
+        return sum(self.run(cpu, min_age_ns) for cpu in self.cpus)
 
 
 class PerfTransport:
