@@ -26,6 +26,7 @@ from kmemtrace.record.btf import STRUCT
 from kmemtrace.record.events import CG_EVENT_DTYPE, EVENT_DTYPE, K
 from kmemtrace.record.output import check_output
 from kmemtrace.record.pipeline import NoWriter, WriterThread
+from kmemtrace.record.sampler import SlabSampler
 from kmemtrace.trace.meta import new_meta
 from kmemtrace.trace.schema import (
     GFP_ACCOUNT,
@@ -316,7 +317,7 @@ class Recorder:
                                       reorder_window_ns=REORDER_WINDOW_NS)
             self.pipeline = WriterThread(self.writer)
         runtime.settle()
-        self._next_sample = 0.0
+        self.sampler = SlabSampler(self.caches, self.opts.sample_interval_s)
         self._next_batch_flush = 0.0
         self._next_flush = time.monotonic() + FLUSH_INTERVAL_S
 
@@ -470,10 +471,9 @@ class Recorder:
         recs = self.ring.drain()
         if len(recs):
             self._write_records(recs)
+        for ts, samples in self.sampler.take():
+            self._write_samples(ts, samples)
         mono = time.monotonic()
-        if mono >= self._next_sample:
-            self._sample_slabs()
-            self._next_sample = mono + self.opts.sample_interval_s
         if mono >= self._next_flush:
             self.pipeline.flush()
             self._next_flush = mono + FLUSH_INTERVAL_S
@@ -606,9 +606,7 @@ class Recorder:
         self.by_name[name] = cid
         return cid
 
-    def _sample_slabs(self) -> None:
-        ts = now_ns()
-        samples = sysfs.sample_slabs(self.caches)
+    def _write_samples(self, ts: int, samples: list[tuple[int, int, int]]) -> None:
         cols = empty_columns(len(samples))
         cols["ts_ns"][:] = ts
         cols["kind"][:] = EventKind.SLAB_SAMPLE
@@ -719,6 +717,7 @@ class Recorder:
         for tp in links:
             self.bpf.detach_raw_tracepoint(tp)
         staged = self._flush_all_batches()
+        self.sampler.close()
         self.poll()
         end = now_ns()
         lost = self.lost_per_cpu() | self.pipeline.lost_rows()
