@@ -92,15 +92,19 @@ static __always_inline u64 read_u64(u64 addr)
 	return v;
 }
 
-/* The memcg the current task is in: its id is the memcg directory's inode number. */
-#if !defined(KMT_CGROUP_V2) && defined(KMT_TASK_BTF)
 /* bpf_get_current_task_btf() (5.11+; BCC 0.26 does not declare it, so KMT_TASK_BTF is its
  * helper number, from the kernel's BTF): a task pointer the verifier knows the type of, so
- * the chain below is plain loads checked against BTF, not five bpf_probe_read_kernel()
- * calls. Measured with benchmarks/probe_floor.py (eventfd hammer, 6.18 VM): kmemtrace's BPF
- * time per event fell from 392 to 254 ns. */
+ * a chain of pointers from it is plain loads checked against BTF, not one
+ * bpf_probe_read_kernel() call each. */
+#ifdef KMT_TASK_BTF
 static u64 (*kmt_current_task_btf)(void) = (void *)KMT_TASK_BTF;
 #define KMT_LOAD(p, off) (*(u64 *)((p) + (off)))
+#endif
+
+/* The memcg the current task is in: its id is the memcg directory's inode number.
+ * Measured with benchmarks/probe_floor.py (eventfd hammer, 6.18 VM): BTF loads instead of
+ * five probe reads took kmemtrace's BPF time per event from 392 to 254 ns. */
+#if !defined(KMT_CGROUP_V2) && defined(KMT_TASK_BTF)
 static __always_inline u64 current_memcg_id(void)
 {
 	char *p = (char *)kmt_current_task_btf();
@@ -182,7 +186,11 @@ static __always_inline u64 charged_memcg_id(u64 area, u32 ectx)
 #if defined(KMT_OFF_TASK_ACTIVE_MEMCG) && defined(KMT_PCPU_PREEMPT_COUNT)
 	u64 memcg = 0;
 	if (ectx == KMT_CTX_TASK)
+#ifdef KMT_TASK_BTF
+		memcg = KMT_LOAD((char *)kmt_current_task_btf(), KMT_OFF_TASK_ACTIVE_MEMCG);
+#else
 		memcg = read_u64(bpf_get_current_task() + KMT_OFF_TASK_ACTIVE_MEMCG);
+#endif
 	else if (ectx != KMT_CTX_UNKNOWN)
 		memcg = read_u64(area + KMT_PCPU_INT_ACTIVE_MEMCG);
 	if (memcg) {
