@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from kmemtrace.errors import KernelSupportError, PermissionNeeded, UsageError
-from kmemtrace.record import bccload, headers, probes, runtime, sysfs
+from kmemtrace.record import bccload, decode, headers, probes, runtime, sysfs
 from kmemtrace.record.btf import STRUCT
 from kmemtrace.record.events import CG_EVENT_DTYPE, EVENT_DTYPE, K
 from kmemtrace.record.output import check_output
@@ -29,7 +29,6 @@ from kmemtrace.record.pipeline import NoWriter, WriterThread
 from kmemtrace.record.sampler import SlabSampler
 from kmemtrace.trace.meta import new_meta
 from kmemtrace.trace.schema import (
-    GFP_ACCOUNT,
     EventKind,
     LostReason,
     OfflineSource,
@@ -286,8 +285,9 @@ class Recorder:
         self._open_transports()
         self.caches = sysfs.read_caches()
         self.by_name = sysfs.name_index(self.caches)
-        self.kmalloc = {True: sysfs.kmalloc_sizes(self.caches, "kmalloc-cg-"),
-                        False: sysfs.kmalloc_sizes(self.caches, "kmalloc-")}
+        self.kmalloc_ids = decode.KmallocIds(
+            {True: sysfs.kmalloc_sizes(self.caches, "kmalloc-cg-"),
+             False: sysfs.kmalloc_sizes(self.caches, "kmalloc-")})
         self.xlate = np.full(1, -1, np.int32)
         self.memcgs = sysfs.memcg_tree(self.feats.memcg_root)
         self.memcg_by_path = {m["path"]: m for m in self.memcgs}
@@ -522,46 +522,10 @@ class Recorder:
         self.pipeline.put(cols)
 
     def _write_records(self, recs: np.ndarray) -> None:
-        n = len(recs)
-        self.events += n
-        raw_kind = (recs["size_kind"] >> K["KMT_KIND_SHIFT"]) & K["KMT_KIND_MASK"]
-        size = (recs["size_kind"] & K["KMT_SIZE_MASK"]).astype(np.int32)
-        cols = empty_columns(n)
-        cols["ts_ns"] = recs["ts_ns"].astype(np.int64)
-        cols["cpu"] = recs["cpu"].astype(np.int32)
-        cols["ptr"] = recs["ptr"]
-        cols["memcg_id"] = recs["memcg_id"]
-        cols["pid"] = recs["pid"].astype(np.int32)
-        cols["gfp"] = recs["gfp"]
-        cols["bytes"] = size
-        kind = np.zeros(n, np.uint8)
-        kind[(raw_kind == K["KMT_K_ALLOC"]) | (raw_kind == K["KMT_K_KMALLOC"])] = EventKind.ALLOC
-        kind[raw_kind == K["KMT_K_FREE"]] = EventKind.FREE
-        kind[raw_kind == K["KMT_K_CACHE_CREATE"]] = EventKind.CACHE_CREATE
-        kind[raw_kind == K["KMT_K_CACHE_DESTROY"]] = EventKind.CACHE_DESTROY
-        cols["kind"] = kind
-        cols["ctx"] = (recs["size_kind"] >> K["KMT_CTX_SHIFT"]).astype(np.uint8)
-        idx = recs["cache_idx"].astype(np.int64)
-        if idx.max(initial=0) >= len(self.xlate):
+        self.events += len(recs)
+        if recs["cache_idx"].max(initial=0) >= len(self.xlate):
             self._refresh_caches()
-        known = idx < len(self.xlate)
-        cache_id = np.full(n, -1, np.int32)
-        cache_id[known] = self.xlate[idx[known]]
-        kmalloc = raw_kind == K["KMT_K_KMALLOC"]
-        if kmalloc.any():
-            cache_id[kmalloc] = self._kmalloc_ids(size[kmalloc], recs["gfp"][kmalloc])
-        cols["cache_id"] = cache_id
-        self._append(cols)
-
-    def _kmalloc_ids(self, size: np.ndarray, gfp: np.ndarray) -> np.ndarray:
-        """kmalloc-cg-<n> for __GFP_ACCOUNT, else kmalloc-<n>; -1 for kmalloc_large."""
-        out = np.full(len(size), -1, np.int32)
-        acct = (gfp & GFP_ACCOUNT) != 0
-        for accounted, table in self.kmalloc.items():
-            sel = acct == accounted
-            for nbytes, cid in table.items():
-                out[sel & (size == nbytes)] = cid
-        return out
+        self._append(decode.columns(recs, self.xlate, self.kmalloc_ids))
 
     def _refresh_caches(self) -> None:
         """Map BPF cache indices to meta cache ids, adding caches created since start."""

@@ -1,0 +1,47 @@
+"""Slab records to trace columns (kmemtrace/record/decode.py), on a hand-made span."""
+
+import numpy as np
+
+from kmemtrace.record.decode import KmallocIds, columns
+from kmemtrace.record.events import EVENT_DTYPE, K
+from kmemtrace.trace.schema import GFP_ACCOUNT, EventContext, EventKind
+
+
+def _rec(kind: int, size: int, ctx: int, cache_idx: int = 0, gfp: int = 0) -> tuple:
+    size_kind = size | kind << K["KMT_KIND_SHIFT"] | ctx << K["KMT_CTX_SHIFT"]
+    return (1000 + kind, 0xffff0000 + size, 7, 42, gfp, size_kind, cache_idx, 1)
+
+
+def test_a_span_of_every_kind_decodes_to_its_columns():
+    recs = np.array([
+        _rec(K["KMT_K_ALLOC"], 256, K["KMT_CTX_TASK"], cache_idx=2, gfp=GFP_ACCOUNT),
+        _rec(K["KMT_K_FREE"], 0, K["KMT_CTX_SOFTIRQ"], cache_idx=1),
+        _rec(K["KMT_K_KMALLOC"], 64, K["KMT_CTX_TASK"], gfp=GFP_ACCOUNT),  # kmalloc-cg-64
+        _rec(K["KMT_K_KMALLOC"], 64, K["KMT_CTX_HARDIRQ"]),  # kmalloc-64
+        _rec(K["KMT_K_KMALLOC"], 8192 * 4, K["KMT_CTX_TASK"]),  # kmalloc_large: no cache
+        _rec(K["KMT_K_FREE"], 0, K["KMT_CTX_TASK"], cache_idx=9),  # index not known yet
+        _rec(K["KMT_K_CACHE_CREATE"], 0, K["KMT_CTX_TASK"], cache_idx=1),
+    ], EVENT_DTYPE)
+    xlate = np.array([-1, 30, 31], np.int32)  # BPF index 1 -> cache 30, 2 -> 31
+    ids = KmallocIds({True: {64: 11, 128: 12}, False: {32: 20, 64: 21}})
+    cols = columns(recs, xlate, ids)
+    assert cols["kind"].tolist() == [EventKind.ALLOC, EventKind.FREE, EventKind.ALLOC,
+                                     EventKind.ALLOC, EventKind.ALLOC, EventKind.FREE,
+                                     EventKind.CACHE_CREATE]
+    assert cols["cache_id"].tolist() == [31, 30, 11, 21, -1, -1, 30]
+    assert cols["bytes"].tolist() == [256, 0, 64, 64, 32768, 0, 0]
+    assert cols["ctx"].tolist() == [EventContext.TASK, EventContext.SOFTIRQ, EventContext.TASK,
+                                    EventContext.HARDIRQ, EventContext.TASK, EventContext.TASK,
+                                    EventContext.TASK]
+    assert cols["ts_ns"].tolist() == (1000 + (recs["size_kind"] >> 24 & 0xf)).tolist()
+    assert cols["ptr"].tolist() == recs["ptr"].tolist()
+    assert cols["memcg_id"].tolist() == [7] * 7 and cols["pid"].tolist() == [42] * 7
+    assert cols["aux"].tolist() == [0] * 7 and cols["aux2"].tolist() == [0] * 7
+    assert {c.dtype.str for c in (cols["cpu"], cols["pid"], cols["cache_id"])} == {"<i4"}
+
+
+def test_kmalloc_sizes_between_caches_have_none():
+    ids = KmallocIds({True: {}, False: {32: 20, 64: 21}})
+    size = np.array([16, 32, 48, 64, 96], np.int32)
+    assert ids(size, np.zeros(5, np.uint32)).tolist() == [-1, 20, -1, 21, -1]
+    assert ids(size, np.full(5, GFP_ACCOUNT, np.uint32)).tolist() == [-1] * 5
