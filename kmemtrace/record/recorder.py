@@ -322,6 +322,7 @@ class Recorder:
         self._next_flush = time.monotonic() + FLUSH_INTERVAL_S
 
     def _attach(self) -> None:
+        self._load_programs()
         for row in self.plan:
             if row.status != "attached" or row.type in ("tracepoint", "fentry"):
                 continue  # TRACEPOINT_PROBE and KFUNC_PROBE handlers attach themselves
@@ -345,6 +346,20 @@ class Recorder:
         for row in self.plan:
             if row.probe == "kmem:kmem_cache_alloc" and row.status != "attached":
                 raise KernelSupportError(f"kmem:kmem_cache_alloc did not attach: {row.why}")
+
+    def _load_programs(self) -> None:
+        """Load (verify) every program to be attached before attaching the first: events
+        flow from the first attach on, and the clock starts after the last, so verifying
+        in between would leave the trace's first events well before its start."""
+        kinds = {"raw_tracepoint": self.bcc.BPF.RAW_TRACEPOINT, "kprobe": self.bcc.BPF.KPROBE,
+                 "kretprobe": self.bcc.BPF.KPROBE}
+        for row in self.plan:
+            if row.status != "attached" or row.type not in kinds:
+                continue
+            with contextlib.suppress(Exception):  # the attach below reports it
+                self.bpf.load_func(row.fn.encode(), kinds[row.type])
+                if row.fn in TWINS and self.twins:
+                    self.bpf.load_func((row.fn + TWIN_SUFFIX).encode(), kinds[row.type])
 
     def _attach_twin(self, tp: str, fn_name: str) -> None:
         """A second program on raw tracepoint ``tp``. BCC's attach_raw_tracepoint allows one
