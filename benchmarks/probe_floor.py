@@ -1,6 +1,7 @@
 """The floor under any BPF recorder of the slab tracepoints, on this kernel and machine.
 
 Run as root:  .venv/bin/python benchmarks/probe_floor.py [--seconds 10] [--reps 3] [--mode eventfd]
+                [--baseline DIR]
 
 The slab-hammer workload (one pinned copy per CPU, in a fresh memcg) runs untraced, then
 with ``bpf/floor.bpf.c`` attached as raw tracepoints to the four kmem tracepoints kmemtrace
@@ -76,11 +77,14 @@ def thread_cpu(pid: int) -> dict[str, float]:
     return out
 
 
-def with_kmemtrace(wl: Workload, tmp: Path) -> dict:
+def with_kmemtrace(wl: Workload, tmp: Path, source: Path | None = None) -> dict:
+    """One ``kmemtrace record --all-objects`` around the workload: this checkout's, or the
+    one in ``source`` (another checkout, e.g. ``git archive main``), for a side-by-side."""
     out = tmp / "trace"
     rec = subprocess.Popen([sys.executable, "-m", "kmemtrace", "record", "-o", str(out),
                             "--all-objects", "--force"], stderr=subprocess.PIPE, text=True,
-                           env={**os.environ, "COLUMNS": "300"}, preexec_fn=sigint_default)
+                           env={**os.environ, "COLUMNS": "300"}, preexec_fn=sigint_default,
+                           cwd=source)
     try:
         wait_line(rec.stderr, "recording to")
         progs0, cpu0 = programs_of(rec.pid), thread_cpu(rec.pid)
@@ -120,6 +124,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--mode", default="eventfd", choices=["mix", "eventfd"])
+    ap.add_argument("--baseline", type=Path, metavar="DIR",
+                    help="also run the kmemtrace of the checkout in DIR (variant 'baseline')")
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("probe_floor: run as root")
@@ -128,6 +134,8 @@ def main() -> None:
     bpf = bcc.BPF(src_file=str(FLOOR_C))
     stats_before = STATS.read_text()
     names = ["untraced", "floor_empty", "floor_ring", "kmemtrace"]
+    if args.baseline:
+        names.append("baseline")
     results: dict[str, list[dict]] = {n: [] for n in names}
     cpus = len(os.sched_getaffinity(0))
     print(f"load before: {load()}  cpus: {cpus}  mode: {args.mode}", flush=True)
@@ -143,6 +151,8 @@ def main() -> None:
                             res = {"rate": wl.run()}
                         elif name == "kmemtrace":
                             res = with_kmemtrace(wl, Path(tmpdir))
+                        elif name == "baseline":
+                            res = with_kmemtrace(wl, Path(tmpdir), args.baseline.resolve())
                         else:
                             res = traced(bpf, name, wl)
                     except BaseException:
