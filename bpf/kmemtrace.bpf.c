@@ -520,12 +520,18 @@ static __always_inline int nest_missed(int slot, u64 ptr)
 	}
 #endif
 
-/* kmem:kmem_cache_free, TP_PROTO(call_site, ptr, const struct kmem_cache *s) */
+/* kmem:kmem_cache_free, TP_PROTO(call_site, ptr, const struct kmem_cache *s). Recording
+ * accounted objects only, the `live` map already holds the cache of the few frees that are
+ * emitted, so the cache lookup is not paid on every free of the system. */
 static __always_inline void on_cache_free(struct bpf_raw_tracepoint_args *ctx, u32 ectx)
 {
+#ifdef KMT_ALL_OBJECTS
 	u64 s = ctx->args[2];
 	struct kmt_cache *c = caches.lookup(&s);
 	on_free(ctx, ctx->args[1], c ? c->idx : 0, ectx);
+#else
+	on_free(ctx, ctx->args[1], 0, ectx);
+#endif
 }
 KMT_TWIN(kmt_cache_free, KMT_TP_CACHE_FREE, on_cache_free)
 
