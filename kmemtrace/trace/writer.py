@@ -41,6 +41,8 @@ DEFAULT_REORDER_WINDOW_NS = 50_000_000  # 50 ms: far above ring-buffer commit sk
 
 # Columns that are (nearly) sorted within a part: delta-encoded, a few bits per row.
 DELTA_COLUMNS = ("ts_ns", "seq")
+# Columns with a value per object: a dictionary would be as large as the column.
+NO_DICTIONARY = (*DELTA_COLUMNS, "ptr")
 
 
 def write_parquet(table: pa.Table, path: Path, compression: str) -> None:
@@ -51,12 +53,13 @@ def write_parquet(table: pa.Table, path: Path, compression: str) -> None:
     no dictionary for ts_ns/seq/ptr, 92 ns/row and 1.7 B/row. No dictionary at all (plain
     values, zstd finds the repeats): 78 instead of 101 CPU-ns/row and 1.91 instead of 1.68
     B/row on an --in-memcg recording, 99 instead of 121 and 4.02 instead of 3.57 B/row on a
-    whole-system one (best of 3, ``time.process_time``). The writer thread is the
-    recorder's biggest user of CPU, which the recorded workload pays for, and 6 B/event is
-    the budget.
+    whole-system one (best of 3, ``time.process_time``); but a checked mix run without them
+    reached 6.35 B/event, over the 6 B/event budget, so the other columns keep their
+    dictionaries: 22 ns/row of writer CPU is the price of staying inside it.
     """
     pq.write_table(table, path, compression=compression, row_group_size=1 << 20,
-                   write_page_checksum=True, use_dictionary=False,
+                   write_page_checksum=True,
+                   use_dictionary=[c for c in table.column_names if c not in NO_DICTIONARY],
                    column_encoding={c: "DELTA_BINARY_PACKED" for c in DELTA_COLUMNS
                                     if c in table.column_names})
 
