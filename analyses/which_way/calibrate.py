@@ -6,10 +6,10 @@ its own recording, next to what that kernel reported while it ran.
   first ``/sys/kernel/slab`` sample, objects of unknown owner), against every later
   ``/sys/kernel/slab`` sample. The *raw* error is the figure; the same replay started
   empty is shown beside it, to say how much of the fit the start state buys.
-* Dying memcgs: the model's count (the era's rule) against the v1 equivalent the
-  recording driver sampled (:mod:`analyses.which_way.record`). Both are whole-system;
-  the kernel's count includes memcgs that were dying before the recording began, which
-  the model cannot know of, so the comparison is of the change since the start.
+* Dying memcgs: the model's count (the era's slab rule plus the recorded page cache)
+  against the kernel's per-memcg releases and the v1 count the recording driver sampled
+  (:mod:`analyses.which_way.dying`, which says how the memcgs already dying before the
+  recording are handled).
 """
 
 from dataclasses import dataclass
@@ -17,9 +17,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from analyses.which_way.dying import dying_fit
 from analyses.which_way.record import truth_path
 from analyses.which_way.sweep import MAIN_ERA, TraceSpec
-from kmemtrace.metrics import series, slab_samples
+from kmemtrace.metrics import slab_samples
 from kmemtrace.replay.engine import replay
 from kmemtrace.report.validate import ErrorStats, Validation, validate
 from kmemtrace.strategies import select
@@ -78,18 +79,17 @@ def _raw_totals(v: Validation) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def _dying(spec: TraceSpec, trace: TraceReader, result, run) -> pd.DataFrame | None:
-    path = truth_path(spec.path)
-    if not path.exists():
+    """Model against kernel (analyses/which_way/dying.py): the columns the report plots
+    (``t_s``, ``kernel``: the v1 count's change since start, ``model``: the model's with the
+    baseline's own releases taken off) and the per-memcg ones; ``attrs["classes"]``: the
+    offlined memcgs by outcome, ``attrs["page_cache"]``: the trace recorded page cache."""
+    fit = dying_fit(trace, result, run, truth_path(spec.path))
+    d = fit.over_time
+    if "kernel" not in d:
         return None
-    truth = pd.read_csv(path)
-    if truth.empty:
-        return None
-    model = series(run)["dying_memcgs"]
-    at = np.searchsorted(result.sample_times_ns, truth.ts_ns.to_numpy()).clip(
-        max=len(model) - 1)
-    return pd.DataFrame({"t_s": (truth.ts_ns - trace.start_ns) / 1e9,
-                         "kernel": truth.dying - truth.dying.iloc[0],
-                         "model": model[at]})
+    d.attrs.update(classes=fit.classes(), page_cache=fit.page_cache,
+                   baseline_start=fit.baseline_start, baseline_released=fit.baseline_released)
+    return d
 
 
 def calibrate(specs: list[TraceSpec]) -> list[Calibration]:

@@ -18,6 +18,7 @@ from analyses.which_way.calibrate import (
     TARGET_WORST_PCT,
     Calibration,
 )
+from analyses.which_way.dying import report_section as dying_report_section
 from analyses.which_way.published import Check
 from analyses.which_way.sweep import CONFIGS, CPUS, ERAS, MAIN_ERA, MAIN_LABELS, TraceSpec
 from analyses.which_way.threats import facts
@@ -381,6 +382,8 @@ when the kernel freed them — these lifetimes are the input every strategy is j
 ## Calibration against kernel truth
 
 {calibration_section(calib)}
+
+{dying_report_section(calib, TARGET_DYING_PCT)}
 
 ## Results per workload (SLUB {MAIN_ERA}, recorded CPUs)
 
