@@ -330,6 +330,14 @@ def _page_cache_row(feats: KernelFeatures, event: str, fn: str) -> Probe:
     return row
 
 
+def leave_out_page_cache(rows: list[Probe]) -> None:
+    """``record --no-page-cache``: the page-cache probes stay detached, and the plan says so."""
+    names = {f"filemap:{event}" for event in PAGE_CACHE_TPS}
+    for row in rows:
+        if row.probe in names:
+            row.status, row.why = "missing", "not asked for (--no-page-cache)"
+
+
 def page_cache_attached(rows: list[Probe]) -> bool:
     """Both page-cache probes can attach: PAGE_CACHE rows are recorded."""
     names = {f"filemap:{event}" for event in PAGE_CACHE_TPS}

@@ -108,6 +108,7 @@ class RecordOptions:
     follow_tasks: bool = False  # the subtree follows its tasks into memcgs made elsewhere
     lifecycle: str = "auto"  # auto | kprobe | fentry: how lifecycle events are caught
     force: bool = False  # replace the trace already in ``output``
+    page_cache: bool = True  # PAGE_CACHE rows, where the kernel has the probes
 
 
 def require_root() -> None:
@@ -250,6 +251,8 @@ class Recorder:
         self.bcc = bccload.load_bcc()
         probes.check_fentry(self.bcc, feats)
         self.plan = probes.plan(feats, opts.lifecycle)
+        if not opts.page_cache:
+            probes.leave_out_page_cache(self.plan)
         self.use_perf = opts.transport == "perf" or (
             opts.transport == "auto" and not has_ringbuf(feats))
         if opts.transport == "ringbuf" and not has_ringbuf(feats):
