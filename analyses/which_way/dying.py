@@ -20,10 +20,10 @@ The baseline: memcgs already dying when the recording began are in the kernel's 
 not in the model. They are handled, not guessed: the count is compared as a change since
 the first sample, and those memcgs' own releases during the recording (MEMCG_RELEASE rows
 of memcgs the trace never offlined) are taken from the trace, so the model's expected
-change is ``model(t) - baseline released by t``. What cannot be handled: a memcg that
-existed before the recording and is offlined during it has page cache the trace never saw
-(its folios were inserted earlier), so the model frees it too early; such memcgs are
-counted apart.
+change is ``model(t) - baseline released by t``, both taken since the first sample. What
+cannot be handled: a memcg that existed before the recording and is offlined during it has
+page cache the trace never saw (its folios were inserted earlier), so the model frees it
+too early; such memcgs are counted apart.
 """
 
 import os
@@ -140,8 +140,11 @@ def dying_fit(trace, result, run, truth: Path | None) -> DyingFit:
     if sampled is not None:
         baseline_start = int(sampled.dying.iloc[0])
         out["kernel"] = (sampled.dying - sampled.dying.iloc[0]).to_numpy()
-        out["model"] = out.model_rows - released_by
-        out["model_slab"] = out.model_slab_rows - released_by
+        # changes since the first sample, like the kernel's
+        model = out.model_rows - released_by
+        slab = out.model_slab_rows - released_by
+        out["model"] = model - model.iloc[0]
+        out["model_slab"] = slab - slab.iloc[0]
     return DyingFit(out, memcgs, baseline_start, len(base_rel), run.page_cache)
 
 
