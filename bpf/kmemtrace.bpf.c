@@ -901,6 +901,12 @@ int kmt_pc_add(struct bpf_raw_tracepoint_args *ctx)
 	if (live_pc.memcg <= 1 || !recorded(live_pc.memcg))
 		return 0;
 	live_pc.pages = folio_pages(folio);
+	/* Still followed: its last removal reached no probe (a folio migrated by compaction
+	 * leaves the cache with no tracepoint, its charge moving to the new folio). End that
+	 * life here, late rather than never. */
+	struct kmt_pc_live *stale = pc_live.lookup(&folio);
+	if (stale)
+		pc_emit(ctx, folio, stale->memcg, -stale->pages);
 	if (pc_live.update(&folio, &live_pc)) {
 		lc_count_lost(KMT_LC_LOST_PAGE_CACHE);
 		return 0;
