@@ -95,8 +95,14 @@ def kernel_start(trace: TraceReader, seed: int = 0) -> dict[str, np.ndarray] | N
 
     Per cache with ``S`` slabs and ``O`` objects at the first sample and ``P`` pointers
     freed before being allocated: ``max(S * objs_per_slab, O, P)`` objects are allocated
-    (the model fills slab after slab), then the surplus is freed, evenly spaced, so that
+    (the model fills slab after slab), then all but ``L`` are freed, evenly spaced, so that
     every slab keeps its share; the ``P`` pointers sit at random kept positions.
+    ``O`` is not the live objects: ``objects`` in /sys/kernel/slab is the slabs' capacity
+    minus the free slots of *node-partial* slabs only (``show_slab_objects``, SO_OBJECTS),
+    so the free slots of the CPU slabs count as in use. Those are unknown; each CPU's slab
+    is taken as half free: ``L = max(O - min(S, ncpus) * objs_per_slab / 2, P)``. Taking
+    ``O`` as live made the small caches full at the start (2 slabs, ``O`` = their capacity),
+    and their first allocations took the new slabs that made the +100 % of most of them.
     Slab ``k`` is filled and thinned on CPU ``k % ncpus``: a running kernel has a CPU slab
     on each CPU that allocated from the cache, and a prelude on CPU 0 alone left the other
     CPUs none, so their first allocations took new slabs the kernel never needed (2 slabs
@@ -115,8 +121,9 @@ def kernel_start(trace: TraceReader, seed: int = 0) -> dict[str, np.ndarray] | N
         if cid not in geom:
             continue
         real = pre.get(cid, np.zeros(0, np.uint64))
-        keep = max(objects, len(real))
         per_slab = max(int(geom[cid]["objs_per_slab"]), 1)
+        hidden = min(slabs, ncpus) * per_slab // 2
+        keep = max(objects - hidden, len(real), 0)
         total = max(slabs * per_slab, keep)
         if not total:
             continue
