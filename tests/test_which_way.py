@@ -47,7 +47,7 @@ def test_study_runs_end_to_end_on_fixtures(tmp_path):
 
 
 def test_calibration_against_a_hand_scenario(tmp_path):
-    # test_whatif's trace: the kernel says 3 slabs / 6 objects, then 3 / 4; started from
+    # test_whatif's trace: the kernel says 3 slabs / 8 objects, then 3 / 6; started from
     # the kernel's state the objcg model matches both exactly, started empty it cannot.
     path = tmp_path / "t"
     _trace(path)

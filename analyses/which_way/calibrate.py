@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from analyses.which_way.record import truth_path
-from analyses.which_way.sweep import MAIN_ERA, TraceSpec
+from analyses.which_way.sweep import MAIN_ERA, TraceSpec, pmap
 from kmemtrace.metrics import series, slab_samples
 from kmemtrace.replay.engine import replay
 from kmemtrace.report.validate import ErrorStats, Validation, validate
@@ -93,17 +93,19 @@ def _dying(spec: TraceSpec, trace: TraceReader, result, run) -> pd.DataFrame | N
 
 
 def calibrate(specs: list[TraceSpec]) -> list[Calibration]:
-    """Every trace that carries /sys/kernel/slab samples (others cannot be calibrated)."""
-    out = []
-    for spec in specs:
-        trace = TraceReader.open(spec.path)
-        if not trace.meta.get("counts", {}).get("SLAB_SAMPLE"):
-            continue
-        v, result, run = _validation(trace, seeded=True)
-        if not v.caches:
-            continue
-        empty, _, _ = _validation(trace, seeded=False)
-        t, kernel, model = _raw_totals(v)
-        out.append(Calibration(spec.group, spec.run, v, empty.raw, t, kernel, model,
-                               _dying(spec, trace, result, run)))
-    return out
+    """Every trace that carries /sys/kernel/slab samples (others cannot be calibrated);
+    traces in parallel processes."""
+    return [c for c in pmap(_calibrate_one, specs) if c is not None]
+
+
+def _calibrate_one(spec: TraceSpec) -> Calibration | None:
+    trace = TraceReader.open(spec.path)
+    if not trace.meta.get("counts", {}).get("SLAB_SAMPLE"):
+        return None
+    v, result, run = _validation(trace, seeded=True)
+    if not v.caches:
+        return None
+    empty, _, _ = _validation(trace, seeded=False)
+    t, kernel, model = _raw_totals(v)
+    return Calibration(spec.group, spec.run, v, empty.raw, t, kernel, model,
+                       _dying(spec, trace, result, run))
