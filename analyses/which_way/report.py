@@ -326,11 +326,16 @@ def threats_section(tf: pd.DataFrame, calib: list[Calibration], changed: list[st
         f"{cell(tf.alloc_irq_pct)} % of allocations ran in softirq/hardirq (RCU callbacks "
         "included); interrupt-context allocations are charged to no memcg.",
         f"* **Other helpers' work.** The recordings are whole-system on a shared machine: "
-        f"{others:.0f} % of the memcgs in the traces were not ours, and the load at each "
+        f"{others:.0f} % of the memcgs in the traces were not ours; of all allocations, "
+        f"{cell(tf.allocs_ours_pct)} % were charged to the study's memcgs and "
+        f"{cell(tf.allocs_others_pct)} % to other non-root memcgs (other helpers' work; "
+        "the rest is the root: kernel threads, the recorder, the driver). The load at each "
         "run's end is in the traces table. Their objects are real traffic in shared "
         "caches, but vary between runs: that is part of the spread.",
-        "* **Lifetimes.** No driver sleep frees an object; the classic family's idle "
-        "periods and pressure, and the service's request counts, are set by the driver.",
+        "* **Lifetimes.** No driver sleep frees an object, and no run is padded with one: "
+        "each family repeats its work until the recording is 60 s long. The driver sets "
+        "the amount of work (files per job, a hog or `drop_caches` every third classic "
+        "job, requests per service life, memory limits), not when an object is freed.",
     ])
 
 
