@@ -393,11 +393,14 @@ static __always_inline int nest_missed(int slot, u64 ptr)
 	}
 #endif
 
-/* kmem:kmem_cache_free, TP_PROTO(call_site, ptr, const struct kmem_cache *s) */
+/* kmem:kmem_cache_free, TP_PROTO(call_site, ptr, const struct kmem_cache *s)
+ * The cache is registered here too, not only at its first allocation: a cache that only
+ * frees while recording (TIME_WAIT sockets of earlier connections expiring: tw_sock_TCP
+ * went from 263 slabs to 17 in one run) otherwise gave frees of unknown cache, which no
+ * allocation's slab page could name, and the replay kept those objects alive. */
 static __always_inline void on_cache_free(struct bpf_raw_tracepoint_args *ctx, u32 ectx)
 {
-	u64 s = ctx->args[2];
-	struct kmt_cache *c = caches.lookup(&s);
+	struct kmt_cache *c = cache_info(ctx->args[2]);
 	on_free(ctx, ctx->args[1], c ? c->idx : 0, ectx);
 }
 KMT_TWIN(kmt_cache_free, KMT_TP_CACHE_FREE, on_cache_free)

@@ -47,7 +47,7 @@ def test_study_runs_end_to_end_on_fixtures(tmp_path):
 
 
 def test_calibration_against_a_hand_scenario(tmp_path):
-    # test_whatif's trace: the kernel says 3 slabs / 6 objects, then 3 / 4; started from
+    # test_whatif's trace: the kernel says 3 slabs / 8 objects, then 3 / 6; started from
     # the kernel's state the objcg model matches both exactly, started empty it cannot.
     path = tmp_path / "t"
     _trace(path)
@@ -58,6 +58,10 @@ def test_calibration_against_a_hand_scenario(tmp_path):
     # started empty: 0 then 1 slab (NEW's) against 3 and 3: -100 % and -66.7 %
     assert abs(c.empty.median_pct - (100 + 200 / 3) / 2) < 1e-9
     assert c.caches_on_target() == (1, 1)
+    # 3 slabs throughout: no cache moved; the cache's own counts come from the trace
+    # (1 allocation; 2 frees name it, the kfree does not)
+    assert c.n_moved == 0 and c.moved.n == 0
+    assert [(w["cache"], w["allocs"], w["frees"]) for w in c.worst] == [("kmalloc-64", 1, 2)]
     assert c.dying_error() == (1.0, 0.0)  # the kernel gained one dying memcg; no offline
 
 
