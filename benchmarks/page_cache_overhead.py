@@ -10,6 +10,12 @@ them. Variants interleaved per rep on this shared machine: untraced, ``kmemtrace
 rate; the cost of the page-cache probes is the ratio of the last two. The load average is
 printed with each.
 
+The cost per event, less noisy than rates on a shared machine: with
+``kernel.bpf_stats_enabled`` on, the kernel's own run count and run time of the two
+page-cache programs (``kmt_pc_add``, ``kmt_pc_delete``, found by name through
+``BPF_OBJ_GET_INFO_BY_FD`` on the recorder's descriptors), printed as ns per run and as a
+share of the run's wall time.
+
 The independent count: the workload knows how many pages it put into the cache (files x
 pages per file, once written and once per pass read back); the trace's PAGE_CACHE
 insertions of its memcg must add up to that (plus the few ext4 metadata blocks it read),
@@ -17,8 +23,10 @@ less what LOST PAGE_CACHE reports.
 """
 
 import argparse
+import ctypes
 import os
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -31,6 +39,47 @@ from kmemtrace.trace.reader import open_trace  # noqa: E402
 from kmemtrace.trace.schema import EventKind  # noqa: E402
 
 MEMCG_ROOT = Path("/sys/fs/cgroup/memory")
+STATS = Path("/proc/sys/kernel/bpf_stats_enabled")
+PC_PROGS = ("kmt_pc_add", "kmt_pc_delete")
+SYS_BPF, SYS_PIDFD_GETFD, BPF_OBJ_GET_INFO_BY_FD = 321, 438, 15  # x86_64
+PROG_INFO_NAME = 64  # offsetof(struct bpf_prog_info, name), char[16]
+
+
+def _prog_name(libc, fd: int) -> str:
+    info = ctypes.create_string_buffer(256)
+    attr = struct.pack("IIQ", fd, len(info), ctypes.addressof(info)) + bytes(104)
+    buf = ctypes.create_string_buffer(attr, len(attr))
+    if libc.syscall(SYS_BPF, BPF_OBJ_GET_INFO_BY_FD, buf, len(attr)) != 0:
+        return "?"
+    return info.raw[PROG_INFO_NAME:PROG_INFO_NAME + 16].split(b"\0")[0].decode()
+
+
+def pc_prog_stats(pid: int) -> dict[str, tuple[int, int]]:
+    """kmt_pc_add/_delete of process ``pid``: name -> (run_cnt, run_time_ns)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    pidfd = os.pidfd_open(pid)
+    out = {}
+    try:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            try:
+                if os.readlink(fd) != "anon_inode:bpf-prog":
+                    continue
+                info = Path(f"/proc/{pid}/fdinfo/{fd.name}").read_text()
+            except OSError:
+                continue
+            mine = libc.syscall(SYS_PIDFD_GETFD, pidfd, int(fd.name), 0)
+            if mine < 0:
+                continue
+            try:
+                name = _prog_name(libc, mine)
+            finally:
+                os.close(mine)
+            if name in PC_PROGS:
+                f = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
+                out[name] = (int(f.get("run_cnt", 0)), int(f.get("run_time_ns", 0)))
+    finally:
+        os.close(pidfd)
+    return out
 FILE_BYTES = 16384
 WORKLOAD = """
 import os, sys, time
@@ -79,9 +128,11 @@ def one(variant: str, files: int, seconds: float, work: Path, rep: int) -> dict:
             if rec.poll() is not None:
                 raise SystemExit(f"record failed: {rec.stderr.read()}")
     memcg.mkdir()
+    before = pc_prog_stats(rec.pid) if variant == "page-cache" else {}
     try:
         passes, secs = run_workload(memcg, where, files, seconds)
         memcg_id = memcg.stat().st_ino
+        after = pc_prog_stats(rec.pid) if variant == "page-cache" else {}
     finally:
         if rec is not None:
             rec.send_signal(2)
@@ -90,6 +141,11 @@ def one(variant: str, files: int, seconds: float, work: Path, rep: int) -> dict:
     row = {"variant": variant, "passes_per_s": passes / secs, "passes": passes,
            "load": os.getloadavg()[0]}
     if variant == "page-cache":
+        for name in PC_PROGS:
+            cnt = after.get(name, (0, 0))[0] - before.get(name, (0, 0))[0]
+            ns = after.get(name, (0, 0))[1] - before.get(name, (0, 0))[1]
+            row[f"{name}_runs"], row[f"{name}_ns"] = cnt, ns / max(cnt, 1)
+            row[f"{name}_cpu_pct"] = ns / (secs * 1e9) * 100
         t = open_trace(trace)
         df = t.to_pandas(kinds=[EventKind.PAGE_CACHE])
         mine = df[(df.memcg_id == memcg_id) & (df.aux > 0)]
@@ -108,6 +164,29 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("/var/tmp"))
     args = ap.parse_args()
     rows = []
+    stats_was = STATS.read_text().strip()
+    STATS.write_text("1")
+    try:
+        _reps(args, rows)
+    finally:
+        STATS.write_text(stats_was)
+    med = {v: statistics.median(r["passes_per_s"] for r in rows if r["variant"] == v)
+           for v in ("untraced", "no-page-cache", "page-cache")}
+    print(f"median passes/s: untraced {med['untraced']:.2f}, record --no-page-cache "
+          f"{med['no-page-cache']:.2f}, record {med['page-cache']:.2f}")
+    print(f"slowdown of the page-cache probes (no-page-cache / page-cache): "
+          f"x{med['no-page-cache'] / med['page-cache']:.3f}; of the whole recorder "
+          f"(untraced / page-cache): x{med['untraced'] / med['page-cache']:.3f}")
+    pc = [r for r in rows if r["variant"] == "page-cache"]
+    for name in PC_PROGS:
+        print(f"{name}: median {statistics.median(r[name + '_ns'] for r in pc):.0f} ns per run, "
+              f"{statistics.median(r[name + '_runs'] for r in pc):,.0f} runs per rep, "
+              f"{statistics.median(r[name + '_cpu_pct'] for r in pc):.2f} % of one CPU")
+    print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+
+def _reps(args, rows: list[dict]) -> None:
+    """Interleaved variants per rep (untraced, --no-page-cache, page cache)."""
     with tempfile.TemporaryDirectory(prefix="i12c-pcbench-", dir=args.work) as tmp:
         for rep in range(args.reps):
             for variant in ("untraced", "no-page-cache", "page-cache"):
@@ -116,17 +195,10 @@ def main() -> None:
                 print(f"rep {rep} {variant}: {row['passes_per_s']:.2f} passes/s "
                       f"(load {row['load']:.1f})"
                       + (f"; pages inserted {row['inserted_pages']:,} of "
-                         f"{row['expected_pages']:,} read, LOST PAGE_CACHE "
-                         f"{row['lost_page_cache']}" if "inserted_pages" in row else ""),
-                      flush=True)
-    med = {v: statistics.median(r["passes_per_s"] for r in rows if r["variant"] == v)
-           for v in ("untraced", "no-page-cache", "page-cache")}
-    print(f"median passes/s: untraced {med['untraced']:.2f}, record --no-page-cache "
-          f"{med['no-page-cache']:.2f}, record {med['page-cache']:.2f}")
-    print(f"slowdown of the page-cache probes (no-page-cache / page-cache): "
-          f"x{med['no-page-cache'] / med['page-cache']:.3f}; of the whole recorder "
-          f"(untraced / page-cache): x{med['untraced'] / med['page-cache']:.3f}")
-    print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+                         f"{row['expected_pages']:,} put in the cache, LOST PAGE_CACHE "
+                         f"{row['lost_page_cache']}; kmt_pc_add {row['kmt_pc_add_ns']:.0f} ns"
+                         f", kmt_pc_delete {row['kmt_pc_delete_ns']:.0f} ns per run"
+                         if "inserted_pages" in row else ""), flush=True)
 
 
 if __name__ == "__main__":
