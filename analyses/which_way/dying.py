@@ -306,8 +306,9 @@ def plot(fits: list[tuple[Path, DyingFit]], out: Path) -> Path:
             axes[1].plot(d.t_s, d.model, "--", color=line.get_color(), label="model")
     axes[0].set_title("memcgs offlined in the trace, still held: kernel (MEMCG_RELEASE)\n"
                       "solid, model dashed, slab rule alone dotted", fontsize=9)
-    axes[1].set_title("v1 dying memcgs since start (/proc/cgroups): kernel solid, model\n"
-                      "minus the baseline's own releases dashed", fontsize=9)
+    axes[1].set_title("the kernel's dying count since start (v1 /proc/cgroups, v2\n"
+                      "nr_dying_descendants) solid; model minus the baseline's releases "
+                      "dashed", fontsize=9)
     for ax in axes:
         ax.set_xlabel("seconds into trace")
         ax.grid(alpha=0.3)
