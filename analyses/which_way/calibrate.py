@@ -6,8 +6,10 @@ its own recording, next to what that kernel reported while it ran.
   first ``/sys/kernel/slab`` sample, objects of unknown owner), against every later
   ``/sys/kernel/slab`` sample. The *raw* error is the figure; the same replay started
   empty is shown beside it, to say how much of the fit the start state buys.
-* Dying memcgs: the model's count (the era's rule) against the v1 equivalent the
-  recording driver sampled (:mod:`analyses.which_way.record`). Both are whole-system;
+* Dying memcgs: the model's count against the v1 equivalent the recording driver
+  sampled (:mod:`analyses.which_way.record`): the era's slab rule alone, and with the
+  page cache that also holds an offline memcg (PAGE_CACHE rows, when the recorder had
+  them: that is the count the kernel keeps, and the one compared). Both are whole-system;
   the kernel's count includes memcgs that were dying before the recording began, which
   the model cannot know of, so the comparison is of the change since the start.
 
@@ -51,11 +53,11 @@ class Calibration:
     group: str
     run: int
     seeded: Validation
-    empty: ErrorStats  # raw error of the same replay started from an empty model
+    empty: ErrorStats  # raw error of the same replay started empty (first run only)
     t_s: np.ndarray  # per sample round
     kernel_pages: np.ndarray  # summed over scored caches
     model_pages: np.ndarray  # raw (not baseline-corrected), summed likewise
-    dying: pd.DataFrame | None  # t_s, kernel (change since start), model
+    dying: pd.DataFrame | None  # t_s, kernel (change since start), model, model_pc
     settled: ErrorStats  # raw error over samples from SETTLE_S on, every scored cache
     moved: ErrorStats  # raw error over the caches that moved, samples after the first
     n_moved: int
@@ -68,12 +70,14 @@ class Calibration:
                  and abs(f.raw.worst_pct) <= TARGET_WORST_PCT)
         return ok, len(self.seeded.caches)
 
-    def dying_error(self) -> tuple[float, float] | None:
-        """(kernel, model) change in dying memcgs at the end of the recording."""
+    def dying_error(self) -> tuple[float, float, float | None] | None:
+        """(kernel, slab-only model, model with page cache or None) change in dying
+        memcgs at the end of the recording."""
         if self.dying is None or self.dying.empty:
             return None
         last = self.dying.iloc[-1]
-        return float(last.kernel), float(last.model)
+        pc = None if np.isnan(last.model_pc) else float(last.model_pc)
+        return float(last.kernel), float(last.model), pc
 
 
 def _validation(trace: TraceReader, seeded: bool):
@@ -140,12 +144,16 @@ def _dying(spec: TraceSpec, trace: TraceReader, result, run) -> pd.DataFrame | N
     truth = pd.read_csv(path)
     if truth.empty:
         return None
-    model = series(run)["dying_memcgs"]
+    s = series(run)
+    model = s["dying_memcgs"]
     at = np.searchsorted(result.sample_times_ns, truth.ts_ns.to_numpy()).clip(
         max=len(model) - 1)
+    with_pc = trace.meta.get("counts", {}).get("PAGE_CACHE") and "page_cache_dying_memcgs" in s
     return pd.DataFrame({"t_s": (truth.ts_ns - trace.start_ns) / 1e9,
                          "kernel": truth.dying - truth.dying.iloc[0],
-                         "model": model[at]})
+                         "model": model[at],
+                         "model_pc": s["page_cache_dying_memcgs"][at].astype(float)
+                         if with_pc else np.nan})
 
 
 def calibrate(specs: list[TraceSpec]) -> list[Calibration]:
@@ -161,9 +169,11 @@ def _calibrate_one(spec: TraceSpec) -> Calibration | None:
     v, result, run = _validation(trace, seeded=True)
     if not v.caches:
         return None
-    empty, _, _ = _validation(trace, seeded=False)
+    # what the start state buys is shown once per workload (a replay more per trace)
+    empty = _validation(trace, seeded=False)[0].raw if spec.run == 0 else ErrorStats.of(
+        np.zeros(0))
     t, kernel, model = _raw_totals(v)
     settled, moved, n_moved = _settled_and_moved(v)
-    return Calibration(spec.group, spec.run, v, empty.raw, t, kernel, model,
+    return Calibration(spec.group, spec.run, v, empty, t, kernel, model,
                        _dying(spec, trace, result, run), settled, moved, n_moved,
                        _worst(v, trace))
