@@ -447,7 +447,10 @@ strategy; nothing here is zero by construction for one strategy only.
 ## Traces
 
 Whole-system recordings (`kmemtrace record --all-objects`, every memcg; memory pressure
-from the vmscan tracepoints). Workload families: see `analyses/which_way/jobs.py`.
+from the vmscan tracepoints; page cache charged to memcgs from the filemap tracepoints).
+Workload families: see `analyses/which_way/jobs.py`; each repeats its real work (file
+jobs, containers, service lives) until the recording is at least 60 s long, and each runs
+under a memory limit that its own work exceeds, so the PRESSURE rows are the kernel's.
 
 {corpus_table(specs, tf, df)}
 
