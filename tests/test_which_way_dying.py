@@ -7,8 +7,8 @@ The driver sampled the v1 count at 0.5, 1.5, 2.5, 3.5 s: 5, 6, 5, 4.
 
 On paper: memcgs offlined in the trace and held, kernel 0 1 1 0, model (objcg + page
 cache) 0 1 1 0, slab rule alone 0 0 0 0. v1 change since start 0 +1 0 -1; the model's,
-minus the baseline's own releases (0 0 1 1): 0 +1 0 -1. Memcg 100 is freed by both, 0.1 s
-apart.
+minus the baseline's own releases (0 0 1 1): 0 +1 0 -1 (slab rule alone 0 0 -1 -1).
+Memcg 100 is freed by both, 0.1 s apart.
 """
 
 from analyses.which_way.dying import dying_fit
@@ -42,7 +42,8 @@ def test_dying_fit_against_a_hand_scenario(trace_builder):
     assert list(d.model_rows) == [0, 1, 1, 0]
     assert list(d.model_slab_rows) == [0, 0, 0, 0]
     assert list(d.kernel) == [0, 1, 0, -1]
-    assert list(d.model) == [0, 1, 0, -1]
+    assert list(d.model_pc) == [0, 1, 0, -1]
+    assert list(d.model) == [0, 0, -1, -1]  # slab rule alone: only the baseline's release
     assert fit.errors() == (0.0, 0.0)
     assert fit.errors("model_slab_rows") == (100.0, 100.0)
     assert fit.baseline_start == 5 and fit.baseline_released == 1

@@ -6,10 +6,14 @@ its own recording, next to what that kernel reported while it ran.
   first ``/sys/kernel/slab`` sample, objects of unknown owner), against every later
   ``/sys/kernel/slab`` sample. The *raw* error is the figure; the same replay started
   empty is shown beside it, to say how much of the fit the start state buys.
-* Dying memcgs: the model's count (the era's slab rule plus the recorded page cache)
-  against the kernel's per-memcg releases and the v1 count the recording driver sampled
-  (:mod:`analyses.which_way.dying`, which says how the memcgs already dying before the
-  recording are handled).
+* Dying memcgs: the model's count against the kernel's, per memcg (MEMCG_RELEASE rows)
+  and as the v1 equivalent the recording driver sampled: the era's slab rule alone, and
+  with the page cache that also holds an offline memcg (PAGE_CACHE rows, when the recorder
+  had them: that is the count the kernel keeps, and the one compared). Both are
+  whole-system; the kernel's count includes memcgs that were dying before the recording
+  began, which the model cannot know of, so the comparison is of the change since the
+  start, with those memcgs' own releases taken from the trace
+  (:mod:`analyses.which_way.dying`).
 
 The raw median over every cache and sample is near zero by construction (the start is the
 first sample, and most caches barely move): the headline beside it is the error over the
@@ -52,11 +56,11 @@ class Calibration:
     group: str
     run: int
     seeded: Validation
-    empty: ErrorStats  # raw error of the same replay started from an empty model
+    empty: ErrorStats  # raw error of the same replay started empty (first run only)
     t_s: np.ndarray  # per sample round
     kernel_pages: np.ndarray  # summed over scored caches
     model_pages: np.ndarray  # raw (not baseline-corrected), summed likewise
-    dying: pd.DataFrame | None  # t_s, kernel (change since start), model
+    dying: pd.DataFrame | None  # t_s, kernel (change since start), model, model_pc
     settled: ErrorStats  # raw error over samples from SETTLE_S on, every scored cache
     moved: ErrorStats  # raw error over the caches that moved, samples after the first
     n_moved: int
@@ -69,12 +73,14 @@ class Calibration:
                  and abs(f.raw.worst_pct) <= TARGET_WORST_PCT)
         return ok, len(self.seeded.caches)
 
-    def dying_error(self) -> tuple[float, float] | None:
-        """(kernel, model) change in dying memcgs at the end of the recording."""
+    def dying_error(self) -> tuple[float, float, float | None] | None:
+        """(kernel, slab-only model, model with page cache or None) change in dying
+        memcgs at the end of the recording."""
         if self.dying is None or self.dying.empty:
             return None
         last = self.dying.iloc[-1]
-        return float(last.kernel), float(last.model)
+        pc = None if np.isnan(last.model_pc) else float(last.model_pc)
+        return float(last.kernel), float(last.model), pc
 
 
 def _validation(trace: TraceReader, seeded: bool):
@@ -136,13 +142,17 @@ def _worst(v: Validation, trace: TraceReader) -> list[dict]:
 
 def _dying(spec: TraceSpec, trace: TraceReader, result, run) -> pd.DataFrame | None:
     """Model against kernel (analyses/which_way/dying.py): the columns the report plots
-    (``t_s``, ``kernel``: the v1 count's change since start, ``model``: the model's with the
-    baseline's own releases taken off) and the per-memcg ones; ``attrs["classes"]``: the
-    offlined memcgs by outcome, ``attrs["page_cache"]``: the trace recorded page cache."""
+    (``t_s``; ``kernel``: the v1 count's change since start; ``model``, ``model_pc``: the
+    slab-only model's and the model's with page cache, each with the baseline's own
+    releases taken off) and the per-memcg ones (``kernel_rows``, ``model_rows``);
+    ``attrs["classes"]``: the offlined memcgs by outcome; ``attrs["page_cache"]``: the
+    trace recorded page cache."""
     fit = dying_fit(trace, result, run, truth_path(spec.path))
     d = fit.over_time
     if "kernel" not in d:
         return None
+    if not fit.page_cache:  # the report's model_pc is NaN without page-cache records
+        d["model_pc"] = np.nan
     d.attrs.update(classes=fit.classes(), page_cache=fit.page_cache,
                    baseline_start=fit.baseline_start, baseline_released=fit.baseline_released)
     return d
@@ -161,9 +171,11 @@ def _calibrate_one(spec: TraceSpec) -> Calibration | None:
     v, result, run = _validation(trace, seeded=True)
     if not v.caches:
         return None
-    empty, _, _ = _validation(trace, seeded=False)
+    # what the start state buys is shown once per workload (a replay more per trace)
+    empty = _validation(trace, seeded=False)[0].raw if spec.run == 0 else ErrorStats.of(
+        np.zeros(0))
     t, kernel, model = _raw_totals(v)
     settled, moved, n_moved = _settled_and_moved(v)
-    return Calibration(spec.group, spec.run, v, empty.raw, t, kernel, model,
+    return Calibration(spec.group, spec.run, v, empty, t, kernel, model,
                        _dying(spec, trace, result, run), settled, moved, n_moved,
                        _worst(v, trace))

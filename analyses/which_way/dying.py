@@ -52,7 +52,9 @@ AGREE_S = 1.0  # both freed within this of each other: one sample period of the 
 class DyingFit:
     """One trace's dying memcgs, model against kernel."""
 
-    over_time: pd.DataFrame  # t_s, kernel_rows, model_rows, model_slab_rows[, kernel, model]
+    # t_s, kernel_rows, model_rows, model_slab_rows (per-memcg truth); with the driver's
+    # samples also kernel, model (slab rule alone), model_pc (with page cache): changes
+    over_time: pd.DataFrame
     memcgs: pd.DataFrame  # memcg_id, offline_s, kernel_free_s, model_free_s, preexisting
     baseline_start: int | None  # the kernel's dying count at the first sample
     baseline_released: int  # of those, freed during the recording (their RELEASE rows)
@@ -141,10 +143,10 @@ def dying_fit(trace, result, run, truth: Path | None) -> DyingFit:
         baseline_start = int(sampled.dying.iloc[0])
         out["kernel"] = (sampled.dying - sampled.dying.iloc[0]).to_numpy()
         # changes since the first sample, like the kernel's
-        model = out.model_rows - released_by
+        with_pc = out.model_rows - released_by
         slab = out.model_slab_rows - released_by
-        out["model"] = model - model.iloc[0]
-        out["model_slab"] = slab - slab.iloc[0]
+        out["model"] = slab - slab.iloc[0]  # the era's slab rule alone
+        out["model_pc"] = with_pc - with_pc.iloc[0]  # with the recorded page cache
     return DyingFit(out, memcgs, baseline_start, len(base_rel), run.page_cache)
 
 
@@ -154,6 +156,12 @@ def _errors(d: pd.DataFrame, column: str) -> tuple[float | None, float | None]:
         return None, None
     err = (d[column][held] - d.kernel_rows[held]).abs() / d.kernel_rows[held] * 100
     return float(err.median()), float(err.max())
+
+
+def _end_model(d: pd.DataFrame) -> float:
+    """The model's change at the end: with page cache where the trace has it."""
+    pc = d.get("model_pc")
+    return float((pc if pc is not None and pc.notna().all() else d.model).iloc[-1])
 
 
 def report_section(calib: list, target_pct: float) -> str:
@@ -175,7 +183,7 @@ def report_section(calib: list, target_pct: float) -> str:
                      f"{cl.get('freed by the model only', 0)}",
                      str(cl.get("existed before the recording", 0)),
                      f"{_pct(med)} / {_pct(worst)}", f"{_pct(smed)} / {_pct(sworst)}",
-                     f"{d.kernel.iloc[-1]:+.0f} / {d.model.iloc[-1]:+.0f}",
+                     f"{d.kernel.iloc[-1]:+.0f} / {_end_model(d):+.0f}",
                      f"{d.attrs.get('baseline_start')} / {d.attrs.get('baseline_released')}"])
     if not rows:
         return "Dying memcgs: no kernel count was sampled beside these traces."
@@ -272,12 +280,12 @@ def summary(fits: list[tuple[Path, DyingFit]]) -> str:
         lines.append("  " + "; ".join(f"{k} {v}" for k, v in fit.classes().items()))
         d = fit.over_time
         if "kernel" in d:
-            diff = (d.model - d.kernel).abs()
+            diff = (d.model_pc - d.kernel).abs()
             lines.append(f"  /proc/cgroups v1: kernel dying at start {fit.baseline_start} "
                          f"(baseline; {fit.baseline_released} of them freed during the "
                          f"recording, from their MEMCG_RELEASE rows); change since start, "
-                         f"kernel end {d.kernel.iloc[-1]:+d} vs model {d.model.iloc[-1]:+d}"
-                         f" (slab rule alone {d.model_slab.iloc[-1]:+.0f}); |model - kernel| "
+                         f"kernel end {d.kernel.iloc[-1]:+d} vs model {d.model_pc.iloc[-1]:+d}"
+                         f" (slab rule alone {d.model.iloc[-1]:+.0f}); |model - kernel| "
                          f"median {diff.median():.0f}, worst {diff.max():.0f}, over "
                          f"{len(d)} samples; kernel peak change {d.kernel.max():+d}")
     return "\n".join(lines)
@@ -303,7 +311,7 @@ def plot(fits: list[tuple[Path, DyingFit]], out: Path) -> Path:
                      label=f"{path.name} model, slab rule alone")
         if "kernel" in d:
             line, = axes[1].plot(d.t_s, d.kernel, "-", label=f"{path.name} kernel")
-            axes[1].plot(d.t_s, d.model, "--", color=line.get_color(), label="model")
+            axes[1].plot(d.t_s, d.model_pc, "--", color=line.get_color(), label="model")
     axes[0].set_title("memcgs offlined in the trace, still held: kernel (MEMCG_RELEASE)\n"
                       "solid, model dashed, slab rule alone dotted", fontsize=9)
     axes[1].set_title("the kernel's dying count since start (v1 /proc/cgroups, v2\n"

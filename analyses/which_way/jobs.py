@@ -338,19 +338,24 @@ CLASSIC_VARIANTS = ("hog", "drop")
 
 def record_all(work: Path, runs: int) -> list[TraceSpec]:
     """Every family ``runs`` times, interleaved (so load drifts hit all alike); the
-    manifest ``recordings.json`` lets ``--traces`` analyse them again."""
+    manifest ``recordings.json`` lets ``--traces`` analyse them again. It is rewritten
+    after every recording, so an interrupted study can still be analysed."""
     wheel = build_wheel(work / "wheel")
     specs = []
     for run in range(runs):
         variant = CLASSIC_VARIANTS[run % len(CLASSIC_VARIANTS)]
-        for rec in (classic(work / f"classic-{run}", work / f"w-classic-{run}", run,
-                                 variant),
-                    churn(work / f"churn-{run}", work / f"w-churn-{run}", run, wheel),
-                    service(work / f"service-{run}", work / f"w-service-{run}", run)):
+        for family in ("classic", "churn", "service"):
+            out, scratch = work / f"{family}-{run}", work / f"w-{family}-{run}"
+            if family == "classic":
+                rec = classic(out, scratch, run, variant)
+            elif family == "churn":
+                rec = churn(out, scratch, run, wheel)
+            else:
+                rec = service(out, scratch, run)
             specs.append(TraceSpec(rec.group, "real", rec.run, rec.path, rec.variant,
                                    rec.rmdir_s, rec.load))
-    manifest = [asdict(s) | {"path": s.path.name} for s in specs]
-    (work / "recordings.json").write_text(json.dumps(manifest, indent=1))
+            manifest = [asdict(s) | {"path": s.path.name} for s in specs]
+            (work / "recordings.json").write_text(json.dumps(manifest, indent=1))
     return specs
 
 
