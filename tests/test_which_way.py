@@ -5,6 +5,7 @@ check and every figure the report names must be produced from a real replay, and
 calibration must compare the model with the kernel's own counts.
 """
 
+import pickle
 import re
 
 from test_whatif import T0, _trace
@@ -13,7 +14,7 @@ from analyses.which_way.__main__ import main
 from analyses.which_way.calibrate import calibrate
 from analyses.which_way.freecost import GEOMETRY, free_costs
 from analyses.which_way.record import truth_path
-from analyses.which_way.sweep import TraceSpec
+from analyses.which_way.sweep import CACHE_ENV, TraceSpec
 from kmemtrace.strategies import REGISTRY
 
 VERDICTS = ("reproduced", "not reproduced", "not comparable")
@@ -73,3 +74,20 @@ def test_davydov_benchmark_replay_separates_live_and_dead_frees():
     assert list(free["size"]) == sorted(GEOMETRY)
     assert (free.locks_per_1k_dead > free.locks_per_1k_live).all()
     assert (free.pages_freed_dead >= free.pages_freed_live).all()
+
+
+def test_cached_calibration_is_saved_and_reused(tmp_path, monkeypatch):
+    # --cache: the first analysis saves the trace's calibration beside it, the second
+    # loads it (a changed saved value shows that it was loaded, not recomputed)
+    monkeypatch.setenv(CACHE_ENV, "1")
+    path = tmp_path / "t"
+    _trace(path)
+    spec = TraceSpec("hand", "real", 0, path)
+    [first] = calibrate([spec])
+    saved = path.with_name("t.calibration.pkl")
+    key, value = pickle.loads(saved.read_bytes())
+    assert value.seeded.raw == first.seeded.raw
+    value.group = "from the cache"
+    saved.write_bytes(pickle.dumps((key, value)))
+    [again] = calibrate([spec])
+    assert again.group == "from the cache"

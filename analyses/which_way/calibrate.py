@@ -29,7 +29,7 @@ import pandas as pd
 
 from analyses.which_way.dying import dying_fit
 from analyses.which_way.record import truth_path
-from analyses.which_way.sweep import MAIN_ERA, TraceSpec, pmap
+from analyses.which_way.sweep import MAIN_ERA, TraceSpec, cached, pmap
 from kmemtrace.metrics import slab_samples
 from kmemtrace.replay.engine import replay
 from kmemtrace.report.validate import ErrorStats, Validation, pct_error, validate
@@ -165,6 +165,10 @@ def calibrate(specs: list[TraceSpec]) -> list[Calibration]:
 
 
 def _calibrate_one(spec: TraceSpec) -> Calibration | None:
+    return cached("calibration", spec, STRATEGY, lambda: _calibration(spec))
+
+
+def _calibration(spec: TraceSpec) -> Calibration | None:
     trace = TraceReader.open(spec.path)
     if not trace.meta.get("counts", {}).get("SLAB_SAMPLE"):
         return None

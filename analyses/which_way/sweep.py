@@ -17,6 +17,7 @@ waste, metadata, dying memcgs, destroy classes) are defined alike for every stra
 
 import multiprocessing
 import os
+import pickle
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -135,4 +136,27 @@ def run_sweep(specs: list[TraceSpec], eras=ERAS, cpus=CPUS
 
 
 def _replay_job(job: tuple) -> tuple[list[dict], Timeline]:
-    return replay_trace(*job)
+    spec, eras, cpus, full = job
+    return cached("sweep", spec, (tuple(eras), tuple(cpus), full),
+                  lambda: replay_trace(spec, eras, cpus, full))
+
+
+CACHE_ENV = "KMT_WHICH_WAY_CACHE"  # set by ``--cache``: spawned workers inherit it
+
+
+def cached(kind: str, spec: TraceSpec, key, compute):
+    """``compute()``, saved beside the trace as ``<trace>.<kind>.pkl`` when caching is on
+    (``--cache``), and loaded from there when it was saved under the same ``key``: the
+    replays of a study take most of its time, and a report change, an interrupted
+    analysis or traces analysed while later ones record need not redo them. Only valid
+    for an unchanged kmemtrace, which is why it is opt-in."""
+    if not os.environ.get(CACHE_ENV):
+        return compute()
+    path = spec.path.with_name(f"{spec.path.name}.{kind}.pkl")
+    if path.exists():
+        saved_key, value = pickle.loads(path.read_bytes())
+        if saved_key == key:
+            return value
+    value = compute()
+    path.write_bytes(pickle.dumps((key, value)))
+    return value
