@@ -16,7 +16,9 @@
  * KMT_FOLLOW_TASKS, KMT_MEMCG_FREE_PROBE, KMT_PERF, KMT_TP_<EVENT> per cgroup tracepoint,
  * the event-context reader (KMT_PCPU_PREEMPT_COUNT with KMT_PCPU_RUNQUEUES, KMT_OFF_TASK_CFS_RQ,
  * KMT_OFF_CFS_RQ_RQ, KMT_OFF_RQ_CPU), remote charging (KMT_OFF_TASK_ACTIVE_MEMCG,
- * KMT_PCPU_INT_ACTIVE_MEMCG, KMT_OFF_MEMCG_CSS),
+ * KMT_PCPU_INT_ACTIVE_MEMCG, KMT_OFF_MEMCG_CSS), page-cache records (KMT_PAGE_CACHE with
+ * KMT_PC_PAGES, KMT_PC_MAX, KMT_OFF_FOLIO_{FLAGS,MEMCG_DATA,NR_PAGES}, KMT_PG_HEAD,
+ * KMT_MEMCG_DATA_{KMEM,FLAGS_MASK}, KMT_OFF_MEMCG_CSS),
  * and per lifecycle event (KMT_MEMCG_OFFLINE, KMT_MEMCG_FREE, KMT_CACHE_DESTROY, KMT_FREE_BULK)
  * a _TP (lab/patches tracepoint) or _FENTRY suffix: those handlers attach themselves when
  * BCC loads the program, so they exist only when the attach plan chose them. The kprobe and
@@ -520,14 +522,18 @@ static __always_inline int nest_missed(int slot, u64 ptr)
 	}
 #endif
 
-/* kmem:kmem_cache_free, TP_PROTO(call_site, ptr, const struct kmem_cache *s). Recording
- * accounted objects only, the `live` map already holds the cache of the few frees that are
- * emitted, so the cache lookup is not paid on every free of the system. */
+/* kmem:kmem_cache_free, TP_PROTO(call_site, ptr, const struct kmem_cache *s).
+ * Recording everything, the cache is registered here too, not only at its first
+ * allocation: a cache that only frees while recording (TIME_WAIT sockets of earlier
+ * connections expiring: tw_sock_TCP went from 263 slabs to 17 in one run) otherwise gave
+ * frees of unknown cache, which no allocation's slab page could name, and the replay kept
+ * those objects alive. Recording accounted objects only, the `live` map already holds the
+ * cache of the few frees that are emitted, so no cache lookup is paid on every free of the
+ * system. */
 static __always_inline void on_cache_free(struct bpf_raw_tracepoint_args *ctx, u32 ectx)
 {
 #ifdef KMT_ALL_OBJECTS
-	u64 s = ctx->args[2];
-	struct kmt_cache *c = caches.lookup(&s);
+	struct kmt_cache *c = cache_info(ctx->args[2]);
 	on_free(ctx, ctx->args[1], c ? c->idx : 0, ectx);
 #else
 	on_free(ctx, ctx->args[1], 0, ectx);
@@ -953,4 +959,112 @@ TRACEPOINT_PROBE(vmscan, mm_vmscan_memcg_reclaim_begin)
 	return pressure(args, KMT_PR_MEMCG_RECLAIM);
 }
 TRACEPOINT_PROBE(vmscan, mm_shrink_slab_start) { return pressure(args, KMT_PR_SHRINK_SLAB); }
+#endif
+
+#ifdef KMT_PAGE_CACHE
+/* --- page cache: what holds an offline memcg on 6.x besides slab ---
+ * A folio charged to a memcg holds a reference on the memcg's css from commit_charge() until
+ * it is uncharged at its last put (uncharge_folio() in mm/memcontrol.c), and 6.1-6.18 do not
+ * move LRU folios to the parent at offline (only objcgs, hence slab, are reparented). So a
+ * removed memcg with file pages left in the cache stays dying until the last one goes.
+ *
+ * Insertion: filemap:mm_filemap_add_to_page_cache fires at the end of __filemap_add_folio(),
+ * after filemap_add_folio() charged the folio, so folio->memcg_data names the memcg charged
+ * (exact, not the current task's). Removal: filemap:mm_filemap_delete_from_page_cache fires in
+ * __filemap_remove_folio() and delete_from_page_cache_batch(); the uncharge follows at the
+ * folio's last put, at once for truncation, reclaim and drop_caches, later only if someone
+ * still holds the folio (a mapping, a pipe).
+ *
+ * Only folios whose insertion was seen are followed (pc_live), so every removal in the trace
+ * pairs with an insertion: folios cached before the recording, and shmem/tmpfs folios (added
+ * by shmem_add_to_page_cache(), which has no tracepoint), are not seen at all. The removal
+ * carries the memcg and page count of the insertion, so a folio split while cached cannot
+ * leave the count unbalanced. Root-memcg folios are skipped: the root never goes offline. */
+#ifdef KMT_PERF
+BPF_PERF_OUTPUT(pcache);
+#else
+BPF_RINGBUF_OUTPUT(pcache, KMT_PC_PAGES);
+#endif
+
+struct kmt_pc_live {
+	u64 memcg;
+	s64 pages;
+};
+BPF_HASH(pc_live, u64, struct kmt_pc_live, KMT_PC_MAX);
+
+static __always_inline s64 folio_pages(u64 folio)
+{
+	if (!(read_u64(folio + KMT_OFF_FOLIO_FLAGS) & (1ull << KMT_PG_HEAD)))
+		return 1;
+	u32 nr = 1;
+	bpf_probe_read_kernel(&nr, sizeof(nr), (void *)(folio + KMT_OFF_FOLIO_NR_PAGES));
+	return nr;
+}
+
+static __always_inline void pc_emit(void *ctx, u64 folio, u64 memcg, s64 pages)
+{
+#ifdef KMT_PERF
+	struct kmt_pc_event ev = {};
+	struct kmt_pc_event *e = &ev;
+#else
+	struct kmt_pc_event *e = pcache.ringbuf_reserve(sizeof(struct kmt_pc_event));
+	if (!e) {
+		lc_count_lost(KMT_LC_LOST_PAGE_CACHE);
+		return;
+	}
+#endif
+	e->ts_ns = bpf_ktime_get_ns();
+	e->folio = folio;
+	e->memcg_id = memcg;
+	e->pages = pages;
+	e->cpu = bpf_get_smp_processor_id();
+	e->pad = 0;
+#ifdef KMT_PERF
+	if (pcache.perf_submit(ctx, e, sizeof(*e)))
+		lc_count_lost(KMT_LC_LOST_PAGE_CACHE);
+#else
+	pcache.ringbuf_submit(e, BPF_RB_NO_WAKEUP);
+#endif
+}
+
+/* filemap:mm_filemap_add_to_page_cache, TP_PROTO(struct folio *folio) */
+int kmt_pc_add(struct bpf_raw_tracepoint_args *ctx)
+{
+	u64 folio = ctx->args[0];
+	u64 data = read_u64(folio + KMT_OFF_FOLIO_MEMCG_DATA);
+	if (!data || (data & KMT_MEMCG_DATA_KMEM))
+		return 0; /* uncharged, or a kmem page (objcg): not page cache */
+	u64 memcg = data & ~(u64)KMT_MEMCG_DATA_FLAGS_MASK;
+	struct kmt_pc_live live_pc = {};
+	live_pc.memcg = cgroup_id_of(read_u64(memcg + KMT_OFF_MEMCG_CSS + KMT_OFF_CSS_CGROUP));
+	if (live_pc.memcg <= 1 || !recorded(live_pc.memcg))
+		return 0;
+	live_pc.pages = folio_pages(folio);
+	/* Still followed: its last removal reached no probe (a folio migrated by compaction
+	 * leaves the cache with no tracepoint, its charge moving to the new folio). End that
+	 * life here, late rather than never. */
+	struct kmt_pc_live *stale = pc_live.lookup(&folio);
+	if (stale)
+		pc_emit(ctx, folio, stale->memcg, -stale->pages);
+	if (pc_live.update(&folio, &live_pc)) {
+		lc_count_lost(KMT_LC_LOST_PAGE_CACHE);
+		return 0;
+	}
+	pc_emit(ctx, folio, live_pc.memcg, live_pc.pages);
+	return 0;
+}
+
+/* filemap:mm_filemap_delete_from_page_cache, TP_PROTO(struct folio *folio) */
+int kmt_pc_delete(struct bpf_raw_tracepoint_args *ctx)
+{
+	u64 folio = ctx->args[0];
+	struct kmt_pc_live *seen_pc = pc_live.lookup(&folio);
+	if (!seen_pc)
+		return 0;
+	u64 memcg = seen_pc->memcg;
+	s64 pages = seen_pc->pages;
+	pc_live.delete(&folio);
+	pc_emit(ctx, folio, memcg, -pages);
+	return 0;
+}
 #endif

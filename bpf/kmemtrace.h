@@ -58,7 +58,8 @@
  * LostReason LIFECYCLE_RING and LIFECYCLE_MAP (kept apart from `lost`, the hot path's). */
 #define KMT_LC_LOST_RING 0     /* a cgroup record the ctl ring (or perf buffer) refused */
 #define KMT_LC_LOST_MAP 1      /* the subtree or followed-task map was full */
-#define KMT_NR_LC_LOST 2
+#define KMT_LC_LOST_PAGE_CACHE 2 /* a page-cache record: its ring or its folio map was full */
+#define KMT_NR_LC_LOST 3
 
 #define KMT_SIZE_MASK 0x00ffffffu /* KMALLOC_MAX_SIZE is 4 MiB on x86: 24 bits suffice */
 #define KMT_KIND_SHIFT 24
@@ -101,6 +102,19 @@ struct kmt_cg_event {
 	__u8 kind;
 	__u8 pad[5];
 	char path[KMT_CG_PATH_LEN];
+};
+
+/* A folio entered (pages > 0) or left (pages < 0) the page cache, charged to memcg_id. A
+ * charged folio holds its memcg's css until it is uncharged, so these records say what pins
+ * an offline memcg besides slab (kmemtrace.bpf.c, KMT_PAGE_CACHE). Fixed size: bulk-drained
+ * like kmt_event. */
+struct kmt_pc_event {
+	__u64 ts_ns;
+	__u64 folio;      /* struct folio *: pairs a removal with its insertion */
+	__u64 memcg_id;   /* folio->memcg_data's memcg (kernfs id = directory inode) */
+	__s32 pages;      /* +folio_nr_pages at insertion, -folio_nr_pages at removal */
+	__u16 cpu;
+	__u16 pad;
 };
 
 /* Value of the `caches` map, keyed by struct kmem_cache *: filled on first sight. */

@@ -23,6 +23,7 @@ from kmemtrace.model.state import (
     C_DEAD_PAGES,
     C_DESTROY_NONEMPTY,
     C_DYING_MEMCGS,
+    C_DYING_PC_MEMCGS,
     C_FLUSH,
     C_FREE_AFTER_DESTROY,
     C_FREES,
@@ -40,6 +41,7 @@ from kmemtrace.model.state import (
     C_NINST,
     C_OFFLINES,
     C_OUT_OF_ORDER,
+    C_PAGE_CACHE_ROWS,
     C_PAGES_ALLOC,
     C_PAGES_FREED,
     C_PEAK_DEAD_CACHES,
@@ -47,6 +49,7 @@ from kmemtrace.model.state import (
     C_PEAK_DEAD_MEMCGS_PINNED,
     C_PEAK_DEAD_PAGES,
     C_PEAK_DYING_MEMCGS,
+    C_PEAK_DYING_PC_MEMCGS,
     C_PEAK_METADATA_BYTES,
     C_PEAK_STRANDED_BYTES,
     C_PEAK_STRANDED_OBJ_BYTES,
@@ -69,6 +72,7 @@ from kmemtrace.model.state import (
     F_DEAD_EMPTY_PAGE_NS,
     F_DEAD_PAGE_NS,
     F_DYING_MEMCG_NS,
+    F_DYING_PC_MEMCG_NS,
     F_LIVE_BYTES_NS,
     F_METADATA_BYTES_NS,
     F_SLAB_BYTES_NS,
@@ -79,6 +83,10 @@ from kmemtrace.model.state import (
     I_NR_PAGES,
     I_T_DESTROY,
     I_T_OFFLINE,
+    M_STATE,
+    M_T_FREE_PC,
+    M_T_OFFLINE,
+    MS_ONLINE,
     PAGE_SIZE,
     SERIES_NAMES,
     V_CACHE,
@@ -154,6 +162,15 @@ class StrategyMetrics:
         "memcgs", "dying memcgs, time average", "dying"))
     dying_memcgs_end: int = field(metadata=_m(
         "memcgs", "dying memcgs at trace end", "dying"))
+
+    # Dying memcgs as the kernel counts them: held by slab (the era's rule) or by charged
+    # page-cache pages (the same for every strategy). None: the trace has no page-cache rows.
+    dying_memcgs_with_page_cache_peak: int | None = field(metadata=_m(
+        "memcgs", "offline memcgs held by slab or by page cache, peak", "page_cache"))
+    dying_memcgs_with_page_cache_avg: float | None = field(metadata=_m(
+        "memcgs", "dying memcgs with page cache, time average", "page_cache"))
+    dying_memcgs_with_page_cache_end: int | None = field(metadata=_m(
+        "memcgs", "dying memcgs with page cache at trace end", "page_cache"))
 
     destroyed_at_offline: int = field(metadata=_m(
         "caches", "dead caches destroyed at offline (empty, or emptied by reparenting)",
@@ -247,6 +264,8 @@ class StrategyMetrics:
     out_of_order_events: int = field(metadata=_m(
         "events", "timestamps below an earlier event's (clamped)", "trace"))
     lost_events: int = field(metadata=_m("events", "events the recorder dropped", "trace"))
+    page_cache_rows: int | None = field(metadata=_m(
+        "events", "page-cache insertions and removals replayed", "trace"))
 
     loop_seconds: float = field(default=0.0, metadata=_m("s", "compiled loop time", "run"))
 
@@ -288,6 +307,7 @@ def compute_metrics(run) -> StrategyMetrics:
     stranded_slab_pages_end = int(c[C_STRANDED_SLAB_PAGES] + c[C_DEAD_EMPTY_PAGES])
     stranded_bytes_ns = m.fctr[F_STRANDED_SLAB_PAGE_NS] * PAGE_SIZE + m.fctr[
         F_STRANDED_OBJ_BYTES_NS]
+    pc = run.page_cache
     metadata_end = (c[C_DEAD_CACHES] * c[C_META_CACHE_BYTES] + c[C_DYING_MEMCGS]
                     * c[C_META_MEMCG_BYTES] + c[C_DEAD_MEMCGS_PINNED] * c[C_META_OBJCG_BYTES])
     return StrategyMetrics(
@@ -315,6 +335,9 @@ def compute_metrics(run) -> StrategyMetrics:
         dying_memcgs_peak=int(c[C_PEAK_DYING_MEMCGS]),
         dying_memcgs_avg=avg(m.fctr[F_DYING_MEMCG_NS]),
         dying_memcgs_end=int(c[C_DYING_MEMCGS]),
+        dying_memcgs_with_page_cache_peak=int(c[C_PEAK_DYING_PC_MEMCGS]) if pc else None,
+        dying_memcgs_with_page_cache_avg=avg(m.fctr[F_DYING_PC_MEMCG_NS]) if pc else None,
+        dying_memcgs_with_page_cache_end=int(c[C_DYING_PC_MEMCGS]) if pc else None,
         destroyed_at_offline=lat.at_offline,
         destroyed_later=len(lat.later_s),
         destroy_latency_p50_s=_pct(lat.later_s, 50),
@@ -359,6 +382,7 @@ def compute_metrics(run) -> StrategyMetrics:
         memcg_offlines=int(c[C_OFFLINES]),
         out_of_order_events=int(c[C_OUT_OF_ORDER]),
         lost_events=int(c[C_LOST_EVENTS]),
+        page_cache_rows=int(c[C_PAGE_CACHE_ROWS]) if pc else None,
         loop_seconds=float(run.loop_seconds),
     )
 
@@ -402,6 +426,18 @@ def slab_samples(run) -> dict[str, np.ndarray]:
     return {"ts_ns": v[V_TS], "cache_id": v[V_CACHE], "kernel_slabs": v[V_KERNEL_SLABS],
             "kernel_objects": v[V_KERNEL_OBJECTS], "model_slabs": v[V_MODEL_SLABS],
             "model_objects": v[V_MODEL_OBJECTS]}
+
+
+def memcg_free_times(run, memcg_ids: list[int]) -> dict[int, tuple[int, int | None]]:
+    """Per memcg offlined in the replay: (offline ns, ns when nothing held it any more,
+    page cache counted, or None while still held at the end). The model's side of a
+    per-memcg comparison with the kernel's MEMCG_RELEASE rows."""
+    g = run.model.memcg[:, :len(memcg_ids)]
+    out = {}
+    for idx in np.flatnonzero(g[M_STATE] != MS_ONLINE):
+        free = int(g[M_T_FREE_PC, idx])
+        out[int(memcg_ids[idx])] = (int(g[M_T_OFFLINE, idx]), free or None)
+    return out
 
 
 def series(run) -> dict[str, np.ndarray]:

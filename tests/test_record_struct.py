@@ -10,11 +10,12 @@ from kmemtrace.record.events import (
     CG_EVENT_DTYPE,
     EVENT_DTYPE,
     HEADER,
+    PC_EVENT_DTYPE,
     K,
 )
 
 STRUCTS = {"kmt_event": EVENT_DTYPE, "kmt_cg_event": CG_EVENT_DTYPE, "kmt_cache": CACHE_DTYPE,
-           "kmt_batch": BATCH_DTYPE}
+           "kmt_batch": BATCH_DTYPE, "kmt_pc_event": PC_EVENT_DTYPE}
 
 
 def _c_layout(tmp_path) -> dict[str, int]:

@@ -1,10 +1,12 @@
 """The replay's what-ifs (kmemtrace/replay/whatif.py) on hand scenarios.
 
-Starting from the kernel's state: a cache with 3 slabs of 4 and 6 objects at the first
-/sys/kernel/slab sample; the trace then frees two objects it never allocated (one by
-kmem_cache_free, one by kfree, whose cache only the slab page tells) and allocates and
-frees one of its own. On paper: the prelude fills 12 slots and keeps 6 (slots 0, 2, 4,
-7, 9, 11: two per slab), the two old frees leave 4 objects, none of the slabs empties.
+Starting from the kernel's state: a cache with 3 slabs of 4 and 8 "objects" at the
+first /sys/kernel/slab sample (which counts the CPU slab's free slots as in use: the
+prelude takes half of the one CPU slab, 2, as free); the trace then frees two objects it
+never allocated (one by kmem_cache_free, one by kfree, whose cache only the slab page
+tells) and allocates and frees one of its own. On paper: the prelude fills 12 slots and
+keeps 6 (slots 0, 2, 4, 7, 9, 11: two per slab), the two old frees leave 4 objects, none
+of the slabs empties.
 """
 
 import numpy as np
@@ -23,23 +25,24 @@ PAGE = 0xFFFF_8880_0010_0000  # one 4 KiB slab page of cache 0
 OLD, OLD_KFREE, NEW = PAGE, PAGE + 128, PAGE + 64
 
 
-def _trace(path):
-    rows = [  # (kind, ptr, cache_id, aux, aux2)
-        (EventKind.SLAB_SAMPLE, 0, 0, 3, 6),
+def _trace(path, rows=None, ncpus=1):
+    rows = rows or [  # (kind, ptr, cache_id, aux, aux2[, cpu])
+        (EventKind.SLAB_SAMPLE, 0, 0, 3, 8),
         (EventKind.FREE, OLD, 0, 0, 0),
         (EventKind.ALLOC, NEW, 0, 0, 0),
         (EventKind.FREE, OLD_KFREE, -1, 0, 0),
         (EventKind.FREE, NEW, 0, 0, 0),
-        (EventKind.SLAB_SAMPLE, 0, 0, 3, 4),
+        (EventKind.SLAB_SAMPLE, 0, 0, 3, 6),
     ]
     cols = empty_columns(len(rows))
     cols["ts_ns"][:] = T0 + 1000 * np.arange(len(rows))
     cols["seq"][:] = np.arange(len(rows))
     for name, i in (("kind", 0), ("ptr", 1), ("cache_id", 2), ("aux", 3), ("aux2", 4)):
         cols[name][:] = [r[i] for r in rows]
+    cols["cpu"][:] = [r[5] if len(r) > 5 else 0 for r in rows]
     cols["memcg_id"][:] = 1
     cols["bytes"][cols["kind"] == EventKind.ALLOC] = 64
-    meta = new_meta("synth", ncpus=1)
+    meta = new_meta("synth", ncpus=ncpus)
     meta["caches"] = [{"id": 0, "name": "kmalloc-64", "object_size": 64, "size": 64,
                        "objs_per_slab": 4, "order": 0, "accounted": False}]
     meta["clock"] = {"start_ns": T0, "end_ns": T0 + 10_000}
@@ -68,6 +71,27 @@ def test_seeded_replay_matches_the_kernel_where_an_empty_start_cannot(tmp_path):
         s = slab_samples(run)
         assert list(s["model_objects"]) == objects, seeded
         assert list(s["model_slabs"]) == slabs, seeded
+
+
+def test_the_kernels_slabs_start_spread_over_its_cpus(tmp_path):
+    """2 CPUs, 2 slabs of 4 reported full at the first sample (8 "objects": the kernel's
+    two CPU slabs, whose free slots it counts as in use; the prelude takes each as half
+    free), then each CPU allocates 2. On paper the kernel needs no new slab: the prelude
+    keeps slots 0, 2, 5, 7 (two per slab), slab 0 is CPU 0's, slab 1 CPU 1's, and each
+    CPU fills its own. A prelude on CPU 0 alone left CPU 1 without a slab: 3."""
+    rows = [(EventKind.SLAB_SAMPLE, 0, 0, 2, 8, 0)]
+    rows += [(EventKind.ALLOC, PAGE + 0x1000 * cpu + 64 * i, 0, 0, 0, cpu)
+             for cpu in (0, 1) for i in range(2)]
+    rows += [(EventKind.SLAB_SAMPLE, 0, 0, 2, 8, 0)]
+    trace = _trace(tmp_path / "t", rows, ncpus=2)
+    pre = kernel_start(trace)
+    assert list(pre["cpu"][pre["kind"] == EventKind.ALLOC]) == [0] * 4 + [1] * 4
+    assert list(pre["cpu"][pre["kind"] == EventKind.FREE]) == [0, 0, 1, 1]
+    run = replay(trace, select("objcg", {}), era="6.8", samples=2,
+                 from_kernel_state=True).runs[0]
+    s = slab_samples(run)
+    assert list(s["model_objects"]) == [4, 8]
+    assert list(s["model_slabs"]) == [2, 2]
 
 
 def test_cpu_mapping():

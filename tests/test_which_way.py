@@ -5,6 +5,7 @@ check and every figure the report names must be produced from a real replay, and
 calibration must compare the model with the kernel's own counts.
 """
 
+import pickle
 import re
 
 from test_whatif import T0, _trace
@@ -13,7 +14,7 @@ from analyses.which_way.__main__ import main
 from analyses.which_way.calibrate import calibrate
 from analyses.which_way.freecost import GEOMETRY, free_costs
 from analyses.which_way.record import truth_path
-from analyses.which_way.sweep import TraceSpec
+from analyses.which_way.sweep import CACHE_ENV, TraceSpec
 from kmemtrace.strategies import REGISTRY
 
 VERDICTS = ("reproduced", "not reproduced", "not comparable")
@@ -47,7 +48,7 @@ def test_study_runs_end_to_end_on_fixtures(tmp_path):
 
 
 def test_calibration_against_a_hand_scenario(tmp_path):
-    # test_whatif's trace: the kernel says 3 slabs / 6 objects, then 3 / 4; started from
+    # test_whatif's trace: the kernel says 3 slabs / 8 objects, then 3 / 6; started from
     # the kernel's state the objcg model matches both exactly, started empty it cannot.
     path = tmp_path / "t"
     _trace(path)
@@ -58,7 +59,12 @@ def test_calibration_against_a_hand_scenario(tmp_path):
     # started empty: 0 then 1 slab (NEW's) against 3 and 3: -100 % and -66.7 %
     assert abs(c.empty.median_pct - (100 + 200 / 3) / 2) < 1e-9
     assert c.caches_on_target() == (1, 1)
-    assert c.dying_error() == (1.0, 0.0)  # the kernel gained one dying memcg; no offline
+    # 3 slabs throughout: no cache moved; the cache's own counts come from the trace
+    # (1 allocation; 2 frees name it, the kfree does not)
+    assert c.n_moved == 0 and c.moved.n == 0
+    assert [(w["cache"], w["allocs"], w["frees"]) for w in c.worst] == [("kmalloc-64", 1, 2)]
+    # the kernel gained one dying memcg; no offline; no page-cache rows: no such model
+    assert c.dying_error() == (1.0, 0.0, None)
 
 
 def test_davydov_benchmark_replay_separates_live_and_dead_frees():
@@ -68,3 +74,20 @@ def test_davydov_benchmark_replay_separates_live_and_dead_frees():
     assert list(free["size"]) == sorted(GEOMETRY)
     assert (free.locks_per_1k_dead > free.locks_per_1k_live).all()
     assert (free.pages_freed_dead >= free.pages_freed_live).all()
+
+
+def test_cached_calibration_is_saved_and_reused(tmp_path, monkeypatch):
+    # --cache: the first analysis saves the trace's calibration beside it, the second
+    # loads it (a changed saved value shows that it was loaded, not recomputed)
+    monkeypatch.setenv(CACHE_ENV, "1")
+    path = tmp_path / "t"
+    _trace(path)
+    spec = TraceSpec("hand", "real", 0, path)
+    [first] = calibrate([spec])
+    saved = path.with_name("t.calibration.pkl")
+    key, value = pickle.loads(saved.read_bytes())
+    assert value.seeded.raw == first.seeded.raw
+    value.group = "from the cache"
+    saved.write_bytes(pickle.dumps((key, value)))
+    [again] = calibrate([spec])
+    assert again.group == "from the cache"

@@ -22,9 +22,9 @@ from analyses.which_way.calibrate import calibrate
 from analyses.which_way.freecost import free_costs
 from analyses.which_way.jobs import record_all
 from analyses.which_way.published import all_checks, grace_period_s
-from analyses.which_way.record import can_record, loadavg, log
+from analyses.which_way.record import Recording, can_record, loadavg, log
 from analyses.which_way.report import write_report
-from analyses.which_way.sweep import CPUS, ERAS, TraceSpec, run_sweep
+from analyses.which_way.sweep import CACHE_ENV, CPUS, ERAS, TraceSpec, run_sweep
 from kmemtrace.synth import synthesize, write_synthesis
 
 HERE = Path(__file__).resolve().parent
@@ -42,6 +42,12 @@ def parse(argv):
     ap.add_argument("--no-record", action="store_true", help="use the fixtures, record nothing")
     ap.add_argument("--quick", action="store_true", help="small sizes (the test)")
     ap.add_argument("--runs", type=int, default=None, help="runs per workload (3; quick 1)")
+    ap.add_argument("--cache", action="store_true",
+                    help="save each trace's replays beside it and reuse them when present "
+                         "(re-analysis with an unchanged kmemtrace only)")
+    ap.add_argument("--lock", type=Path, default=None,
+                    help="hold an exclusive flock on this file during each recording "
+                         "(a shared machine's benchmark lock, e.g. /work/bench.lock)")
     return ap.parse_args(argv)
 
 
@@ -75,6 +81,9 @@ def main(argv=None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     args.out.mkdir(parents=True, exist_ok=True)
     load_start = loadavg()
+    Recording.lock = args.lock
+    if args.cache:
+        os.environ[CACHE_ENV] = "1"
     if args.traces:
         specs, where = load_recordings(args.traces), "recorded on this machine (real)"
     elif not args.no_record and can_record():

@@ -1,22 +1,27 @@
 """The study's three workload families: real jobs whose objects live as long as the kernel
-keeps them, not as long as a script says.
+keeps them, not as long as a script says. Each family repeats its unit of real work
+(a file job, a container, a service life) until the recording is at least
+:data:`MIN_RUN_S` long: the length comes from the work, and no sleep sets a lifetime.
 
-* **classic**: a job in a memcg writes and reads a few thousand files on ext4 (a loop
-  device) and on tmpfs, exits; the memcg is removed; its dentries and inodes stay cached.
-  Later a memory hog in a sibling memcg under the same limited parent (variant ``hog``:
-  memcg reclaim, which shrinks the parent's lists, where the dead child's entries were
-  reparented) or ``drop_caches`` (variant ``drop``) frees them.
+* **classic**: round after round, a job in a fresh memcg writes and reads a few thousand
+  files on ext4 (a loop device, a new directory per job) and on tmpfs (one scratch
+  directory each job rewrites), exits; the memcg is removed; its dentries and inodes stay
+  cached. The parent has a limit, so later jobs' page cache reclaims the earlier ones',
+  and every :data:`PRESSURE_EVERY` rounds a memory hog in a sibling memcg (variant
+  ``hog``: memcg reclaim, which shrinks the parent's lists, where the dead children's
+  entries were reparented) or ``drop_caches`` (variant ``drop``) frees more of them.
 * **churn**: containers (memcgs) one after another and three at once, each running a real
   job on local resources — ``git clone`` of this repository, ``pip install`` of a locally
   built wheel into a fresh venv, a ``gcc`` build, a loopback HTTP server answering a
   bounded number of requests — and removed when the job ends. Their parent has a limit,
   so the page cache the jobs leave behind brings reclaim of its own.
 * **service**: one long-lived HTTP service, restarted in a fresh memcg after a bounded
-  number of requests, the old memcg removed each time.
+  number of requests, the old memcg removed each time. It serves a site with large files
+  and writes an access log, under a parent limit below what it reads: each life reclaims
+  the page cache of the lives before it (memcg reclaim, recorded as PRESSURE rows).
 
-The only waits are the classic family's idle periods (cache left alone until pressure
-comes) and the service's readiness poll; no object's free is timed by the driver. Every
-job's output stays on disk until the recording has stopped.
+The only wait is the service's readiness poll; no object's free is timed by the driver.
+Every job's output stays on disk until the recording has stopped.
 """
 
 import base64
@@ -49,11 +54,15 @@ from analyses.which_way.record import (
 from analyses.which_way.sweep import TraceSpec
 
 PY = sys.executable
+MIN_RUN_S = 60.0  # every family repeats its work until its recording is this long
 FILES = 3000
+PRESSURE_EVERY = 3  # classic: the hog (or drop_caches) after every third job
 HOG_LIMIT = 96 << 20  # the classic parent's limit: the hog's page cache overflows it
 CHURN_LIMIT = 256 << 20
+SERVICE_LIMIT = 64 << 20  # below the site's large files plus the service's own memory
 BIG_FILE = 384 << 20
 SITE_FILES = 300
+SITE_LARGE = 48  # 2 MiB files, 96 MiB: more than the service limit, so every life reclaims
 
 
 def _run(cmd, memcg: Path | None = None, **kw) -> None:
@@ -84,8 +93,8 @@ def _mounts(work: Path):
     for d in (ext4, tmpfs):
         d.mkdir(parents=True, exist_ok=True)
     with open(img, "wb") as fh:
-        fh.truncate(256 << 20)
-    _run(["mkfs.ext4", "-q", "-F", str(img)])
+        fh.truncate(2 << 30)  # sparse; inodes for a few dozen jobs of FILES files
+    _run(["mkfs.ext4", "-q", "-F", "-N", "262144", str(img)])
     _run(["mount", "-o", "loop", str(img), str(ext4)])
     try:
         _run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(tmpfs)])
@@ -100,8 +109,8 @@ def _mounts(work: Path):
 
 FILE_JOB = """
 import os, sys
-for root in sys.argv[2:]:
-    d = os.path.join(root, "job"); os.makedirs(d, exist_ok=True)
+for root in sys.argv[3:]:
+    d = os.path.join(root, sys.argv[2]); os.makedirs(d, exist_ok=True)
     for i in range(int(sys.argv[1])):
         with open(os.path.join(d, f"f{i}"), "w") as fh:
             fh.write("x" * (i % 512))
@@ -115,12 +124,29 @@ def _evict(path: Path) -> None:
     """Drop ``path`` from the page cache, so that the hog's reads are charged to the hog."""
     fd = os.open(path, os.O_RDONLY)
     try:
+        os.fsync(fd)  # DONTNEED skips dirty pages: a file just written must be clean first
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
     finally:
         os.close(fd)
 
 
-def classic(out: Path, work: Path, run: int, variant: str, idle_s: float = 25.0) -> Recorded:
+def _elapsed(t0: float, rounds: int, at_least: int) -> bool:
+    """Done: at least ``at_least`` rounds, and :data:`MIN_RUN_S` since ``t0``."""
+    return rounds >= at_least and time.monotonic() - t0 >= MIN_RUN_S
+
+
+def _pressure(parent: Path, k: int, variant: str, big: Path, rec: Recorded) -> None:
+    hog = parent / f"hog{k}"
+    hog.mkdir()
+    if variant == "hog":
+        for _ in range(2):
+            _run(["cat", str(big)], hog)
+    else:
+        _run(["sh", "-c", "echo 2 > /proc/sys/vm/drop_caches"], hog)
+    rec.rmdir_s.append(rmdir(hog))
+
+
+def classic(out: Path, work: Path, run: int, variant: str, min_rounds: int = 6) -> Recorded:
     """The dying memcg of the RFC's era, with the pressure that finally frees its caches."""
     work.mkdir(parents=True, exist_ok=True)
     big = work / "big"
@@ -133,20 +159,17 @@ def classic(out: Path, work: Path, run: int, variant: str, idle_s: float = 25.0)
     with _mounts(work) as (ext4, tmpfs), _memcg(f"classic{run}", HOG_LIMIT) as parent:
         log(f"recording classic run {run} ({variant}) -> {out}")
         with Recording(out):
-            job = parent / "job"
-            job.mkdir()
-            _run([PY, "-c", FILE_JOB, str(FILES), str(ext4), str(tmpfs)], job)
-            rec.rmdir_s.append(rmdir(job))
-            time.sleep(idle_s)  # nobody touches the cache: only pressure will free it
-            hog = parent / "hog"
-            hog.mkdir()
-            if variant == "hog":
-                for _ in range(2):
-                    _run(["cat", str(big)], hog)
-            else:
-                _run(["sh", "-c", "echo 2 > /proc/sys/vm/drop_caches"], hog)
-            rec.rmdir_s.append(rmdir(hog))
-            time.sleep(idle_s / 2)
+            t0, k = time.monotonic(), 0
+            while not _elapsed(t0, k, min_rounds):
+                job = parent / f"job{k}"
+                job.mkdir()
+                _run([PY, "-c", FILE_JOB, str(FILES), f"job{k}", str(ext4)], job)
+                _run([PY, "-c", FILE_JOB, str(FILES), "scratch", str(tmpfs)], job)
+                rec.rmdir_s.append(rmdir(job))
+                k += 1
+                if k % PRESSURE_EVERY == 0:
+                    _pressure(parent, k, variant, big, rec)
+            _pressure(parent, k, variant, big, rec)
             rec.load = loadavg()
     shutil.rmtree(work, ignore_errors=True)
     return rec
@@ -167,12 +190,16 @@ def _wait_port(port: int, proc: subprocess.Popen, timeout_s: float = 30.0) -> No
     raise RuntimeError(f"http.server on port {port} did not come up")
 
 
-def _serve(memcg: Path, site: Path, requests: int, rng: random.Random) -> None:
-    """A loopback HTTP server in ``memcg`` answers ``requests`` GETs, then stops."""
+def _serve(memcg: Path, site: Path, requests: int, rng: random.Random,
+           log_to: Path | None = None) -> None:
+    """A loopback HTTP server in ``memcg`` answers ``requests`` GETs, then stops; its
+    access log goes to ``log_to`` (appended) when given."""
     port = _free_port()
-    server = subprocess.Popen(
-        [PY, "-m", "http.server", "--bind", "127.0.0.1", "--directory", str(site), str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=enter(memcg))
+    with open(log_to or os.devnull, "ab") as access_log:
+        server = subprocess.Popen(
+            [PY, "-m", "http.server", "--bind", "127.0.0.1", "--directory", str(site),
+             str(port)],
+            stdout=subprocess.DEVNULL, stderr=access_log, preexec_fn=enter(memcg))
     try:
         _wait_port(port, server)
         names = sorted(p.name for p in site.iterdir())
@@ -185,10 +212,16 @@ def _serve(memcg: Path, site: Path, requests: int, rng: random.Random) -> None:
         server.wait(timeout=30)
 
 
-def _site(path: Path, n: int = SITE_FILES) -> Path:
+def _site(path: Path, n: int = SITE_FILES, large: int = 0) -> Path:
+    """``n`` small pages and ``large`` 2 MiB files, out of the page cache (so that the
+    service's reads are charged to the service, not to this driver)."""
     path.mkdir(parents=True, exist_ok=True)
     for i in range(n):
         (path / f"p{i}.html").write_text("<p>" + "y" * (64 * (i % 64)) + "</p>\n")
+    for i in range(large):
+        big = path / f"large{i}.bin"
+        big.write_bytes(os.urandom(2 << 20))
+        _evict(big)
     return path
 
 
@@ -241,7 +274,8 @@ JOBS = ("git", "pip", "gcc", "http")
 
 def churn(out: Path, work: Path, run: int, wheel: Path, sequential: int = 24,
           batches: int = 12, width: int = 3) -> Recorded:
-    """Containers one after another, then ``batches`` of ``width`` at once."""
+    """Containers one after another, then ``batches`` of ``width`` at once, and more
+    batches until the recording is :data:`MIN_RUN_S` long."""
     work.mkdir(parents=True, exist_ok=True)
     site = _site(work / "site")
     rng = random.Random(run)
@@ -249,14 +283,15 @@ def churn(out: Path, work: Path, run: int, wheel: Path, sequential: int = 24,
     with _memcg(f"churn{run}", CHURN_LIMIT) as parent:
         log(f"recording churn run {run} -> {out}")
         with Recording(out):
-            n = 0
+            t0, n = time.monotonic(), 0
             for _ in range(sequential):
                 c = parent / f"c{n}"
                 c.mkdir()
                 _job(JOBS[n % len(JOBS)], c, work / f"c{n}", wheel, site, rng)
                 rec.rmdir_s.append(rmdir(c))
                 n += 1
-            for _ in range(batches):
+            done = 0
+            while not _elapsed(t0, done, batches):
                 group = [parent / f"c{n + i}" for i in range(width)]
                 procs = []
                 for i, c in enumerate(group):
@@ -269,6 +304,7 @@ def churn(out: Path, work: Path, run: int, wheel: Path, sequential: int = 24,
                         raise RuntimeError(f"job in {c.name} failed")
                     rec.rmdir_s.append(rmdir(c))
                 n += width
+                done += 1
             rec.load = loadavg()
     shutil.rmtree(work, ignore_errors=True)
     return rec
@@ -276,19 +312,22 @@ def churn(out: Path, work: Path, run: int, wheel: Path, sequential: int = 24,
 
 def service(out: Path, work: Path, run: int, restarts: int = 10,
             requests: int = 1500) -> Recorded:
-    """One service, a fresh memcg per restart, each life ``requests`` requests long."""
+    """One service, a fresh memcg per restart, each life ``requests`` requests long; at
+    least ``restarts`` lives, and more until the recording is :data:`MIN_RUN_S` long."""
     work.mkdir(parents=True, exist_ok=True)
-    site = _site(work / "site")
+    site = _site(work / "site", large=SITE_LARGE)
     rng = random.Random(run)
     rec = Recorded("service", run, out)
-    with _memcg(f"service{run}") as parent:
+    with _memcg(f"service{run}", SERVICE_LIMIT) as parent:
         log(f"recording service run {run} -> {out}")
         with Recording(out):
-            for k in range(restarts):
+            t0, k = time.monotonic(), 0
+            while not _elapsed(t0, k, restarts):
                 life = parent / f"life{k}"
                 life.mkdir()
-                _serve(life, site, requests, rng)
+                _serve(life, site, requests, rng, work / "access.log")
                 rec.rmdir_s.append(rmdir(life))
+                k += 1
             rec.load = loadavg()
     shutil.rmtree(work, ignore_errors=True)
     return rec
@@ -299,19 +338,24 @@ CLASSIC_VARIANTS = ("hog", "drop")
 
 def record_all(work: Path, runs: int) -> list[TraceSpec]:
     """Every family ``runs`` times, interleaved (so load drifts hit all alike); the
-    manifest ``recordings.json`` lets ``--traces`` analyse them again."""
+    manifest ``recordings.json`` lets ``--traces`` analyse them again. It is rewritten
+    after every recording, so an interrupted study can still be analysed."""
     wheel = build_wheel(work / "wheel")
     specs = []
     for run in range(runs):
         variant = CLASSIC_VARIANTS[run % len(CLASSIC_VARIANTS)]
-        for rec in (classic(work / f"classic-{run}", work / f"w-classic-{run}", run,
-                                 variant),
-                    churn(work / f"churn-{run}", work / f"w-churn-{run}", run, wheel),
-                    service(work / f"service-{run}", work / f"w-service-{run}", run)):
+        for family in ("classic", "churn", "service"):
+            out, scratch = work / f"{family}-{run}", work / f"w-{family}-{run}"
+            if family == "classic":
+                rec = classic(out, scratch, run, variant)
+            elif family == "churn":
+                rec = churn(out, scratch, run, wheel)
+            else:
+                rec = service(out, scratch, run)
             specs.append(TraceSpec(rec.group, "real", rec.run, rec.path, rec.variant,
                                    rec.rmdir_s, rec.load))
-    manifest = [asdict(s) | {"path": s.path.name} for s in specs]
-    (work / "recordings.json").write_text(json.dumps(manifest, indent=1))
+            manifest = [asdict(s) | {"path": s.path.name} for s in specs]
+            (work / "recordings.json").write_text(json.dumps(manifest, indent=1))
     return specs
 
 

@@ -55,8 +55,11 @@ def calibration(calib: list, out: Path) -> str:
         if c.dying is not None:
             d, = axes[1].plot(c.dying.t_s, c.dying.kernel, "-", label=f"{c.group} {c.run}")
             axes[1].plot(c.dying.t_s, c.dying.model, "--", color=d.get_color())
+            if c.dying.model_pc.notna().any():
+                axes[1].plot(c.dying.t_s, c.dying.model_pc, ":", color=d.get_color())
     axes[0].set_title("slab MiB, scored caches: kernel (solid) vs model (dashed)", fontsize=9)
-    axes[1].set_title("dying memcgs since start: kernel v1 (solid) vs model (dashed)",
+    axes[1].set_title("dying memcgs since start: kernel v1 (solid), model slab-only (dashed), "
+                      "with page cache (dotted)",
                       fontsize=9)
     for ax in axes:
         ax.set_xlabel("seconds into trace")

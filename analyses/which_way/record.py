@@ -14,6 +14,7 @@ memcg directories one can list (the online ones).
 """
 
 import csv
+import fcntl
 import os
 import signal
 import subprocess
@@ -82,14 +83,25 @@ class _Sampler(threading.Thread):
 
 
 class Recording:
-    """``with Recording(out):`` records the whole system while the block runs."""
+    """``with Recording(out):`` records the whole system while the block runs.
+
+    With ``lock`` (a file), the recording holds an exclusive ``flock`` on it from start to
+    stop, so that recordings and benchmarks of other users of a shared machine that take
+    the same lock never overlap with it; it is released between recordings.
+    """
+
+    lock: Path | None = None  # set once by the study's command line (--lock)
 
     def __init__(self, out: Path):
         self.out = out
         self.proc: subprocess.Popen | None = None
         self.sampler = _Sampler(truth_path(out))
+        self._lock_fd: int | None = None
 
     def __enter__(self) -> "Recording":
+        if self.lock is not None:
+            self._lock_fd = os.open(self.lock, os.O_RDWR | os.O_CREAT, 0o666)
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
         self.proc = subprocess.Popen(
             [*KMEMTRACE, "record", "-o", str(self.out), "--all-objects", "--force"],
             cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -106,6 +118,9 @@ class Recording:
         self.sampler.join()
         self.proc.send_signal(signal.SIGINT)
         _, err = self.proc.communicate(timeout=120)
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the flock
+            self._lock_fd = None
         if self.proc.returncode:
             raise RuntimeError(f"kmemtrace record failed: {err.strip()}")
 

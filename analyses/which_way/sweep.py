@@ -1,7 +1,12 @@
 """Replay every trace under every strategy, sweeping what decides the outcome.
 
 One replay pass per (trace, era, CPU count) feeds all configurations at once (the engine
-reads the trace a single time). Configurations: each strategy with its defaults, way2's
+reads the trace a single time), and traces replay in parallel processes (:func:`pmap`).
+The main era at the recorded CPU count and at the largest CPU count runs for every trace,
+since the conclusions take their spread over runs there; the other eras (the main
+strategies only) and CPU counts are sensitivity sweeps, run on the first run of each
+workload (``full``), which cuts the replays of the study by about two thirds.
+Configurations: each strategy with its defaults, way2's
 reaper period from 0.5 s to 60 s plus pressure-only, way1 with v4.0's trigger (every
 dead cache at css free) beside the RFC's (the cache's last page), and way4 with and
 without Way #1's drop-empty. Eras change the SLUB parking rules every strategy runs on;
@@ -10,6 +15,10 @@ metric is the replay's own (kmemtrace/metrics.py): the fair ones (footprint, str
 waste, metadata, dying memcgs, destroy classes) are defined alike for every strategy.
 """
 
+import multiprocessing
+import os
+import pickle
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,16 +79,30 @@ def _row(spec: TraceSpec, label: str, run, era: str, cpus: int, span_s: float) -
     return m
 
 
-def replay_trace(spec: TraceSpec, eras=ERAS, cpus=CPUS) -> tuple[list[dict], Timeline]:
-    """Every configuration in every era at the recorded CPU count, and the main strategies
-    at every ``cpus`` in the main era: metric rows + the main-era timeline."""
+def pmap(fn, items: list, workers: int | None = None) -> list:
+    """``[fn(x) for x in items]`` in ``workers`` processes (``KMT_WORKERS``, default the
+    usable CPUs), in order. Spawned, not forked: the replay engine runs threads."""
+    items = list(items)
+    workers = workers or int(os.environ.get("KMT_WORKERS", 0)) or len(os.sched_getaffinity(0))
+    if workers <= 1 or len(items) <= 1:
+        return [fn(x) for x in items]
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(min(workers, len(items)), mp_context=ctx) as pool:
+        return list(pool.map(fn, items))
+
+
+def replay_trace(spec: TraceSpec, eras=ERAS, cpus=CPUS, full: bool = True
+                 ) -> tuple[list[dict], Timeline]:
+    """Every configuration in the main era at the recorded CPU count; with ``full``, the
+    main strategies in the other ``eras`` and at every ``cpus``, else at the largest only:
+    metric rows + the main-era timeline."""
     trace = TraceReader.open(spec.path)
     span_s = (trace.end_ns - trace.start_ns) / 1e9
     recorded = int(trace.meta.get("ncpus") or 1)
     rows: list[dict] = []
     timeline = None
-    labels = list(CONFIGS)
-    for era in eras:
+    for era in eras if full else [e for e in eras if e == MAIN_ERA]:
+        labels = list(CONFIGS) if era == MAIN_ERA else list(MAIN_LABELS)
         result = replay(trace, _selection(labels), era=era)
         for label, run in zip(labels, result.runs, strict=True):
             rows.append(_row(spec, label, run, era, recorded, span_s))
@@ -87,7 +110,7 @@ def replay_trace(spec: TraceSpec, eras=ERAS, cpus=CPUS) -> tuple[list[dict], Tim
             t = (result.sample_times_ns - result.sample_times_ns[0]) / 1e9
             timeline = Timeline(spec.group, t, {lb: series(run) for lb, run in
                                                 zip(labels, result.runs, strict=True)})
-    for n in cpus:
+    for n in cpus if full else [max(cpus)]:
         if n == recorded:
             continue
         result = replay(trace, _selection(MAIN_LABELS), era=MAIN_ERA, cpus=n)
@@ -104,9 +127,36 @@ def run_sweep(specs: list[TraceSpec], eras=ERAS, cpus=CPUS
     """
     rows: list[dict] = []
     timelines: dict[str, Timeline] = {}
-    for spec in specs:
-        trace_rows, timeline = replay_trace(spec, eras, cpus)
+    jobs = [(spec, eras, cpus, spec.run == 0) for spec in specs]
+    for spec, (trace_rows, timeline) in zip(specs, pmap(_replay_job, jobs), strict=True):
         rows += trace_rows
         if timeline is not None:
             timelines.setdefault(spec.group, timeline)
     return pd.DataFrame(rows), timelines
+
+
+def _replay_job(job: tuple) -> tuple[list[dict], Timeline]:
+    spec, eras, cpus, full = job
+    return cached("sweep", spec, (tuple(eras), tuple(cpus), full),
+                  lambda: replay_trace(spec, eras, cpus, full))
+
+
+CACHE_ENV = "KMT_WHICH_WAY_CACHE"  # set by ``--cache``: spawned workers inherit it
+
+
+def cached(kind: str, spec: TraceSpec, key, compute):
+    """``compute()``, saved beside the trace as ``<trace>.<kind>.pkl`` when caching is on
+    (``--cache``), and loaded from there when it was saved under the same ``key``: the
+    replays of a study take most of its time, and a report change, an interrupted
+    analysis or traces analysed while later ones record need not redo them. Only valid
+    for an unchanged kmemtrace, which is why it is opt-in."""
+    if not os.environ.get(CACHE_ENV):
+        return compute()
+    path = spec.path.with_name(f"{spec.path.name}.{kind}.pkl")
+    if path.exists():
+        saved_key, value = pickle.loads(path.read_bytes())
+        if saved_key == key:
+            return value
+    value = compute()
+    path.write_bytes(pickle.dumps((key, value)))
+    return value

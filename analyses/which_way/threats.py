@@ -3,16 +3,23 @@
 Each figure answers "how much could this bias the result?" with a count from the trace
 itself: how many objects existed before the recording, how many frees it could not pair,
 how many events the recorder lost and why, how much of the traffic was memcg-accounted,
-how much ran in interrupt context, and how many of the memcgs were ours.
+how much ran in interrupt context, and how many of the memcgs (and of the allocations
+charged to a memcg other than the root) were ours.
 """
 
 import numpy as np
 import pandas as pd
 
 from analyses.which_way.record import PREFIX
-from analyses.which_way.sweep import TraceSpec
+from analyses.which_way.sweep import TraceSpec, pmap
 from kmemtrace.trace.reader import TraceReader
-from kmemtrace.trace.schema import GFP_ACCOUNT, EventContext, EventKind, LostReason
+from kmemtrace.trace.schema import (
+    GFP_ACCOUNT,
+    ROOT_MEMCG_ID,
+    EventContext,
+    EventKind,
+    LostReason,
+)
 
 INTERRUPT = [EventContext.SOFTIRQ, EventContext.HARDIRQ, EventContext.NMI]
 
@@ -20,11 +27,16 @@ INTERRUPT = [EventContext.SOFTIRQ, EventContext.HARDIRQ, EventContext.NMI]
 def trace_facts(spec: TraceSpec) -> dict:
     trace = TraceReader.open(spec.path)
     accounted_cache = {c["id"] for c in trace.caches if c.get("accounted")}
-    allocs = frees = accounted = free_irq = alloc_irq = 0
+    ours = [int(m["id"]) for m in trace.meta.get("memcgs", []) if PREFIX in m["path"]]
+    allocs = frees = accounted = free_irq = alloc_irq = mine = others = 0
     first_objects = {}
-    for cols in trace.iter_parts(["kind", "gfp", "ctx", "cache_id", "aux2"]):
+    for cols in trace.iter_parts(["kind", "gfp", "ctx", "cache_id", "aux2", "memcg_id"]):
         kind = cols["kind"]
         a, f = kind == EventKind.ALLOC, kind == EventKind.FREE
+        memcg = cols["memcg_id"].astype(np.int64)
+        is_ours = np.isin(memcg, ours)
+        mine += int((a & is_ours).sum())
+        others += int((a & ~is_ours & (memcg != ROOT_MEMCG_ID) & (memcg != 0)).sum())
         irq = np.isin(cols["ctx"], INTERRUPT)
         allocs += int(a.sum())
         frees += int(f.sum())
@@ -48,6 +60,8 @@ def trace_facts(spec: TraceSpec) -> dict:
         "lost_total": int(lost.get("total", 0)) if isinstance(lost, dict) else 0,
         "lost_nested": int(by_reason.get(LostReason.NESTED.name, 0)),
         "lost_free_unseen": int(by_reason.get(LostReason.FREE_UNSEEN.name, 0)),
+        "allocs_ours_pct": 100 * mine / max(allocs, 1),
+        "allocs_others_pct": 100 * others / max(allocs, 1),
         "memcgs": len(paths),
         "memcgs_ours": sum(1 for p in paths if PREFIX in p),
         "pressure_rows": int(trace.meta.get("counts", {}).get("PRESSURE", 0)),
@@ -84,5 +98,9 @@ def survivors(spec: TraceSpec) -> dict:
 
 
 def facts(specs: list[TraceSpec]) -> pd.DataFrame:
-    return pd.DataFrame([trace_facts(s) | survivors(s) for s in specs
-                         if s.source != "synthetic"])
+    """One row per recorded trace; traces in parallel processes."""
+    return pd.DataFrame(pmap(_facts_one, [s for s in specs if s.source != "synthetic"]))
+
+
+def _facts_one(spec: TraceSpec) -> dict:
+    return trace_facts(spec) | survivors(spec)

@@ -43,6 +43,10 @@ def record(
     )] = None,
     all_objects: Annotated[bool, typer.Option(
         "--all-objects", help="Record every slab object, not only memcg-accounted ones.")] = False,
+    page_cache: Annotated[bool, typer.Option(
+        "--page-cache/--no-page-cache",
+        help="Record page-cache insertions and removals (PAGE_CACHE rows: what holds an "
+        "offline memcg besides slab).")] = True,
     print_bpf: Annotated[bool, typer.Option(
         "--print-bpf", help="Print the BPF program and its -D flags, then exit.")] = False,
     in_memcg: Annotated[bool, typer.Option(
@@ -102,7 +106,7 @@ def record(
                          sample_interval_s=_positive("--sample-interval", sample_interval),
                          command=list(command or []), in_memcg=in_memcg, lifecycle=lifecycle,
                          follow_tasks=in_memcg if follow_tasks is None else follow_tasks,
-                         force=force)
+                         force=force, page_cache=page_cache)
     if print_bpf:
         _print_bpf(opts)
         return
@@ -298,6 +302,9 @@ def loss_sentence(lost: dict) -> str:
 
 def _print_bpf(opts: RecordOptions) -> None:
     feats = probes.detect()
-    flags = cflags(feats, opts, opts.transport == "perf", probes.plan(feats, opts.lifecycle))
+    plan = probes.plan(feats, opts.lifecycle)
+    if not opts.page_cache:
+        probes.leave_out_page_cache(plan)
+    flags = cflags(feats, opts, opts.transport == "perf", plan)
     sys.stdout.write(f"/* cflags: {' '.join(flags)} */\n")
     sys.stdout.write(BPF_SOURCE.read_text())

@@ -54,6 +54,7 @@ from kmemtrace.replay.engine import (
     StrategyRun,
     _initial_memcgs,  # the replay's own rule for the memcgs present at the start
     accounting_scope,
+    page_cache_recorded,
     prepare,
     start_run,
 )
@@ -132,8 +133,10 @@ class WhatIf:
         last = self.released_ts if self.released_ts is not None else self.start_ns
         end = max(int(clock.get("end_ns") or last), last, self.start_ns)
         lost_in_meta = int(final_meta["lost"]["total"])
+        has_pc = page_cache_recorded(final_meta)  # as the replay of the sealed trace says
         out = []
         for run in self.runs:
+            run.page_cache = has_pc
             finish(run.model, run.pol, end)
             run.model.ctr[C_CTX_BYPASS] = self.interrupt_allocs
             run.model.ctr[C_LOST_EVENTS] = max(run.model.ctr[C_LOST_EVENTS], lost_in_meta)

@@ -29,7 +29,9 @@ from kmemtrace.model.state import (
     C_CUR_CPU,
     C_DEAD_CHANGED,
     C_DYING_MEMCGS,
+    C_DYING_PC_MEMCGS,
     C_ERA,
+    C_LAST_TS,
     C_MSTOCK_HIT,
     C_MSTOCK_MISS,
     C_PAGE_REF,
@@ -43,9 +45,12 @@ from kmemtrace.model.state import (
     I_NR_PAGES,
     I_REF_KILLED,
     M_DYING_KIDS,
+    M_DYING_KIDS_PC,
     M_PAGES,
     M_PARENT,
+    M_PC_PAGES,
     M_STATE,
+    M_T_FREE_PC,
     MS_ONLINE,
     S_DEAD,
     S_INST,
@@ -93,6 +98,16 @@ def is_dying(m: Model, g: int) -> bool:
         m.memcg[M_PAGES, g] > 0 or m.memcg[M_DYING_KIDS, g] > 0)
 
 
+@njit(cache=True, nogil=True, _nrt=False, inline="always")
+def is_dying_pc(m: Model, g: int) -> bool:
+    """:func:`is_dying`, with charged page-cache pages holding it too: a charged folio
+    keeps its memcg's css until it is uncharged, and no era up to 6.18 moves LRU folios to
+    the parent at offline (docs/replay.md, "Dying memcgs and page cache")."""
+    return m.memcg[M_STATE, g] != MS_ONLINE and (
+        m.memcg[M_PAGES, g] > 0 or m.memcg[M_PC_PAGES, g] > 0
+        or m.memcg[M_DYING_KIDS_PC, g] > 0)
+
+
 @njit(cache=True, nogil=True, _nrt=False)
 def dying_changed(m: Model, g: int, delta: int) -> None:
     """``g`` started (+1) or stopped (-1) dying: count it, and tell its ancestors."""
@@ -109,14 +124,60 @@ def dying_changed(m: Model, g: int, delta: int) -> None:
         g = parent
 
 
+@njit(cache=True, nogil=True, _nrt=False)
+def dying_pc_changed(m: Model, g: int, delta: int) -> None:
+    """:func:`dying_changed` for the count that includes page cache; a memcg that stops
+    dying is stamped with the time (the model's css free, to set beside the kernel's)."""
+    m.ctr[C_DEAD_CHANGED] = 1
+    while g != 0:
+        m.ctr[C_DYING_PC_MEMCGS] += delta
+        m.memcg[M_T_FREE_PC, g] = m.ctr[C_LAST_TS] if delta < 0 else 0
+        parent = m.memcg[M_PARENT, g]
+        if parent == 0:
+            return
+        was = is_dying_pc(m, parent)
+        m.memcg[M_DYING_KIDS_PC, parent] += delta
+        if is_dying_pc(m, parent) == was:
+            return
+        g = parent
+
+
+@njit(cache=True, nogil=True, _nrt=False, inline="always")
+def went_offline(m: Model, g: int) -> None:
+    """``g`` was just marked offline: it dies now if anything still holds it."""
+    if is_dying(m, g):
+        dying_changed(m, g, 1)
+    if is_dying_pc(m, g):
+        dying_pc_changed(m, g, 1)
+    else:
+        m.memcg[M_T_FREE_PC, g] = m.ctr[C_LAST_TS]
+
+
 @njit(cache=True, nogil=True, _nrt=False, inline="always")
 def memcg_pages_changed(m: Model, g: int, dpages: int) -> None:
     """Pages charged to ``g`` changed, which may start or end its dying."""
     was = is_dying(m, g)
+    was_pc = is_dying_pc(m, g)
     m.memcg[M_PAGES, g] += dpages
     now = is_dying(m, g)
     if now != was:
         dying_changed(m, g, 1 if now else -1)
+    now_pc = is_dying_pc(m, g)
+    if now_pc != was_pc:
+        dying_pc_changed(m, g, 1 if now_pc else -1)
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def page_cache_changed(m: Model, g: int, dpages: int) -> None:
+    """A folio of ``dpages`` pages entered (> 0) or left (< 0) the page cache charged to
+    ``g``: the same for every strategy, and only the count with page cache sees it."""
+    if g == 0:
+        return
+    was = is_dying_pc(m, g)
+    m.memcg[M_PC_PAGES, g] += dpages
+    now = is_dying_pc(m, g)
+    if now != was:
+        dying_pc_changed(m, g, 1 if now else -1)
 
 
 @njit(cache=True, nogil=True, _nrt=False)

@@ -75,7 +75,10 @@ M_LIVE = 3  # live objects charged to it (by allocation-time attribution)
 M_OBJCGS = 4  # obj_cgroups it owns (its own + reparented from children)
 M_PAGES = 5  # slab pages of cache instances charged to it (what holds it before v5.3)
 M_DYING_KIDS = 6  # children that are dying: each holds its parent's css (all eras)
-NM = 7
+M_PC_PAGES = 7  # page-cache pages charged to it (PAGE_CACHE rows): hold it on every era
+M_DYING_KIDS_PC = 8  # M_DYING_KIDS, counting children held by slab or page cache
+M_T_FREE_PC = 9  # when nothing held it any more, page cache counted (0: held, or online)
+NM = 10
 
 MS_ONLINE = 0
 MS_OFFLINE = 1
@@ -163,7 +166,13 @@ C_PAGE_REF = 67  # 1: per-memcg caches count their slab pages in a percpu_ref (v
 # pinned, metadata) changed since they were last taken; they are rarely touched, so the
 # loop compares them only then (see ``_update_peaks``)
 C_DEAD_CHANGED = 68
-NC = 69
+# Dying memcgs counting page cache as well as slab (the era's rule or a charged page-cache
+# page holds an offline memcg): the fair C_DYING_MEMCGS is slab-only, this is what the
+# kernel's own count is compared with (analyses/which_way/calibrate.py)
+C_DYING_PC_MEMCGS = 69
+C_PEAK_DYING_PC_MEMCGS = 70
+C_PAGE_CACHE_ROWS = 71  # PAGE_CACHE events replayed
+NC = 72
 
 # --- float integrals over trace time: fctr[F_*] --------------------------------------------
 F_DEAD_PAGE_NS = 0
@@ -174,7 +183,8 @@ F_STRANDED_SLAB_PAGE_NS = 4
 F_STRANDED_OBJ_BYTES_NS = 5
 F_METADATA_BYTES_NS = 6
 F_DYING_MEMCG_NS = 7
-NF = 8
+F_DYING_PC_MEMCG_NS = 8
+NF = 9
 
 # --- time series rows: series[R_*, sample] ---------------------------------------------------
 R_DEAD_LIVE_PAGES = 0
@@ -186,9 +196,11 @@ R_STRANDED_BYTES = 5
 R_WASTE_BYTES = 6
 R_METADATA_BYTES = 7
 R_DYING_MEMCGS = 8
-NR = 9
+R_DYING_PC_MEMCGS = 9
+NR = 10
 SERIES_NAMES = ("dead_live_pages", "dead_empty_pages", "dead_caches", "total_pages", "live_objects",
-                "stranded_bytes", "waste_bytes", "metadata_bytes", "dying_memcgs")
+                "stranded_bytes", "waste_bytes", "metadata_bytes", "dying_memcgs",
+                "page_cache_dying_memcgs")
 
 # --- model validation: vsample[V_*, k] for the k-th SLAB_SAMPLE event ----------------------
 V_TS = 0

@@ -53,6 +53,15 @@ CG_EVENT_DTYPE = np.dtype([
     ("path", f"S{K['KMT_CG_PATH_LEN']}"),
 ])
 
+PC_EVENT_DTYPE = np.dtype([
+    ("ts_ns", "<u8"),
+    ("folio", "<u8"),
+    ("memcg_id", "<u8"),
+    ("pages", "<i4"),
+    ("cpu", "<u2"),
+    ("pad", "<u2"),
+])
+
 CACHE_DTYPE = np.dtype([
     ("idx", "<u4"),
     ("size", "<u4"),

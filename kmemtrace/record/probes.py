@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from kmemtrace.errors import KernelSupportError
-from kmemtrace.record.btf import Btf
+from kmemtrace.record.btf import STRUCT, Btf
 from kmemtrace.record.structsizes import read_struct_sizes
 
 TRACEFS_CANDIDATES = (Path("/sys/kernel/tracing"), Path("/sys/kernel/debug/tracing"))
@@ -34,6 +34,10 @@ CGROUP_TPS = ("cgroup_rmdir", "cgroup_release", "cgroup_attach_task")
 # (KMT_TP_VMSCAN) when every one of them exists.
 VMSCAN_TPS = ("mm_vmscan_kswapd_wake", "mm_vmscan_direct_reclaim_begin",
               "mm_vmscan_memcg_reclaim_begin", "mm_shrink_slab_start")
+# Page-cache insertions and removals (PAGE_CACHE rows): raw tracepoints whose folio the
+# handlers read through BTF offsets (page_cache_offsets).
+PAGE_CACHE_TPS = {"mm_filemap_add_to_page_cache": "kmt_pc_add",
+                  "mm_filemap_delete_from_page_cache": "kmt_pc_delete"}
 # With --follow-tasks: forks extend the followed tasks, exits shrink them.
 FOLLOW_TPS = ("sched:sched_process_fork", "sched:sched_process_exit")
 CACHE_CREATE_CANDIDATES = ("__kmem_cache_create_args", "kmem_cache_create_usercopy",
@@ -263,6 +267,8 @@ def plan(feats: KernelFeatures, lifecycle: str = "auto") -> list[Probe]:
         rows.append(Probe(f"vmscan:{event}", "tracepoint", "attached" if vmscan else "missing",
                           "tracefs format" if vmscan else "not every vmscan tracepoint in "
                           "tracefs: no PRESSURE rows"))
+    for event, fn in PAGE_CACHE_TPS.items():
+        rows.append(_page_cache_row(feats, event, fn))
     for lc in LIFECYCLE:
         rows.append(_lifecycle_row(feats, lc, lifecycle))
     creator = next((f for f in CACHE_CREATE_CANDIDATES if f in feats.ksyms), None)
@@ -290,6 +296,52 @@ def _raw_tp_row(feats, system: str, event: str, fn: str, expect: dict[int, str])
            for i, want in expect.items() if i >= len(params) or params[i] != want]
     return Probe(f"{system}:{event}", "raw_tracepoint", "missing" if bad else "attached",
                  "; ".join(bad) or "TP_PROTO checked against BTF", fn)
+
+
+def page_cache_offsets(btf: Btf | None) -> dict[str, int] | None:
+    """-D values the page-cache handlers need, from BTF; None if any is missing.
+
+    ``folio_nr_pages()``: 1 unless PG_head is set, else ``_nr_pages`` (6.10+) or
+    ``_folio_nr_pages`` (5.18-6.9, 64-bit). ``memcg_data``: a ``struct mem_cgroup *`` with
+    flag bits below ``__NR_MEMCG_DATA_FLAGS``; MEMCG_DATA_KMEM marks an objcg (kmem page).
+    """
+    if btf is None or btf.find(STRUCT, "folio") is None:
+        return None
+    nr_field = next((f for f in ("_nr_pages", "_folio_nr_pages") if btf.has_member("folio", f)),
+                    None)
+    head, kmem = btf.enum_value("PG_head"), btf.enum_value("MEMCG_DATA_KMEM")
+    nr_flags = btf.enum_value("__NR_MEMCG_DATA_FLAGS")
+    if (nr_field is None or None in (head, kmem, nr_flags)
+            or not all(btf.has_member("folio", f) for f in ("flags", "memcg_data"))
+            or not btf.has_member("mem_cgroup", "css")):
+        return None
+    return {"KMT_OFF_FOLIO_FLAGS": btf.offset("folio", "flags"),
+            "KMT_OFF_FOLIO_MEMCG_DATA": btf.offset("folio", "memcg_data"),
+            "KMT_OFF_FOLIO_NR_PAGES": btf.offset("folio", nr_field),
+            "KMT_OFF_MEMCG_CSS": btf.offset("mem_cgroup", "css"),
+            "KMT_PG_HEAD": head, "KMT_MEMCG_DATA_KMEM": kmem,
+            "KMT_MEMCG_DATA_FLAGS_MASK": nr_flags - 1}
+
+
+def _page_cache_row(feats: KernelFeatures, event: str, fn: str) -> Probe:
+    row = _raw_tp_row(feats, "filemap", event, fn, {0: "struct folio *"})
+    if row.status == "attached" and page_cache_offsets(feats.btf) is None:
+        row.status, row.why = "missing", "BTF lacks a folio or memcg field the handler reads"
+    return row
+
+
+def leave_out_page_cache(rows: list[Probe]) -> None:
+    """``record --no-page-cache``: the page-cache probes stay detached, and the plan says so."""
+    names = {f"filemap:{event}" for event in PAGE_CACHE_TPS}
+    for row in rows:
+        if row.probe in names:
+            row.status, row.why = "missing", "not asked for (--no-page-cache)"
+
+
+def page_cache_attached(rows: list[Probe]) -> bool:
+    """Both page-cache probes can attach: PAGE_CACHE rows are recorded."""
+    names = {f"filemap:{event}" for event in PAGE_CACHE_TPS}
+    return sum(r.probe in names and r.status == "attached" for r in rows) == len(names)
 
 
 def _lifecycle_row(feats: KernelFeatures, lc: Lifecycle, mode: str) -> Probe:

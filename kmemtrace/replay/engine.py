@@ -160,6 +160,7 @@ class StrategyRun:
     span_ns: int = 0  # trace end - start: the time averages divide by it
     metadata: MetadataCosts | None = None
     loop_seconds: float = 0.0
+    page_cache: bool = False  # the trace says which folios were in the page cache
 
 
 @dataclass
@@ -199,6 +200,25 @@ def accounting_scope(meta: dict, era: Era) -> tuple[bool, list[str], list[str]]:
                    "although era 3.14 accounted every allocation."], [
         f"era 3.14 accounted every slab allocation of a memcg, but this trace was {why}: "
         "per-memcg caches and their dead pages are undercounted"]
+
+def page_cache_recorded(meta: dict) -> bool:
+    """The trace followed page-cache folios (PAGE_CACHE rows), so dying memcgs can be
+    counted as the kernel counts them; older traces and kernels without the filemap raw
+    tracepoints cannot."""
+    return bool((meta.get("record") or {}).get("page_cache")
+                or meta.get("counts", {}).get("PAGE_CACHE"))
+
+
+def page_cache_note(recorded: bool) -> str:
+    if not recorded:
+        return ("Dying memcgs count slab only: the trace has no page-cache records (recorded "
+                "before they existed, or on a kernel without the filemap raw tracepoints), so "
+                "the page cache that also holds offline memcgs is not modelled.")
+    return ("Dying memcgs with page cache: an offline memcg is also held while page-cache "
+            "folios charged to it and inserted during the recording are cached (tmpfs and "
+            "folios cached before the recording are not seen); dying_memcgs stays slab-only, "
+            "the fair metric.")
+
 
 def _initial_memcgs(meta: dict, memcgs: MemcgIndex) -> list[tuple[int, int]]:
     """(index, parent index) for memcgs that existed when the trace started."""
@@ -297,6 +317,10 @@ def replay(trace: TraceReader, selection: list[tuple[Strategy, dict]], *,
         lanes.stop()
         raise
     lanes.close()
+    has_pc = page_cache_recorded(trace.meta)
+    for run in runs:
+        run.page_cache = has_pc
+    result.notes.append(page_cache_note(has_pc))
     # A recording that could not write its last rows (disk full) counts their loss in meta
     # only: LOST rows of sealed parts alone would understate it.
     lost_in_meta = int(trace.meta["lost"]["total"])

@@ -11,12 +11,12 @@ Strategies decide (``pol``, see ``policy.py``); this module acts, using the SLUB
 from numba import njit
 
 from kmemtrace.model.charge import (
-    dying_changed,
-    is_dying,
     mark_object_dead,
+    page_cache_changed,
     recharge,
     refill_stock,
     try_charge,
+    went_offline,
 )
 from kmemtrace.model.objects import obj_delete, obj_insert, obj_lookup
 from kmemtrace.model.slub import (
@@ -44,6 +44,7 @@ from kmemtrace.model.state import (
     C_DEAD_PAGES,
     C_DESTROY_NONEMPTY,
     C_DYING_MEMCGS,
+    C_DYING_PC_MEMCGS,
     C_FREE_AFTER_DESTROY,
     C_FREES,
     C_HASH_COUNT,
@@ -62,11 +63,13 @@ from kmemtrace.model.state import (
     C_NINST,
     C_OFFLINES,
     C_OUT_OF_ORDER,
+    C_PAGE_CACHE_ROWS,
     C_PEAK_DEAD_CACHES,
     C_PEAK_DEAD_EMPTY_PAGES,
     C_PEAK_DEAD_MEMCGS_PINNED,
     C_PEAK_DEAD_PAGES,
     C_PEAK_DYING_MEMCGS,
+    C_PEAK_DYING_PC_MEMCGS,
     C_PEAK_LIVE_OBJS,
     C_PEAK_METADATA_BYTES,
     C_PEAK_STRANDED_BYTES,
@@ -94,6 +97,7 @@ from kmemtrace.model.state import (
     F_DEAD_EMPTY_PAGE_NS,
     F_DEAD_PAGE_NS,
     F_DYING_MEMCG_NS,
+    F_DYING_PC_MEMCG_NS,
     F_LIVE_BYTES_NS,
     F_METADATA_BYTES_NS,
     F_SLAB_BYTES_NS,
@@ -137,6 +141,7 @@ from kmemtrace.model.state import (
     R_DEAD_EMPTY_PAGES,
     R_DEAD_LIVE_PAGES,
     R_DYING_MEMCGS,
+    R_DYING_PC_MEMCGS,
     R_LIVE_OBJS,
     R_METADATA_BYTES,
     R_STRANDED_BYTES,
@@ -188,6 +193,7 @@ K_MKDIR = int(EventKind.MEMCG_MKDIR)
 K_OFFLINE = int(EventKind.MEMCG_OFFLINE)
 K_RELEASE = int(EventKind.MEMCG_RELEASE)
 K_PRESSURE = int(EventKind.PRESSURE)
+K_PAGE_CACHE = int(EventKind.PAGE_CACHE)
 K_LOST = int(EventKind.LOST)
 K_SLAB_SAMPLE = int(EventKind.SLAB_SAMPLE)
 
@@ -236,6 +242,7 @@ def _take_sample(m: Model) -> None:
     m.series[R_WASTE_BYTES, j] = _waste_bytes(m)
     m.series[R_METADATA_BYTES, j] = _metadata_bytes(m)
     m.series[R_DYING_MEMCGS, j] = m.ctr[C_DYING_MEMCGS]
+    m.series[R_DYING_PC_MEMCGS, j] = m.ctr[C_DYING_PC_MEMCGS]
     m.ctr[C_SAMPLE_IDX] = j + 1
 
 
@@ -268,6 +275,7 @@ def _update_peaks(m: Model) -> None:
     _peak(m, C_PEAK_STRANDED_BYTES, _stranded_bytes(m))
     _peak(m, C_PEAK_METADATA_BYTES, _metadata_bytes(m))
     _peak(m, C_PEAK_DYING_MEMCGS, m.ctr[C_DYING_MEMCGS])
+    _peak(m, C_PEAK_DYING_PC_MEMCGS, m.ctr[C_DYING_PC_MEMCGS])
 
 
 @njit(cache=True, nogil=True, _nrt=False, inline="always")
@@ -290,6 +298,7 @@ def _advance(m: Model, pol, t: int) -> None:
     m.fctr[F_STRANDED_OBJ_BYTES_NS] += m.ctr[C_STRANDED_OBJ_BYTES] * dt
     m.fctr[F_METADATA_BYTES_NS] += _metadata_bytes(m) * dt
     m.fctr[F_DYING_MEMCG_NS] += m.ctr[C_DYING_MEMCGS] * dt
+    m.fctr[F_DYING_PC_MEMCG_NS] += m.ctr[C_DYING_PC_MEMCGS] * dt
     m.ctr[C_LAST_TS] = t
 
 
@@ -455,8 +464,7 @@ def _memcg_offline(m: Model, pol, memcg: int, now: int) -> None:
     m.memcg[M_STATE, memcg] = MS_OFFLINE
     m.memcg[M_T_OFFLINE, memcg] = now
     m.ctr[C_OFFLINES] += 1
-    if is_dying(m, memcg):
-        dying_changed(m, memcg, 1)
+    went_offline(m, memcg)
     if m.memcg[M_LIVE, memcg] > 0:
         m.ctr[C_DEAD_MEMCGS_PINNED] += 1
         m.ctr[C_DEAD_CHANGED] = 1
@@ -732,6 +740,9 @@ def run_events(m: Model, pol, ts, kind, cpu, ptr, cache, memcg, aux, aux2, start
             m.ctr[C_PRESSURE_EVENTS] += 1
             if pol[PO_REAP_ON_PRESSURE]:
                 _reap(m, pol, t)
+        elif k == K_PAGE_CACHE:
+            m.ctr[C_PAGE_CACHE_ROWS] += 1
+            page_cache_changed(m, memcg[i], aux[i])
         elif k == K_LOST:
             m.ctr[C_LOST_EVENTS] += aux[i]
         elif k == K_SLAB_SAMPLE:

@@ -95,8 +95,18 @@ def kernel_start(trace: TraceReader, seed: int = 0) -> dict[str, np.ndarray] | N
 
     Per cache with ``S`` slabs and ``O`` objects at the first sample and ``P`` pointers
     freed before being allocated: ``max(S * objs_per_slab, O, P)`` objects are allocated
-    (the model fills slab after slab), then the surplus is freed, evenly spaced, so that
+    (the model fills slab after slab), then all but ``L`` are freed, evenly spaced, so that
     every slab keeps its share; the ``P`` pointers sit at random kept positions.
+    ``O`` is not the live objects: ``objects`` in /sys/kernel/slab is the slabs' capacity
+    minus the free slots of *node-partial* slabs only (``show_slab_objects``, SO_OBJECTS),
+    so the free slots of the CPU slabs count as in use. Those are unknown; each CPU's slab
+    is taken as half free: ``L = max(O - min(S, ncpus) * objs_per_slab / 2, P)``. Taking
+    ``O`` as live made the small caches full at the start (2 slabs, ``O`` = their capacity),
+    and their first allocations took the new slabs that made the +100 % of most of them.
+    Slab ``k`` is filled and thinned on CPU ``k % ncpus``: a running kernel has a CPU slab
+    on each CPU that allocated from the cache, and a prelude on CPU 0 alone left the other
+    CPUs none, so their first allocations took new slabs the kernel never needed (2 slabs
+    where the kernel had 1 for most small caches of a 2-CPU recording).
     """
     first = _first_samples(trace)
     if not first:
@@ -105,24 +115,30 @@ def kernel_start(trace: TraceReader, seed: int = 0) -> dict[str, np.ndarray] | N
     order = {cid: int(c.get("order", 0)) for cid, c in geom.items()}
     pre = _preexisting_frees(trace, order)
     rng = np.random.default_rng(seed)
-    a_ptr, a_cache, f_ptr, f_cache = [], [], [], []
+    ncpus = max(int(trace.meta.get("ncpus") or 1), 1)
+    a_ptr, a_cache, a_cpu, f_ptr, f_cache, f_cpu = [], [], [], [], [], []
     for cid, (slabs, objects) in sorted(first.items()):
         if cid not in geom:
             continue
         real = pre.get(cid, np.zeros(0, np.uint64))
-        keep = max(objects, len(real))
-        total = max(slabs * max(int(geom[cid]["objs_per_slab"]), 1), keep)
+        per_slab = max(int(geom[cid]["objs_per_slab"]), 1)
+        hidden = min(slabs, ncpus) * per_slab // 2
+        keep = max(objects - hidden, len(real), 0)
+        total = max(slabs * per_slab, keep)
         if not total:
             continue
         ptr = FAKE_BASE * (cid + 1) + np.arange(total, dtype=np.uint64)
+        cpu = (np.arange(total) // per_slab) % ncpus
         kept = np.zeros(total, dtype=bool)
         kept[np.unique(np.linspace(0, total - 1, keep).round().astype(np.int64))] = True
         kept_pos = np.flatnonzero(kept)
         ptr[rng.choice(kept_pos, size=len(real), replace=False)] = real
         a_ptr.append(ptr)
         a_cache.append(np.full(total, cid, np.int64))
+        a_cpu.append(cpu)
         f_ptr.append(ptr[~kept])
         f_cache.append(np.full(int((~kept).sum()), cid, np.int64))
+        f_cpu.append(cpu[~kept])
     if not a_ptr:
         return None
     n_a, n_f = sum(map(len, a_ptr)), sum(map(len, f_ptr))
@@ -132,7 +148,7 @@ def kernel_start(trace: TraceReader, seed: int = 0) -> dict[str, np.ndarray] | N
         "ts_ns": np.full(n, start, np.int64),
         "kind": np.r_[np.full(n_a, EventKind.ALLOC, np.uint8), np.full(n_f, EventKind.FREE,
                                                                        np.uint8)],
-        "cpu": np.zeros(n, np.int32), "pid": np.zeros(n, np.int32),
+        "cpu": np.concatenate(a_cpu + f_cpu).astype(np.int32), "pid": np.zeros(n, np.int32),
         "ptr": np.concatenate(a_ptr + f_ptr), "cache_id": np.concatenate(a_cache + f_cache),
         "memcg_id": np.full(n, ROOT_MEMCG_ID, np.uint64), "gfp": np.zeros(n, np.uint32),
         "aux": np.zeros(n, np.int64), "aux2": np.zeros(n, np.int64),

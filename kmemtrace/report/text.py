@@ -15,8 +15,8 @@ from kmemtrace.report.format import best_columns, humanise, params_line, unit
 
 WIDTH = 72
 # The fair metrics first: they mean the same for every strategy (docs/replay.md).
-GROUPS = ("footprint", "stranded", "waste", "metadata", "dying", "destroy", "instances",
-          "churn", "cost", "safety", "trace")
+GROUPS = ("footprint", "stranded", "waste", "metadata", "dying", "page_cache", "destroy",
+          "instances", "churn", "cost", "safety", "trace")
 BEST_MARK = "*"
 _INDENT = "  "
 

@@ -38,6 +38,10 @@ class EventKind(IntEnum):
     SLAB_SAMPLE = 9  # /sys/kernel/slab sample: cache_id, aux = slabs, aux2 = objects
     LOST = 10  # events dropped in the kernel: cpu, aux = how many, aux2 = LostReason
     PRESSURE = 11  # memory pressure seen (reclaim, kswapd): aux = PressureKind
+    # a folio entered (aux > 0) or left (aux < 0) the page cache: memcg_id = the memcg it is
+    # charged to, |aux| = its pages, ptr = struct folio *. What holds an offline memcg on 6.x
+    # besides slab (docs/trace-format.md)
+    PAGE_CACHE = 12
 
 
 class OfflineSource(IntEnum):
@@ -62,6 +66,7 @@ class LostReason(IntEnum):
     LIFECYCLE_MAP = 7  # a life-cycle bookkeeping map (subtree, followed tasks) was full
     # a FREE no probe saw, inferred when its address was allocated again while still live
     FREE_UNSEEN = 8
+    PAGE_CACHE = 9  # page-cache records the kernel could not queue (ring or folio map full)
 
 
 class EventContext(IntEnum):

@@ -186,6 +186,10 @@ def check_meta(meta: dict) -> dict:
                                ("host", str, "?"), ("created_utc", str, "?"),
                                ("complete", bool, False), ("record", dict, {})):
         _typed(meta, key, kind, default)
+    # replay decides from it whether page cache is modelled (PAGE_CACHE rows)
+    page_cache = meta["record"].get("page_cache")
+    if page_cache is not None and not isinstance(page_cache, bool):
+        raise _fail("record.page_cache", "true or false", page_cache)
     for i, entry in enumerate(meta["attach_plan"]):
         if not isinstance(entry, dict):
             raise _fail(f"attach_plan[{i}]", "an object", entry)

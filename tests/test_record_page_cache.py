@@ -1,0 +1,150 @@
+"""Page cache that holds a removed memcg, recorded on the host's cgroup v1 (root, real
+kernel; fail, never skip).
+
+A task in a fresh memcg writes files on ext4 (a loop device of its own); the memcg is
+removed while they are cached; later the filesystem is unmounted, which drops every page it
+cached, the files' and ext4's own metadata blocks alike. (Deleting the files is not enough:
+the directory and inode-table blocks the task read are charged to its memcg too and stay
+cached, and the kernel keeps the memcg dying for them.)
+
+The independent counts: the kernel's own ``memory.stat`` ``cache`` of that memcg just
+before the removal (page-cache bytes charged to it) against the PAGE_CACHE rows; and the
+kernel's release of the memcg (``cgroup:cgroup_release``, the MEMCG_RELEASE row: its css
+was freed), which must follow the removal of its last cached page, not the ``rmdir``. The
+recorder runs whole-system, as the study does, and the test looks only at its own memcg,
+so other recorders and workloads do not matter.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kmemtrace.metrics import memcg_free_times
+from kmemtrace.replay.engine import replay
+from kmemtrace.strategies import select
+from kmemtrace.trace.reader import open_trace
+from kmemtrace.trace.schema import EventKind
+
+from conftest import wait_for_line
+
+pytestmark = pytest.mark.root
+
+MEMCG = Path("/sys/fs/cgroup/memory")
+FILES, FILE_BYTES = 1000, 16384  # 4 000 pages of file cache
+ENV = {**os.environ, "COLUMNS": "300"}
+# memory.stat is flushed lazily: up to MEMCG_CHARGE_BATCH (64) pages per CPU may be pending
+STAT_SLACK_PAGES = 64 * os.cpu_count()
+WRITER = ("import os, sys\n"
+          "d, n, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])\n"
+          "block = os.urandom(size)\n"
+          "for i in range(n):\n"
+          "    with open(os.path.join(d, f'f{i}'), 'wb') as fh:\n"
+          "        fh.write(block)\n")
+
+
+def _stat_cache_pages(memcg: Path) -> int:
+    for line in (memcg / "memory.stat").read_text().splitlines():
+        key, value = line.split()
+        if key == "cache":
+            return int(value) // 4096
+    raise AssertionError("memory.stat has no cache line")
+
+
+def _now_ns() -> int:
+    return time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+
+
+@pytest.fixture(scope="module")
+def ext4(tmp_path_factory):
+    """A fresh ext4 on a loop device (64 MiB image), unmounted at the end if still mounted."""
+    base = tmp_path_factory.mktemp("ext4")
+    image, mnt = base / "fs.img", base / "mnt"
+    with open(image, "wb") as fh:
+        fh.truncate(64 << 20)
+    subprocess.run(["mkfs.ext4", "-q", str(image)], check=True)
+    mnt.mkdir()
+    subprocess.run(["mount", "-o", "loop", str(image), str(mnt)], check=True)
+    try:
+        yield mnt
+    finally:
+        if os.path.ismount(mnt):
+            subprocess.run(["umount", str(mnt)], check=True)
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory, ext4):
+    out = tmp_path_factory.mktemp("pagecache") / "trace"
+    memcg = MEMCG / f"i12c-pc-{os.getpid()}"
+    files = ext4
+    rec = subprocess.Popen([sys.executable, "-m", "kmemtrace", "record", "-o", str(out)],
+                           stderr=subprocess.PIPE, text=True, env=ENV)
+    marks = {}
+    try:
+        wait_for_line(rec.stderr, "recording to", 120)
+        time.sleep(1.0)
+        memcg.mkdir()
+        marks["id"] = memcg.stat().st_ino
+        subprocess.run(["/bin/sh", "-c", f'echo $$ > {memcg}/cgroup.procs && exec '
+                        f'{sys.executable} -c "$0" {files} {FILES} {FILE_BYTES}', WRITER],
+                       check=True, timeout=120)
+        marks["stat_pages"] = _stat_cache_pages(memcg)
+        marks["rmdir_ns"] = _now_ns()
+        memcg.rmdir()
+        time.sleep(2.0)  # dying: held by its cached files
+        marks["delete_ns"] = _now_ns()
+        subprocess.run(["umount", str(files)], check=True)
+        time.sleep(2.0)  # the release follows an RCU grace period and a work item
+    finally:
+        if rec.poll() is None:
+            rec.send_signal(signal.SIGINT)
+        err = rec.communicate(timeout=300)[1]
+        if memcg.exists():
+            memcg.rmdir()
+    assert rec.returncode == 0, err[-3000:]
+    trace = open_trace(out)
+    return trace, trace.to_pandas(), marks
+
+
+def test_page_cache_rows_match_the_kernels_memory_stat(recorded):
+    trace, df, marks = recorded
+    assert trace.meta["record"]["page_cache"] is True
+    mine = df[(df.kind == EventKind.PAGE_CACHE) & (df.memcg_id == marks["id"])]
+    before = mine[mine.ts_ns < marks["rmdir_ns"]]
+    cached = int(before.aux.sum())
+    assert cached >= FILES * FILE_BYTES // 4096
+    assert abs(cached - marks["stat_pages"]) <= STAT_SLACK_PAGES, (cached, marks)
+    assert int(mine.aux.sum()) == 0  # every inserted page left at the unmount
+    lost = trace.meta["lost"]["by_reason"].get("PAGE_CACHE", 0)
+    assert lost == 0
+
+
+def test_the_memcg_is_released_after_its_last_page_not_at_rmdir(recorded):
+    """Kernel truth: the cgroup_release row. The model's pin ends at the last removal."""
+    _, df, marks = recorded
+    me = df[df.memcg_id == marks["id"]]
+    offline = me.ts_ns[me.kind == EventKind.MEMCG_OFFLINE].to_numpy()
+    release = me.ts_ns[me.kind == EventKind.MEMCG_RELEASE].to_numpy()
+    pc = me[me.kind == EventKind.PAGE_CACHE]
+    net = np.cumsum(pc.aux.to_numpy())
+    last_page_ns = int(pc.ts_ns.to_numpy()[np.flatnonzero(net == 0)[-1]])
+    assert len(offline) == 1 and len(release) == 1
+    assert offline[0] < marks["delete_ns"] <= last_page_ns < release[0]
+    assert release[0] - last_page_ns < 1_000_000_000
+
+
+def test_the_model_frees_the_memcg_when_the_kernel_did(recorded):
+    """objcg (6.x): slab never holds it, page cache does: the model's free is at the last
+    page's removal, after the deletion began and within 1 s before the kernel's release."""
+    trace, df, marks = recorded
+    r = replay(trace, select("objcg", {}), samples=50)
+    offline_ns, free_ns = memcg_free_times(r.runs[0], r.memcg_ids)[marks["id"]]
+    me = df[df.memcg_id == marks["id"]]
+    release = int(me.ts_ns[me.kind == EventKind.MEMCG_RELEASE].iloc[0])
+    assert offline_ns < marks["delete_ns"] <= free_ns < release
+    assert release - free_ns < 1_000_000_000
