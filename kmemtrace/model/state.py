@@ -165,7 +165,10 @@ C_PAGE_REF = 67  # 1: per-memcg caches count their slab pages in a percpu_ref (v
 C_DEAD_CHANGED = 68
 NC = 69
 
-# --- float integrals over trace time: fctr[F_*] --------------------------------------------
+# --- integrals over trace time: fctr[F_*], float, filled from integ[F_*, J_*] at the end ----
+# Each integrand is an integer (pages, bytes, caches, memcgs) and each time an integer (ns),
+# so the loop keeps every integral exactly as an integer (see ``replay/integrals.py``) and
+# only the finished sum becomes a float: a result does not depend on how the sum was grouped.
 F_DEAD_PAGE_NS = 0
 F_DEAD_EMPTY_PAGE_NS = 1
 F_LIVE_BYTES_NS = 2
@@ -175,6 +178,13 @@ F_STRANDED_OBJ_BYTES_NS = 5
 F_METADATA_BYTES_NS = 6
 F_DYING_MEMCG_NS = 7
 NF = 8
+# integ[F_*, J_*]: the exact integral, hi * 2**31 + lo (0 <= lo < 2**31), plus the integrand's
+# value since the time ``J_SINCE`` that is not in the sum yet (F_SLAB_BYTES_NS counts pages)
+J_HI = 0
+J_LO = 1
+J_VALUE = 2
+J_SINCE = 3
+NJ = 4
 
 # --- time series rows: series[R_*, sample] ---------------------------------------------------
 R_DEAD_LIVE_PAGES = 0
@@ -213,7 +223,8 @@ class Model(NamedTuple):
     hslab: np.ndarray  # int64 [hash_cap]: slab holding the object
     hmemcg: np.ndarray  # int64 [hash_cap]: memcg charged at allocation
     ctr: np.ndarray  # int64 [NC]
-    fctr: np.ndarray  # float64 [NF]
+    fctr: np.ndarray  # float64 [NF]: the integrals, once the replay finished
+    integ: np.ndarray  # int64 [NF, NJ]: the integrals while it runs, exact
     series: np.ndarray  # float64 [NR, n_samples]
     stock: np.ndarray  # int64 [2, ncpu]: obj_cgroup stock (cached memcg, nr_bytes)
     mstock: np.ndarray  # int64 [2, ncpu]: memcg page stock (cached memcg, nr_pages)
@@ -241,7 +252,7 @@ def new_model(geom: np.ndarray, ncpu: int, n_samples: int, *, n_slab_samples: in
         slab=slab, inst=inst, pcpu=pcpu, memcg=memcg, inst_of=inst_of,
         geom=geom.astype(np.int64), hkeys=np.zeros(hash_cap, dtype=np.uint64),
         hslab=np.zeros(hash_cap, dtype=np.int64), hmemcg=np.zeros(hash_cap, dtype=np.int64),
-        ctr=ctr, fctr=np.zeros(NF, dtype=np.float64),
+        ctr=ctr, fctr=np.zeros(NF, dtype=np.float64), integ=np.zeros((NF, NJ), dtype=np.int64),
         series=np.zeros((NR, n_samples), dtype=np.float64), stock=stock, mstock=mstock,
         vsample=np.zeros((NV, n_slab_samples), dtype=np.int64),
     )

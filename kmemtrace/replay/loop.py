@@ -156,6 +156,7 @@ from kmemtrace.model.state import (
     V_TS,
     Model,
 )
+from kmemtrace.replay.integrals import close_all, settle, to_floats
 from kmemtrace.replay.policy import (
     DESTROY_AFTER_GP,
     DESTROY_FROM_FREE_PATH,
@@ -247,18 +248,29 @@ def _peak(m: Model, peak: int, value: int) -> None:
 
 @njit(cache=True, nogil=True, _nrt=False, inline="always")
 def _update_peaks(m: Model) -> None:
-    """Taken after every event and timer: two states at one timestamp both happened. What
-    changes *within* one event (Way #3 marks a cache dead and empties it) is no state.
+    """Peaks and integrals, after every event and timer: two states at one timestamp both
+    happened. What changes *within* one event (Way #3 marks a cache dead and empties it)
+    is no state.
 
-    Most events change only pages and live objects. The offline-memcg values are compared
-    only after one of their counters changed (``C_DEAD_CHANGED``, set where they are
-    written): a value that did not change cannot pass its peak."""
+    Most events change only pages and live objects. The offline-memcg values are looked at
+    only after one of their counters changed (``C_DEAD_CHANGED``, set wherever they are
+    written): a value that did not change cannot pass its peak, and its integral's interval
+    stays open (``replay/integrals.py``)."""
+    now = m.ctr[C_LAST_TS]
+    settle(m.integ, F_LIVE_BYTES_NS, m.ctr[C_LIVE_BYTES], now)
+    settle(m.integ, F_SLAB_BYTES_NS, m.ctr[C_TOTAL_PAGES] * PAGE_SIZE, now)
     _peak(m, C_PEAK_TOTAL_PAGES, m.ctr[C_TOTAL_PAGES])
     _peak(m, C_PEAK_LIVE_OBJS, m.ctr[C_LIVE_OBJS])
     _peak(m, C_PEAK_WASTE_BYTES, _waste_bytes(m))
     if m.ctr[C_DEAD_CHANGED] == 0:
         return
     m.ctr[C_DEAD_CHANGED] = 0
+    settle(m.integ, F_DEAD_PAGE_NS, m.ctr[C_DEAD_PAGES], now)
+    settle(m.integ, F_DEAD_EMPTY_PAGE_NS, m.ctr[C_DEAD_EMPTY_PAGES], now)
+    settle(m.integ, F_STRANDED_SLAB_PAGE_NS, _stranded_slab_pages(m), now)
+    settle(m.integ, F_STRANDED_OBJ_BYTES_NS, m.ctr[C_STRANDED_OBJ_BYTES], now)
+    settle(m.integ, F_METADATA_BYTES_NS, _metadata_bytes(m), now)
+    settle(m.integ, F_DYING_MEMCG_NS, m.ctr[C_DYING_MEMCGS], now)
     _peak(m, C_PEAK_DEAD_PAGES, m.ctr[C_DEAD_PAGES])
     _peak(m, C_PEAK_DEAD_EMPTY_PAGES, m.ctr[C_DEAD_EMPTY_PAGES])
     _peak(m, C_PEAK_DEAD_CACHES, m.ctr[C_DEAD_CACHES])
@@ -272,7 +284,7 @@ def _update_peaks(m: Model) -> None:
 
 @njit(cache=True, nogil=True, _nrt=False, inline="always")
 def _advance(m: Model, pol, t: int) -> None:
-    """Move the clock to ``t``: integrate page-seconds and take due samples."""
+    """Move the clock to ``t``, taking due samples."""
     last = m.ctr[C_LAST_TS]
     if t <= last:
         return
@@ -281,15 +293,6 @@ def _advance(m: Model, pol, t: int) -> None:
     while m.ctr[C_SAMPLE_IDX] < n and m.ctr[C_NEXT_SAMPLE] <= t:
         _take_sample(m)
         m.ctr[C_NEXT_SAMPLE] += step
-    dt = float(t - last)
-    m.fctr[F_DEAD_PAGE_NS] += m.ctr[C_DEAD_PAGES] * dt
-    m.fctr[F_DEAD_EMPTY_PAGE_NS] += m.ctr[C_DEAD_EMPTY_PAGES] * dt
-    m.fctr[F_LIVE_BYTES_NS] += m.ctr[C_LIVE_BYTES] * dt
-    m.fctr[F_SLAB_BYTES_NS] += m.ctr[C_TOTAL_PAGES] * float(PAGE_SIZE) * dt
-    m.fctr[F_STRANDED_SLAB_PAGE_NS] += _stranded_slab_pages(m) * dt
-    m.fctr[F_STRANDED_OBJ_BYTES_NS] += m.ctr[C_STRANDED_OBJ_BYTES] * dt
-    m.fctr[F_METADATA_BYTES_NS] += _metadata_bytes(m) * dt
-    m.fctr[F_DYING_MEMCG_NS] += m.ctr[C_DYING_MEMCGS] * dt
     m.ctr[C_LAST_TS] = t
 
 
@@ -351,6 +354,7 @@ def _destroy(m: Model, pol, inst: int, now: int) -> None:
             m.ctr[C_DESTROY_NONEMPTY] += 1
         s = nxt
     if m.inst[I_STATE, inst] == IS_DEAD:
+        m.ctr[C_DEAD_CHANGED] = 1
         m.ctr[C_DEAD_CACHES] -= 1
         m.ctr[C_DEAD_PAGES] -= m.inst[I_NR_PAGES, inst]
         m.ctr[C_DEAD_EMPTY_PAGES] -= m.inst[I_EMPTY_PAGES, inst]
@@ -609,6 +613,7 @@ def _free(m: Model, pol, slot: int, cpu: int, now: int) -> None:
         m.memcg[M_LIVE, memcg] -= 1
         if m.memcg[M_LIVE, memcg] == 0 and m.memcg[M_STATE, memcg] != MS_ONLINE:
             m.ctr[C_DEAD_MEMCGS_PINNED] -= 1
+            m.ctr[C_DEAD_CHANGED] = 1
     m.ctr[C_LIVE_OBJS] -= 1
     m.ctr[C_LIVE_BYTES] -= size
     m.ctr[C_FREES] += 1
@@ -741,10 +746,17 @@ def run_events(m: Model, pol, ts, kind, cpu, ptr, cache, memcg, aux, aux2, start
 
 
 @njit(cache=True, nogil=True, _nrt=False)
-def finish(m: Model, pol, end_ns: int) -> None:
-    """Run timers and integrals up to the end of the trace; fill the remaining samples."""
+def _finish(m: Model, pol, end_ns: int) -> None:
     _run_timers(m, pol, end_ns + 1)
     _advance(m, pol, end_ns)
     _update_peaks(m)
+    close_all(m.integ, m.ctr[C_LAST_TS])
     while m.ctr[C_SAMPLE_IDX] < m.series.shape[1]:
         _take_sample(m)
+
+
+def finish(m: Model, pol, end_ns: int) -> None:
+    """Run timers and integrals up to the end of the trace; fill the remaining samples;
+    the integrals become the floats ``m.fctr`` the metrics read."""
+    _finish(m, pol, end_ns)
+    to_floats(m.integ, m.fctr)
