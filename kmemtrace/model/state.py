@@ -55,11 +55,15 @@ I_CPU_PARTIAL = 14  # budget: objects (<= v5.15) or slabs (>= v5.16); 0 disables
 I_EMPTY_PAGES = 15  # pages in slabs with inuse == 0
 I_REF_KILLED = 16  # Way #4: percpu_ref switched to atomic mode
 I_CHARGE = 17  # memcg its pages are charged to / the cache points at (reparent re-points)
-NI = 18
+I_FREE_NEXT = 18  # next slot on the free-slot list (IS_FREE slots only)
+I_NEXT = 19  # the instances in creation order (what walks over every cache follow: a
+I_PREV = 20  # reused slot must not change the order, the memcg stock's drains depend on it)
+NI = 21
 
 IS_ALIVE = 0
 IS_DEAD = 1  # memcg offline, cache not yet destroyed
-IS_DESTROYED = 2
+IS_DESTROYED = 2  # destroyed but still holding slabs (an invariant broken: kept to be seen)
+IS_FREE = 3  # slot unused: its cache was destroyed (times in ``dlog``) or never made
 
 # --- per-CPU state of an instance: pcpu[field, inst_index, cpu] ---------------------------
 P_ACTIVE = 0  # active slab or -1
@@ -163,7 +167,18 @@ C_PAGE_REF = 67  # 1: per-memcg caches count their slab pages in a percpu_ref (v
 # pinned, metadata) changed since they were last taken; they are rarely touched, so the
 # loop compares them only then (see ``_update_peaks``)
 C_DEAD_CHANGED = 68
-NC = 69
+C_INST_FREE_HEAD = 69  # free cache-instance slot list head, -1 when empty
+C_DLOG_LEN = 70  # destroyed caches logged in ``dlog``
+C_INST_HEAD = 71  # oldest / newest instance in use (I_NEXT / I_PREV list), -1 when none
+C_INST_TAIL = 72
+NC = 73
+
+# --- destroyed cache instances whose slot was reused: dlog[D_*, k] ---------------------------
+# Slots of destroyed caches are reused, so memory follows the caches alive, not the
+# containers ever seen; what the metrics need of a destroyed cache stays here (16 bytes).
+D_T_OFFLINE = 0
+D_T_DESTROY = 1
+ND = 2
 
 # --- integrals over trace time: fctr[F_*], float, filled from integ[F_*, J_*] at the end ----
 # Each integrand is an integer (pages, bytes, caches, memcgs) and each time an integer (ns),
@@ -229,6 +244,7 @@ class Model(NamedTuple):
     stock: np.ndarray  # int64 [2, ncpu]: obj_cgroup stock (cached memcg, nr_bytes)
     mstock: np.ndarray  # int64 [2, ncpu]: memcg page stock (cached memcg, nr_pages)
     vsample: np.ndarray  # int64 [NV, n_slab_samples]: kernel vs model, per SLAB_SAMPLE
+    dlog: np.ndarray  # int64 [ND, dlog_cap]: offline and destroy times of freed instances
 
 
 def new_model(geom: np.ndarray, ncpu: int, n_samples: int, *, n_slab_samples: int = 0,
@@ -245,6 +261,9 @@ def new_model(geom: np.ndarray, ncpu: int, n_samples: int, *, n_slab_samples: in
     ctr = np.zeros(NC, dtype=np.int64)
     ctr[C_SLAB_FREE_HEAD] = -1
     ctr[C_DEAD_CHANGED] = 1
+    ctr[C_INST_FREE_HEAD] = -1
+    ctr[C_INST_HEAD] = -1
+    ctr[C_INST_TAIL] = -1
     stock = np.zeros((2, ncpu), dtype=np.int64)
     stock[0] = -1
     mstock = stock.copy()
@@ -255,6 +274,7 @@ def new_model(geom: np.ndarray, ncpu: int, n_samples: int, *, n_slab_samples: in
         ctr=ctr, fctr=np.zeros(NF, dtype=np.float64), integ=np.zeros((NF, NJ), dtype=np.int64),
         series=np.zeros((NR, n_samples), dtype=np.float64), stock=stock, mstock=mstock,
         vsample=np.zeros((NV, n_slab_samples), dtype=np.int64),
+        dlog=np.zeros((ND, inst_cap), dtype=np.int64),
     )
 
 
@@ -273,6 +293,10 @@ def grow_instances(m: Model) -> Model:
     pcpu = _grow_cols(m.pcpu, cap, -1, 1)
     pcpu[P_PSLABS:, m.pcpu.shape[1]:] = 0
     return m._replace(inst=_grow_cols(m.inst, cap, 0, 1), pcpu=pcpu)
+
+
+def grow_dlog(m: Model) -> Model:
+    return m._replace(dlog=_grow_cols(m.dlog, 2 * m.dlog.shape[1], 0, 1))
 
 
 def grow_memcgs(m: Model, needed: int) -> Model:

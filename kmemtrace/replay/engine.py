@@ -36,12 +36,20 @@ from kmemtrace.model.state import (
     M_OBJCGS,
     M_PARENT,
     Model,
+    grow_dlog,
     grow_instances,
     grow_memcgs,
     grow_slabs,
     new_model,
 )
-from kmemtrace.replay.loop import NEED_INSTANCES, NEED_OBJECTS, NEED_SLABS, finish, run_events
+from kmemtrace.replay.loop import (
+    NEED_DLOG,
+    NEED_INSTANCES,
+    NEED_OBJECTS,
+    NEED_SLABS,
+    finish,
+    run_events,
+)
 from kmemtrace.replay.policy import (
     PO_ERA,
     PO_OBJCG,
@@ -61,7 +69,8 @@ _COLUMNS = ["ts_ns", "kind", "cpu", "ptr", "cache_id", "memcg_id", "gfp", "aux",
             "ctx"]
 _INTERRUPT = np.zeros(256, dtype=bool)  # ctx (uint8) -> ran in interrupt context
 _INTERRUPT[[EventContext.SOFTIRQ, EventContext.HARDIRQ, EventContext.NMI]] = True
-_GROW = {NEED_SLABS: grow_slabs, NEED_INSTANCES: grow_instances, NEED_OBJECTS: grow_objects}
+_GROW = {NEED_SLABS: grow_slabs, NEED_INSTANCES: grow_instances, NEED_OBJECTS: grow_objects,
+         NEED_DLOG: grow_dlog}
 
 
 class MemcgIndex:

@@ -43,11 +43,15 @@ from kmemtrace.model.state import (
     C_DEAD_MEMCGS_PINNED,
     C_DEAD_PAGES,
     C_DESTROY_NONEMPTY,
+    C_DLOG_LEN,
     C_DYING_MEMCGS,
     C_FREE_AFTER_DESTROY,
     C_FREES,
     C_HASH_COUNT,
     C_IMPLIED_FREES,
+    C_INST_FREE_HEAD,
+    C_INST_HEAD,
+    C_INST_TAIL,
     C_IPI,
     C_LAST_TS,
     C_LIST_LOCK,
@@ -91,6 +95,8 @@ from kmemtrace.model.state import (
     C_UNKNOWN_FREES,
     C_UNSAFE_DESTROY,
     C_VSAMPLE_IDX,
+    D_T_DESTROY,
+    D_T_OFFLINE,
     F_DEAD_EMPTY_PAGE_NS,
     F_DEAD_PAGE_NS,
     F_DYING_MEMCG_NS,
@@ -107,13 +113,16 @@ from kmemtrace.model.state import (
     I_CHARGE,
     I_CPU_PARTIAL,
     I_EMPTY_PAGES,
+    I_FREE_NEXT,
     I_LIVE,
     I_MEMCG,
     I_MIN_PARTIAL,
+    I_NEXT,
     I_NR_PAGES,
     I_NR_PARTIAL,
     I_NR_SLABS,
     I_PHEAD,
+    I_PREV,
     I_PTAIL,
     I_REF_KILLED,
     I_STATE,
@@ -123,6 +132,7 @@ from kmemtrace.model.state import (
     IS_ALIVE,
     IS_DEAD,
     IS_DESTROYED,
+    IS_FREE,
     M_LIVE,
     M_OBJCGS,
     M_PAGES,
@@ -196,6 +206,7 @@ NEED_NOTHING = 0
 NEED_SLABS = 1
 NEED_INSTANCES = 2
 NEED_OBJECTS = 3
+NEED_DLOG = 4
 
 OBJCG_PTR_BYTES = 8  # obj_full_size() = s->size + sizeof(struct obj_cgroup *)
 KEEP_ALL = 1 << 62  # a min_partial no node list reaches
@@ -298,12 +309,17 @@ def _advance(m: Model, pol, t: int) -> None:
 
 @njit(cache=True, nogil=True, _nrt=False, inline="always")
 def _instance(m: Model, cache: int, memcg: int) -> int:
-    """The cache instance for (root cache, memcg), created on first use."""
+    """The cache instance for (root cache, memcg), created on first use, in a free slot if
+    there is one (``_destroy`` frees them)."""
     inst = m.inst_of[cache, memcg]
     if inst >= 0:
         return inst
-    inst = m.ctr[C_NINST]
-    m.ctr[C_NINST] += 1
+    inst = m.ctr[C_INST_FREE_HEAD]
+    if inst >= 0:
+        m.ctr[C_INST_FREE_HEAD] = m.inst[I_FREE_NEXT, inst]
+    else:
+        inst = m.ctr[C_NINST]
+        m.ctr[C_NINST] += 1
     m.inst[:, inst] = 0
     m.inst[I_CACHE, inst] = cache
     m.inst[I_MEMCG, inst] = memcg
@@ -318,6 +334,14 @@ def _instance(m: Model, cache: int, memcg: int) -> int:
     m.inst[I_MIN_PARTIAL, inst] = m.geom[G_MIN_PARTIAL, cache]
     m.inst[I_CPU_PARTIAL, inst] = m.geom[G_CPU_PARTIAL, cache]
     m.inst_of[cache, memcg] = inst
+    tail = m.ctr[C_INST_TAIL]
+    m.inst[I_PREV, inst] = tail
+    m.inst[I_NEXT, inst] = -1
+    if tail >= 0:
+        m.inst[I_NEXT, tail] = inst
+    else:
+        m.ctr[C_INST_HEAD] = inst
+    m.ctr[C_INST_TAIL] = inst
     m.ctr[C_CACHES_CREATED] += 1
     return inst
 
@@ -361,6 +385,32 @@ def _destroy(m: Model, pol, inst: int, now: int) -> None:
     m.inst[I_STATE, inst] = IS_DESTROYED
     m.inst[I_T_DESTROY, inst] = now
     m.ctr[C_CACHES_DESTROYED] += 1
+    if m.inst[I_NR_SLABS, inst] == 0:
+        _free_instance(m, inst)
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def _free_instance(m: Model, inst: int) -> None:
+    """A destroyed cache with no slab left: its times go to ``dlog``, its slot to the free
+    list. Nothing points at it any more (its CPUs were flushed, ``inst_of`` forgets it); a
+    later (cache, memcg) of a re-created memcg id gets a new instance, as in the kernel."""
+    j = m.ctr[C_DLOG_LEN]
+    m.dlog[D_T_OFFLINE, j] = m.inst[I_T_OFFLINE, inst]
+    m.dlog[D_T_DESTROY, j] = m.inst[I_T_DESTROY, inst]
+    m.ctr[C_DLOG_LEN] = j + 1
+    m.inst_of[m.inst[I_CACHE, inst], m.inst[I_MEMCG, inst]] = -1
+    nxt, prv = m.inst[I_NEXT, inst], m.inst[I_PREV, inst]
+    if prv >= 0:
+        m.inst[I_NEXT, prv] = nxt
+    else:
+        m.ctr[C_INST_HEAD] = nxt
+    if nxt >= 0:
+        m.inst[I_PREV, nxt] = prv
+    else:
+        m.ctr[C_INST_TAIL] = prv
+    m.inst[I_STATE, inst] = IS_FREE
+    m.inst[I_FREE_NEXT, inst] = m.ctr[C_INST_FREE_HEAD]
+    m.ctr[C_INST_FREE_HEAD] = inst
 
 
 @njit(cache=True, nogil=True, _nrt=False)
@@ -419,10 +469,12 @@ def _repoint_caches(m: Model, memcg: int) -> None:
     """v5.3 ``memcg_deactivate_kmem_caches(memcg, parent)``: every cache still pointing at
     ``memcg`` (its own and those spliced from its children) now points at the parent."""
     parent = _online_ancestor(m, m.memcg[M_PARENT, memcg])
-    for inst in range(m.ctr[C_NINST]):
+    inst = m.ctr[C_INST_HEAD]
+    while inst >= 0:
         if m.inst[I_CHARGE, inst] == memcg and m.inst[I_STATE, inst] != IS_DESTROYED:
             recharge(m, inst, parent)
             m.ctr[C_REPARENT_MOVES] += 1
+        inst = m.inst[I_NEXT, inst]
 
 
 @njit(cache=True, nogil=True, _nrt=False)
@@ -521,13 +573,15 @@ def _reap(m: Model, pol, now: int) -> None:
         return
     ncpu = m.pcpu.shape[2]
     era = pol[PO_ERA]
-    for inst in range(m.ctr[C_NINST]):
-        if m.inst[I_STATE, inst] != IS_DEAD:
-            continue
-        m.ctr[C_REAP_SCAN] += ncpu + m.inst[I_NR_PARTIAL, inst]
-        shrink(m, inst, era)
-        if m.inst[I_NR_PAGES, inst] == 0:
-            _destroy_after_gp(m, pol, inst, now)
+    inst = m.ctr[C_INST_HEAD]
+    while inst >= 0:
+        nxt = m.inst[I_NEXT, inst]  # a destroyed cache leaves the list
+        if m.inst[I_STATE, inst] == IS_DEAD:
+            m.ctr[C_REAP_SCAN] += ncpu + m.inst[I_NR_PARTIAL, inst]
+            shrink(m, inst, era)
+            if m.inst[I_NR_PAGES, inst] == 0:
+                _destroy_after_gp(m, pol, inst, now)
+        inst = nxt
 
 
 @njit(cache=True, nogil=True, _nrt=False, inline="always")
@@ -700,6 +754,8 @@ def run_events(m: Model, pol, ts, kind, cpu, ptr, cache, memcg, aux, aux2, start
             return i, NEED_SLABS
         if m.ctr[C_NINST] + ninst_margin >= m.inst.shape[1]:
             return i, NEED_INSTANCES
+        if m.ctr[C_DLOG_LEN] + m.ctr[C_NINST] >= m.dlog.shape[1]:
+            return i, NEED_DLOG  # one event destroys at most every instance there is
         if 2 * (m.ctr[C_HASH_COUNT] + 1) > m.hkeys.shape[0]:
             return i, NEED_OBJECTS
         t = ts[i]
