@@ -22,6 +22,7 @@ from kmemtrace.model.state import (
     C_DEAD_MEMCGS_PINNED,
     C_DEAD_PAGES,
     C_DESTROY_NONEMPTY,
+    C_DLOG_LEN,
     C_DYING_MEMCGS,
     C_DYING_PC_MEMCGS,
     C_FLUSH,
@@ -69,6 +70,8 @@ from kmemtrace.model.state import (
     C_UNKNOWN_FREES,
     C_UNSAFE_DESTROY,
     C_VSAMPLE_IDX,
+    D_T_DESTROY,
+    D_T_OFFLINE,
     F_DEAD_EMPTY_PAGE_NS,
     F_DEAD_PAGE_NS,
     F_DYING_MEMCG_NS,
@@ -81,8 +84,10 @@ from kmemtrace.model.state import (
     I_LIVE,
     I_MEMCG,
     I_NR_PAGES,
+    I_STATE,
     I_T_DESTROY,
     I_T_OFFLINE,
+    IS_FREE,
     M_STATE,
     M_T_FREE_PC,
     M_T_OFFLINE,
@@ -397,27 +402,36 @@ class DestroyClasses:
     never_empty: int  # not destroyed, holding only empty slabs: a leak
 
 
+def _dead_caches(run) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(offline ns, destroy ns or -1, instance fields or None) of every per-memcg cache that
+    went dead: those whose slot was freed (``dlog``), then those still in a slot."""
+    m = run.model
+    inst = m.inst[:, :int(m.ctr[C_NINST])]
+    in_slot = (inst[I_STATE] != IS_FREE) & (inst[I_MEMCG] != 0) & (inst[I_T_OFFLINE] >= 0)
+    freed = m.dlog[:, :int(m.ctr[C_DLOG_LEN])]
+    offline = np.concatenate([freed[D_T_OFFLINE], inst[I_T_OFFLINE, in_slot]])
+    destroy = np.concatenate([freed[D_T_DESTROY], inst[I_T_DESTROY, in_slot]])
+    return offline, destroy, inst[:, in_slot]
+
+
 def destroy_classes(run) -> DestroyClasses:
-    inst = run.model.inst[:, :int(run.model.ctr[C_NINST])]
-    went_dead = (inst[I_MEMCG] != 0) & (inst[I_T_OFFLINE] >= 0)
-    destroyed = went_dead & (inst[I_T_DESTROY] >= 0)
-    at_offline = destroyed & (inst[I_T_DESTROY] == inst[I_T_OFFLINE])
+    offline, destroy, still = _dead_caches(run)
+    destroyed = destroy >= 0
+    at_offline = destroyed & (destroy == offline)
     later = destroyed & ~at_offline
-    never = went_dead & ~destroyed
+    never = still[:, still[I_T_DESTROY] < 0]
     return DestroyClasses(
         at_offline=int(at_offline.sum()),
-        later_s=(inst[I_T_DESTROY, later] - inst[I_T_OFFLINE, later]) / 1e9,
-        never_live=int((never & (inst[I_LIVE] > 0)).sum()),
-        never_empty=int((never & (inst[I_LIVE] == 0) & (inst[I_NR_PAGES] > 0)).sum()),
+        later_s=(destroy[later] - offline[later]) / 1e9,
+        never_live=int((never[I_LIVE] > 0).sum()),
+        never_empty=int(((never[I_LIVE] == 0) & (never[I_NR_PAGES] > 0)).sum()),
     )
 
 
 def destroy_latencies_s(run) -> np.ndarray:
     """Offline -> destroy of every dead per-memcg cache, s; inf where never destroyed."""
-    inst = run.model.inst[:, :int(run.model.ctr[C_NINST])]
-    went_dead = (inst[I_MEMCG] != 0) & (inst[I_T_OFFLINE] >= 0)
-    return np.where(inst[I_T_DESTROY] >= 0, inst[I_T_DESTROY] - inst[I_T_OFFLINE],
-                    np.inf)[went_dead] / 1e9
+    offline, destroy, _ = _dead_caches(run)
+    return np.where(destroy >= 0, destroy - offline, np.inf) / 1e9
 
 
 def slab_samples(run) -> dict[str, np.ndarray]:

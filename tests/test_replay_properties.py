@@ -13,6 +13,9 @@ from hypothesis import strategies as st
 from kmemtrace.metrics import compute_metrics
 from kmemtrace.model.state import (
     C_DEAD_EMPTY_PAGES,
+    C_INST_FREE_HEAD,
+    C_INST_HEAD,
+    C_INST_TAIL,
     C_SLAB_FREE_HEAD,
     C_STRANDED_OBJ_BYTES,
     C_STRANDED_SLAB_PAGES,
@@ -98,7 +101,7 @@ def test_invariants_hold_for_every_strategy(tmp_path, ops, era):
         assert m.allocs - m.frees == m.objects_live_end == len(live), name
         assert m.frees_unknown == strays, name
         ctr = run.model.ctr.copy()
-        ctr[C_SLAB_FREE_HEAD] = 0
+        ctr[[C_SLAB_FREE_HEAD, C_INST_FREE_HEAD, C_INST_HEAD, C_INST_TAIL]] = 0  # -1: empty
         assert (ctr[:NC] >= 0).all(), name
         for cache, g in enumerate(GEOM):
             n_live = sum(1 for c, _ in live.values() if c == cache)

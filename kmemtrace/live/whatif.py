@@ -44,6 +44,7 @@ from kmemtrace.model.state import (
     C_VSAMPLE_IDX,
     PAGE_SIZE,
     Model,
+    grow_dlog,
     grow_instances,
     grow_memcgs,
     grow_slabs,
@@ -58,7 +59,14 @@ from kmemtrace.replay.engine import (
     prepare,
     start_run,
 )
-from kmemtrace.replay.loop import NEED_INSTANCES, NEED_OBJECTS, NEED_SLABS, finish, run_events
+from kmemtrace.replay.loop import (
+    NEED_DLOG,
+    NEED_INSTANCES,
+    NEED_OBJECTS,
+    NEED_SLABS,
+    finish,
+    run_events,
+)
 from kmemtrace.strategies.base import Strategy
 from kmemtrace.trace.schema import EventKind
 
@@ -192,7 +200,8 @@ class WhatIf:
                      for strategy, params in self.selection]
 
 
-_GROW = {NEED_SLABS: grow_slabs, NEED_INSTANCES: grow_instances, NEED_OBJECTS: grow_objects}
+_GROW = {NEED_SLABS: grow_slabs, NEED_INSTANCES: grow_instances, NEED_OBJECTS: grow_objects,
+         NEED_DLOG: grow_dlog}
 
 
 def _run(model: Model, pol: np.ndarray, c: Chunk) -> Model:

@@ -85,7 +85,12 @@ def set_inuse(m: Model, s: int, delta: int) -> None:
     after = before + delta
     m.slab[S_INUSE, s] = after
     dead = m.slab[S_DEAD, s]
-    if dead > 0:
+    # A slab's stranded share changes only when it turns wholly dead or stops being so
+    # (``inuse`` meets ``dead``; an empty slab has ``dead == 0``); between, a mixed slab's
+    # dead bytes stay. In shared (objcg) caches most slabs hold some dead object.
+    whole_before = dead == before
+    whole_after = dead == after
+    if dead > 0 and (whole_before or whole_after):
         strand(m, s, before, dead, -1)
         strand(m, s, after, dead, 1)
     if before == 0 and after > 0:

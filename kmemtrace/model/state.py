@@ -55,11 +55,15 @@ I_CPU_PARTIAL = 14  # budget: objects (<= v5.15) or slabs (>= v5.16); 0 disables
 I_EMPTY_PAGES = 15  # pages in slabs with inuse == 0
 I_REF_KILLED = 16  # Way #4: percpu_ref switched to atomic mode
 I_CHARGE = 17  # memcg its pages are charged to / the cache points at (reparent re-points)
-NI = 18
+I_FREE_NEXT = 18  # next slot on the free-slot list (IS_FREE slots only)
+I_NEXT = 19  # the instances in creation order (what walks over every cache follow: a
+I_PREV = 20  # reused slot must not change the order, the memcg stock's drains depend on it)
+NI = 21
 
 IS_ALIVE = 0
 IS_DEAD = 1  # memcg offline, cache not yet destroyed
-IS_DESTROYED = 2
+IS_DESTROYED = 2  # destroyed but still holding slabs (an invariant broken: kept to be seen)
+IS_FREE = 3  # slot unused: its cache was destroyed (times in ``dlog``) or never made
 
 # --- per-CPU state of an instance: pcpu[field, inst_index, cpu] ---------------------------
 P_ACTIVE = 0  # active slab or -1
@@ -166,15 +170,29 @@ C_PAGE_REF = 67  # 1: per-memcg caches count their slab pages in a percpu_ref (v
 # pinned, metadata) changed since they were last taken; they are rarely touched, so the
 # loop compares them only then (see ``_update_peaks``)
 C_DEAD_CHANGED = 68
+C_INST_FREE_HEAD = 69  # free cache-instance slot list head, -1 when empty
+C_DLOG_LEN = 70  # destroyed caches logged in ``dlog``
+C_INST_HEAD = 71  # oldest / newest instance in use (I_NEXT / I_PREV list), -1 when none
+C_INST_TAIL = 72
 # Dying memcgs counting page cache as well as slab (the era's rule or a charged page-cache
 # page holds an offline memcg): the fair C_DYING_MEMCGS is slab-only, this is what the
 # kernel's own count is compared with (analyses/which_way/calibrate.py)
-C_DYING_PC_MEMCGS = 69
-C_PEAK_DYING_PC_MEMCGS = 70
-C_PAGE_CACHE_ROWS = 71  # PAGE_CACHE events replayed
-NC = 72
+C_DYING_PC_MEMCGS = 73
+C_PEAK_DYING_PC_MEMCGS = 74
+C_PAGE_CACHE_ROWS = 75  # PAGE_CACHE events replayed
+NC = 76
 
-# --- float integrals over trace time: fctr[F_*] --------------------------------------------
+# --- destroyed cache instances whose slot was reused: dlog[D_*, k] ---------------------------
+# Slots of destroyed caches are reused, so memory follows the caches alive, not the
+# containers ever seen; what the metrics need of a destroyed cache stays here (16 bytes).
+D_T_OFFLINE = 0
+D_T_DESTROY = 1
+ND = 2
+
+# --- integrals over trace time: fctr[F_*], float, filled from integ[F_*, J_*] at the end ----
+# Each integrand is an integer (pages, bytes, caches, memcgs) and each time an integer (ns),
+# so the loop keeps every integral exactly as an integer (see ``replay/integrals.py``) and
+# only the finished sum becomes a float: a result does not depend on how the sum was grouped.
 F_DEAD_PAGE_NS = 0
 F_DEAD_EMPTY_PAGE_NS = 1
 F_LIVE_BYTES_NS = 2
@@ -185,6 +203,13 @@ F_METADATA_BYTES_NS = 6
 F_DYING_MEMCG_NS = 7
 F_DYING_PC_MEMCG_NS = 8
 NF = 9
+# integ[F_*, J_*]: the exact integral, hi * 2**31 + lo (0 <= lo < 2**31), plus the integrand's
+# value since the time ``J_SINCE`` that is not in the sum yet (F_SLAB_BYTES_NS counts pages)
+J_HI = 0
+J_LO = 1
+J_VALUE = 2
+J_SINCE = 3
+NJ = 4
 
 # --- time series rows: series[R_*, sample] ---------------------------------------------------
 R_DEAD_LIVE_PAGES = 0
@@ -225,11 +250,13 @@ class Model(NamedTuple):
     hslab: np.ndarray  # int64 [hash_cap]: slab holding the object
     hmemcg: np.ndarray  # int64 [hash_cap]: memcg charged at allocation
     ctr: np.ndarray  # int64 [NC]
-    fctr: np.ndarray  # float64 [NF]
+    fctr: np.ndarray  # float64 [NF]: the integrals, once the replay finished
+    integ: np.ndarray  # int64 [NF, NJ]: the integrals while it runs, exact
     series: np.ndarray  # float64 [NR, n_samples]
     stock: np.ndarray  # int64 [2, ncpu]: obj_cgroup stock (cached memcg, nr_bytes)
     mstock: np.ndarray  # int64 [2, ncpu]: memcg page stock (cached memcg, nr_pages)
     vsample: np.ndarray  # int64 [NV, n_slab_samples]: kernel vs model, per SLAB_SAMPLE
+    dlog: np.ndarray  # int64 [ND, dlog_cap]: offline and destroy times of freed instances
 
 
 def new_model(geom: np.ndarray, ncpu: int, n_samples: int, *, n_slab_samples: int = 0,
@@ -246,6 +273,9 @@ def new_model(geom: np.ndarray, ncpu: int, n_samples: int, *, n_slab_samples: in
     ctr = np.zeros(NC, dtype=np.int64)
     ctr[C_SLAB_FREE_HEAD] = -1
     ctr[C_DEAD_CHANGED] = 1
+    ctr[C_INST_FREE_HEAD] = -1
+    ctr[C_INST_HEAD] = -1
+    ctr[C_INST_TAIL] = -1
     stock = np.zeros((2, ncpu), dtype=np.int64)
     stock[0] = -1
     mstock = stock.copy()
@@ -253,9 +283,10 @@ def new_model(geom: np.ndarray, ncpu: int, n_samples: int, *, n_slab_samples: in
         slab=slab, inst=inst, pcpu=pcpu, memcg=memcg, inst_of=inst_of,
         geom=geom.astype(np.int64), hkeys=np.zeros(hash_cap, dtype=np.uint64),
         hslab=np.zeros(hash_cap, dtype=np.int64), hmemcg=np.zeros(hash_cap, dtype=np.int64),
-        ctr=ctr, fctr=np.zeros(NF, dtype=np.float64),
+        ctr=ctr, fctr=np.zeros(NF, dtype=np.float64), integ=np.zeros((NF, NJ), dtype=np.int64),
         series=np.zeros((NR, n_samples), dtype=np.float64), stock=stock, mstock=mstock,
         vsample=np.zeros((NV, n_slab_samples), dtype=np.int64),
+        dlog=np.zeros((ND, inst_cap), dtype=np.int64),
     )
 
 
@@ -274,6 +305,10 @@ def grow_instances(m: Model) -> Model:
     pcpu = _grow_cols(m.pcpu, cap, -1, 1)
     pcpu[P_PSLABS:, m.pcpu.shape[1]:] = 0
     return m._replace(inst=_grow_cols(m.inst, cap, 0, 1), pcpu=pcpu)
+
+
+def grow_dlog(m: Model) -> Model:
+    return m._replace(dlog=_grow_cols(m.dlog, 2 * m.dlog.shape[1], 0, 1))
 
 
 def grow_memcgs(m: Model, needed: int) -> Model:

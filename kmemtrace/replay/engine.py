@@ -36,12 +36,20 @@ from kmemtrace.model.state import (
     M_OBJCGS,
     M_PARENT,
     Model,
+    grow_dlog,
     grow_instances,
     grow_memcgs,
     grow_slabs,
     new_model,
 )
-from kmemtrace.replay.loop import NEED_INSTANCES, NEED_OBJECTS, NEED_SLABS, finish, run_events
+from kmemtrace.replay.loop import (
+    NEED_DLOG,
+    NEED_INSTANCES,
+    NEED_OBJECTS,
+    NEED_SLABS,
+    finish,
+    run_events,
+)
 from kmemtrace.replay.policy import (
     PO_ERA,
     PO_OBJCG,
@@ -61,7 +69,8 @@ _COLUMNS = ["ts_ns", "kind", "cpu", "ptr", "cache_id", "memcg_id", "gfp", "aux",
             "ctx"]
 _INTERRUPT = np.zeros(256, dtype=bool)  # ctx (uint8) -> ran in interrupt context
 _INTERRUPT[[EventContext.SOFTIRQ, EventContext.HARDIRQ, EventContext.NMI]] = True
-_GROW = {NEED_SLABS: grow_slabs, NEED_INSTANCES: grow_instances, NEED_OBJECTS: grow_objects}
+_GROW = {NEED_SLABS: grow_slabs, NEED_INSTANCES: grow_instances, NEED_OBJECTS: grow_objects,
+         NEED_DLOG: grow_dlog}
 
 
 class MemcgIndex:
@@ -91,7 +100,7 @@ class MemcgIndex:
 
 @dataclass
 class Chunk:
-    """One part's events in the dtypes the compiled loop takes."""
+    """One batch of events in the dtypes the compiled loop takes (``CHUNK_DTYPES``)."""
 
     ts: np.ndarray
     kind: np.ndarray
@@ -105,6 +114,20 @@ class Chunk:
     unknown_ctx_allocs: int = 0  # allocations whose context the recorder could not tell
 
 
+# The trace's own dtypes (``trace/schema.py``), memcg as a dense index. Every chunk has
+# exactly these, C-contiguous and read-only, so the loop is compiled for one signature
+# (numba compiles anew for another dtype, layout or writability), and a column the replay
+# does not change is Arrow's buffer itself, not a copy.
+CHUNK_DTYPES = {"ts": np.int64, "kind": np.uint8, "cpu": np.int32, "ptr": np.uint64,
+                "cache": np.int32, "memcg": np.int64, "aux": np.int64, "aux2": np.int64}
+
+
+def _frozen(a: np.ndarray, dtype) -> np.ndarray:
+    a = np.ascontiguousarray(a, dtype=dtype).view()
+    a.flags.writeable = False
+    return a
+
+
 def prepare(cols: dict[str, np.ndarray], memcgs: MemcgIndex, accounted_caches: np.ndarray,
             ncpu: int, *, all_accounted: bool = False) -> Chunk:
     """Dense memcgs; allocations the era does not charge belong to the root.
@@ -114,12 +137,18 @@ def prepare(cols: dict[str, np.ndarray], memcgs: MemcgIndex, accounted_caches: n
     allocation of a memcg's task), and allocations in interrupt context (softirq, hardirq,
     NMI), which no era charges to the interrupted task's memcg (``memcg_kmem_get_cache``'s
     ``in_interrupt()`` test in v3.14, ``memcg_kmem_bypass``'s ``!in_task()`` later, no
-    task objcg in ``current_obj_cgroup`` since v6.8). Context "unknown" counts as task."""
+    task objcg in ``current_obj_cgroup`` since v6.8). Context "unknown" counts as task.
+
+    Only ``memcg`` is always a new array; ``cache``, ``aux`` and ``cpu`` are copied only
+    when a row needs changing (an unknown cache, a MEMCG_MKDIR's parent, a CPU beyond
+    ``ncpu``), the other columns are passed as read."""
     kind = cols["kind"]
     memcg = memcgs.map(cols["memcg_id"])
-    cache = cols["cache_id"].astype(np.int64)
+    cache = cols["cache_id"]
     is_alloc = kind == EventKind.ALLOC
     known = (cache >= 0) & (cache < len(accounted_caches))
+    if not (known | (cache == -1)).all():
+        cache = np.where(known, cache, -1)
     if all_accounted:
         accounted = known
     else:
@@ -129,23 +158,19 @@ def prepare(cols: dict[str, np.ndarray], memcgs: MemcgIndex, accounted_caches: n
     interrupt = is_alloc & _INTERRUPT[ctx]
     charged = is_alloc & accounted & (memcg != 0)
     memcg[is_alloc & (~accounted | interrupt)] = 0
-    cache[~known] = -1
-    # Copies throughout: the reader's arrays are Arrow's, read-only, and the compiled loop
-    # is built for writable ones (a read-only array would compile it again).
-    aux = cols["aux"].astype(np.int64)
-    mkdir = kind == EventKind.MEMCG_MKDIR
-    if mkdir.any():
+    aux = cols["aux"]
+    mkdir = np.flatnonzero(kind == EventKind.MEMCG_MKDIR)
+    if len(mkdir):
+        aux = aux.astype(np.int64)
         aux[mkdir] = memcgs.map(cols["aux"][mkdir].astype(np.uint64))
-    cpu = cols["cpu"].astype(np.int64)
+    cpu = cols["cpu"]
     if len(cpu) and (cpu.min() < 0 or cpu.max() >= ncpu):
-        cpu %= ncpu
-    return Chunk(
-        ts=cols["ts_ns"].astype(np.int64), kind=kind.astype(np.int64), cpu=cpu,
-        ptr=cols["ptr"].astype(np.uint64), cache=cache, memcg=memcg, aux=aux,
-        aux2=cols["aux2"].astype(np.int64),
-        interrupt_allocs=int((charged & interrupt).sum()),
-        unknown_ctx_allocs=int((is_alloc & (ctx == EventContext.UNKNOWN)).sum()),
-    )
+        cpu = cpu.astype(np.int64) % ncpu
+    arrays = dict(ts=cols["ts_ns"], kind=kind, cpu=cpu, ptr=cols["ptr"], cache=cache,
+                  memcg=memcg, aux=aux, aux2=cols["aux2"])
+    return Chunk(**{name: _frozen(a, CHUNK_DTYPES[name]) for name, a in arrays.items()},
+                 interrupt_allocs=int((charged & interrupt).sum()),
+                 unknown_ctx_allocs=int((is_alloc & (ctx == EventContext.UNKNOWN)).sum()))
 
 
 @dataclass

@@ -43,12 +43,16 @@ from kmemtrace.model.state import (
     C_DEAD_MEMCGS_PINNED,
     C_DEAD_PAGES,
     C_DESTROY_NONEMPTY,
+    C_DLOG_LEN,
     C_DYING_MEMCGS,
     C_DYING_PC_MEMCGS,
     C_FREE_AFTER_DESTROY,
     C_FREES,
     C_HASH_COUNT,
     C_IMPLIED_FREES,
+    C_INST_FREE_HEAD,
+    C_INST_HEAD,
+    C_INST_TAIL,
     C_IPI,
     C_LAST_TS,
     C_LIST_LOCK,
@@ -94,6 +98,8 @@ from kmemtrace.model.state import (
     C_UNKNOWN_FREES,
     C_UNSAFE_DESTROY,
     C_VSAMPLE_IDX,
+    D_T_DESTROY,
+    D_T_OFFLINE,
     F_DEAD_EMPTY_PAGE_NS,
     F_DEAD_PAGE_NS,
     F_DYING_MEMCG_NS,
@@ -111,13 +117,16 @@ from kmemtrace.model.state import (
     I_CHARGE,
     I_CPU_PARTIAL,
     I_EMPTY_PAGES,
+    I_FREE_NEXT,
     I_LIVE,
     I_MEMCG,
     I_MIN_PARTIAL,
+    I_NEXT,
     I_NR_PAGES,
     I_NR_PARTIAL,
     I_NR_SLABS,
     I_PHEAD,
+    I_PREV,
     I_PTAIL,
     I_REF_KILLED,
     I_STATE,
@@ -127,6 +136,7 @@ from kmemtrace.model.state import (
     IS_ALIVE,
     IS_DEAD,
     IS_DESTROYED,
+    IS_FREE,
     M_LIVE,
     M_OBJCGS,
     M_PAGES,
@@ -161,6 +171,7 @@ from kmemtrace.model.state import (
     V_TS,
     Model,
 )
+from kmemtrace.replay.integrals import close_all, settle, to_floats
 from kmemtrace.replay.policy import (
     DESTROY_AFTER_GP,
     DESTROY_FROM_FREE_PATH,
@@ -201,6 +212,7 @@ NEED_NOTHING = 0
 NEED_SLABS = 1
 NEED_INSTANCES = 2
 NEED_OBJECTS = 3
+NEED_DLOG = 4
 
 OBJCG_PTR_BYTES = 8  # obj_full_size() = s->size + sizeof(struct obj_cgroup *)
 KEEP_ALL = 1 << 62  # a min_partial no node list reaches
@@ -254,18 +266,30 @@ def _peak(m: Model, peak: int, value: int) -> None:
 
 @njit(cache=True, nogil=True, _nrt=False, inline="always")
 def _update_peaks(m: Model) -> None:
-    """Taken after every event and timer: two states at one timestamp both happened. What
-    changes *within* one event (Way #3 marks a cache dead and empties it) is no state.
+    """Peaks and integrals, after every event and timer: two states at one timestamp both
+    happened. What changes *within* one event (Way #3 marks a cache dead and empties it)
+    is no state.
 
-    Most events change only pages and live objects. The offline-memcg values are compared
-    only after one of their counters changed (``C_DEAD_CHANGED``, set where they are
-    written): a value that did not change cannot pass its peak."""
+    Most events change only pages and live objects. The offline-memcg values are looked at
+    only after one of their counters changed (``C_DEAD_CHANGED``, set wherever they are
+    written): a value that did not change cannot pass its peak, and its integral's interval
+    stays open (``replay/integrals.py``)."""
+    now = m.ctr[C_LAST_TS]
+    settle(m.integ, F_LIVE_BYTES_NS, m.ctr[C_LIVE_BYTES], now)
+    settle(m.integ, F_SLAB_BYTES_NS, m.ctr[C_TOTAL_PAGES] * PAGE_SIZE, now)
     _peak(m, C_PEAK_TOTAL_PAGES, m.ctr[C_TOTAL_PAGES])
     _peak(m, C_PEAK_LIVE_OBJS, m.ctr[C_LIVE_OBJS])
     _peak(m, C_PEAK_WASTE_BYTES, _waste_bytes(m))
     if m.ctr[C_DEAD_CHANGED] == 0:
         return
     m.ctr[C_DEAD_CHANGED] = 0
+    settle(m.integ, F_DEAD_PAGE_NS, m.ctr[C_DEAD_PAGES], now)
+    settle(m.integ, F_DEAD_EMPTY_PAGE_NS, m.ctr[C_DEAD_EMPTY_PAGES], now)
+    settle(m.integ, F_STRANDED_SLAB_PAGE_NS, _stranded_slab_pages(m), now)
+    settle(m.integ, F_STRANDED_OBJ_BYTES_NS, m.ctr[C_STRANDED_OBJ_BYTES], now)
+    settle(m.integ, F_METADATA_BYTES_NS, _metadata_bytes(m), now)
+    settle(m.integ, F_DYING_MEMCG_NS, m.ctr[C_DYING_MEMCGS], now)
+    settle(m.integ, F_DYING_PC_MEMCG_NS, m.ctr[C_DYING_PC_MEMCGS], now)
     _peak(m, C_PEAK_DEAD_PAGES, m.ctr[C_DEAD_PAGES])
     _peak(m, C_PEAK_DEAD_EMPTY_PAGES, m.ctr[C_DEAD_EMPTY_PAGES])
     _peak(m, C_PEAK_DEAD_CACHES, m.ctr[C_DEAD_CACHES])
@@ -280,7 +304,7 @@ def _update_peaks(m: Model) -> None:
 
 @njit(cache=True, nogil=True, _nrt=False, inline="always")
 def _advance(m: Model, pol, t: int) -> None:
-    """Move the clock to ``t``: integrate page-seconds and take due samples."""
+    """Move the clock to ``t``, taking due samples."""
     last = m.ctr[C_LAST_TS]
     if t <= last:
         return
@@ -289,27 +313,22 @@ def _advance(m: Model, pol, t: int) -> None:
     while m.ctr[C_SAMPLE_IDX] < n and m.ctr[C_NEXT_SAMPLE] <= t:
         _take_sample(m)
         m.ctr[C_NEXT_SAMPLE] += step
-    dt = float(t - last)
-    m.fctr[F_DEAD_PAGE_NS] += m.ctr[C_DEAD_PAGES] * dt
-    m.fctr[F_DEAD_EMPTY_PAGE_NS] += m.ctr[C_DEAD_EMPTY_PAGES] * dt
-    m.fctr[F_LIVE_BYTES_NS] += m.ctr[C_LIVE_BYTES] * dt
-    m.fctr[F_SLAB_BYTES_NS] += m.ctr[C_TOTAL_PAGES] * float(PAGE_SIZE) * dt
-    m.fctr[F_STRANDED_SLAB_PAGE_NS] += _stranded_slab_pages(m) * dt
-    m.fctr[F_STRANDED_OBJ_BYTES_NS] += m.ctr[C_STRANDED_OBJ_BYTES] * dt
-    m.fctr[F_METADATA_BYTES_NS] += _metadata_bytes(m) * dt
-    m.fctr[F_DYING_MEMCG_NS] += m.ctr[C_DYING_MEMCGS] * dt
-    m.fctr[F_DYING_PC_MEMCG_NS] += m.ctr[C_DYING_PC_MEMCGS] * dt
     m.ctr[C_LAST_TS] = t
 
 
 @njit(cache=True, nogil=True, _nrt=False, inline="always")
 def _instance(m: Model, cache: int, memcg: int) -> int:
-    """The cache instance for (root cache, memcg), created on first use."""
+    """The cache instance for (root cache, memcg), created on first use, in a free slot if
+    there is one (``_destroy`` frees them)."""
     inst = m.inst_of[cache, memcg]
     if inst >= 0:
         return inst
-    inst = m.ctr[C_NINST]
-    m.ctr[C_NINST] += 1
+    inst = m.ctr[C_INST_FREE_HEAD]
+    if inst >= 0:
+        m.ctr[C_INST_FREE_HEAD] = m.inst[I_FREE_NEXT, inst]
+    else:
+        inst = m.ctr[C_NINST]
+        m.ctr[C_NINST] += 1
     m.inst[:, inst] = 0
     m.inst[I_CACHE, inst] = cache
     m.inst[I_MEMCG, inst] = memcg
@@ -324,6 +343,14 @@ def _instance(m: Model, cache: int, memcg: int) -> int:
     m.inst[I_MIN_PARTIAL, inst] = m.geom[G_MIN_PARTIAL, cache]
     m.inst[I_CPU_PARTIAL, inst] = m.geom[G_CPU_PARTIAL, cache]
     m.inst_of[cache, memcg] = inst
+    tail = m.ctr[C_INST_TAIL]
+    m.inst[I_PREV, inst] = tail
+    m.inst[I_NEXT, inst] = -1
+    if tail >= 0:
+        m.inst[I_NEXT, tail] = inst
+    else:
+        m.ctr[C_INST_HEAD] = inst
+    m.ctr[C_INST_TAIL] = inst
     m.ctr[C_CACHES_CREATED] += 1
     return inst
 
@@ -360,12 +387,39 @@ def _destroy(m: Model, pol, inst: int, now: int) -> None:
             m.ctr[C_DESTROY_NONEMPTY] += 1
         s = nxt
     if m.inst[I_STATE, inst] == IS_DEAD:
+        m.ctr[C_DEAD_CHANGED] = 1
         m.ctr[C_DEAD_CACHES] -= 1
         m.ctr[C_DEAD_PAGES] -= m.inst[I_NR_PAGES, inst]
         m.ctr[C_DEAD_EMPTY_PAGES] -= m.inst[I_EMPTY_PAGES, inst]
     m.inst[I_STATE, inst] = IS_DESTROYED
     m.inst[I_T_DESTROY, inst] = now
     m.ctr[C_CACHES_DESTROYED] += 1
+    if m.inst[I_NR_SLABS, inst] == 0:
+        _free_instance(m, inst)
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def _free_instance(m: Model, inst: int) -> None:
+    """A destroyed cache with no slab left: its times go to ``dlog``, its slot to the free
+    list. Nothing points at it any more (its CPUs were flushed, ``inst_of`` forgets it); a
+    later (cache, memcg) of a re-created memcg id gets a new instance, as in the kernel."""
+    j = m.ctr[C_DLOG_LEN]
+    m.dlog[D_T_OFFLINE, j] = m.inst[I_T_OFFLINE, inst]
+    m.dlog[D_T_DESTROY, j] = m.inst[I_T_DESTROY, inst]
+    m.ctr[C_DLOG_LEN] = j + 1
+    m.inst_of[m.inst[I_CACHE, inst], m.inst[I_MEMCG, inst]] = -1
+    nxt, prv = m.inst[I_NEXT, inst], m.inst[I_PREV, inst]
+    if prv >= 0:
+        m.inst[I_NEXT, prv] = nxt
+    else:
+        m.ctr[C_INST_HEAD] = nxt
+    if nxt >= 0:
+        m.inst[I_PREV, nxt] = prv
+    else:
+        m.ctr[C_INST_TAIL] = prv
+    m.inst[I_STATE, inst] = IS_FREE
+    m.inst[I_FREE_NEXT, inst] = m.ctr[C_INST_FREE_HEAD]
+    m.ctr[C_INST_FREE_HEAD] = inst
 
 
 @njit(cache=True, nogil=True, _nrt=False)
@@ -424,10 +478,12 @@ def _repoint_caches(m: Model, memcg: int) -> None:
     """v5.3 ``memcg_deactivate_kmem_caches(memcg, parent)``: every cache still pointing at
     ``memcg`` (its own and those spliced from its children) now points at the parent."""
     parent = _online_ancestor(m, m.memcg[M_PARENT, memcg])
-    for inst in range(m.ctr[C_NINST]):
+    inst = m.ctr[C_INST_HEAD]
+    while inst >= 0:
         if m.inst[I_CHARGE, inst] == memcg and m.inst[I_STATE, inst] != IS_DESTROYED:
             recharge(m, inst, parent)
             m.ctr[C_REPARENT_MOVES] += 1
+        inst = m.inst[I_NEXT, inst]
 
 
 @njit(cache=True, nogil=True, _nrt=False)
@@ -525,13 +581,15 @@ def _reap(m: Model, pol, now: int) -> None:
         return
     ncpu = m.pcpu.shape[2]
     era = pol[PO_ERA]
-    for inst in range(m.ctr[C_NINST]):
-        if m.inst[I_STATE, inst] != IS_DEAD:
-            continue
-        m.ctr[C_REAP_SCAN] += ncpu + m.inst[I_NR_PARTIAL, inst]
-        shrink(m, inst, era)
-        if m.inst[I_NR_PAGES, inst] == 0:
-            _destroy_after_gp(m, pol, inst, now)
+    inst = m.ctr[C_INST_HEAD]
+    while inst >= 0:
+        nxt = m.inst[I_NEXT, inst]  # a destroyed cache leaves the list
+        if m.inst[I_STATE, inst] == IS_DEAD:
+            m.ctr[C_REAP_SCAN] += ncpu + m.inst[I_NR_PARTIAL, inst]
+            shrink(m, inst, era)
+            if m.inst[I_NR_PAGES, inst] == 0:
+                _destroy_after_gp(m, pol, inst, now)
+        inst = nxt
 
 
 @njit(cache=True, nogil=True, _nrt=False, inline="always")
@@ -617,6 +675,7 @@ def _free(m: Model, pol, slot: int, cpu: int, now: int) -> None:
         m.memcg[M_LIVE, memcg] -= 1
         if m.memcg[M_LIVE, memcg] == 0 and m.memcg[M_STATE, memcg] != MS_ONLINE:
             m.ctr[C_DEAD_MEMCGS_PINNED] -= 1
+            m.ctr[C_DEAD_CHANGED] = 1
     m.ctr[C_LIVE_OBJS] -= 1
     m.ctr[C_LIVE_BYTES] -= size
     m.ctr[C_FREES] += 1
@@ -703,6 +762,8 @@ def run_events(m: Model, pol, ts, kind, cpu, ptr, cache, memcg, aux, aux2, start
             return i, NEED_SLABS
         if m.ctr[C_NINST] + ninst_margin >= m.inst.shape[1]:
             return i, NEED_INSTANCES
+        if m.ctr[C_DLOG_LEN] + m.ctr[C_NINST] >= m.dlog.shape[1]:
+            return i, NEED_DLOG  # one event destroys at most every instance there is
         if 2 * (m.ctr[C_HASH_COUNT] + 1) > m.hkeys.shape[0]:
             return i, NEED_OBJECTS
         t = ts[i]
@@ -752,10 +813,17 @@ def run_events(m: Model, pol, ts, kind, cpu, ptr, cache, memcg, aux, aux2, start
 
 
 @njit(cache=True, nogil=True, _nrt=False)
-def finish(m: Model, pol, end_ns: int) -> None:
-    """Run timers and integrals up to the end of the trace; fill the remaining samples."""
+def _finish(m: Model, pol, end_ns: int) -> None:
     _run_timers(m, pol, end_ns + 1)
     _advance(m, pol, end_ns)
     _update_peaks(m)
+    close_all(m.integ, m.ctr[C_LAST_TS])
     while m.ctr[C_SAMPLE_IDX] < m.series.shape[1]:
         _take_sample(m)
+
+
+def finish(m: Model, pol, end_ns: int) -> None:
+    """Run timers and integrals up to the end of the trace; fill the remaining samples;
+    the integrals become the floats ``m.fctr`` the metrics read."""
+    _finish(m, pol, end_ns)
+    to_floats(m.integ, m.fctr)
