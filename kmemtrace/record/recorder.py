@@ -126,6 +126,8 @@ def cflags(feats: probes.KernelFeatures, opts: RecordOptions, use_perf: bool,
             "KMT_OFF_CACHE_NAME": btf.offset("kmem_cache", "name"),
             "KMT_OFF_CACHE_SIZE": btf.offset("kmem_cache", "size"),
             "KMT_OFF_CACHE_FLAGS": btf.offset("kmem_cache", "flags"),
+            "KMT_OFF_CACHE_OO": btf.offset("kmem_cache", "oo"),
+            "KMT_OFF_CACHE_OBJECT_SIZE": btf.offset("kmem_cache", "object_size"),
             "KMT_OFF_TASK_CGROUPS": btf.offset("task_struct", "cgroups"),
             "KMT_OFF_CSSSET_SUBSYS": btf.offset("css_set", "subsys"),
             "KMT_OFF_CSS_CGROUP": btf.offset("cgroup_subsys_state", "cgroup"),
@@ -521,8 +523,9 @@ class Recorder:
         cols["kind"] = kind
         cols["ctx"] = (recs["size_kind"] >> K["KMT_CTX_SHIFT"]).astype(np.uint8)
         idx = recs["cache_idx"].astype(np.int64)
-        if idx.max(initial=0) >= len(self.xlate):
-            self._refresh_caches()
+        top = int(idx.max(initial=0))
+        if top >= len(self.xlate):
+            self._refresh_caches(top)
         known = idx < len(self.xlate)
         cache_id = np.full(n, -1, np.int32)
         cache_id[known] = self.xlate[idx[known]]
@@ -542,29 +545,49 @@ class Recorder:
                 out[sel & (size == nbytes)] = cid
         return out
 
-    def _refresh_caches(self) -> None:
-        """Map BPF cache indices to meta cache ids, adding caches created since start."""
-        table = self.bpf["caches"]
+    def _refresh_caches(self, top: int) -> None:
+        """Map BPF cache indices up to ``top`` to meta cache ids, adding caches created since
+        start. The indices come from ``cache_by_idx``, which the BPF side never empties: a
+        cache created and destroyed before this runs (a module loaded and unloaded while the
+        drain was busy) is still named, from the geometry BPF read at its first sight."""
+        table = self.bpf["cache_by_idx"]
         slab_account = next((int(f.split("=")[1].rstrip("u")) for f in self.cflags
                              if f.startswith("-DKMT_SLAB_ACCOUNT=")), 0)
-        entries = [(int(v.idx), v.name.decode(errors="replace"), int(v.flags))
-                   for v in table.values()]
-        top = max((e[0] for e in entries), default=0)
-        xlate = np.full(max(top + 1, len(self.xlate)), -1, np.int32)
+        xlate = np.full(top + 1, -1, np.int32)
         xlate[: len(self.xlate)] = self.xlate
-        for idx, name, flags in entries:
+        for idx in range(len(self.xlate), min(top + 1, len(table))):
+            entry = table[table.Key(idx)]
+            if not entry.idx:
+                continue  # a slot a racing CPU claimed and never filled: no record uses it
+            name = entry.name.decode(errors="replace")
             cid = self.by_name.get(name)
             if cid is None:
                 cid = self._discover_cache(name)
+            if cid is None:
+                cid = self._add_gone_cache(name, entry)
             if cid is None:
                 continue
             cache = self.caches[cid]
             if cache["sysfs"].startswith(":"):
                 cache["name"] = name  # the kernel's own name for the merged cache
             if slab_account:
-                cache["accounted"] = bool(flags & slab_account)
+                cache["accounted"] = bool(entry.flags & slab_account)
             xlate[idx] = cid
         self.xlate = xlate
+
+    def _add_gone_cache(self, name: str, entry) -> int | None:
+        """A cache already gone from /sys/kernel/slab: its geometry as BPF read it (None
+        if those reads failed: the records then keep cache id -1)."""
+        if not (entry.oo & 0xFFFF and entry.size):
+            return None
+        cid = len(self.caches)
+        self.caches.append({
+            "id": cid, "name": name, "sysfs": name, "object_size": int(entry.object_size),
+            "size": int(entry.size), "objs_per_slab": int(entry.oo & 0xFFFF),
+            "order": int(entry.oo >> 16), "min_partial": None, "cpu_partial": None,
+            "aliases": [], "accounted": False})
+        self.by_name[name] = cid
+        return cid
 
     def _discover_cache(self, name: str) -> int | None:
         link = sysfs.SLAB_ROOT / name
