@@ -585,6 +585,8 @@ class Recorder:
                 continue  # a slot a racing CPU claimed and never filled: no record uses it
             name = entry.name.decode(errors="replace")
             cid = self.by_name.get(name)
+            if cid is None and len(name) == K["KMT_CACHE_NAME_LEN"] - 1:  # truncated in BPF
+                cid = next((c for n, c in self.by_name.items() if n.startswith(name)), None)
             if cid is None:
                 cid = self._discover_cache(name)
             if cid is None:
