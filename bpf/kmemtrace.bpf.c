@@ -6,9 +6,9 @@
  * running kernel (BTF offsets, which probes exist, the filter mode), so this file never
  * dereferences a kernel struct through the (possibly mismatched) installed headers.
  *
- * Required macros: KMT_OFF_CACHE_{NAME,SIZE,FLAGS}, KMT_SLAB_ACCOUNT, KMT_GFP_ACCOUNT,
- * KMT_MEMCG_ROOT, KMT_RING_PAGES, KMT_SINGLES_PAGES, KMT_BATCH_AGE_NS, KMT_CTL_PAGES,
- * KMT_LIVE_MAX, KMT_MAX_CACHES,
+ * Required macros: KMT_OFF_CACHE_{NAME,SIZE,FLAGS,OO,OBJECT_SIZE}, KMT_SLAB_ACCOUNT,
+ * KMT_GFP_ACCOUNT, KMT_MEMCG_ROOT, KMT_RING_PAGES, KMT_SINGLES_PAGES, KMT_BATCH_AGE_NS,
+ * KMT_CTL_PAGES, KMT_LIVE_MAX, KMT_MAX_CACHES,
  * KMT_OFF_CSS_CGROUP, KMT_OFF_CGROUP_KN, KMT_OFF_KN_ID, KMT_OFF_CGROUP_{ROOT,LEVEL,SELF},
  * KMT_OFF_ROOT_HIERARCHY_ID, KMT_OFF_CSS_PARENT, and either KMT_CGROUP_V2 or
  * KMT_OFF_TASK_CGROUPS, KMT_OFF_CSSSET_SUBSYS, KMT_MEMORY_CGRP_ID.
@@ -47,6 +47,10 @@ BPF_RINGBUF_OUTPUT(ctl, KMT_CTL_PAGES);
 #endif
 
 BPF_HASH(caches, u64, struct kmt_cache, KMT_MAX_CACHES);
+/* The same entries by dense index, never deleted: `caches` forgets a cache at its destroy
+ * (its address may be reused), and user space, reading this table later, must still name
+ * the CACHE_CREATE and CACHE_DESTROY records of a cache that lived only briefly. */
+BPF_ARRAY(cache_by_idx, struct kmt_cache, KMT_MAX_CACHES + 4);
 /* Dense cache indices are claimed by an atomic BPF_NOEXIST insert into cache_slots:
  * BCC cannot use the return value of __sync_fetch_and_add (no BPF_FETCH with its -mcpu). */
 BPF_HASH(cache_slots, u32, u64, KMT_MAX_CACHES);
@@ -235,8 +239,12 @@ static __always_inline struct kmt_cache *cache_info(u64 s)
 		return 0;
 	bpf_probe_read_kernel(&fresh.size, sizeof(fresh.size), (void *)(s + KMT_OFF_CACHE_SIZE));
 	bpf_probe_read_kernel(&fresh.flags, sizeof(fresh.flags), (void *)(s + KMT_OFF_CACHE_FLAGS));
+	bpf_probe_read_kernel(&fresh.oo, sizeof(fresh.oo), (void *)(s + KMT_OFF_CACHE_OO));
+	bpf_probe_read_kernel(&fresh.object_size, sizeof(fresh.object_size),
+			      (void *)(s + KMT_OFF_CACHE_OBJECT_SIZE));
 	bpf_probe_read_kernel_str(fresh.name, sizeof(fresh.name),
 				  (void *)read_u64(s + KMT_OFF_CACHE_NAME));
+	cache_by_idx.update(&fresh.idx, &fresh);
 	caches.insert(&s, &fresh); /* a racing CPU may win: use whatever is stored */
 	return caches.lookup(&s);
 }

@@ -117,13 +117,17 @@ struct kmt_pc_event {
 	__u16 pad;
 };
 
-/* Value of the `caches` map, keyed by struct kmem_cache *: filled on first sight. */
+/* Value of the `caches` map, keyed by struct kmem_cache *, and of `cache_by_idx`, keyed by
+ * idx: filled on first sight. The geometry fields let user space describe a cache that is
+ * already gone from /sys/kernel/slab when it first learns of it. */
 struct kmt_cache {
 	__u32 idx;        /* dense index, 1-based, as stored in kmt_event.cache_idx */
 	__u32 size;       /* s->size: bytes per object slot */
 	__u32 flags;      /* s->flags (slab_flags_t) */
-	__u32 pad;
+	__u32 oo;         /* s->oo.x: slab order << 16 | objects per slab */
 	char name[KMT_CACHE_NAME_LEN];
+	__u32 object_size; /* s->object_size */
+	__u32 pad;
 };
 
 #endif /* KMEMTRACE_H */

@@ -13,6 +13,7 @@ from kmemtrace.errors import UsageError
 from kmemtrace.record.inmemcg import leftovers
 from kmemtrace.record.output import check_output, fs_type
 from kmemtrace.trace.meta import load_meta, write_meta_atomic
+from kmemtrace.trace.schema import LostReason
 
 from conftest import SEC, TraceBuilder
 
@@ -24,6 +25,13 @@ def test_loss_sentence_names_each_reason_with_its_fix():
     assert line.startswith("LOST 1,500 events: 1,000 because the BPF ring buffer was full")
     assert "500 because the trace could not be written (fix: free space" in line
     assert "{" not in line and line.endswith(".")
+
+
+def test_every_loss_reason_has_a_sentence_and_a_fix():
+    for reason in LostReason:
+        line = loss_sentence({"total": 7, "by_reason": {reason.name: 7}})
+        assert "reason " not in line and reason.name not in line, line
+        assert "(fix: " in line and "see docs/trace-format.md)" not in line, line
 
 
 def test_output_checks(tmp_path):

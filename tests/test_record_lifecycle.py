@@ -22,7 +22,7 @@ from kmemtrace.trace.reader import open_trace
 from kmemtrace.trace.schema import EventKind, LostReason
 from lab.memcg_churn import parse as parse_churn
 
-from conftest import wait_for_line
+from conftest import assert_loss_is_the_counted_residue, wait_for_line
 
 pytestmark = pytest.mark.root
 
@@ -165,10 +165,15 @@ def test_alloc_counts_per_memcg_match_bpftrace(subtree_trace):
     got = alloc.memcg_id.value_counts().to_dict()
     tasked = made["tasked"]
     assert len(tasked) == 2 * N // EVERY
-    for memcg_id in made["made"]:
-        assert got.get(memcg_id, 0) == counts.get(memcg_id, 0), memcg_id
+    # Exact, except for allocations our programs were skipped for (nested in themselves on
+    # a busy machine): the kernel counts those, and they must cover the whole shortfall.
+    misses = trace.meta["record"]["recursion_misses"]
+    skipped = misses.get("kmt_cache_alloc", 0) + misses.get("kmt_kmalloc", 0)
+    short = {m: counts.get(m, 0) - got.get(m, 0) for m in made["made"]}
+    assert all(n >= 0 for n in short.values()), short
+    assert sum(short.values()) <= skipped, (short, misses)
     assert all(counts.get(m, 0) >= 40 for m in tasked)  # socket pairs and files, each
-    assert trace.meta["lost"]["total"] == 0, trace.meta["lost"]
+    assert_loss_is_the_counted_residue(trace)
 
 
 def test_lifecycle_rows_stay_in_the_recorded_subtree(subtree_trace):

@@ -16,10 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from kmemtrace.cli.record import loss_sentence
 from kmemtrace.trace.reader import open_trace
 from kmemtrace.trace.schema import GFP_ACCOUNT, EventKind, OfflineSource, PressureKind
 
-from conftest import wait_for_line
+from conftest import assert_loss_is_the_counted_residue, wait_for_line
 
 pytestmark = pytest.mark.root
 
@@ -62,7 +63,8 @@ def test_in_memcg_trace_holds_the_workload(in_memcg_trace):
     out, res = in_memcg_trace
     trace = open_trace(out)
     meta = trace.meta
-    assert meta["complete"] and meta["lost"]["total"] == 0
+    assert meta["complete"]
+    assert_loss_is_the_counted_residue(trace)
     assert meta["kernel"]["btf"] and meta["kernel"]["cgroup"] in ("v1", "v2")
     plan = {p["probe"]: p for p in meta["attach_plan"]}
     assert plan["kmem:kmem_cache_alloc"]["status"] == "attached"
@@ -71,7 +73,6 @@ def test_in_memcg_trace_holds_the_workload(in_memcg_trace):
     created = set(df.memcg_id[df.kind == EventKind.MEMCG_MKDIR].tolist())
     memcg = next(m for m in meta["memcgs"]
                  if m["path"].startswith("/kmemtrace-") and m["id"] in created)
-    assert not (df.kind == EventKind.LOST).any()
 
     allocs = df[(df.kind == EventKind.ALLOC) & (df.memcg_id == memcg["id"])]
     assert len(allocs) >= N_FILES
@@ -100,7 +101,7 @@ def test_in_memcg_trace_holds_the_workload(in_memcg_trace):
     assert meta["clock"]["start_ns"] < mkdir.ts_ns.iloc[0] < meta["clock"]["end_ns"]
     samples = df[df.kind == EventKind.SLAB_SAMPLE]
     assert len(samples) and (samples.cache_id >= 0).all() and (samples.aux > 0).any()
-    assert "No events were lost." in res.stderr
+    assert loss_sentence(meta["lost"]) in res.stderr
 
 
 def test_in_memcg_command_does_not_inherit_the_recorders_settings(in_memcg_trace):
@@ -295,3 +296,29 @@ def test_frees_name_a_cache_that_only_frees_while_recording(tmp_path):
     mine = df[df.cache_id == cid]
     assert len(mine[mine.kind == EventKind.FREE]) >= MQUEUES
     assert not (mine.kind == EventKind.ALLOC).any()  # the cache only freed: the case
+
+
+def test_the_recorders_own_start_up_leaves_no_object_live(tmp_path):
+    """Every program is verified before any is attached, and the alloc handlers are attached
+    after the free handlers: the verifier allocates and frees accounted kmalloc memory in
+    the recorder's own process, and when alloc handlers went first, a whole-system
+    recording held 95-190 such ALLOCs with no FREE, counted as FREE_UNSEEN when their
+    addresses came back (ftrace saw each one freed, by free_verifier_state, do_check_common,
+    krealloc). kmalloc-cg objects are freed by kfree in the task, never by an RCU callback,
+    so none of the recorder's may be left live (docs/recording.md, "Frees no probe sees")."""
+    out = tmp_path / "trace"
+    rec = subprocess.Popen([sys.executable, "-m", "kmemtrace", "record", "-o", str(out),
+                            "--duration", "2s"], stderr=subprocess.PIPE, text=True, env=ENV)
+    err = rec.communicate(timeout=180)[1]
+    assert rec.returncode == 0, err
+    trace = open_trace(out)
+    df = trace.to_pandas(kinds=[EventKind.ALLOC, EventKind.FREE])
+    kmalloc_cg = [c["id"] for c in trace.caches if c["name"].startswith("kmalloc-cg-")]
+    df = df.sort_values(["ptr", "ts_ns"], kind="stable")
+    again = ((df.kind.to_numpy()[1:] == EventKind.ALLOC)
+             & (df.kind.to_numpy()[:-1] == EventKind.ALLOC)
+             & (df.ptr.to_numpy()[1:] == df.ptr.to_numpy()[:-1]))
+    left = df.iloc[:-1][again]
+    ours = left[(left.pid == rec.pid) & left.cache_id.isin(kmalloc_cg)]
+    assert len(ours) == 0, ours
+    assert (df[df.pid == rec.pid].kind == EventKind.ALLOC).sum() > 0  # it did allocate

@@ -73,13 +73,21 @@ def _leftovers() -> str:
                          tip="; ".join(inmemcg.cleanup_tip(path) for path, _ in found))
 
 
+# Frees that emit no per-object tracepoint (docs/recording.md, "Frees no probe sees").
+UNTRACED_FREES = ("frees by kmem_cache_free_bulk/kfree_bulk (kfree_rcu batches) and SLUB "
+                  "sheaves' rcu_free_sheaf (6.18)")
+FREE_UNSEEN_NOTE = ("counted as LOST FREE_UNSEEN when the address is allocated again "
+                    "(`kmemtrace info`: implied frees)")
+
+
 def _kprobes() -> str:
     if not (probes.KPROBE_PMU.exists() or Path("/sys/kernel/tracing/kprobe_events").exists()):
         raise KmemtraceError(
             "no kprobes: memcg offline comes from cgroup:cgroup_rmdir; kmem_cache_destroy "
-            "and kmem_cache_free_bulk are not traced",
+            f"is not traced, and {UNTRACED_FREES} reach no probe: {FREE_UNSEEN_NOTE}",
             tip="optional: a kernel with CONFIG_KPROBES=y adds those events")
-    return "kprobes available"
+    return ("kprobes available; the kmem_cache_free_bulk kprobe sees 128 objects a call, "
+            f"SLUB sheaves' RCU frees none: {FREE_UNSEEN_NOTE}")
 
 
 def _fentry() -> str:

@@ -78,7 +78,8 @@ def _render(s: dict, console: Console, show_all: bool) -> None:
     if implied["total"]:
         top = ", ".join(f"{k}={v:,}" for k, v in list(implied["by_cache"].items())[:5])
         kv(f"implied    {implied['total']:,} frees missing: addresses allocated again while "
-           f"still live in the trace ({top})", style="yellow", highlight=False)
+           f"still live in the trace ({top}); frees no probe saw (LOST FREE_UNSEEN, "
+           "docs/recording.md 'Frees no probe sees')", style="yellow", highlight=False)
     else:
         kv("implied    0 frees missing (no address allocated twice while live)",
            highlight=False)

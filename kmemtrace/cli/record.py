@@ -286,6 +286,9 @@ LOSS_FIXES = {
     "LIFECYCLE_RING": ("memcg life-cycle records could not be queued",
                        "record on a less busy machine"),
     "LIFECYCLE_MAP": ("a life-cycle bookkeeping map was full", "record a smaller subtree"),
+    "FREE_UNSEEN": ("a free ran where no BPF program was run for it, found when its address "
+                    "was allocated again (docs/recording.md, 'Frees no probe sees')",
+                    "nothing to tune: `kmemtrace info` lists them per cache as implied frees"),
 }
 
 

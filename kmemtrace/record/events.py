@@ -66,6 +66,8 @@ CACHE_DTYPE = np.dtype([
     ("idx", "<u4"),
     ("size", "<u4"),
     ("flags", "<u4"),
-    ("pad", "<u4"),
+    ("oo", "<u4"),
     ("name", f"S{K['KMT_CACHE_NAME_LEN']}"),
+    ("object_size", "<u4"),
+    ("pad", "<u4"),
 ])

@@ -76,6 +76,8 @@ LEGACY_SLAB_ACCOUNT = 0x04000000  # SLAB_ACCOUNT in v4.5-v6.7 include/linux/slab
 # handler -> its slot in the BPF `rescued` array.
 TWINS = {"kmt_cache_free": K["KMT_TP_CACHE_FREE"], "kmt_kfree": K["KMT_TP_KFREE"]}
 TWIN_SUFFIX = "_nested"
+# Handlers that put objects into the live map: attached after every free handler.
+ALLOC_HANDLERS = {"kmt_cache_alloc", "kmt_kmalloc"}
 
 
 def recursion_misses(prog_fd: int) -> int:
@@ -144,6 +146,8 @@ def cflags(feats: probes.KernelFeatures, opts: RecordOptions, use_perf: bool,
             "KMT_OFF_CACHE_NAME": btf.offset("kmem_cache", "name"),
             "KMT_OFF_CACHE_SIZE": btf.offset("kmem_cache", "size"),
             "KMT_OFF_CACHE_FLAGS": btf.offset("kmem_cache", "flags"),
+            "KMT_OFF_CACHE_OO": btf.offset("kmem_cache", "oo"),
+            "KMT_OFF_CACHE_OBJECT_SIZE": btf.offset("kmem_cache", "object_size"),
             "KMT_OFF_TASK_CGROUPS": btf.offset("task_struct", "cgroups"),
             "KMT_OFF_CSSSET_SUBSYS": btf.offset("css_set", "subsys"),
             "KMT_OFF_CSS_CGROUP": btf.offset("cgroup_subsys_state", "cgroup"),
@@ -344,10 +348,23 @@ class Recorder:
         self._next_flush = time.monotonic() + FLUSH_INTERVAL_S
 
     def _attach(self) -> None:
-        self._load_programs()
-        for row in self.plan:
-            if row.status != "attached" or row.type in ("tracepoint", "fentry"):
-                continue  # TRACEPOINT_PROBE and KFUNC_PROBE handlers attach themselves
+        """Load (verify) every program first, then attach the alloc handlers last.
+
+        The verifier allocates and frees accounted memory for each program it checks, and
+        an ALLOC recorded before the programs for its FREE were attached stays live in the
+        trace for ever (LOST FREE_UNSEEN when its address comes back): a whole-system
+        recording counted ~100-250 such ALLOCs of its own verifier at start-up.
+        """
+        rows = [row for row in self.plan if row.status == "attached"
+                and row.type not in ("tracepoint", "fentry")]  # those attach themselves
+        for row in rows:
+            try:
+                self._load(row)
+            except Exception as exc:  # BCC: bare Exception
+                row.status, row.why = "missing", f"load failed: {exc}"
+        for row in sorted(rows, key=lambda r: r.fn in ALLOC_HANDLERS):
+            if row.status != "attached":
+                continue
             try:
                 if row.type == "raw_tracepoint":
                     tp = row.probe.split(":")[1]
@@ -369,19 +386,13 @@ class Recorder:
             if row.probe == "kmem:kmem_cache_alloc" and row.status != "attached":
                 raise KernelSupportError(f"kmem:kmem_cache_alloc did not attach: {row.why}")
 
-    def _load_programs(self) -> None:
-        """Load (verify) every program to be attached before attaching the first: events
-        flow from the first attach on, and the clock starts after the last, so verifying
-        in between would leave the trace's first events well before its start."""
-        kinds = {"raw_tracepoint": self.bcc.BPF.RAW_TRACEPOINT, "kprobe": self.bcc.BPF.KPROBE,
-                 "kretprobe": self.bcc.BPF.KPROBE}
-        for row in self.plan:
-            if row.status != "attached" or row.type not in kinds:
-                continue
-            with contextlib.suppress(Exception):  # the attach below reports it
-                self.bpf.load_func(row.fn.encode(), kinds[row.type])
-                if row.fn in TWINS and self.twins:
-                    self.bpf.load_func((row.fn + TWIN_SUFFIX).encode(), kinds[row.type])
+    def _load(self, row: probes.Probe) -> None:
+        """Verify a row's program (and its twin); BCC's attach calls then reuse the load."""
+        BPF = self.bcc.BPF
+        kind = BPF.RAW_TRACEPOINT if row.type == "raw_tracepoint" else BPF.KPROBE
+        self.bpf.load_func(row.fn.encode(), kind)
+        if row.fn in TWINS and self.twins:
+            self.bpf.load_func((row.fn + TWIN_SUFFIX).encode(), kind)
 
     def _attach_twin(self, tp: str, fn_name: str) -> None:
         """A second program on raw tracepoint ``tp``. BCC's attach_raw_tracepoint allows one
@@ -579,33 +590,56 @@ class Recorder:
 
     def _write_records(self, recs: np.ndarray) -> None:
         self.events += len(recs)
-        if recs["cache_idx"].max(initial=0) >= len(self.xlate):
-            self._refresh_caches()
+        top = int(recs["cache_idx"].max(initial=0))
+        if top >= len(self.xlate):
+            self._refresh_caches(top)
         self._append(decode.columns(recs, self.xlate, self.kmalloc_ids))
 
-    def _refresh_caches(self) -> None:
-        """Map BPF cache indices to meta cache ids, adding caches created since start."""
-        table = self.bpf["caches"]
+    def _refresh_caches(self, top: int) -> None:
+        """Map BPF cache indices up to ``top`` to meta cache ids, adding caches created since
+        start. The indices come from ``cache_by_idx``, which the BPF side never empties: a
+        cache created and destroyed before this runs (a module loaded and unloaded while the
+        drain was busy) is still named, from the geometry BPF read at its first sight."""
+        table = self.bpf["cache_by_idx"]
         slab_account = next((int(f.split("=")[1].rstrip("u")) for f in self.cflags
                              if f.startswith("-DKMT_SLAB_ACCOUNT=")), 0)
-        entries = [(int(v.idx), v.name.decode(errors="replace"), int(v.flags))
-                   for v in table.values()]
-        top = max((e[0] for e in entries), default=0)
-        xlate = np.full(max(top + 1, len(self.xlate)), -1, np.int32)
+        xlate = np.full(top + 1, -1, np.int32)
         xlate[: len(self.xlate)] = self.xlate
-        for idx, name, flags in entries:
+        for idx in range(len(self.xlate), min(top + 1, len(table))):
+            entry = table[table.Key(idx)]
+            if not entry.idx:
+                continue  # a slot a racing CPU claimed and never filled: no record uses it
+            name = entry.name.decode(errors="replace")
             cid = self.by_name.get(name)
+            if cid is None and len(name) == K["KMT_CACHE_NAME_LEN"] - 1:  # truncated in BPF
+                cid = next((c for n, c in self.by_name.items() if n.startswith(name)), None)
             if cid is None:
                 cid = self._discover_cache(name)
+            if cid is None:
+                cid = self._add_gone_cache(name, entry)
             if cid is None:
                 continue
             cache = self.caches[cid]
             if cache["sysfs"].startswith(":"):
                 cache["name"] = name  # the kernel's own name for the merged cache
             if slab_account:
-                cache["accounted"] = bool(flags & slab_account)
+                cache["accounted"] = bool(entry.flags & slab_account)
             xlate[idx] = cid
         self.xlate = xlate
+
+    def _add_gone_cache(self, name: str, entry) -> int | None:
+        """A cache already gone from /sys/kernel/slab: its geometry as BPF read it (None
+        if those reads failed: the records then keep cache id -1)."""
+        if not (entry.oo & 0xFFFF and entry.size):
+            return None
+        cid = len(self.caches)
+        self.caches.append({
+            "id": cid, "name": name, "sysfs": name, "object_size": int(entry.object_size),
+            "size": int(entry.size), "objs_per_slab": int(entry.oo & 0xFFFF),
+            "order": int(entry.oo >> 16), "min_partial": None, "cpu_partial": None,
+            "aliases": [], "accounted": False})
+        self.by_name[name] = cid
+        return cid
 
     def _discover_cache(self, name: str) -> int | None:
         link = sysfs.SLAB_ROOT / name
