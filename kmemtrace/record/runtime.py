@@ -17,9 +17,13 @@ them in the kernel) with transparent huge pages, 279 ns (62 in the kernel) witho
 import ctypes
 import ctypes.util
 import gc
+import os
 
 PR_SET_NAME = 15  # linux/prctl.h
 PR_SET_THP_DISABLE = 41  # inherited by children: see FreshMemcg.spawn
+# The nice value the user started kmemtrace at, read at import (before the recorder raises
+# its own priority): what an --in-memcg command gets back, as if run without the recorder.
+CALLER_NICE = os.getpriority(os.PRIO_PROCESS, 0)
 
 
 def _libc() -> ctypes.CDLL:
