@@ -23,7 +23,7 @@ from pathlib import Path
 
 from kmemtrace.errors import KernelSupportError, UsageError
 from kmemtrace.record.guardian import members, reap
-from kmemtrace.record.runtime import CALLER_NICE, PR_SET_THP_DISABLE
+from kmemtrace.record.runtime import CALLER_NICE, CALLER_THP_DISABLE, PR_SET_THP_DISABLE
 
 RMDIR_TIMEOUT_S = 5.0
 NAME_PREFIX = "kmemtrace-"
@@ -88,7 +88,7 @@ class FreshMemcg:
                 os._exit(1)
             os.write(procs, b"0")  # "0" = the writing task itself (v1 and v2)
             os.setpriority(os.PRIO_PROCESS, 0, CALLER_NICE)  # not the recorder's raised one
-            libc.prctl(PR_SET_THP_DISABLE, 0, 0, 0, 0)  # nor its memory settings
+            libc.prctl(PR_SET_THP_DISABLE, CALLER_THP_DISABLE, 0, 0, 0)  # nor its memory settings
 
         try:
             self.proc = subprocess.Popen(argv, preexec_fn=enter_memcg)

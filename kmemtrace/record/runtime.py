@@ -21,13 +21,18 @@ import os
 
 PR_SET_NAME = 15  # linux/prctl.h
 PR_SET_THP_DISABLE = 41  # inherited by children: see FreshMemcg.spawn
-# The nice value the user started kmemtrace at, read at import (before the recorder raises
-# its own priority): what an --in-memcg command gets back, as if run without the recorder.
-CALLER_NICE = os.getpriority(os.PRIO_PROCESS, 0)
+PR_GET_THP_DISABLE = 42
 
 
 def _libc() -> ctypes.CDLL:
     return ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+
+
+# The nice value and THP setting kmemtrace was started with, read at import (before the
+# recorder raises its priority and turns THP off): what an --in-memcg command gets back,
+# so that it runs as it would without the recorder.
+CALLER_NICE = os.getpriority(os.PRIO_PROCESS, 0)
+CALLER_THP_DISABLE = _libc().prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0)
 
 
 def settle() -> None:
