@@ -289,6 +289,10 @@ LOSS_FIXES = {
     "FREE_UNSEEN": ("a free ran where no BPF program was run for it, found when its address "
                     "was allocated again (docs/recording.md, 'Frees no probe sees')",
                     "nothing to tune: `kmemtrace info` lists them per cache as implied frees"),
+    "PAGE_CACHE": ("page-cache records could not be queued, or more folios were cached at "
+                   "once than the folio map follows (2^18)",
+                   "record on a less busy machine, or pass --no-page-cache if page-cache pins "
+                   "do not matter to you"),
 }
 
 
