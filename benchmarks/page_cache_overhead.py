@@ -35,6 +35,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from probe_floor import bpf_prog_fdinfo  # noqa: E402
+
 from kmemtrace.trace.reader import open_trace  # noqa: E402
 from kmemtrace.trace.schema import EventKind  # noqa: E402
 
@@ -60,14 +62,8 @@ def pc_prog_stats(pid: int) -> dict[str, tuple[int, int]]:
     pidfd = os.pidfd_open(pid)
     out = {}
     try:
-        for fd in Path(f"/proc/{pid}/fd").iterdir():
-            try:
-                if os.readlink(fd) != "anon_inode:bpf-prog":
-                    continue
-                info = Path(f"/proc/{pid}/fdinfo/{fd.name}").read_text()
-            except OSError:
-                continue
-            mine = libc.syscall(SYS_PIDFD_GETFD, pidfd, int(fd.name), 0)
+        for fd, fields in bpf_prog_fdinfo(pid):
+            mine = libc.syscall(SYS_PIDFD_GETFD, pidfd, fd, 0)
             if mine < 0:
                 continue
             try:
@@ -75,8 +71,7 @@ def pc_prog_stats(pid: int) -> dict[str, tuple[int, int]]:
             finally:
                 os.close(mine)
             if name in PC_PROGS:
-                f = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
-                out[name] = (int(f.get("run_cnt", 0)), int(f.get("run_time_ns", 0)))
+                out[name] = (int(fields.get("run_cnt", 0)), int(fields.get("run_time_ns", 0)))
     finally:
         os.close(pidfd)
     return out

@@ -47,9 +47,8 @@ def prog_stats(fd: int, pid: str = "self") -> tuple[int, int]:
     return int(fields.get("run_cnt", 0)), int(fields.get("run_time_ns", 0))
 
 
-def programs_of(pid: int) -> dict[str, tuple[int, int]]:
-    """name -> (run_cnt, run_time_ns) of every BPF program process ``pid`` holds."""
-    out = {}
+def bpf_prog_fdinfo(pid: int):
+    """(fd number, fdinfo fields) of every BPF program process ``pid`` holds."""
     for fd in Path(f"/proc/{pid}/fd").iterdir():
         try:
             if os.readlink(fd) != "anon_inode:bpf-prog":
@@ -57,10 +56,14 @@ def programs_of(pid: int) -> dict[str, tuple[int, int]]:
             info = Path(f"/proc/{pid}/fdinfo/{fd.name}").read_text()
         except OSError:
             continue
-        fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
-        key = f"{fields.get('prog_tag', '?').strip()[:8]}:{fd.name}"
-        out[key] = (int(fields.get("run_cnt", 0)), int(fields.get("run_time_ns", 0)))
-    return out
+        yield int(fd.name), dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
+
+
+def programs_of(pid: int) -> dict[str, tuple[int, int]]:
+    """name -> (run_cnt, run_time_ns) of every BPF program process ``pid`` holds."""
+    return {f"{fields.get('prog_tag', '?').strip()[:8]}:{fd}":
+            (int(fields.get("run_cnt", 0)), int(fields.get("run_time_ns", 0)))
+            for fd, fields in bpf_prog_fdinfo(pid)}
 
 
 def thread_cpu(pid: int) -> dict[str, float]:
