@@ -22,6 +22,8 @@ from kmemtrace.trace.reader import open_trace
 from kmemtrace.trace.schema import EventKind, LostReason, OfflineSource
 from lab.memcg_churn import parse as parse_churn
 
+from conftest import assert_loss_is_the_counted_residue
+
 pytestmark = pytest.mark.root
 
 REPO = Path(__file__).resolve().parents[1]
@@ -65,7 +67,8 @@ def churned(trace) -> dict[str, list[int]]:
 def test_trace_says_it_was_emulated(stock_trace):
     _, trace, _ = stock_trace
     meta = trace.meta
-    assert meta["complete"] and meta["lost"]["total"] == 0
+    assert meta["complete"]
+    assert_loss_is_the_counted_residue(trace)  # a TCG guest nests frees under RCU too
     assert meta["kernel"]["emulated_vm"] is True
     assert meta["kernel"]["release"] == Path(meta["lab"]["image"]).name.removeprefix("vmlinuz-")
     assert meta["lab"]["kernel"] == "stock" and meta["lab"]["patches"] == []
@@ -132,7 +135,9 @@ def test_alloc_free_counts_match(stock_trace):
     n_inode, n_freed = (allocs.cache_id == inode).sum(), (frees.cache_id == inode).sum()
     assert n_inode > N_FILES and N_FILES <= n_freed <= n_inode
     assert (frees.cache_id == dentry).sum() >= N_FILES
-    assert frees.ptr.isin(allocs.ptr).all()  # only objects allocated in the trace
+    # only objects allocated in the trace, but for ALLOCs the kernel skipped as NESTED
+    nested = trace.meta["lost"]["by_reason"].get("NESTED", 0)
+    assert (~frees.ptr.isin(allocs.ptr)).sum() <= nested
 
 
 def test_cache_destroy_on_module_unload(stock_trace):
