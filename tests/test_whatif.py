@@ -25,7 +25,7 @@ PAGE = 0xFFFF_8880_0010_0000  # one 4 KiB slab page of cache 0
 OLD, OLD_KFREE, NEW = PAGE, PAGE + 128, PAGE + 64
 
 
-def _trace(path, rows=None, ncpus=1):
+def _trace(path, rows=None, ncpus=1, **cache):
     rows = rows or [  # (kind, ptr, cache_id, aux, aux2[, cpu])
         (EventKind.SLAB_SAMPLE, 0, 0, 3, 8),
         (EventKind.FREE, OLD, 0, 0, 0),
@@ -44,7 +44,7 @@ def _trace(path, rows=None, ncpus=1):
     cols["bytes"][cols["kind"] == EventKind.ALLOC] = 64
     meta = new_meta("synth", ncpus=ncpus)
     meta["caches"] = [{"id": 0, "name": "kmalloc-64", "object_size": 64, "size": 64,
-                       "objs_per_slab": 4, "order": 0, "accounted": False}]
+                       "objs_per_slab": 4, "order": 0, "accounted": False} | cache]
     meta["clock"] = {"start_ns": T0, "end_ns": T0 + 10_000}
     with TraceWriter(path, meta) as writer:
         writer.append(cols)
@@ -92,6 +92,47 @@ def test_the_kernels_slabs_start_spread_over_its_cpus(tmp_path):
     s = slab_samples(run)
     assert list(s["model_objects"]) == [4, 8]
     assert list(s["model_slabs"]) == [2, 2]
+
+
+def test_a_pre_recording_slab_freed_whole_empties_in_the_model(tmp_path):
+    """``drop_caches`` on paper. The kernel reports 3 slabs of 4 and 10 "objects" (8 live:
+    one CPU slab taken as half free); the trace frees the 4 objects of slab page A and 2 of
+    page B, all allocated before it began, and the kernel then reports 1 slab of 2. The
+    prelude puts A's 4 on one model slab and B's 2 on another, the 2 unknown survivors
+    (slots 0 and 3 of the third slab, the CPU slab) on neither. With no CPU partial budget
+    and min_partial 0 the model discards a slab when it empties: A, then B, leaving the
+    CPU slab and its 2. At random among the starting slabs (the old prelude) the 6 old
+    pointers emptied a slab only if the 2 survivors shared slab 1 (1 chance in 28)."""
+    a, b = PAGE + 0x1000, PAGE + 0x2000
+    rows = [(EventKind.SLAB_SAMPLE, 0, 0, 3, 10)]
+    rows += [(EventKind.FREE, p, 0, 0, 0) for p in (a, a + 64, a + 128, a + 192, b, b + 64)]
+    rows += [(EventKind.SLAB_SAMPLE, 0, 0, 1, 2)]
+    trace = _trace(tmp_path / "t", rows, cpu_partial=0, min_partial=0)
+    pre = kernel_start(trace)
+    allocs = pre["ptr"][pre["kind"] == EventKind.ALLOC]
+    assert list(allocs[:6]) == [a, a + 64, a + 128, a + 192, b, b + 64]
+    frees = set(pre["ptr"][pre["kind"] == EventKind.FREE])
+    assert frees == {allocs[i] for i in (6, 7, 9, 10)}  # B's free slots, C's but 0 and 3
+    run = replay(trace, select("objcg", {}), era="6.8", samples=2,
+                 from_kernel_state=True).runs[0]
+    s = slab_samples(run)
+    assert list(s["model_slabs"]) == [3, 1]
+    assert list(s["model_objects"]) == [8, 2]
+
+
+def test_unknown_survivors_fill_the_real_slabs_before_adding_one(tmp_path):
+    """2 slabs of 4 and 8 "objects" (6 live); the trace frees 3 old objects of page A and
+    2 of page B, so both kernel slabs are known and the 6th survivor, never seen, must be
+    on one of them: the free slots of A (slot 3) and B (slots 6, 7) share it evenly, the
+    first one gets it. The model starts with the kernel's 2 slabs, not 3."""
+    a, b = PAGE + 0x1000, PAGE + 0x2000
+    rows = [(EventKind.SLAB_SAMPLE, 0, 0, 2, 8)]
+    rows += [(EventKind.FREE, p, 0, 0, 0) for p in (a, a + 64, a + 128, b, b + 64)]
+    pre = kernel_start(_trace(tmp_path / "t", rows))
+    allocs = pre["ptr"][pre["kind"] == EventKind.ALLOC]
+    assert len(allocs) == 8
+    assert list(allocs[[0, 1, 2, 4, 5]]) == [a, a + 64, a + 128, b, b + 64]
+    assert list(pre["ptr"][pre["kind"] == EventKind.FREE]) == list(allocs[[6, 7]])
 
 
 def test_cpu_mapping():

@@ -15,9 +15,15 @@ docs/replay.md:
   held. Without them the model starts empty, so its raw error against later samples is
   the whole pre-existing population. The prelude allocates, at the start time, slabs and
   objects of unknown owner (the root) to those counts, and gives the pointers that the
-  trace frees without having allocated them to such objects of the same cache, so that
-  their frees empty the slabs they were on. A free that names no cache (``kfree``) is
-  given the cache whose allocations in the trace used the same slab page.
+  trace frees without having allocated them to such objects of the same cache, on the
+  slab they really sit on: SLUB's slabs are buddy blocks of ``PAGE_SIZE << order`` bytes
+  (``allocate_slab()``/``alloc_slab_page()`` in mm/slub.c), which the buddy allocator
+  aligns naturally, and the direct map keeps that alignment, so a pointer's slab is
+  ``ptr & ~((PAGE_SIZE << order) - 1)``. Their frees then empty the slabs they emptied
+  in the kernel. A free that names no cache (``kfree``) is given the cache whose
+  allocations in the trace used the same slab page. The model has no addresses after the
+  prelude: an object the trace allocates on a pre-recording slab page goes where the
+  model's SLUB puts it (CPU slab, CPU partial, node partial, new slab), as any other.
 """
 
 import numpy as np
@@ -90,13 +96,68 @@ def _cache_from_page(fptr, fcache, aptr, acache, order: dict[int, int]) -> None:
         fcache[unknown[hit]] = owner[pos[j[hit]]]
 
 
-def kernel_start(trace: TraceReader, seed: int = 0) -> dict[str, np.ndarray] | None:
+def _slab_groups(real: np.ndarray, order: int, per_slab: int) -> tuple[np.ndarray, np.ndarray]:
+    """Slots of the pre-recording pointers ``real`` (sorted by address) on the slabs they
+    really sit on: (pointers, slot index among ``n_slabs * per_slab`` slots), and
+    ``n_slabs``. A slab is a naturally aligned buddy block of ``PAGE << order`` bytes (see
+    the module docstring), so ``ptr & ~(block - 1)`` names it; pointers sharing it share a
+    model slab. A block holding more than ``per_slab`` of them (a trace whose ``order`` is
+    not the slabs' real one) spreads over as many model slabs as it needs."""
+    ptr = np.sort(real)
+    base = ptr & np.uint64(~((PAGE << order) - 1) & 0xFFFFFFFFFFFFFFFF)
+    start = np.flatnonzero(np.r_[True, base[1:] != base[:-1]])
+    size = np.diff(np.r_[start, len(ptr)])
+    rank = np.arange(len(ptr)) - np.repeat(start, size)
+    slabs_per_group = -(-size // per_slab)
+    first_slab = np.r_[0, np.cumsum(slabs_per_group)[:-1]]
+    slot = np.repeat(first_slab, size) * per_slab + rank
+    return ptr, slot, int(slabs_per_group.sum())
+
+
+def _spread(n: int, k: int) -> np.ndarray:
+    """``k`` of ``n`` positions, evenly spaced (a mask)."""
+    mask = np.zeros(n, dtype=bool)
+    if k:
+        mask[np.unique(np.linspace(0, n - 1, k).round().astype(np.int64))] = True
+    return mask
+
+
+def _cache_prelude(cid: int, slabs: int, objects: int, real: np.ndarray, order: int,
+                   per_slab: int, ncpus: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One cache's prelude: (pointers, CPU, kept) in allocation order (see kernel_start)."""
+    hidden = min(slabs, ncpus) * per_slab // 2
+    keep = max(objects - hidden, len(real), 0)
+    real_ptr, real_slot, n_real = _slab_groups(real, order, per_slab)
+    real_slots = n_real * per_slab
+    unknown = keep - len(real)  # kept objects whose addresses the trace never shows
+    other = max(slabs - n_real, 0) * per_slab
+    spill = min(max(unknown - other, 0), real_slots - len(real))
+    other = max(other, unknown - spill)
+    ptr = FAKE_BASE * (cid + 1) + np.arange(real_slots + other, dtype=np.uint64)
+    kept = np.zeros(real_slots + other, dtype=bool)
+    ptr[real_slot] = real_ptr
+    kept[real_slot] = True
+    free_real = np.flatnonzero(~kept[:real_slots])
+    kept[free_real[_spread(len(free_real), spill)]] = True
+    kept[real_slots:] = _spread(other, unknown - spill)
+    cpu = (np.arange(len(ptr)) // per_slab) % ncpus
+    return ptr, cpu, kept
+
+
+def kernel_start(trace: TraceReader) -> dict[str, np.ndarray] | None:
     """Prelude columns (ALLOCs then FREEs at the start time), or None without samples.
 
     Per cache with ``S`` slabs and ``O`` objects at the first sample and ``P`` pointers
-    freed before being allocated: ``max(S * objs_per_slab, O, P)`` objects are allocated
-    (the model fills slab after slab), then all but ``L`` are freed, evenly spaced, so that
-    every slab keeps its share; the ``P`` pointers sit at random kept positions.
+    freed before being allocated: ``L`` objects are kept live, the rest of the slots the
+    prelude allocates are freed again. The ``P`` pointers sit on the slabs they really sit
+    on (:func:`_slab_groups`: ``B`` model slabs, one per slab page the trace shows them on,
+    allocated first), so that a trace that frees a whole pre-recording slab (``drop_caches``)
+    empties it in the model too; placed at random among the starting slabs, their frees
+    emptied none (+2 409 % for ``proc_inode_cache`` in a ``drop_caches`` run, 44 kernel
+    pages against 1 104). The other ``L - P`` kept objects, whose addresses the trace never
+    shows, are spread evenly over the ``S - B`` other starting slabs, and over the free
+    slots of the ``B`` only when those are full (never more starting slabs than the kernel
+    had on their account); without ``P`` this is today's even spread over ``S`` slabs.
     ``O`` is not the live objects: ``objects`` in /sys/kernel/slab is the slabs' capacity
     minus the free slots of *node-partial* slabs only (``show_slab_objects``, SO_OBJECTS),
     so the free slots of the CPU slabs count as in use. Those are unknown; each CPU's slab
@@ -106,7 +167,8 @@ def kernel_start(trace: TraceReader, seed: int = 0) -> dict[str, np.ndarray] | N
     Slab ``k`` is filled and thinned on CPU ``k % ncpus``: a running kernel has a CPU slab
     on each CPU that allocated from the cache, and a prelude on CPU 0 alone left the other
     CPUs none, so their first allocations took new slabs the kernel never needed (2 slabs
-    where the kernel had 1 for most small caches of a 2-CPU recording).
+    where the kernel had 1 for most small caches of a 2-CPU recording). The slabs of the
+    ``P`` pointers come first, so the slabs left active on the CPUs are the others.
     """
     first = _first_samples(trace)
     if not first:
@@ -114,27 +176,18 @@ def kernel_start(trace: TraceReader, seed: int = 0) -> dict[str, np.ndarray] | N
     geom = {c["id"]: c for c in trace.caches}
     order = {cid: int(c.get("order", 0)) for cid, c in geom.items()}
     pre = _preexisting_frees(trace, order)
-    rng = np.random.default_rng(seed)
     ncpus = max(int(trace.meta.get("ncpus") or 1), 1)
     a_ptr, a_cache, a_cpu, f_ptr, f_cache, f_cpu = [], [], [], [], [], []
     for cid, (slabs, objects) in sorted(first.items()):
         if cid not in geom:
             continue
-        real = pre.get(cid, np.zeros(0, np.uint64))
-        per_slab = max(int(geom[cid]["objs_per_slab"]), 1)
-        hidden = min(slabs, ncpus) * per_slab // 2
-        keep = max(objects - hidden, len(real), 0)
-        total = max(slabs * per_slab, keep)
-        if not total:
+        ptr, cpu, kept = _cache_prelude(cid, slabs, objects, pre.get(cid, np.zeros(0, np.uint64)),
+                                        order[cid], max(int(geom[cid]["objs_per_slab"]), 1),
+                                        ncpus)
+        if not len(ptr):
             continue
-        ptr = FAKE_BASE * (cid + 1) + np.arange(total, dtype=np.uint64)
-        cpu = (np.arange(total) // per_slab) % ncpus
-        kept = np.zeros(total, dtype=bool)
-        kept[np.unique(np.linspace(0, total - 1, keep).round().astype(np.int64))] = True
-        kept_pos = np.flatnonzero(kept)
-        ptr[rng.choice(kept_pos, size=len(real), replace=False)] = real
         a_ptr.append(ptr)
-        a_cache.append(np.full(total, cid, np.int64))
+        a_cache.append(np.full(len(ptr), cid, np.int64))
         a_cpu.append(cpu)
         f_ptr.append(ptr[~kept])
         f_cache.append(np.full(int((~kept).sum()), cid, np.int64))
