@@ -51,7 +51,7 @@ def test_a_view_of_full_batches_decodes_like_its_events_one_by_one():
     """The drain decodes a span of full batches in the ring's own (batches x KMT_BATCH)
     shape, without copying it out first: same columns, in the same order, 1-D."""
     from kmemtrace.record.events import BATCH_DTYPE
-    from kmemtrace.record.ring import unbatch
+    from kmemtrace.record.ring import event_views
 
     n = K["KMT_BATCH"]
     batches = np.zeros(3, BATCH_DTYPE)
@@ -61,7 +61,7 @@ def test_a_view_of_full_batches_decodes_like_its_events_one_by_one():
                           gfp=GFP_ACCOUNT * (i % 2)) for i in range(3 * n)], EVENT_DTYPE)
     flat["ts_ns"] = np.arange(3 * n) * 10
     batches["ev"] = flat.reshape(3, n)
-    view = unbatch(batches)
+    [view] = event_views(batches)
     assert view.shape == (3, n) and np.shares_memory(view, batches)  # no copy taken
     xlate = np.array([-1, 30, 31], np.int32)  # index 3 unknown: the slow path too
     ids = KmallocIds({True: {64: 11}, False: {64: 21}})
