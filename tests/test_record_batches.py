@@ -13,7 +13,7 @@ import pytest
 
 from kmemtrace.errors import KernelSupportError
 from kmemtrace.record.events import BATCH_DTYPE, K
-from kmemtrace.record.ring import CpuFlusher, online_cpus, unbatch
+from kmemtrace.record.ring import MAX_PARTIAL_CUTS, CpuFlusher, event_views, online_cpus, unbatch
 from kmemtrace.trace.schema import EventKind
 
 MEMCG = Path("/sys/fs/cgroup/memory")
@@ -29,6 +29,23 @@ def test_unbatch_takes_the_events_in_use_in_order():
     assert out["ptr"].tolist() == expect
     assert unbatch(batches[:0]).dtype == batches.dtype["ev"].base
     assert len(unbatch(batches[:0])) == 0
+
+
+def test_runs_of_full_batches_are_views_and_the_partial_ones_one_copy():
+    n = K["KMT_BATCH"]
+    batches = np.zeros(6, BATCH_DTYPE)
+    batches["count"] = [n, n, 2, n, 0, n]
+    batches["ev"]["ptr"] = np.arange(6 * n).reshape(6, -1)
+    views = event_views(batches)
+    assert [v.shape for v in views] == [(2, n), (1, n), (1, n), (2,)]
+    assert [np.shares_memory(v, batches) for v in views] == [True, True, True, False]
+    got = sorted(np.concatenate([v["ptr"].ravel() for v in views]).tolist())
+    assert got == sorted(unbatch(batches)["ptr"].tolist())  # every event in use, once
+    many = np.zeros(MAX_PARTIAL_CUTS + 1, BATCH_DTYPE)
+    many["count"] = 1
+    [one] = event_views(many)
+    assert one.shape == (MAX_PARTIAL_CUTS + 1,) and not np.shares_memory(one, many)
+    assert event_views(batches[:0]) == []
 
 
 def test_online_cpus_reads_the_kernel_range_list(tmp_path):

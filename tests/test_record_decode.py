@@ -45,3 +45,30 @@ def test_kmalloc_sizes_between_caches_have_none():
     size = np.array([16, 32, 48, 64, 96], np.int32)
     assert ids(size, np.zeros(5, np.uint32)).tolist() == [-1, 20, -1, 21, -1]
     assert ids(size, np.full(5, GFP_ACCOUNT, np.uint32)).tolist() == [-1] * 5
+
+
+def test_a_view_of_full_batches_decodes_like_its_events_one_by_one():
+    """The drain decodes a span of full batches in the ring's own (batches x KMT_BATCH)
+    shape, without copying it out first: same columns, in the same order, 1-D."""
+    from kmemtrace.record.events import BATCH_DTYPE
+    from kmemtrace.record.ring import event_views
+
+    n = K["KMT_BATCH"]
+    batches = np.zeros(3, BATCH_DTYPE)
+    batches["count"] = n
+    kinds = [K["KMT_K_ALLOC"], K["KMT_K_KMALLOC"], K["KMT_K_FREE"]]
+    flat = np.array([_rec(kinds[i % 3], 64, K["KMT_CTX_TASK"], cache_idx=i % 4,
+                          gfp=GFP_ACCOUNT * (i % 2)) for i in range(3 * n)], EVENT_DTYPE)
+    flat["ts_ns"] = np.arange(3 * n) * 10
+    batches["ev"] = flat.reshape(3, n)
+    [view] = event_views(batches)
+    assert view.shape == (3, n) and np.shares_memory(view, batches)  # no copy taken
+    xlate = np.array([-1, 30, 31], np.int32)  # index 3 unknown: the slow path too
+    ids = KmallocIds({True: {64: 11}, False: {64: 21}})
+    got, want = columns(view, xlate, ids), columns(flat, xlate, ids)
+    assert set(got) == set(want)
+    for name in want:
+        assert got[name].shape == (3 * n,) and got[name].dtype == want[name].dtype, name
+        assert not np.shares_memory(got[name], batches), name
+        assert got[name].tolist() == want[name].tolist(), name
+    assert sorted(set(got["cache_id"].tolist())) == [-1, 11, 21, 30, 31]

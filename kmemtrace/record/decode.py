@@ -45,9 +45,11 @@ class KmallocIds:
 
 
 def columns(recs: np.ndarray, xlate: np.ndarray, kmalloc_ids: KmallocIds) -> dict:
-    """Trace columns (all but ``seq``) of ``recs``. ``xlate[i]`` is the cache id of BPF cache
-    index i (-1 unknown); indices past its end are unknown too."""
-    n = len(recs)
+    """Trace columns (all but ``seq``) of ``recs``, 1-D, each a fresh array. ``recs`` may be
+    a 1-D event array or a (batches x KMT_BATCH) view of the ring itself, decoded in place
+    (every column is computed in that shape, then flattened: a view of a fresh array).
+    ``xlate[i]`` is the cache id of BPF cache index i (-1 unknown); indices past its end are
+    unknown too."""
     size_kind = recs["size_kind"]
     raw_kind = (size_kind >> K["KMT_KIND_SHIFT"]) & K["KMT_KIND_MASK"]
     size = (size_kind & K["KMT_SIZE_MASK"]).astype(np.int32)
@@ -56,12 +58,12 @@ def columns(recs: np.ndarray, xlate: np.ndarray, kmalloc_ids: KmallocIds) -> dic
         cache_id = xlate[idx]
     else:
         known = idx < len(xlate)
-        cache_id = np.full(n, -1, np.int32)
+        cache_id = np.full(idx.shape, -1, np.int32)
         cache_id[known] = xlate[idx[known]]
-    kmalloc = np.flatnonzero(raw_kind == K["KMT_K_KMALLOC"])
-    if len(kmalloc):
+    kmalloc = raw_kind == K["KMT_K_KMALLOC"]
+    if kmalloc.any():
         cache_id[kmalloc] = kmalloc_ids(size[kmalloc], recs["gfp"][kmalloc])
-    return {
+    cols = {
         "ts_ns": recs["ts_ns"].astype(np.int64),
         "cpu": recs["cpu"].astype(np.int32),
         "kind": KIND_TABLE[raw_kind],
@@ -71,7 +73,10 @@ def columns(recs: np.ndarray, xlate: np.ndarray, kmalloc_ids: KmallocIds) -> dic
         "bytes": size,
         "pid": recs["pid"].astype(np.int32),
         "gfp": recs["gfp"].copy(),
-        "aux": np.zeros(n, np.int64),
-        "aux2": np.zeros(n, np.int64),
         "ctx": (size_kind >> K["KMT_CTX_SHIFT"]).astype(np.uint8),
     }
+    cols = {name: col.reshape(-1) for name, col in cols.items()}
+    n = len(cols["ts_ns"])
+    cols["aux"] = np.zeros(n, np.int64)
+    cols["aux2"] = np.zeros(n, np.int64)
+    return cols

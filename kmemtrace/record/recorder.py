@@ -525,9 +525,8 @@ class Recorder:
             pcs = self.pc_ring.drain()
             if len(pcs):
                 self._write_page_cache(pcs)
-        recs = self.ring.drain()
-        if len(recs):
-            self._write_records(recs)
+        for cols in self.ring.drain_with(self._decode):
+            self._append(cols)
         for ts, samples in self.sampler.take():
             self._write_samples(ts, samples)
         mono = time.monotonic()
@@ -588,12 +587,13 @@ class Recorder:
             tap(cols)
         self.pipeline.put(cols)
 
-    def _write_records(self, recs: np.ndarray) -> None:
-        self.events += len(recs)
+    def _decode(self, recs: np.ndarray) -> dict[str, np.ndarray]:
+        """Columns of slab records (a view of the ring: decoding is their only copy)."""
+        self.events += recs.size
         top = int(recs["cache_idx"].max(initial=0))
         if top >= len(self.xlate):
             self._refresh_caches(top)
-        self._append(decode.columns(recs, self.xlate, self.kmalloc_ids))
+        return decode.columns(recs, self.xlate, self.kmalloc_ids)
 
     def _refresh_caches(self, top: int) -> None:
         """Map BPF cache indices up to ``top`` to meta cache ids, adding caches created since

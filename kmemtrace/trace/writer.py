@@ -41,27 +41,30 @@ DEFAULT_REORDER_WINDOW_NS = 50_000_000  # 50 ms: far above ring-buffer commit sk
 
 # Columns that are (nearly) sorted within a part: delta-encoded, a few bits per row.
 DELTA_COLUMNS = ("ts_ns", "seq")
-# Columns with a value per object: a dictionary would be as large as the column.
-NO_DICTIONARY = (*DELTA_COLUMNS, "ptr")
+# Min/max statistics are kept for the time column only: no reader prunes on the others.
+STATISTICS_COLUMNS = ("ts_ns",)
 
 
 def write_parquet(table: pa.Table, path: Path, compression: str) -> None:
     """One part, with a CRC32 per data page so that the reader notices flipped bits.
 
-    Encodings, measured on a 1 M-row part of a recording (CPU per row, this VM): the
-    default (dictionary everywhere) cost 138 ns/row and 4.2 B/row; delta for ts_ns/seq and
-    no dictionary for ts_ns/seq/ptr, 92 ns/row and 1.7 B/row. No dictionary at all (plain
-    values, zstd finds the repeats): 78 instead of 101 CPU-ns/row and 1.91 instead of 1.68
-    B/row on an --in-memcg recording, 99 instead of 121 and 4.02 instead of 3.57 B/row on a
-    whole-system one (best of 3, ``time.process_time``); but a checked mix run without them
-    reached 6.35 B/event, over the 6 B/event budget, so the other columns keep their
-    dictionaries: 22 ns/row of writer CPU is the price of staying inside it.
+    Encodings, chosen by CPU per row of the writer thread, the recorder's largest cost
+    (``benchmarks/writer_cost.py``, 2 M-row parts of real recordings, best of 3,
+    ``time.thread_time_ns``): delta for ``ts_ns``/``seq``; every other column
+    BYTE_STREAM_SPLIT (its bytes regrouped by significance, so zstd finds the repeated high
+    bytes of pointers, ids and sizes) with no dictionary. On an ``eventfd`` recording that is
+    68 ns and 2.45 B per row, against 98 ns and 2.09 B with dictionaries for all but
+    ``ts_ns``/``seq``/``ptr`` (the previous setting) and 79 ns and 2.88 B with plain values;
+    on a ``mix`` recording 69 ns and 3.88 B against 101 ns and 3.61 B. Statistics for
+    ``ts_ns`` only: 6-8 ns/row less. BYTE_STREAM_SPLIT of integers needs pyarrow >= 17 to
+    read (pyproject.toml).
     """
+    names = table.column_names
     pq.write_table(table, path, compression=compression, row_group_size=1 << 20,
-                   write_page_checksum=True,
-                   use_dictionary=[c for c in table.column_names if c not in NO_DICTIONARY],
-                   column_encoding={c: "DELTA_BINARY_PACKED" for c in DELTA_COLUMNS
-                                    if c in table.column_names})
+                   write_page_checksum=True, use_dictionary=False,
+                   write_statistics=[c for c in STATISTICS_COLUMNS if c in names],
+                   column_encoding={c: "DELTA_BINARY_PACKED" if c in DELTA_COLUMNS
+                                    else "BYTE_STREAM_SPLIT" for c in names})
 
 
 def part_digest(path: Path) -> dict:
@@ -130,8 +133,9 @@ class TraceWriter:
             self._seal(final=False)
 
     def _count(self, batch: dict[str, np.ndarray]) -> None:
-        kinds, counts = np.unique(batch["kind"], return_counts=True)
-        for k, c in zip(kinds.tolist(), counts.tolist(), strict=True):
+        counts = np.bincount(batch["kind"])  # O(rows): np.unique sorts them
+        for k in np.flatnonzero(counts).tolist():
+            c = int(counts[k])
             name = EventKind(k).name if k in EventKind._value2member_map_ else f"KIND_{k}"
             self.meta["counts"][name] = self.meta["counts"].get(name, 0) + c
         lost = batch["kind"] == EventKind.LOST
