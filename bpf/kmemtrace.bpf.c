@@ -9,7 +9,8 @@
  * Required macros: KMT_OFF_CACHE_{NAME,SIZE,FLAGS,OO,OBJECT_SIZE}, KMT_SLAB_ACCOUNT,
  * KMT_GFP_ACCOUNT, KMT_MEMCG_ROOT, KMT_RING_PAGES, KMT_SINGLES_PAGES, KMT_BATCH_AGE_NS,
  * KMT_CTL_PAGES, KMT_LIVE_MAX, KMT_MAX_CACHES,
- * KMT_OFF_CSS_CGROUP, KMT_OFF_CGROUP_KN, KMT_OFF_KN_ID, KMT_OFF_CGROUP_{ROOT,LEVEL,SELF},
+ * KMT_OFF_TASK_TGID, KMT_OFF_CSS_CGROUP, KMT_OFF_CGROUP_KN, KMT_OFF_KN_ID,
+ * KMT_OFF_CGROUP_{ROOT,LEVEL,SELF},
  * KMT_OFF_ROOT_HIERARCHY_ID, KMT_OFF_CSS_PARENT, and either KMT_CGROUP_V2 or
  * KMT_OFF_TASK_CGROUPS, KMT_OFF_CSSSET_SUBSYS, KMT_MEMORY_CGRP_ID.
  * Optional: KMT_TASK_BTF, KMT_ALL_OBJECTS, KMT_FILTER_CGROUP (with KMT_SUBTREE_MAX, KMT_FOLLOW_MAX),
@@ -79,6 +80,9 @@ BPF_HASH(subtree, u64, u8, KMT_SUBTREE_MAX);
 BPF_HASH(followed, u32, u8, KMT_FOLLOW_MAX);
 #endif
 
+/* Stop the compiler from moving stores across a busy flag's set and clear. */
+#define KMT_BARRIER() asm volatile("" ::: "memory")
+
 static __always_inline void count_lost_n(int reason, u64 n)
 {
 	u64 *c = lost.lookup(&reason);
@@ -106,6 +110,17 @@ static __always_inline u64 read_u64(u64 addr)
 static u64 (*kmt_current_task_btf)(void) = (void *)KMT_TASK_BTF;
 #define KMT_LOAD(p, off) (*(u64 *)((p) + (off)))
 #endif
+
+/* The current task's tgid: a BTF load where the task pointer has a type (cheaper than the
+ * bpf_get_current_pid_tgid() call, which the JIT does not inline), else that helper. */
+static __always_inline u32 current_tgid(void)
+{
+#ifdef KMT_TASK_BTF
+	return *(u32 *)((char *)kmt_current_task_btf() + KMT_OFF_TASK_TGID);
+#else
+	return bpf_get_current_pid_tgid() >> 32;
+#endif
+}
 
 /* The memcg the current task is in: its id is the memcg directory's inode number.
  * Measured with benchmarks/probe_floor.py (eventfd hammer, 6.18 VM): BTF loads instead of
@@ -249,13 +264,87 @@ static __always_inline struct kmt_cache *cache_info(u64 s)
 	return caches.lookup(&s);
 }
 
+/* Per-CPU memo of cache_info(): every alloc (and, recording everything, every free) needs
+ * its cache's index, size and flags, and a hash lookup of `caches` was one of the larger
+ * costs of the hot path (benchmarks/probe_floor.py, docs/recording.md). A small direct-mapped
+ * table per CPU answers most events with a few loads. What has to hold:
+ * (a) Programs nest on a CPU (a softirq free inside a task-level alloc program), so an entry
+ *     could be rewritten between a reader's check and its use: the table has a busy flag,
+ *     and whoever finds it set takes the hash lookup instead (nesting is last-in first-out,
+ *     so test-then-set suffices, as for the staging buffers).
+ * (b) A destroyed cache's address can be reused by a new cache: cache_destroy() bumps
+ *     `cache_gen`, and an entry of an older generation is a miss. */
+#define KMT_MEMO 64 /* a power of two */
+struct kmt_memo_ent {
+	u64 s;
+	u32 gen;
+	u32 idx;
+	u32 size;
+	u32 flags;
+};
+struct kmt_memo {
+	u32 busy;
+	u32 pad;
+	struct kmt_memo_ent e[KMT_MEMO];
+};
+BPF_PERCPU_ARRAY(cache_memo, struct kmt_memo, 1);
+BPF_ARRAY(cache_gen, u32, 1);
+
+/* What the hot path needs of a cache: filled from the memo, else from cache_info(). */
+struct kmt_cache_ref {
+	u32 idx;
+	u32 size;
+	u32 flags;
+};
+
+/* 1 and *ref filled if cache `s` is known (or was just registered), else 0. */
+static __always_inline int cache_ref(u64 s, struct kmt_cache_ref *ref)
+{
+	int zero = 0;
+	struct kmt_memo *t = cache_memo.lookup(&zero);
+	u32 *gen = cache_gen.lookup(&zero);
+	if (!t || !gen || t->busy) {
+		struct kmt_cache *c = cache_info(s);
+		if (!c)
+			return 0;
+		ref->idx = c->idx;
+		ref->size = c->size;
+		ref->flags = c->flags;
+		return 1;
+	}
+	t->busy = 1;
+	KMT_BARRIER();
+	u32 g = *gen;
+	struct kmt_memo_ent *m = &t->e[((s >> 6) ^ (s >> 14)) & (KMT_MEMO - 1)];
+	int found = 1;
+	if (m->s == s && m->gen == g) {
+		ref->idx = m->idx;
+		ref->size = m->size;
+		ref->flags = m->flags;
+	} else {
+		struct kmt_cache *c = cache_info(s);
+		if (c) {
+			ref->idx = m->idx = c->idx;
+			ref->size = m->size = c->size;
+			ref->flags = m->flags = c->flags;
+			m->gen = g;
+			m->s = s;
+		} else {
+			found = 0;
+		}
+	}
+	KMT_BARRIER();
+	t->busy = 0;
+	return found;
+}
+
 static __always_inline void fill(struct kmt_event *e, u64 ts, u64 ptr, u64 memcg, u32 gfp,
 				 u32 size, u32 kind, u32 cache_idx, u32 ectx)
 {
 	e->ts_ns = ts;
 	e->ptr = ptr;
 	e->memcg_id = memcg;
-	e->pid = bpf_get_current_pid_tgid() >> 32;
+	e->pid = current_tgid();
 	e->gfp = gfp;
 	e->size_kind = (size > KMT_SIZE_MASK ? KMT_SIZE_MASK : size) | kind << KMT_KIND_SHIFT |
 		       ectx << KMT_CTX_SHIFT;
@@ -307,8 +396,6 @@ struct kmt_stage {
 };
 BPF_PERCPU_ARRAY(stage, struct kmt_stage, KMT_LEVELS);
 
-/* Stop the compiler from moving stores across the busy flag's set and clear. */
-#define KMT_BARRIER() asm volatile("" ::: "memory")
 
 static __always_inline void stage_flush(struct kmt_stage *st)
 {
@@ -442,16 +529,16 @@ int kmt_cache_alloc(struct bpf_raw_tracepoint_args *ctx)
 	u32 gfp = ctx->args[3];
 	if (!ptr)
 		return 0;
-	struct kmt_cache *c = cache_info(ctx->args[2]);
-	if (!c)
+	struct kmt_cache_ref c;
+	if (!cache_ref(ctx->args[2], &c))
 		return 0;
-	if (c->flags & KMT_SLAB_ACCOUNT)
+	if (c.flags & KMT_SLAB_ACCOUNT)
 		gfp |= KMT_GFP_ACCOUNT;
 #ifndef KMT_ALL_OBJECTS
 	if (!(gfp & KMT_GFP_ACCOUNT))
 		return 0;
 #endif
-	return on_alloc(ctx, ptr, gfp, c->size, KMT_K_ALLOC, c->idx);
+	return on_alloc(ctx, ptr, gfp, c.size, KMT_K_ALLOC, c.idx);
 }
 
 /* Nested frees. The kernel runs a raw-tracepoint program at most once per CPU at a time
@@ -541,8 +628,9 @@ static __always_inline int nest_missed(int slot, u64 ptr)
 static __always_inline void on_cache_free(struct bpf_raw_tracepoint_args *ctx, u32 ectx)
 {
 #ifdef KMT_ALL_OBJECTS
-	struct kmt_cache *c = cache_info(ctx->args[2]);
-	on_free(ctx, ctx->args[1], c ? c->idx : 0, ectx);
+	struct kmt_cache_ref c = {};
+	cache_ref(ctx->args[2], &c);
+	on_free(ctx, ctx->args[1], c.idx, ectx);
 #else
 	on_free(ctx, ctx->args[1], 0, ectx);
 #endif
@@ -659,6 +747,10 @@ static __always_inline int cache_destroy(void *ctx, u64 s)
 	struct kmt_cache *c = caches.lookup(&s);
 	emit_rare(ctx, s, 0, 0, KMT_K_CACHE_DESTROY, c ? c->idx : 0, event_ctx(pcpu_area()));
 	caches.delete(&s); /* the address may be reused by a later cache */
+	int zero = 0;
+	u32 *gen = cache_gen.lookup(&zero);
+	if (gen)
+		__sync_fetch_and_add(gen, 1); /* every CPU's memo forgets it (cache_ref) */
 	return 0;
 }
 
