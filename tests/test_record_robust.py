@@ -130,7 +130,10 @@ def test_part_rotations_leave_no_gap_in_event_time(hammer, tmp_path):
     assert rec.returncode == 0, (tmp_path / "stderr").read_text()
     meta = assert_honest(out)
     assert meta["complete"]
-    memcg = next(m["id"] for m in meta["memcgs"] if m["path"].startswith("/kmemtrace-"))
+    # meta also lists other recorders' memcgs that existed at start: ours has its MKDIR here
+    created = set(open_trace(out).to_pandas(kinds=[EventKind.MEMCG_MKDIR]).memcg_id.tolist())
+    memcg = next(m["id"] for m in meta["memcgs"]
+                 if m["path"].startswith("/kmemtrace-") and m["id"] in created)
     ts, kind, mid = [], [], []
     for cols in open_trace(out).iter_parts(columns=["ts_ns", "kind", "memcg_id"]):
         slab = (cols["kind"] == EventKind.ALLOC) | (cols["kind"] == EventKind.FREE)
