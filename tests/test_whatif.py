@@ -135,6 +135,18 @@ def test_unknown_survivors_fill_the_real_slabs_before_adding_one(tmp_path):
     assert list(pre["ptr"][pre["kind"] == EventKind.FREE]) == list(allocs[[6, 7]])
 
 
+def test_no_more_old_objects_than_the_kernel_had(tmp_path):
+    """1 slab of 4, 2 "objects" at the start, and the trace frees 3 old pointers (one of
+    them allocated where no BPF program saw it): at most 2 were live, the first 2 freed
+    get the prelude's objects (slots 0, 1), the third's free is unmatched."""
+    rows = [(EventKind.SLAB_SAMPLE, 0, 0, 1, 2)]
+    rows += [(EventKind.FREE, p, 0, 0, 0) for p in (PAGE + 128, PAGE, PAGE + 64)]
+    pre = kernel_start(_trace(tmp_path / "t", rows))
+    allocs = pre["ptr"][pre["kind"] == EventKind.ALLOC]
+    assert list(allocs[:2]) == [PAGE, PAGE + 128] and PAGE + 64 not in set(allocs)
+    assert len(allocs) == 4 and sum(pre["kind"] == EventKind.FREE) == 2
+
+
 def test_cpu_mapping():
     cpu = np.array([0, 1, 0, 1, 0, 1])
     pid = np.array([10, 10, 11, 12, 13, 14])
