@@ -120,11 +120,12 @@ def test_a_pre_recording_slab_freed_whole_empties_in_the_model(tmp_path):
     assert list(s["model_objects"]) == [8, 2]
 
 
-def test_unknown_survivors_fill_the_real_slabs_before_adding_one(tmp_path):
+def test_unknown_survivors_even_out_the_real_slabs_before_adding_one(tmp_path):
     """2 slabs of 4 and 8 "objects" (6 live); the trace frees 3 old objects of page A and
     2 of page B, so both kernel slabs are known and the 6th survivor, never seen, must be
-    on one of them: the free slots of A (slot 3) and B (slots 6, 7) share it evenly, the
-    first one gets it. The model starts with the kernel's 2 slabs, not 3."""
+    on one of them. Levelled as the even spread levels unknown slabs: B (2) gets it, so
+    that each holds 3: kept are A's slots 0-2 and B's 4-6; slots 3 and 7 are freed. The
+    model starts with the kernel's 2 slabs, not 3."""
     a, b = PAGE + 0x1000, PAGE + 0x2000
     rows = [(EventKind.SLAB_SAMPLE, 0, 0, 2, 8)]
     rows += [(EventKind.FREE, p, 0, 0, 0) for p in (a, a + 64, a + 128, b, b + 64)]
@@ -132,7 +133,7 @@ def test_unknown_survivors_fill_the_real_slabs_before_adding_one(tmp_path):
     allocs = pre["ptr"][pre["kind"] == EventKind.ALLOC]
     assert len(allocs) == 8
     assert list(allocs[[0, 1, 2, 4, 5]]) == [a, a + 64, a + 128, b, b + 64]
-    assert list(pre["ptr"][pre["kind"] == EventKind.FREE]) == list(allocs[[6, 7]])
+    assert list(pre["ptr"][pre["kind"] == EventKind.FREE]) == list(allocs[[3, 7]])
 
 
 def test_no_more_old_objects_than_the_kernel_had(tmp_path):

@@ -19,7 +19,9 @@ The raw median over every cache and sample is near zero by construction (the sta
 first sample, and most caches barely move): the headline beside it is the error over the
 samples after :data:`SETTLE_S` and over the caches that moved (:data:`MOVED_PCT`), and the
 worst caches are listed with the trace's own allocation and free counts for them, which
-say whether their frees reach the tracepoints at all.
+say whether their frees reach the tracepoints at all. The worst per cache is also given
+over the caches whose frees and allocations do reach the recorder (:func:`untraced`):
+the others are listed with their evidence, never dropped silently.
 """
 
 import hashlib
