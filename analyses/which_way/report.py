@@ -157,7 +157,7 @@ class CalibSummary:
     worst_cache: str
     traced_worst: float  # ... over the caches whose events reach the recorder
     traced_worst_cache: str
-    n_excluded: int  # cache fits left out of it (untraced frees or allocations)
+    n_excluded: int  # cache fits left out of it that are not idle (no event, 0 % error)
     on_target: tuple[int, int]  # caches meeting both targets, caches scored (all traces)
     dying: list  # per trace: (kernel, slab-only model, model with page cache or None)
     dying_err: list[float]  # |model - kernel| / kernel % (with page cache when recorded)
@@ -178,7 +178,8 @@ class CalibSummary:
                    med(c.settled.median_pct for c in calib),
                    med(c.moved.median_pct for c in calib), w.raw.worst_pct, w.name,
                    tw.traced_worst_pct, f"{tw.traced_worst_cache}, {tw.group} {tw.run}",
-                   sum(len(c.excluded) for c in calib),
+                   sum(1 for c in calib for x in c.excluded if x["worst_pct"] or x["allocs"]
+                       or x["frees_traced"] or x["frees_implied"] or x["allocs_implied"]),
                    (sum(o for o, _ in on), sum(n for _, n in on)), dy,
                    [abs((pc if pc is not None else m) - k) / max(abs(k), 1) * 100
                     for k, m, pc in dy],
@@ -192,14 +193,20 @@ def _excluded_table(calib: list[Calibration]) -> str:
         for x in c.excluded:
             by.setdefault((x["cache"], x["why"]), []).append((c, x))
     rows = sorted(by.items(), key=lambda kv: -max(abs(x["worst_pct"]) for _, x in kv[1]))
+    counts = ("allocs", "frees_traced", "frees_implied", "allocs_implied")
+    idle = {key for key, xs in by.items()
+            if not any(x["worst_pct"] or any(x[k] for k in counts) for _, x in xs)}
+    rows = [r for r in rows if r[0] not in idle]
+    note = (f"\n\nAlso left out, with no event in any trace and 0 % error in every one (idle "
+            f"caches: nothing happened that the model could follow or miss): {len(idle)} "
+            f"caches, {', '.join(f'`{n}`' for n, _ in sorted(idle))}." if idle else "")
     return table(
         ["cache", "left out because", "traces", "raw worst % [min–max]", "allocs",
          "traced frees", "implied frees", "implied allocs"],
         [[name, why, str(len(xs)),
           f"{fmt(min(x['worst_pct'] for _, x in xs))}–{fmt(max(x['worst_pct'] for _, x in xs))}",
-          *(f"{sum(x[k] for _, x in xs):,}" for k in ("allocs", "frees_traced",
-                                                      "frees_implied", "allocs_implied"))]
-         for (name, why), xs in rows])
+          *(f"{sum(x[k] for _, x in xs):,}" for k in counts)]
+         for (name, why), xs in rows]) + note
 
 
 def calibration_section(calib: list[Calibration], previous: tuple[str, str] | None) -> str:
@@ -259,7 +266,8 @@ def calibration_section(calib: list[Calibration], previous: tuple[str, str] | No
         "says how many caches meet it); over the caches whose frees and allocations reach "
         f"the recorder {k.traced_worst:+.0f} % (`{k.traced_worst_cache}`; "
         f"{'met' if abs(k.traced_worst) <= TARGET_WORST_PCT else 'NOT met'}), "
-        f"{k.n_excluded} cache fits left out, each listed below with why. "
+        f"{k.n_excluded} cache fits left out (besides idle caches), each listed below with "
+        "why. "
         + (f"The report this one replaced ({previous[0]}) gave worst per cache "
            f"{previous[1]}. " if previous else "")
         + (f"Dying memcgs: the model's change ({dy_pc} of {len(dy)} traces with page "
