@@ -120,11 +120,12 @@ def test_a_pre_recording_slab_freed_whole_empties_in_the_model(tmp_path):
     assert list(s["model_objects"]) == [8, 2]
 
 
-def test_unknown_survivors_fill_the_real_slabs_before_adding_one(tmp_path):
+def test_unknown_survivors_even_out_the_real_slabs_before_adding_one(tmp_path):
     """2 slabs of 4 and 8 "objects" (6 live); the trace frees 3 old objects of page A and
     2 of page B, so both kernel slabs are known and the 6th survivor, never seen, must be
-    on one of them: the free slots of A (slot 3) and B (slots 6, 7) share it evenly, the
-    first one gets it. The model starts with the kernel's 2 slabs, not 3."""
+    on one of them. Levelled as the even spread levels unknown slabs: B (2) gets it, so
+    that each holds 3: kept are A's slots 0-2 and B's 4-6; slots 3 and 7 are freed. The
+    model starts with the kernel's 2 slabs, not 3."""
     a, b = PAGE + 0x1000, PAGE + 0x2000
     rows = [(EventKind.SLAB_SAMPLE, 0, 0, 2, 8)]
     rows += [(EventKind.FREE, p, 0, 0, 0) for p in (a, a + 64, a + 128, b, b + 64)]
@@ -132,7 +133,19 @@ def test_unknown_survivors_fill_the_real_slabs_before_adding_one(tmp_path):
     allocs = pre["ptr"][pre["kind"] == EventKind.ALLOC]
     assert len(allocs) == 8
     assert list(allocs[[0, 1, 2, 4, 5]]) == [a, a + 64, a + 128, b, b + 64]
-    assert list(pre["ptr"][pre["kind"] == EventKind.FREE]) == list(allocs[[6, 7]])
+    assert list(pre["ptr"][pre["kind"] == EventKind.FREE]) == list(allocs[[3, 7]])
+
+
+def test_no_more_old_objects_than_the_kernel_had(tmp_path):
+    """1 slab of 4, 2 "objects" at the start, and the trace frees 3 old pointers (one of
+    them allocated where no BPF program saw it): at most 2 were live, the first 2 freed
+    get the prelude's objects (slots 0, 1), the third's free is unmatched."""
+    rows = [(EventKind.SLAB_SAMPLE, 0, 0, 1, 2)]
+    rows += [(EventKind.FREE, p, 0, 0, 0) for p in (PAGE + 128, PAGE, PAGE + 64)]
+    pre = kernel_start(_trace(tmp_path / "t", rows))
+    allocs = pre["ptr"][pre["kind"] == EventKind.ALLOC]
+    assert list(allocs[:2]) == [PAGE, PAGE + 128] and PAGE + 64 not in set(allocs)
+    assert len(allocs) == 4 and sum(pre["kind"] == EventKind.FREE) == 2
 
 
 def test_cpu_mapping():

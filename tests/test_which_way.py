@@ -5,17 +5,20 @@ check and every figure the report names must be produced from a real replay, and
 calibration must compare the model with the kernel's own counts.
 """
 
+import json
 import pickle
 import re
 
 from test_whatif import T0, _trace
 
 from analyses.which_way.__main__ import main
-from analyses.which_way.calibrate import calibrate
+from analyses.which_way.calibrate import _event_ends, calibrate, untraced
 from analyses.which_way.freecost import GEOMETRY, free_costs
 from analyses.which_way.record import truth_path
 from analyses.which_way.sweep import CACHE_ENV, TraceSpec
 from kmemtrace.strategies import REGISTRY
+from kmemtrace.trace.reader import TraceReader
+from kmemtrace.trace.schema import EventKind
 
 VERDICTS = ("reproduced", "not reproduced", "not comparable")
 
@@ -63,8 +66,32 @@ def test_calibration_against_a_hand_scenario(tmp_path):
     # (1 allocation; 2 frees name it, the kfree does not)
     assert c.n_moved == 0 and c.moved.n == 0
     assert [(w["cache"], w["allocs"], w["frees"]) for w in c.worst] == [("kmalloc-64", 1, 2)]
+    # NEW's life ends in a traced free; nothing implied: the cache counts in the traced worst
+    w = c.worst[0]
+    assert (w["frees_traced"], w["frees_implied"], w["allocs_implied"]) == (1, 0, 0)
+    assert w["untraced"] is None and c.excluded == [] and c.traced_worst_pct == 0
     # the kernel gained one dying memcg; no offline; no page-cache rows: no such model
     assert c.dying_error() == (1.0, 0.0, None)
+
+
+def test_a_cache_whose_frees_reach_no_tracepoint_is_left_out_with_its_evidence(tmp_path):
+    """Cache 0's 3 allocations reuse one address with no FREE between (2 implied frees,
+    0 traced: a bulk free's objects), cache 1's address is freed twice with no ALLOC
+    between (1 implied allocation against 1 allocation), cache 2 has an ordinary life."""
+    a, b, c = 0xFFFF_8880_0010_0000, 0xFFFF_8880_0020_0000, 0xFFFF_8880_0030_0000
+    rows = [(EventKind.ALLOC, a, 0, 0, 0), (EventKind.ALLOC, a, 0, 0, 0),
+            (EventKind.ALLOC, a, 0, 0, 0), (EventKind.ALLOC, b, 1, 0, 0),
+            (EventKind.FREE, b, 1, 0, 0), (EventKind.FREE, b, 1, 0, 0),
+            (EventKind.ALLOC, c, 2, 0, 0), (EventKind.FREE, c, -1, 0, 0)]
+    path = tmp_path / "t"
+    meta = _trace(path, rows).meta
+    meta["caches"] += [dict(meta["caches"][0], id=i, name=f"c{i}") for i in (1, 2)]
+    (path / "meta.json").write_text(json.dumps(meta))
+    ends = _event_ends(TraceReader.open(path))
+    assert ends[:, :3].T.tolist() == [[3, 0, 0, 2, 0], [1, 2, 1, 0, 1], [1, 0, 1, 0, 0]]
+    assert untraced(ends, 0) == "its frees mostly reach no tracepoint"
+    assert untraced(ends, 1) == "its allocations mostly reach no BPF program"
+    assert untraced(ends, 2) is None
 
 
 def test_davydov_benchmark_replay_separates_live_and_dead_frees():
@@ -91,3 +118,7 @@ def test_cached_calibration_is_saved_and_reused(tmp_path, monkeypatch):
     saved.write_bytes(pickle.dumps((key, value)))
     [again] = calibrate([spec])
     assert again.group == "from the cache"
+    # saved under another key (before a change of the prelude): computed again
+    saved.write_bytes(pickle.dumps(("objcg", value)))
+    [fresh] = calibrate([spec])
+    assert fresh.group == "hand" and pickle.loads(saved.read_bytes())[0] == key

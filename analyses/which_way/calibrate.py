@@ -19,9 +19,14 @@ The raw median over every cache and sample is near zero by construction (the sta
 first sample, and most caches barely move): the headline beside it is the error over the
 samples after :data:`SETTLE_S` and over the caches that moved (:data:`MOVED_PCT`), and the
 worst caches are listed with the trace's own allocation and free counts for them, which
-say whether their frees reach the tracepoints at all.
+say whether their frees reach the tracepoints at all. The worst per cache is also given
+over the caches whose frees and allocations do reach the recorder (:func:`untraced`):
+the others are listed with their evidence, never dropped silently.
 """
 
+import hashlib
+import inspect
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,6 +36,7 @@ from analyses.which_way.dying import dying_fit
 from analyses.which_way.record import truth_path
 from analyses.which_way.sweep import MAIN_ERA, TraceSpec, cached, pmap
 from kmemtrace.metrics import slab_samples
+from kmemtrace.replay import whatif
 from kmemtrace.replay.engine import replay
 from kmemtrace.report.validate import ErrorStats, Validation, pct_error, validate
 from kmemtrace.strategies import select
@@ -47,6 +53,10 @@ TARGET_DYING_PCT = 10.0
 SETTLE_S = 10.0
 MOVED_PCT = 25.0
 WORST_LISTED = 8
+# A saved calibration is reused only if the prelude that seeds it and this module are the
+# ones that made it (``--cache``): either changes the fit, and the replays do not notice.
+CACHE_KEY = (STRATEGY, *(hashlib.sha256(inspect.getsource(m).encode()).hexdigest()[:16]
+                         for m in (whatif, sys.modules[__name__])))
 
 
 @dataclass
@@ -65,6 +75,9 @@ class Calibration:
     moved: ErrorStats  # raw error over the caches that moved, samples after the first
     n_moved: int
     worst: list[dict]  # the worst caches by raw error, with the trace's counts for them
+    traced_worst_pct: float | None  # worst raw error over the caches whose events are traced
+    traced_worst_cache: str
+    excluded: list[dict]  # the caches left out of it, each with its error and why
 
     def caches_on_target(self) -> tuple[int, int]:
         """(caches whose raw median and worst are within target, caches scored)."""
@@ -117,27 +130,96 @@ def _cat(parts: list[np.ndarray]) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros(0)
 
 
-def _worst(v: Validation, trace: TraceReader) -> list[dict]:
+def _event_ends(trace: TraceReader) -> np.ndarray:
+    """Per cache id, what the trace shows of its objects' lives: ``[allocs, frees naming
+    it, traced frees, implied frees, implied allocs]``. An ALLOC's object ends in a traced
+    free when the next event of its address is a FREE (whatever cache that FREE names:
+    ``kfree`` names none), in an implied free when it is another ALLOC (the kernel never
+    hands out a live object twice: the free reached no BPF program); a FREE followed by a
+    FREE of the same address implies an allocation no BPF program saw, counted on the
+    cache the FREE names. Rows are in event order, so a stable sort by address keeps each
+    address's history in order."""
+    n = len(trace.caches) + 1
+    ptrs, kinds, caches = [], [], []
+    for cols in trace.iter_parts(["kind", "ptr", "cache_id"]):
+        sel = (cols["kind"] == EventKind.ALLOC) | (cols["kind"] == EventKind.FREE)
+        ptrs.append(cols["ptr"][sel])
+        kinds.append(cols["kind"][sel])
+        caches.append(cols["cache_id"][sel].astype(np.int64))
+    out = np.zeros((5, n), np.int64)
+    if not ptrs:
+        return out
+    order = np.argsort(np.concatenate(ptrs), kind="stable")
+    ptr = np.concatenate(ptrs)[order]
+    kind, cache = np.concatenate(kinds)[order], np.concatenate(caches)[order]
+    cache = np.where((cache >= 0) & (cache < n), cache, n - 1)  # n - 1: no cache named
+    alloc, free = kind == EventKind.ALLOC, kind == EventKind.FREE
+    same = np.r_[ptr[1:] == ptr[:-1], False]
+    nxt_free = same & np.r_[free[1:], False]
+    nxt_alloc = same & np.r_[alloc[1:], False]
+    for row, sel in enumerate((alloc, free, alloc & nxt_free, alloc & nxt_alloc,
+                               free & nxt_free)):
+        out[row] = np.bincount(cache[sel], minlength=n)
+    return out
+
+
+def untraced(ends: np.ndarray, cache_id: int) -> str | None:
+    """Why the model cannot follow this cache on the recording kernel, or None: its frees
+    or allocations mostly reach no BPF program (docs/recording.md, "Frees no probe sees";
+    on 6.18 ``kmem_cache_free_bulk``, ``kfree_bulk`` and SLUB sheaves' RCU frees have no
+    tracepoint, and kprobes are off), or nothing of it reached the trace at all. Such a
+    cache is scored and listed, but its error is the recorder's blind spot, not the
+    model's: the worst per cache is given over the others too."""
+    allocs, named, traced, implied, implied_allocs = (int(x) for x in ends[:, cache_id])
+    if not allocs and not named:
+        return "no allocation or free of it reached a tracepoint"
+    if implied and implied >= traced:
+        return "its frees mostly reach no tracepoint"
+    if implied_allocs and implied_allocs >= allocs:
+        return "its allocations mostly reach no BPF program"
+    return None
+
+
+def _worst(v: Validation, ends: np.ndarray) -> list[dict]:
     """The worst caches, with what the trace holds for them: allocations, frees that named
-    the cache, and the kernel's and the model's pages where the error was worst."""
+    the cache, how their objects' lives ended (:func:`_event_ends`), whether the model can
+    follow them (:func:`untraced`), and the kernel's and the model's pages where the error
+    was worst."""
     fits = sorted((f for f in v.caches if f.raw.worst_pct is not None),
                   key=lambda f: -abs(f.raw.worst_pct))[:WORST_LISTED]
-    n = len(trace.caches) + 1
-    allocs, frees = np.zeros(n, np.int64), np.zeros(n, np.int64)
-    for cols in trace.iter_parts(["kind", "cache_id"]):
-        cid = cols["cache_id"].astype(np.int64)
-        ok = (cid >= 0) & (cid < n)
-        allocs += np.bincount(cid[ok & (cols["kind"] == EventKind.ALLOC)], minlength=n)
-        frees += np.bincount(cid[ok & (cols["kind"] == EventKind.FREE)], minlength=n)
     out = []
     for f in fits:
         i = int(np.argmax(np.abs(pct_error(f.model_pages, f.kernel_pages))))
+        e = ends[:, f.cache_id]
         out.append({"cache": f.name, "merged": len(f.merged_with), "worst_pct": f.raw.worst_pct,
                     "median_pct": f.raw.median_pct, "t_s": float(f.t_s[i]),
                     "kernel_pages": int(f.kernel_pages[i]), "model_pages": int(f.model_pages[i]),
                     "kernel_pages_start": int(f.kernel_pages[0]),
-                    "allocs": int(allocs[f.cache_id]), "frees": int(frees[f.cache_id])})
+                    "allocs": int(e[0]), "frees": int(e[1]), "frees_traced": int(e[2]),
+                    "frees_implied": int(e[3]), "allocs_implied": int(e[4]),
+                    "untraced": untraced(ends, f.cache_id)})
     return out
+
+
+def _traced_worst(v: Validation, ends: np.ndarray) -> tuple[float | None, str, list[dict]]:
+    """(worst raw error over the caches the model can follow, that cache, the excluded
+    caches with their error and reason)."""
+    kept, excluded = [], []
+    for f in v.caches:
+        if f.raw.worst_pct is None:
+            continue
+        why = untraced(ends, f.cache_id)
+        if why is None:
+            kept.append(f)
+        else:
+            excluded.append({"cache": f.name, "worst_pct": f.raw.worst_pct, "why": why,
+                             "allocs": int(ends[0, f.cache_id]),
+                             "frees_traced": int(ends[2, f.cache_id]),
+                             "frees_implied": int(ends[3, f.cache_id]),
+                             "allocs_implied": int(ends[4, f.cache_id])})
+    top = max(kept, key=lambda f: abs(f.raw.worst_pct), default=None)
+    excluded.sort(key=lambda x: -abs(x["worst_pct"]))
+    return (top.raw.worst_pct if top else None), (top.name if top else ""), excluded
 
 
 def _dying(spec: TraceSpec, trace: TraceReader, result, run) -> pd.DataFrame | None:
@@ -165,7 +247,7 @@ def calibrate(specs: list[TraceSpec]) -> list[Calibration]:
 
 
 def _calibrate_one(spec: TraceSpec) -> Calibration | None:
-    return cached("calibration", spec, STRATEGY, lambda: _calibration(spec))
+    return cached("calibration", spec, CACHE_KEY, lambda: _calibration(spec))
 
 
 def _calibration(spec: TraceSpec) -> Calibration | None:
@@ -180,6 +262,7 @@ def _calibration(spec: TraceSpec) -> Calibration | None:
         np.zeros(0))
     t, kernel, model = _raw_totals(v)
     settled, moved, n_moved = _settled_and_moved(v)
+    ends = _event_ends(trace)
     return Calibration(spec.group, spec.run, v, empty, t, kernel, model,
                        _dying(spec, trace, result, run), settled, moved, n_moved,
-                       _worst(v, trace))
+                       _worst(v, ends), *_traced_worst(v, ends))
