@@ -22,8 +22,6 @@ from kmemtrace.model.state import (
     G_SIZE,
     I_CACHE,
     M_STATE,
-    MEMCG_BITS,
-    MEMCG_MASK,
     MS_ONLINE,
     NC,
     S_INST,
@@ -134,8 +132,7 @@ def _stranded_from_scratch(model):
     """Whole-slab pages and mixed-slab bytes of offline memcgs, recounted from the live
     object table (the loop keeps them incrementally)."""
     dead_by_slab = Counter()
-    for key, val in model.hobj:
-        s, g = val >> MEMCG_BITS, val & MEMCG_MASK
+    for key, s, g in zip(model.hkeys, model.hslab, model.hmemcg, strict=True):
         if key != 0 and g != 0 and model.memcg[M_STATE, g] != MS_ONLINE:
             dead_by_slab[int(s)] += 1
     pages = obj_bytes = 0

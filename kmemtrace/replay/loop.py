@@ -18,15 +18,7 @@ from kmemtrace.model.charge import (
     try_charge,
     went_offline,
 )
-from kmemtrace.model.objects import (
-    obj_delete,
-    obj_insert,
-    obj_key,
-    obj_lookup,
-    obj_memcg,
-    obj_prefetch,
-    obj_slab,
-)
+from kmemtrace.model.objects import obj_delete, obj_insert, obj_lookup
 from kmemtrace.model.slub import (
     alloc_object,
     discard_slab,
@@ -120,7 +112,6 @@ from kmemtrace.model.state import (
     G_CPU_PARTIAL,
     G_MIN_PARTIAL,
     G_SIZE,
-    H_VAL,
     I_AHEAD,
     I_CACHE,
     I_CHARGE,
@@ -152,8 +143,6 @@ from kmemtrace.model.state import (
     M_PARENT,
     M_STATE,
     M_T_OFFLINE,
-    MEMCG_BITS,
-    MEMCG_MASK,
     MS_OFFLINE,
     MS_ONLINE,
     MS_RELEASED,
@@ -224,8 +213,6 @@ NEED_SLABS = 1
 NEED_INSTANCES = 2
 NEED_OBJECTS = 3
 NEED_DLOG = 4
-
-PREFETCH_AHEAD = 8  # events between prefetching an object's table slot and using it
 
 OBJCG_PTR_BYTES = 8  # obj_full_size() = s->size + sizeof(struct obj_cgroup *)
 KEEP_ALL = 1 << 62  # a min_partial no node list reaches
@@ -520,10 +507,9 @@ def _objects_now_dead(m: Model, pol, memcg: int) -> None:
                     mark_object_dead(m, s, m.slab[S_INUSE, s] - dead)
                 s = m.slab[S_ANEXT, s]
         return
-    h = m.hobj
-    for i in range(h.shape[0]):
-        if (h[i, H_VAL] & MEMCG_MASK) == memcg:  # an empty slot's word is 0; memcg is not
-            mark_object_dead(m, h[i, H_VAL] >> MEMCG_BITS, 1)
+    for i in range(m.hkeys.shape[0]):
+        if m.hkeys[i] != 0 and m.hmemcg[i] == memcg:
+            mark_object_dead(m, m.hslab[i], 1)
 
 
 @njit(cache=True, nogil=True, _nrt=False)
@@ -664,8 +650,8 @@ def _stock_uncharge(m: Model, cpu: int, memcg: int, size: int) -> None:
 
 @njit(cache=True, nogil=True, _nrt=False, inline="always")
 def _free(m: Model, pol, slot: int, cpu: int, now: int) -> None:
-    s = obj_slab(m, slot)
-    memcg = obj_memcg(m, slot)
+    s = m.hslab[slot]
+    memcg = m.hmemcg[slot]
     obj_delete(m, slot)
     inst = m.slab[S_INST, s]
     cache = m.inst[I_CACHE, inst]
@@ -778,10 +764,8 @@ def run_events(m: Model, pol, ts, kind, cpu, ptr, cache, memcg, aux, aux2, start
             return i, NEED_INSTANCES
         if m.ctr[C_DLOG_LEN] + m.ctr[C_NINST] >= m.dlog.shape[1]:
             return i, NEED_DLOG  # one event destroys at most every instance there is
-        if 2 * (m.ctr[C_HASH_COUNT] + 1) > m.hobj.shape[0]:
+        if 2 * (m.ctr[C_HASH_COUNT] + 1) > m.hkeys.shape[0]:
             return i, NEED_OBJECTS
-        if i + PREFETCH_AHEAD < n:
-            obj_prefetch(m, obj_key(ptr[i + PREFETCH_AHEAD]))
         t = ts[i]
         if t < m.ctr[C_LAST_TS]:
             m.ctr[C_OUT_OF_ORDER] += 1
@@ -794,9 +778,9 @@ def run_events(m: Model, pol, ts, kind, cpu, ptr, cache, memcg, aux, aux2, start
             if cache[i] < 0 or ptr[i] == 0:
                 m.ctr[C_UNKNOWN_CACHE] += 1
             else:
-                _alloc(m, pol, obj_key(ptr[i]), cache[i], memcg[i], cpu[i], t)
+                _alloc(m, pol, ptr[i], cache[i], memcg[i], cpu[i], t)
         elif k == K_FREE:
-            slot = obj_lookup(m, obj_key(ptr[i]))
+            slot = obj_lookup(m, ptr[i])
             if slot < 0:
                 m.ctr[C_UNKNOWN_FREES] += 1
             else:
