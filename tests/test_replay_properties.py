@@ -20,6 +20,9 @@ from kmemtrace.model.state import (
     C_STRANDED_OBJ_BYTES,
     C_STRANDED_SLAB_PAGES,
     G_SIZE,
+    H_KEY,
+    H_MEMCG,
+    H_SLAB,
     I_CACHE,
     M_STATE,
     MS_ONLINE,
@@ -132,7 +135,7 @@ def _stranded_from_scratch(model):
     """Whole-slab pages and mixed-slab bytes of offline memcgs, recounted from the live
     object table (the loop keeps them incrementally)."""
     dead_by_slab = Counter()
-    for key, s, g in zip(model.hkeys, model.hslab, model.hmemcg, strict=True):
+    for key, s, g in model.hobj[:, [H_KEY, H_SLAB, H_MEMCG]]:
         if key != 0 and g != 0 and model.memcg[M_STATE, g] != MS_ONLINE:
             dead_by_slab[int(s)] += 1
     pages = obj_bytes = 0

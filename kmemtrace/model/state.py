@@ -1,10 +1,15 @@
 """The replay state: every slab, cache instance, memcg and live object, as numpy arrays.
 
 Why arrays and integer field indices instead of objects: the replay loop is compiled with
-numba and must run at millions of events per second, so the model is a struct-of-arrays
+numba and must run at millions of events per second, so the model is arrays of integers
 (``slab[S_INUSE, s]`` is the ``inuse`` count of slab ``s``). Field indices are module
 constants, which numba folds into the compiled code. :class:`Model` bundles the arrays in a
 namedtuple so that compiled functions take one argument.
+
+Memory order: the live-object table, far larger than L2 and hit at random, is one row per
+object (``hobj[slot, H_*]``). The other arrays are field-major; storing them entry-major
+(Fortran order, the fields of one slab adjacent) measured no faster: the slabs, instances
+and memcgs in use fit in L2 (issue 13).
 
 Capacities grow on demand: the compiled loop stops *before* an event that could overflow
 an array and tells the driver which one to grow (see ``replay/engine.py``).
@@ -182,6 +187,13 @@ C_PEAK_DYING_PC_MEMCGS = 74
 C_PAGE_CACHE_ROWS = 75  # PAGE_CACHE events replayed
 NC = 76
 
+# --- live-object table: hobj[slot, H_*] (model/objects.py); one row per slot, so that a
+# lookup, insert or delete touches one cache line (32 bytes a row, two rows a line) ---------
+H_KEY = 0  # the object's pointer, as int64 bits (0: empty slot)
+H_SLAB = 1  # slab holding the object
+H_MEMCG = 2  # memcg charged at allocation
+NH = 4  # one unused column: rows of a power-of-two size never straddle a cache line
+
 # --- destroyed cache instances whose slot was reused: dlog[D_*, k] ---------------------------
 # Slots of destroyed caches are reused, so memory follows the caches alive, not the
 # containers ever seen; what the metrics need of a destroyed cache stays here (16 bytes).
@@ -246,9 +258,7 @@ class Model(NamedTuple):
     memcg: np.ndarray  # int64 [NM, memcg_cap]
     inst_of: np.ndarray  # int64 [ncache, memcg_cap]: (cache, memcg) -> instance or -1
     geom: np.ndarray  # int64 [NG, ncache]
-    hkeys: np.ndarray  # uint64 [hash_cap]: live object pointers (0 = empty slot)
-    hslab: np.ndarray  # int64 [hash_cap]: slab holding the object
-    hmemcg: np.ndarray  # int64 [hash_cap]: memcg charged at allocation
+    hobj: np.ndarray  # int64 [hash_cap, NH]: live objects, one H_* row per slot
     ctr: np.ndarray  # int64 [NC]
     fctr: np.ndarray  # float64 [NF]: the integrals, once the replay finished
     integ: np.ndarray  # int64 [NF, NJ]: the integrals while it runs, exact
@@ -281,8 +291,7 @@ def new_model(geom: np.ndarray, ncpu: int, n_samples: int, *, n_slab_samples: in
     mstock = stock.copy()
     return Model(
         slab=slab, inst=inst, pcpu=pcpu, memcg=memcg, inst_of=inst_of,
-        geom=geom.astype(np.int64), hkeys=np.zeros(hash_cap, dtype=np.uint64),
-        hslab=np.zeros(hash_cap, dtype=np.int64), hmemcg=np.zeros(hash_cap, dtype=np.int64),
+        geom=geom.astype(np.int64), hobj=np.zeros((hash_cap, NH), dtype=np.int64),
         ctr=ctr, fctr=np.zeros(NF, dtype=np.float64), integ=np.zeros((NF, NJ), dtype=np.int64),
         series=np.zeros((NR, n_samples), dtype=np.float64), stock=stock, mstock=mstock,
         vsample=np.zeros((NV, n_slab_samples), dtype=np.int64),

@@ -18,7 +18,7 @@ from kmemtrace.model.charge import (
     try_charge,
     went_offline,
 )
-from kmemtrace.model.objects import obj_delete, obj_insert, obj_lookup
+from kmemtrace.model.objects import obj_delete, obj_insert, obj_key, obj_lookup, obj_prefetch
 from kmemtrace.model.slub import (
     alloc_object,
     discard_slab,
@@ -112,6 +112,9 @@ from kmemtrace.model.state import (
     G_CPU_PARTIAL,
     G_MIN_PARTIAL,
     G_SIZE,
+    H_KEY,
+    H_MEMCG,
+    H_SLAB,
     I_AHEAD,
     I_CACHE,
     I_CHARGE,
@@ -213,6 +216,8 @@ NEED_SLABS = 1
 NEED_INSTANCES = 2
 NEED_OBJECTS = 3
 NEED_DLOG = 4
+
+PREFETCH_AHEAD = 8  # events between prefetching an object's table slot and using it
 
 OBJCG_PTR_BYTES = 8  # obj_full_size() = s->size + sizeof(struct obj_cgroup *)
 KEEP_ALL = 1 << 62  # a min_partial no node list reaches
@@ -507,9 +512,10 @@ def _objects_now_dead(m: Model, pol, memcg: int) -> None:
                     mark_object_dead(m, s, m.slab[S_INUSE, s] - dead)
                 s = m.slab[S_ANEXT, s]
         return
-    for i in range(m.hkeys.shape[0]):
-        if m.hkeys[i] != 0 and m.hmemcg[i] == memcg:
-            mark_object_dead(m, m.hslab[i], 1)
+    h = m.hobj
+    for i in range(h.shape[0]):
+        if h[i, H_KEY] != 0 and h[i, H_MEMCG] == memcg:
+            mark_object_dead(m, h[i, H_SLAB], 1)
 
 
 @njit(cache=True, nogil=True, _nrt=False)
@@ -650,8 +656,8 @@ def _stock_uncharge(m: Model, cpu: int, memcg: int, size: int) -> None:
 
 @njit(cache=True, nogil=True, _nrt=False, inline="always")
 def _free(m: Model, pol, slot: int, cpu: int, now: int) -> None:
-    s = m.hslab[slot]
-    memcg = m.hmemcg[slot]
+    s = m.hobj[slot, H_SLAB]
+    memcg = m.hobj[slot, H_MEMCG]
     obj_delete(m, slot)
     inst = m.slab[S_INST, s]
     cache = m.inst[I_CACHE, inst]
@@ -764,8 +770,10 @@ def run_events(m: Model, pol, ts, kind, cpu, ptr, cache, memcg, aux, aux2, start
             return i, NEED_INSTANCES
         if m.ctr[C_DLOG_LEN] + m.ctr[C_NINST] >= m.dlog.shape[1]:
             return i, NEED_DLOG  # one event destroys at most every instance there is
-        if 2 * (m.ctr[C_HASH_COUNT] + 1) > m.hkeys.shape[0]:
+        if 2 * (m.ctr[C_HASH_COUNT] + 1) > m.hobj.shape[0]:
             return i, NEED_OBJECTS
+        if i + PREFETCH_AHEAD < n:
+            obj_prefetch(m, obj_key(ptr[i + PREFETCH_AHEAD]))
         t = ts[i]
         if t < m.ctr[C_LAST_TS]:
             m.ctr[C_OUT_OF_ORDER] += 1
@@ -778,9 +786,9 @@ def run_events(m: Model, pol, ts, kind, cpu, ptr, cache, memcg, aux, aux2, start
             if cache[i] < 0 or ptr[i] == 0:
                 m.ctr[C_UNKNOWN_CACHE] += 1
             else:
-                _alloc(m, pol, ptr[i], cache[i], memcg[i], cpu[i], t)
+                _alloc(m, pol, obj_key(ptr[i]), cache[i], memcg[i], cpu[i], t)
         elif k == K_FREE:
-            slot = obj_lookup(m, ptr[i])
+            slot = obj_lookup(m, obj_key(ptr[i]))
             if slot < 0:
                 m.ctr[C_UNKNOWN_FREES] += 1
             else:
