@@ -1,11 +1,13 @@
 """What real kernels produce and the replay must count, not crash on."""
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from kmemtrace.errors import TraceFormatError
+from kmemtrace.errors import KmemtraceError, TraceFormatError
 from kmemtrace.metrics import compute_metrics
+from kmemtrace.model.state import MEMCG_MASK, NG, grow_memcgs, new_model
 from kmemtrace.replay.engine import replay
 from kmemtrace.strategies import select
 from kmemtrace.trace.reader import open_trace
@@ -151,3 +153,25 @@ def test_loss_known_only_to_meta_is_reported(trace_builder):
     (path / "meta.json").write_text(json.dumps(meta))
     for m in _metrics(path):
         assert m.lost_events == 7, m.strategy
+
+
+def test_kernel_addresses_a_byte_apart_stay_two_objects(trace_builder):
+    """The object table keys pointers by their 64 bits in an int64: addresses with the top
+    bit set, one apart, must not merge (a float64 comparison would merge them)."""
+    tb = trace_builder()
+    tb.cache()
+    tb.mkdir(0, 100)
+    base = 0xFFFF_8880_1234_5600
+    tb.alloc(1, base, 100)
+    tb.alloc(2, base + 1, 100)
+    tb.free(3, base + 1)
+    tb.free(4, base + 2)  # never allocated
+    for m in _metrics(tb.write(end_ns=SEC)):
+        assert (m.allocs, m.frees, m.frees_unknown, m.objects_live_end) == (2, 1, 1, 1), m
+
+
+def test_more_memcgs_than_the_object_table_holds_is_one_clear_error():
+    geom = np.ones((NG, 1), dtype=np.int64)
+    model = new_model(geom, ncpu=1, n_samples=2)
+    with pytest.raises(KmemtraceError, match="memcgs in one trace"):
+        grow_memcgs(model, MEMCG_MASK + 2)

@@ -20,11 +20,10 @@ from kmemtrace.model.state import (
     C_STRANDED_OBJ_BYTES,
     C_STRANDED_SLAB_PAGES,
     G_SIZE,
-    H_KEY,
-    H_MEMCG,
-    H_SLAB,
     I_CACHE,
     M_STATE,
+    MEMCG_BITS,
+    MEMCG_MASK,
     MS_ONLINE,
     NC,
     S_INST,
@@ -135,7 +134,8 @@ def _stranded_from_scratch(model):
     """Whole-slab pages and mixed-slab bytes of offline memcgs, recounted from the live
     object table (the loop keeps them incrementally)."""
     dead_by_slab = Counter()
-    for key, s, g in model.hobj[:, [H_KEY, H_SLAB, H_MEMCG]]:
+    for key, val in model.hobj:
+        s, g = val >> MEMCG_BITS, val & MEMCG_MASK
         if key != 0 and g != 0 and model.memcg[M_STATE, g] != MS_ONLINE:
             dead_by_slab[int(s)] += 1
     pages = obj_bytes = 0

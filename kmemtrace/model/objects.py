@@ -6,11 +6,12 @@ shifting, so the table never fills with tombstones however long the trace. Memor
 bounded by the number of live objects, not by trace length. Pointer 0 marks an empty slot;
 kernel object addresses are never 0.
 
-Layout: one 32-byte row per slot (``hobj[slot, H_*]``, ``model/state.py``), so a lookup
-and the slab and memcg it finds share a cache line; the table is far larger than the
-CPU's L2 and its slots are hit at random. Keys are the pointer's 64 bits held in an int64
-(kernel addresses have the top bit set): mixing uint64 and int64 in numba arithmetic or
-comparisons goes through float64, which would merge nearby pointers.
+Layout: one 16-byte row per slot (``hobj[slot, H_*]``, ``model/state.py``): the key, and the
+slab and memcg packed in one word. A lookup and what it finds share a cache line (the table
+is far larger than the CPU's L2 and its slots are hit at random), and the walk over the
+whole table at a memcg's offline (objcg) streams 16 bytes a slot. Keys are the pointer's 64
+bits held in an int64 (kernel addresses have the top bit set): mixing uint64 and int64 in
+numba arithmetic or comparisons goes through float64, which would merge nearby pointers.
 """
 
 import numpy as np
@@ -19,7 +20,7 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from kmemtrace.model.state import C_HASH_COUNT, H_KEY, H_MEMCG, H_SLAB, NH, Model
+from kmemtrace.model.state import C_HASH_COUNT, H_KEY, H_VAL, MEMCG_BITS, MEMCG_MASK, NH, Model
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _SHIFT = np.uint64(24)
@@ -29,6 +30,16 @@ _SHIFT = np.uint64(24)
 def obj_key(ptr) -> int:
     """A trace pointer (uint64) as the table's int64 key: the same 64 bits."""
     return np.int64(ptr)
+
+
+@njit(cache=True, nogil=True, _nrt=False, inline="always")
+def obj_slab(m: Model, slot: int) -> int:
+    return m.hobj[slot, H_VAL] >> MEMCG_BITS
+
+
+@njit(cache=True, nogil=True, _nrt=False, inline="always")
+def obj_memcg(m: Model, slot: int) -> int:
+    return m.hobj[slot, H_VAL] & MEMCG_MASK
 
 
 @njit(cache=True, nogil=True, _nrt=False, inline="always")
@@ -90,8 +101,7 @@ def obj_insert(m: Model, key: int, slab: int, memcg: int) -> None:
     while h[i, H_KEY] != 0:
         i = (i + 1) & mask
     h[i, H_KEY] = key
-    h[i, H_SLAB] = slab
-    h[i, H_MEMCG] = memcg
+    h[i, H_VAL] = (slab << MEMCG_BITS) | memcg
     m.ctr[C_HASH_COUNT] += 1
 
 
@@ -110,10 +120,10 @@ def obj_delete(m: Model, i: int) -> None:
         # Move j into the hole at i unless j's home lies cyclically in (i, j].
         if (j > i and (home <= i or home > j)) or (j < i and (home <= i and home > j)):
             h[i, H_KEY] = k
-            h[i, H_SLAB] = h[j, H_SLAB]
-            h[i, H_MEMCG] = h[j, H_MEMCG]
+            h[i, H_VAL] = h[j, H_VAL]
             i = j
     h[i, H_KEY] = 0
+    h[i, H_VAL] = 0
     m.ctr[C_HASH_COUNT] -= 1
 
 

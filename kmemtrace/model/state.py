@@ -7,9 +7,9 @@ constants, which numba folds into the compiled code. :class:`Model` bundles the 
 namedtuple so that compiled functions take one argument.
 
 Memory order: the live-object table, far larger than L2 and hit at random, is one row per
-object (``hobj[slot, H_*]``). The other arrays are field-major; storing them entry-major
-(Fortran order, the fields of one slab adjacent) measured no faster: the slabs, instances
-and memcgs in use fit in L2 (issue 13).
+object (``hobj[slot, H_*]``), its slab and memcg packed in one word. The other arrays are
+field-major; storing them entry-major (Fortran order, the fields of one slab adjacent)
+measured no faster: the slabs, instances and memcgs in use fit in L2 (issue 13).
 
 Capacities grow on demand: the compiled loop stops *before* an event that could overflow
 an array and tells the driver which one to grow (see ``replay/engine.py``).
@@ -18,6 +18,8 @@ an array and tells the driver which one to grow (see ``replay/engine.py``).
 from typing import NamedTuple
 
 import numpy as np
+
+from kmemtrace.errors import KmemtraceError
 
 PAGE_SIZE = 4096
 
@@ -187,12 +189,13 @@ C_PEAK_DYING_PC_MEMCGS = 74
 C_PAGE_CACHE_ROWS = 75  # PAGE_CACHE events replayed
 NC = 76
 
-# --- live-object table: hobj[slot, H_*] (model/objects.py); one row per slot, so that a
-# lookup, insert or delete touches one cache line (32 bytes a row, two rows a line) ---------
+# --- live-object table: hobj[slot, H_*] (model/objects.py); one 16-byte row per slot, so a
+# lookup, insert or delete touches one cache line and an offline's walk streams half as much --
 H_KEY = 0  # the object's pointer, as int64 bits (0: empty slot)
-H_SLAB = 1  # slab holding the object
-H_MEMCG = 2  # memcg charged at allocation
-NH = 4  # one unused column: rows of a power-of-two size never straddle a cache line
+H_VAL = 1  # slab << MEMCG_BITS | memcg charged at allocation
+NH = 2
+MEMCG_BITS = 24  # memcg indices the table holds: 16 M memcgs (slab indices get 39 bits)
+MEMCG_MASK = (1 << MEMCG_BITS) - 1
 
 # --- destroyed cache instances whose slot was reused: dlog[D_*, k] ---------------------------
 # Slots of destroyed caches are reused, so memory follows the caches alive, not the
@@ -258,7 +261,7 @@ class Model(NamedTuple):
     memcg: np.ndarray  # int64 [NM, memcg_cap]
     inst_of: np.ndarray  # int64 [ncache, memcg_cap]: (cache, memcg) -> instance or -1
     geom: np.ndarray  # int64 [NG, ncache]
-    hobj: np.ndarray  # int64 [hash_cap, NH]: live objects, one H_* row per slot
+    hobj: np.ndarray  # int64 [hash_cap, NH]: live objects, one H_* row per slot (0: empty)
     ctr: np.ndarray  # int64 [NC]
     fctr: np.ndarray  # float64 [NF]: the integrals, once the replay finished
     integ: np.ndarray  # int64 [NF, NJ]: the integrals while it runs, exact
@@ -321,6 +324,9 @@ def grow_dlog(m: Model) -> Model:
 
 
 def grow_memcgs(m: Model, needed: int) -> Model:
+    if needed > MEMCG_MASK + 1:
+        raise KmemtraceError(f"{needed - 1:,} memcgs in one trace: the replay's live-object "
+                             f"table holds at most {MEMCG_MASK:,} (MEMCG_BITS in model/state.py)")
     cap = m.memcg.shape[1]
     while cap < needed:
         cap *= 2

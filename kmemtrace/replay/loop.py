@@ -18,7 +18,15 @@ from kmemtrace.model.charge import (
     try_charge,
     went_offline,
 )
-from kmemtrace.model.objects import obj_delete, obj_insert, obj_key, obj_lookup, obj_prefetch
+from kmemtrace.model.objects import (
+    obj_delete,
+    obj_insert,
+    obj_key,
+    obj_lookup,
+    obj_memcg,
+    obj_prefetch,
+    obj_slab,
+)
 from kmemtrace.model.slub import (
     alloc_object,
     discard_slab,
@@ -112,9 +120,7 @@ from kmemtrace.model.state import (
     G_CPU_PARTIAL,
     G_MIN_PARTIAL,
     G_SIZE,
-    H_KEY,
-    H_MEMCG,
-    H_SLAB,
+    H_VAL,
     I_AHEAD,
     I_CACHE,
     I_CHARGE,
@@ -146,6 +152,8 @@ from kmemtrace.model.state import (
     M_PARENT,
     M_STATE,
     M_T_OFFLINE,
+    MEMCG_BITS,
+    MEMCG_MASK,
     MS_OFFLINE,
     MS_ONLINE,
     MS_RELEASED,
@@ -514,8 +522,8 @@ def _objects_now_dead(m: Model, pol, memcg: int) -> None:
         return
     h = m.hobj
     for i in range(h.shape[0]):
-        if h[i, H_KEY] != 0 and h[i, H_MEMCG] == memcg:
-            mark_object_dead(m, h[i, H_SLAB], 1)
+        if (h[i, H_VAL] & MEMCG_MASK) == memcg:  # an empty slot's word is 0; memcg is not
+            mark_object_dead(m, h[i, H_VAL] >> MEMCG_BITS, 1)
 
 
 @njit(cache=True, nogil=True, _nrt=False)
@@ -656,8 +664,8 @@ def _stock_uncharge(m: Model, cpu: int, memcg: int, size: int) -> None:
 
 @njit(cache=True, nogil=True, _nrt=False, inline="always")
 def _free(m: Model, pol, slot: int, cpu: int, now: int) -> None:
-    s = m.hobj[slot, H_SLAB]
-    memcg = m.hobj[slot, H_MEMCG]
+    s = obj_slab(m, slot)
+    memcg = obj_memcg(m, slot)
     obj_delete(m, slot)
     inst = m.slab[S_INST, s]
     cache = m.inst[I_CACHE, inst]
