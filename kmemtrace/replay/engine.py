@@ -1,8 +1,8 @@
 """Replay driver: stream a trace once, feed every selected strategy's model.
 
-The trace is read a row group at a time (memory bounded by live objects, not trace
-length). Each batch is prepared once (memcg ids to dense indices, unaccounted allocations
-to the root memcg) and handed to every strategy's compiled loop, so ``--strategy all``
+The trace is read :data:`BATCH_ROWS` rows at a time (memory bounded by live objects, not
+trace length). Each batch is prepared once (memcg ids to dense indices, unaccounted
+allocations to the root memcg) and handed to every strategy's compiled loop, so ``--strategy all``
 reads the trace a single time; each strategy replays in its own thread (the loop releases
 the GIL), as many at once as there are usable CPUs, while the next batch is read.
 """
@@ -64,7 +64,13 @@ from kmemtrace.trace.reader import TraceReader
 from kmemtrace.trace.schema import GFP_ACCOUNT, ROOT_MEMCG_ID, EventContext, EventKind
 
 DEFAULT_SAMPLES = 500
-PREFETCH = 2  # prepared batches a strategy may have waiting: bounds memory, lets it run ahead
+# Rows per batch. Small enough that the loops start after one small decode and the last
+# batch's loop is short (a batch is not overlapped at either end: 1 Mi-row row groups cost
+# ~10 % of a 10 M-event replay so) and that the batches in flight stay a few MB each
+# (~50 B per row); large enough that per-batch costs (a queue hand-off per strategy, one
+# compiled call) are noise.
+BATCH_ROWS = 1 << 17
+PREFETCH = 4  # prepared batches a strategy may have waiting: bounds memory, lets it run ahead
 _COLUMNS = ["ts_ns", "kind", "cpu", "ptr", "cache_id", "memcg_id", "gfp", "aux", "aux2",
             "ctx"]
 _INTERRUPT = np.zeros(256, dtype=bool)  # ctx (uint8) -> ran in interrupt context
@@ -285,9 +291,10 @@ def replay(trace: TraceReader, selection: list[tuple[Strategy, dict]], *,
            from_kernel_state: bool = False) -> Replay:
     """Replay ``trace`` under every (strategy, params) of ``selection``.
 
-    The trace streams in batches (row groups, or ``batch_rows`` rows), each handed to
-    every strategy's model in turn; strategies run in ``threads`` threads (default: one
-    per strategy, at most the usable CPUs). Neither changes a result. ``cpus``: replay as
+    The trace streams in batches of ``batch_rows`` rows (default :data:`BATCH_ROWS`),
+    each decoded and prepared on the calling thread while the strategies replay earlier
+    ones, and handed to every strategy's model in turn; strategies run in ``threads``
+    threads (default: one per strategy, at most the usable CPUs). Neither changes a result. ``cpus``: replay as
     if on that many CPUs; ``from_kernel_state``: start the model from the kernel's slabs at
     record start (both in :mod:`kmemtrace.replay.whatif`)."""
     era_obj = get_era(era)
@@ -322,7 +329,8 @@ def replay(trace: TraceReader, selection: list[tuple[Strategy, dict]], *,
             "The model started from the kernel's slabs and objects at record start "
             + ("(objects of unknown owner, in the root caches)." if prelude is not None
                else "— but the trace has no /sys/kernel/slab sample: it started empty."))
-    batches = trace.iter_batches(_COLUMNS + (["pid"] if cpus else []), batch_rows)
+    batches = trace.iter_batches(_COLUMNS + (["pid"] if cpus else []),
+                                 batch_rows or BATCH_ROWS, use_threads=False)
     lanes = _Lanes(runs, _threads(threads, len(runs)), progress)
     try:
         t0 = time.perf_counter()

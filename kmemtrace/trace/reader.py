@@ -134,17 +134,18 @@ class TraceReader:
             c for c in on_disk.names if c in columns or c in CHECKED]
         return path, pfile, wanted
 
-    def _part_batches(self, part: dict, columns: list[str] | None,
-                      batch_rows: int | None) -> Iterator[dict[str, np.ndarray]]:
+    def _part_batches(self, part: dict, columns: list[str] | None, batch_rows: int | None,
+                      use_threads: bool = True) -> Iterator[dict[str, np.ndarray]]:
         """One part's rows, a row group (or ``batch_rows`` rows) at a time, checked."""
         path, pfile, wanted = self._open_part(part, columns)
         add_ctx = self.meta["format_version"] == 1 and (columns is None or "ctx" in columns)
         check = RowCheck(path, part, len(self.caches))
         if batch_rows is None:
-            batches = (pfile.read_row_group(i, columns=wanted)
+            batches = (pfile.read_row_group(i, columns=wanted, use_threads=use_threads)
                        for i in range(pfile.num_row_groups))
         else:
-            batches = pfile.iter_batches(batch_size=batch_rows, columns=wanted)
+            batches = pfile.iter_batches(batch_size=batch_rows, columns=wanted,
+                                         use_threads=use_threads)
         while True:
             try:
                 batch = next(batches, None)
@@ -160,15 +161,18 @@ class TraceReader:
                    if columns is None or name in columns}
         check.end()
 
-    def iter_batches(self, columns: list[str] | None = None,
-                     batch_rows: int | None = None) -> Iterator[dict[str, np.ndarray]]:
+    def iter_batches(self, columns: list[str] | None = None, batch_rows: int | None = None,
+                     *, use_threads: bool = True) -> Iterator[dict[str, np.ndarray]]:
         """Yield the trace as ``{column: numpy array}`` batches, in time order.
 
         A batch is one Parquet row group (the writer's are 1 Mi rows), or ``batch_rows``
-        rows: memory holds one batch, however long the trace or its parts."""
+        rows: memory holds one batch, however long the trace or its parts.
+        ``use_threads=False`` decodes on the calling thread only: for a caller whose other
+        threads already use every CPU (the replay), where Arrow's pool would only compete
+        with them and costs ~25 % more CPU per row."""
         _check_columns(columns)
         for part in self.meta["parts"]:
-            yield from self._part_batches(part, columns, batch_rows)
+            yield from self._part_batches(part, columns, batch_rows, use_threads)
 
     def iter_parts(self, columns: list[str] | None = None) -> Iterator[dict[str, np.ndarray]]:
         """Yield each part as ``{column: numpy array}``, in time order."""
