@@ -13,7 +13,12 @@ processes, ``--repeat`` times:
   prepare + loop, the ``replay()`` call's wall time);
 * at every size, ``--strategy all`` (strategies in parallel threads, one per CPU): wall
   time, events/s per strategy end to end, strategy-events/s, read+prepare seconds, and the
-  child's peak RSS (``wait4``), which must not grow with the trace.
+  child's peak RSS (``wait4``), which must not grow with the trace, with where it goes:
+  the RSS before the replay (interpreter, libraries, compiled engine), the models' arrays
+  at the end, and the Arrow pool's peak (batches being decoded).
+
+CPU time per event (the child's process CPU time over the replay, every thread) is printed
+beside each wall-clock rate: on a shared machine it is the figure load disturbs least.
 
 Medians of the repeats (RSS: the largest), with the load average before and after each
 size. Each child first replays a small committed fixture, so that loading (or compiling)
@@ -56,17 +61,29 @@ def _run(cmd: list[str]) -> tuple[str, float, float]:
 
 def _child(trace_dir: str, strategy: str, threads: int | None) -> None:
     """One replay, after a warm-up on a fixture; prints its timings as JSON."""
+    import numpy as np
+    import pyarrow as pa
+
     from kmemtrace.replay.engine import replay
     from kmemtrace.strategies import select
     from kmemtrace.trace.reader import open_trace
 
     replay(open_trace(FIXTURE), select(strategy, {}), samples=10, threads=threads)
+    base = _rss_mb()
     trace = open_trace(trace_dir)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     r = replay(trace, select(strategy, {}), threads=threads)
-    wall = time.perf_counter() - t0
-    print(json.dumps({"events": r.events, "wall": wall, "read": r.read_seconds,
-                      "loop": {run.strategy.name: run.loop_seconds for run in r.runs}}))
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    models = sum(a.nbytes for run in r.runs for a in run.model if isinstance(a, np.ndarray))
+    print(json.dumps({"events": r.events, "wall": wall, "cpu": cpu, "read": r.read_seconds,
+                      "loop": {run.strategy.name: run.loop_seconds for run in r.runs},
+                      "base_rss": base, "models": models / 2**20,
+                      "arrow_peak": pa.default_memory_pool().max_memory() / 2**20}))
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024
 
 
 def _replays(trace: Path, strategy: str, threads: int | None, repeat: int):
@@ -86,13 +103,16 @@ def _median(runs: list[dict], key) -> float:
 
 def _per_strategy(trace: Path, repeat: int) -> None:
     print(f"  each strategy alone, one thread (medians of {repeat}):")
-    print(f"  {'strategy':10} {'loop Mev/s':>11} {'e2e Mev/s':>10} {'wall s':>7}")
+    print(f"  {'strategy':10} {'loop Mev/s':>11} {'e2e Mev/s':>10} {'wall s':>7} "
+          f"{'CPU ns/ev':>10}")
     for name in REGISTRY:
         runs = _replays(trace, name, 1, repeat)
         n = runs[0]["events"]
         loop = _median(runs, lambda r, name=name: r["loop"][name])
         wall = _median(runs, lambda r: r["wall"])
-        print(f"  {name:10} {n / loop / 1e6:11.1f} {n / wall / 1e6:10.1f} {wall:7.2f}")
+        cpu = _median(runs, lambda r: r["cpu"])
+        print(f"  {name:10} {n / loop / 1e6:11.1f} {n / wall / 1e6:10.1f} {wall:7.2f} "
+              f"{cpu / n * 1e9:10.1f}")
 
 
 def _all(trace: Path, repeat: int) -> None:
@@ -108,7 +128,12 @@ def _all(trace: Path, repeat: int) -> None:
           f"{k * n / wall / 1e6:.1f} M strategy-events/s")
     print(f"    read+decode+prepare {_median(runs, lambda r: r['read']):.1f} s (one thread, "
           f"overlapped with the loops); slowest loop {slowest} {loops[slowest]:.1f} M ev/s")
-    print(f"    peak RSS {max(r['rss'] for r in runs):.0f} MB")
+    print(f"    CPU {_median(runs, lambda r: r['cpu']) / n / k * 1e9:.1f} ns per "
+          "strategy-event (all threads)")
+    worst = max(runs, key=lambda r: r["rss"])
+    print(f"    peak RSS {worst['rss']:.0f} MB: {worst['base_rss']:.0f} MB before the replay "
+          f"(libraries, compiled engine), models {worst['models']:.0f} MB at the end, Arrow "
+          f"pool peak {worst['arrow_peak']:.0f} MB")
 
 
 def main() -> None:
