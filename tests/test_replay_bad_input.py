@@ -68,6 +68,37 @@ def test_rows_out_of_order_inside_a_part_are_an_error_naming_part_and_row(trace_
         _metrics(path)
 
 
+def test_a_row_outside_its_part_span_is_refused_before_it_is_replayed(trace_builder):
+    """A damaged timestamp near 2^62 in a part whose meta says otherwise: batches are
+    replayed as they are read, so the span must be checked batch by batch. Checked only
+    after the part's last batch, Way #2's reaper ticked towards 2^62 and never returned."""
+    tb = trace_builder()
+    tb.cache()
+    tb.mkdir(0, 100)
+    tb.alloc(10, 0xabc, 100)
+    tb.free(20, 0xabc)
+    path = tb.write(end_ns=SEC)
+    reader = open_trace(path)
+    reader.meta["parts"][0]["ts_max"] = 10  # the part's rows now reach past it
+    batches = reader.iter_batches(batch_rows=1)
+    next(batches), next(batches)
+    with pytest.raises(TraceFormatError, match=r"part-00000.parquet row 2: ts_ns 20 is "
+                                               r"outside the part's 0\.\.10"):
+        next(batches)
+
+
+def test_a_free_of_pointer_zero_finds_no_object(trace_builder):
+    """Pointer 0 marks an empty slot of the live-object table: looked up, it must not
+    \"find\" one (that freed a slot twice and let the table fill)."""
+    tb = trace_builder()
+    tb.cache()
+    tb.mkdir(0, 100)
+    tb.alloc(1, 0xabc, 100)
+    tb.free(2, 0)
+    for m in _metrics(tb.write(end_ns=SEC)):
+        assert (m.frees, m.frees_unknown, m.objects_live_end) == (0, 1, 1), m.strategy
+
+
 def test_events_before_the_clock_start_are_kept_in_order(trace_builder, capsys):
     """A recorder stamps its start after attaching: in-flight events come out earlier.
 

@@ -796,7 +796,8 @@ def run_events(m: Model, pol, ts, kind, cpu, ptr, cache, memcg, aux, aux2, start
             else:
                 _alloc(m, pol, obj_key(ptr[i]), cache[i], memcg[i], cpu[i], t)
         elif k == K_FREE:
-            slot = obj_lookup(m, obj_key(ptr[i]))
+            # Key 0 marks an empty slot: a damaged row's pointer 0 would "find" one.
+            slot = obj_lookup(m, obj_key(ptr[i])) if ptr[i] != 0 else -1
             if slot < 0:
                 m.ctr[C_UNKNOWN_FREES] += 1
             else:

@@ -44,6 +44,14 @@ class RowCheck:
         if self.last_ts is not None and int(ts[0]) < self.last_ts:
             raise _row_error(path, row0, f"ts_ns {int(ts[0])} is before row {row0 - 1}'s "
                                          f"{self.last_ts} (rows are sorted by time)")
+        # The part's span first, batch by batch: a row outside it would otherwise reach the
+        # replay before end() sees it (a timestamp near 2^62 makes Way #2's reaper tick
+        # for ever), since batches are replayed as they are read.
+        lo, hi = self.part["ts_min"], self.part["ts_max"]
+        if int(ts[0]) < lo or int(ts[-1]) > hi:
+            i = int(np.flatnonzero((ts < lo) | (ts > hi))[0])
+            raise _row_error(path, row0 + i, f"ts_ns {int(ts[i])} is outside the part's "
+                                             f"{lo}..{hi} in meta.json")
         back = np.flatnonzero(ts[1:] < ts[:-1])
         if len(back):
             i = int(back[0]) + 1
