@@ -5,10 +5,19 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from kmemtrace.errors import KmemtraceError, TraceFormatError
+from kmemtrace.errors import KmemtraceError, TraceFormatError, UsageError
 from kmemtrace.metrics import compute_metrics
-from kmemtrace.model.state import MEMCG_MASK, NG, grow_memcgs, new_model
+from kmemtrace.model.state import (
+    C_HASH_COUNT,
+    H_KEY,
+    MEMCG_MASK,
+    NG,
+    grow_memcgs,
+    new_model,
+)
 from kmemtrace.replay.engine import replay
+from kmemtrace.replay.loop import MAX_REAP_TICKS, check_reaper_ticks
+from kmemtrace.replay.policy import PO_REAP_PERIOD_NS, new_policy
 from kmemtrace.strategies import select
 from kmemtrace.trace.reader import open_trace
 from kmemtrace.trace.schema import ARROW_SCHEMA, EVENTS_DIR, EventKind
@@ -206,3 +215,55 @@ def test_more_memcgs_than_the_object_table_holds_is_one_clear_error():
     model = new_model(geom, ncpu=1, n_samples=2)
     with pytest.raises(KmemtraceError, match="memcgs in one trace"):
         grow_memcgs(model, MEMCG_MASK + 2)
+
+
+
+def test_a_reaper_that_would_tick_past_the_bound_is_refused_before_replaying(trace_builder,
+                                                                             capsys):
+    """A 1 ns reaper period over a 1 s trace is 10^9 ticks, ten times the bound: one line
+    at once, instead of a lane ticking for minutes (or, with a damaged clock, for ever)."""
+    tb = trace_builder()
+    tb.cache()
+    tb.mkdir(0, 100)
+    tb.alloc(10, 0xabc, 100)
+    path = tb.write(end_ns=SEC)
+    rc, _, err = run_cli(capsys, "replay", str(path), "--strategy", "way2",
+                         "--param", "period=1ns", "--format", "text")
+    assert rc == UsageError.exit_code
+    assert "way2: a reaper tick every 1 ns over the trace's 1 s is 1,000,000,000 ticks" in err
+    assert len([line for line in err.splitlines() if line.startswith("kmemtrace: ")]) == 1
+
+
+def test_the_reaper_tick_bound_is_exact():
+    pol = new_policy()
+    pol[PO_REAP_PERIOD_NS] = 10
+    check_reaper_ticks("way2", pol, 10 * MAX_REAP_TICKS + 9)  # exactly the bound: allowed
+    with pytest.raises(UsageError, match="100,000,001 ticks, more than 100,000,000"):
+        check_reaper_ticks("way2", pol, 10 * (MAX_REAP_TICKS + 1))
+    pol[PO_REAP_PERIOD_NS] = 0  # no reaper: no ticks whatever the span
+    check_reaper_ticks("way2", pol, 1 << 60)
+
+
+def test_the_object_count_matches_the_keys_held_whatever_the_pointers(trace_builder):
+    """Allocations and frees of pointer 0, double frees, frees never allocated and
+    re-allocations of live pointers: the count the loop keeps (and grows the table by) is
+    the number of keys held, and at most half the table, so every probe meets an empty
+    slot. (With a FREE of pointer 0 "finding" an empty slot, the count fell below it.)"""
+    rng = np.random.default_rng(13)
+    tb = trace_builder()
+    tb.cache()
+    tb.mkdir(0, 100)
+    pool = [0, *(0xFFFF_8880_0000_0000 + 64 * int(p) for p in rng.choice(1 << 20, 3000))]
+    for ts in range(1, 20_001):
+        ptr = pool[int(rng.integers(len(pool)))]
+        if rng.random() < 0.6:
+            tb.alloc(ts, ptr, 100, cpu=int(rng.integers(2)))
+        else:
+            tb.free(ts, ptr, cpu=int(rng.integers(2)))
+    result = replay(open_trace(tb.write(end_ns=SEC)), select("all", {}), batch_rows=4096)
+    for run in result.runs:
+        keys = run.model.hobj[:, H_KEY]
+        held = int(np.count_nonzero(keys))
+        assert run.model.ctr[C_HASH_COUNT] == held, run.strategy.name
+        assert compute_metrics(run).objects_live_end == held, run.strategy.name
+        assert 0 < 2 * held <= len(keys), run.strategy.name

@@ -79,7 +79,13 @@ def obj_prefetch(m: Model, key: int) -> None:
 
 @njit(cache=True, nogil=True, _nrt=False, inline="always")
 def obj_lookup(m: Model, key: int) -> int:
-    """Slot holding ``key`` (see :func:`obj_key`), or -1."""
+    """Slot holding ``key`` (see :func:`obj_key`), or -1.
+
+    Key 0 is never held: it marks an empty slot, which a lookup of 0 would "find", and
+    freeing that slot would let the count drift below the keys held, the table fill and
+    probes never end. So every slot found holds a key, and the count stays exact."""
+    if key == 0:
+        return -1
     h = m.hobj
     mask = h.shape[0] - 1
     i = _home(key, mask)
@@ -94,7 +100,8 @@ def obj_lookup(m: Model, key: int) -> int:
 
 @njit(cache=True, nogil=True, _nrt=False, inline="always")
 def obj_insert(m: Model, key: int, slab: int, memcg: int) -> None:
-    """Insert a key known to be absent; the caller keeps the load factor below 1/2."""
+    """Insert a key (not 0) known to be absent; the caller keeps the load factor below
+    1/2, so the table always has an empty slot and the probe ends."""
     h = m.hobj
     mask = h.shape[0] - 1
     i = _home(key, mask)

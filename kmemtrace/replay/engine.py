@@ -47,6 +47,7 @@ from kmemtrace.replay.loop import (
     NEED_INSTANCES,
     NEED_OBJECTS,
     NEED_SLABS,
+    check_reaper_ticks,
     finish,
     run_events,
 )
@@ -316,6 +317,8 @@ def replay(trace: TraceReader, selection: list[tuple[Strategy, dict]], *,
                       start=start, samples=samples, step=step,
                       n_slab_samples=n_slab_samples, span_ns=end - start)
             for strategy, params in selection]
+    for run in runs:
+        check_reaper_ticks(run.strategy.name, run.pol, end - start)
     result = Replay(trace=trace, runs=runs, memcg_ids=memcgs.ids, notes=[
         f"Metadata kept alive is priced from {costs.source}, for {ncpu} CPUs and one node: "
         f"{costs.cache:,} B per dead cache instance (kmem_cache, per-CPU and per-node "

@@ -10,6 +10,7 @@ Strategies decide (``pol``, see ``policy.py``); this module acts, using the SLUB
 
 from numba import njit
 
+from kmemtrace.errors import UsageError
 from kmemtrace.model.charge import (
     mark_object_dead,
     page_cache_changed,
@@ -606,6 +607,26 @@ def _reap(m: Model, pol, now: int) -> None:
         inst = nxt
 
 
+# At most this many Way #2 reaper ticks per replay. The default 2 s period gives 43,200 a
+# day, so 10^8 is over six years of trace: only a damaged clock (meta.json allows 2^60 ns,
+# 36 years) or a period far too short for the span gets there, and each tick walks every
+# dead cache, so past it a lane would run for hours with nothing to show.
+MAX_REAP_TICKS = 10**8
+
+
+def check_reaper_ticks(strategy: str, pol, span_ns: int) -> None:
+    """Refuse, before any batch is replayed, a span and period that would tick the reaper
+    more than :data:`MAX_REAP_TICKS` times (:func:`_run_timers` fires every one)."""
+    period = int(pol[PO_REAP_PERIOD_NS])
+    if period > 0 and span_ns // period > MAX_REAP_TICKS:
+        raise UsageError(
+            f"{strategy}: a reaper tick every {period:,} ns over the trace's "
+            f"{span_ns / 1e9:,.0f} s is {span_ns // period:,} ticks, more than "
+            f"{MAX_REAP_TICKS:,}: the trace's clock is damaged or the period is too short",
+            tip="check meta.json's clock and the parts' ts_min/ts_max, or pass a longer "
+                "--param period=")
+
+
 @njit(cache=True, nogil=True, _nrt=False, inline="always")
 def _run_timers(m: Model, pol, t: int) -> None:
     """Fire reaper ticks strictly before ``t`` (ties go to trace events first)."""
@@ -796,8 +817,7 @@ def run_events(m: Model, pol, ts, kind, cpu, ptr, cache, memcg, aux, aux2, start
             else:
                 _alloc(m, pol, obj_key(ptr[i]), cache[i], memcg[i], cpu[i], t)
         elif k == K_FREE:
-            # Key 0 marks an empty slot: a damaged row's pointer 0 would "find" one.
-            slot = obj_lookup(m, obj_key(ptr[i])) if ptr[i] != 0 else -1
+            slot = obj_lookup(m, obj_key(ptr[i]))
             if slot < 0:
                 m.ctr[C_UNKNOWN_FREES] += 1
             else:
