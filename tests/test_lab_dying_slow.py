@@ -24,7 +24,7 @@ from kmemtrace.trace.reader import open_trace
 from kmemtrace.trace.schema import EventKind
 from lab.dying_v2 import parse
 
-pytestmark = [pytest.mark.slow, pytest.mark.root]
+pytestmark = [pytest.mark.slow, pytest.mark.root, pytest.mark.timeout(3600)]  # boots a VM under TCG
 DYING_V2 = REPO / "lab" / "dying_v2.py"
 N = 6
 

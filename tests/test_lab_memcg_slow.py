@@ -11,7 +11,7 @@ from test_lab import MEMCG_CHURN, assert_every_memcg_followed, lab
 from kmemtrace.trace.reader import open_trace
 from lab.memcg_churn import parse as parse_churn
 
-pytestmark = [pytest.mark.slow, pytest.mark.root]
+pytestmark = [pytest.mark.slow, pytest.mark.root, pytest.mark.timeout(3600)]  # boots a VM under TCG
 N, EVERY = 1000, 100
 
 

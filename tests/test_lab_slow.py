@@ -18,7 +18,7 @@ from kmemtrace.lab.images import patch_digest, patch_entries, read_info
 from kmemtrace.trace.reader import open_trace
 from kmemtrace.trace.schema import EventKind, OfflineSource
 
-pytestmark = [pytest.mark.slow, pytest.mark.root]
+pytestmark = [pytest.mark.slow, pytest.mark.root, pytest.mark.timeout(3600)]  # boots a VM under TCG
 
 REPO = Path(__file__).resolve().parents[1]
 PATCH = REPO / "lab" / "patches" / "0001-mm-memcg-slab-lifecycle-tracepoints.patch"
