@@ -508,7 +508,10 @@ def _objects_now_dead(m: Model, pol, memcg: int) -> None:
     With a cache per memcg, every live object in ``memcg``'s instances is its own or an
     already-offline descendant's (reparented slabs, redirected allocations), so its slabs
     become wholly dead without looking at objects. Shared caches (objcg) mix memcgs in a
-    slab: the live-object table is walked, once per offline of a memcg that has objects."""
+    slab: the live-object table is walked, once per offline of a memcg that has objects,
+    and only until the last of them: ``M_LIVE`` counts exactly the table's rows of the
+    memcg (both change only together, in :func:`_alloc` and :func:`_free`), so the rest of
+    the table holds none and the same objects are marked in the same order."""
     if pol[PO_PER_MEMCG_CACHES]:
         for cache in range(m.inst_of.shape[0]):
             inst = m.inst_of[cache, memcg]
@@ -522,9 +525,13 @@ def _objects_now_dead(m: Model, pol, memcg: int) -> None:
                 s = m.slab[S_ANEXT, s]
         return
     h = m.hobj
+    left = m.memcg[M_LIVE, memcg]
     for i in range(h.shape[0]):
         if (h[i, H_VAL] & MEMCG_MASK) == memcg:  # an empty slot's word is 0; memcg is not
             mark_object_dead(m, h[i, H_VAL] >> MEMCG_BITS, 1)
+            left -= 1
+            if left == 0:
+                break
 
 
 @njit(cache=True, nogil=True, _nrt=False)
