@@ -295,9 +295,9 @@ def replay(trace: TraceReader, selection: list[tuple[Strategy, dict]], *,
     The trace streams in batches of ``batch_rows`` rows (default :data:`BATCH_ROWS`),
     each decoded and prepared on the calling thread while the strategies replay earlier
     ones, and handed to every strategy's model in turn; strategies run in ``threads``
-    threads (default: one per strategy, at most the usable CPUs). Neither changes a result. ``cpus``: replay as
-    if on that many CPUs; ``from_kernel_state``: start the model from the kernel's slabs at
-    record start (both in :mod:`kmemtrace.replay.whatif`)."""
+    threads (default: one per strategy, at most the usable CPUs). Neither changes a result.
+    ``cpus``: replay as if on that many CPUs; ``from_kernel_state``: start the model from
+    the kernel's slabs at record start (both in :mod:`kmemtrace.replay.whatif`)."""
     era_obj = get_era(era)
     caches = trace.caches
     geom = geometry(caches, era_obj)
