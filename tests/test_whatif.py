@@ -25,7 +25,7 @@ PAGE = 0xFFFF_8880_0010_0000  # one 4 KiB slab page of cache 0
 OLD, OLD_KFREE, NEW = PAGE, PAGE + 128, PAGE + 64
 
 
-def _trace(path, rows=None, ncpus=1, **cache):
+def _trace(path, rows=None, ncpus=1, step=1000, **cache):
     rows = rows or [  # (kind, ptr, cache_id, aux, aux2[, cpu])
         (EventKind.SLAB_SAMPLE, 0, 0, 3, 8),
         (EventKind.FREE, OLD, 0, 0, 0),
@@ -35,7 +35,7 @@ def _trace(path, rows=None, ncpus=1, **cache):
         (EventKind.SLAB_SAMPLE, 0, 0, 3, 6),
     ]
     cols = empty_columns(len(rows))
-    cols["ts_ns"][:] = T0 + 1000 * np.arange(len(rows))
+    cols["ts_ns"][:] = T0 + step * np.arange(len(rows))
     cols["seq"][:] = np.arange(len(rows))
     for name, i in (("kind", 0), ("ptr", 1), ("cache_id", 2), ("aux", 3), ("aux2", 4)):
         cols[name][:] = [r[i] for r in rows]
@@ -45,7 +45,7 @@ def _trace(path, rows=None, ncpus=1, **cache):
     meta = new_meta("synth", ncpus=ncpus)
     meta["caches"] = [{"id": 0, "name": "kmalloc-64", "object_size": 64, "size": 64,
                        "objs_per_slab": 4, "order": 0, "accounted": False} | cache]
-    meta["clock"] = {"start_ns": T0, "end_ns": T0 + 10_000}
+    meta["clock"] = {"start_ns": T0, "end_ns": T0 + step * len(rows)}
     with TraceWriter(path, meta) as writer:
         writer.append(cols)
     return TraceReader.open(path)
@@ -146,6 +146,30 @@ def test_no_more_old_objects_than_the_kernel_had(tmp_path):
     allocs = pre["ptr"][pre["kind"] == EventKind.ALLOC]
     assert list(allocs[:2]) == [PAGE, PAGE + 128] and PAGE + 64 not in set(allocs)
     assert len(allocs) == 4 and sum(pre["kind"] == EventKind.FREE) == 2
+
+
+def test_later_samples_cap_the_starts_survivors(tmp_path):
+    """A churning cache (``bio-184`` on paper). The kernel reports 2 slabs of 4 and 8
+    "objects" at the start, which the old prelude read as 6 survivors (one CPU slab half
+    free). Then, a second apart, the trace allocates 6 objects, the kernel still reports 8
+    "objects" on 2 slabs, and the trace frees the 6. Live at that sample: the survivors
+    plus 6, at most 8, so at most 2 survivors: the prelude keeps 2 (slots 0 and 7), and the
+    model holds the kernel's 2 slabs at that sample. With 6 kept it needed a 3rd (12
+    objects), and kept it, full of survivors no free would ever reach."""
+    rows = [(EventKind.SLAB_SAMPLE, 0, 0, 2, 8)]
+    new = [PAGE + 0x4000 + 64 * i for i in range(6)]
+    rows += [(EventKind.ALLOC, p, 0, 0, 0) for p in new]
+    rows += [(EventKind.SLAB_SAMPLE, 0, 0, 2, 8)]
+    rows += [(EventKind.FREE, p, 0, 0, 0) for p in new]
+    rows += [(EventKind.SLAB_SAMPLE, 0, 0, 1, 4)]
+    trace = _trace(tmp_path / "t", rows, step=1_000_000_000, cpu_partial=0, min_partial=0)
+    pre = kernel_start(trace)
+    allocs = pre["ptr"][pre["kind"] == EventKind.ALLOC]
+    freed = set(pre["ptr"][pre["kind"] == EventKind.FREE])
+    assert len(allocs) == 8 and [i for i, p in enumerate(allocs) if p not in freed] == [0, 3]
+    run = replay(trace, select("objcg", {}), era="6.8", samples=2,
+                 from_kernel_state=True).runs[0]
+    assert list(slab_samples(run)["model_slabs"])[:2] == [2, 2]
 
 
 def test_cpu_mapping():

@@ -33,6 +33,7 @@ from kmemtrace.trace.schema import ROOT_MEMCG_ID, EventKind
 
 PAGE = 4096
 FAKE_BASE = 1 << 40  # user-space addresses: no kernel slab object has one
+SAMPLE_SPAN_S = 0.25  # a round of /sys/kernel/slab samples is read within this of its stamp
 
 
 def map_cpus(cpu: np.ndarray, pid: np.ndarray, recorded: int, n: int) -> np.ndarray:
@@ -55,6 +56,58 @@ def _first_samples(trace: TraceReader) -> dict[int, tuple[int, int]]:
             out.setdefault(int(cols["cache_id"][i]), (int(cols["aux"][i]), int(cols["aux2"][i])))
         if sel.size:
             break  # the first round is in the first part that has samples
+    return out
+
+
+def _net_at_samples(trace: TraceReader) -> dict[int, tuple[int, int]]:
+    """cache id -> (the most objects the kernel's samples leave room for at the start,
+    the fewest slabs they report). The first is the least, over its samples, of
+    ``objects(t) - net(t)``, ``net(t)`` the cache's traced allocations minus frees since
+    the start (a ``kfree`` counted on the cache of the
+    allocation before it at that address). The kernel's live objects at ``t`` are the
+    start's survivors, less those the trace freed, plus ``net``-worth of the trace's own;
+    and ``objects`` is never below the live count (its error is the CPU slabs' free slots,
+    counted in use). So no more than that many objects were live at the start. ``net`` is
+    taken at its lowest within :data:`SAMPLE_SPAN_S` of the sample: a round of samples is
+    stamped once and read cache by cache after it, and a burst that came and went while
+    it was read (``bio-184``: 480 objects in flight within ms) must not count."""
+    ts, kind, ptr, cache, objs, slabs = [], [], [], [], [], []
+    for cols in trace.iter_parts(["ts_ns", "kind", "ptr", "cache_id", "aux", "aux2"]):
+        sel = np.isin(cols["kind"], (EventKind.ALLOC, EventKind.FREE, EventKind.SLAB_SAMPLE))
+        ts.append(cols["ts_ns"][sel])
+        kind.append(cols["kind"][sel])
+        ptr.append(cols["ptr"][sel].astype(np.uint64))
+        cache.append(cols["cache_id"][sel].astype(np.int64))
+        objs.append(cols["aux2"][sel].astype(np.int64))
+        slabs.append(cols["aux"][sel].astype(np.int64))
+    if not ts:
+        return {}
+    ts, kind, ptr = np.concatenate(ts), np.concatenate(kind), np.concatenate(ptr)
+    cache, objs, slabs = np.concatenate(cache), np.concatenate(objs), np.concatenate(slabs)
+    sample = kind == EventKind.SLAB_SAMPLE
+    ev = np.flatnonzero(~sample)
+    by_ptr = ev[np.argsort(ptr[ev], kind="stable")]
+    prev_alloc = np.r_[False, (ptr[by_ptr][1:] == ptr[by_ptr][:-1])
+                       & (kind[by_ptr][:-1] == EventKind.ALLOC)]
+    unnamed = prev_alloc & (cache[by_ptr] < 0) & (kind[by_ptr] == EventKind.FREE)
+    cache[by_ptr[unnamed]] = cache[by_ptr[np.flatnonzero(unnamed) - 1]]
+    step = np.where(kind == EventKind.ALLOC, 1, np.where(kind == EventKind.FREE, -1, 0))
+    # an address allocated again while live: its free reached no program (``maple_node``,
+    # bulk and RCU frees on 6.18); counted where it shows, or such a cache's ``net`` only
+    # grows and leaves no room at all
+    step[by_ptr[prev_alloc & (kind[by_ptr] == EventKind.ALLOC)]] = 0
+    span = int(SAMPLE_SPAN_S * 1e9)
+    out: dict[int, tuple[int, int]] = {}
+    for c in np.unique(cache[sample]):
+        mine = np.flatnonzero(cache == c)
+        net = np.cumsum(step[mine])  # after each of the cache's rows; samples add 0
+        t = ts[mine]
+        for i in np.flatnonzero(sample[mine]):
+            lo, hi = np.searchsorted(t, t[i] - span), np.searchsorted(t, t[i] + span, "right")
+            low = min(int(net[lo:hi].min()), int(net[lo - 1]) if lo else 0)
+            had = out.get(int(c), (1 << 62, 1 << 62))
+            out[int(c)] = (min(had[0], int(objs[mine[i]]) - low),
+                           min(had[1], int(slabs[mine[i]])))
     return out
 
 
@@ -143,16 +196,22 @@ def _level_fill(counts: np.ndarray, n_other: int, per_slab: int, unknown: int
     return share, to_other
 
 
-def _cache_prelude(cid: int, slabs: int, objects: int, real: np.ndarray, order: int,
-                   per_slab: int, ncpus: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _cache_prelude(cid: int, slabs: int, objects: int, bound: tuple[int, int],
+                   real: np.ndarray, order: int, per_slab: int, ncpus: int
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One cache's prelude: (pointers, CPU, kept) in allocation order (see kernel_start)."""
+    room, least_slabs = bound
     real = real[:max(objects, 0)]
     hidden = min(slabs, ncpus) * per_slab // 2
-    keep = max(objects - hidden, len(real), 0)
+    keep = max(min(objects - hidden, room), len(real), 0)
     real_ptr, real_slot, n_real = _slab_groups(real, order, per_slab)
     real_slots = n_real * per_slab
-    unknown = keep - len(real)  # kept objects whose addresses the trace never shows
     other = max(slabs - n_real, 0) * per_slab
+    # survivors the trace never frees pin their slabs: no more of those than the kernel
+    # ever had slabs (the others start empty, for SLUB to keep or discard)
+    pinned = min(other // per_slab, max(least_slabs, 0)) * per_slab
+    unknown = min(keep - len(real), real_slots - len(real) + pinned) if pinned < other \
+        else keep - len(real)  # kept objects whose addresses the trace never shows
     ptr = FAKE_BASE * (cid + 1) + np.arange(real_slots + other, dtype=np.uint64)
     kept = np.zeros(real_slots + other, dtype=bool)
     ptr[real_slot] = real_ptr
@@ -164,11 +223,11 @@ def _cache_prelude(cid: int, slabs: int, objects: int, real: np.ndarray, order: 
         kept = np.ones(real_slots + other, dtype=bool)
     else:
         counts = np.bincount(real_slot // per_slab, minlength=n_real)
-        share, to_other = _level_fill(counts, other // per_slab, per_slab, unknown)
+        share, to_other = _level_fill(counts, pinned // per_slab, per_slab, unknown)
         for k in np.flatnonzero(share):
             free = np.flatnonzero(~kept[k * per_slab:(k + 1) * per_slab])
             kept[k * per_slab + free[:share[k]]] = True
-        kept[real_slots:] = _spread(other, to_other)
+        kept[real_slots:real_slots + pinned] = _spread(pinned, to_other)
     cpu = (np.arange(len(ptr)) // per_slab) % ncpus
     return ptr, cpu, kept
 
@@ -202,6 +261,14 @@ def kernel_start(trace: TraceReader) -> dict[str, np.ndarray] | None:
     is taken as half free: ``L = max(O - min(S, ncpus) * objs_per_slab / 2, P)``. Taking
     ``O`` as live made the small caches full at the start (2 slabs, ``O`` = their capacity),
     and their first allocations took the new slabs that made the +100 % of most of them.
+    The free slots of the CPU *partial* lists (up to ``cpu_partial_slabs`` slabs a CPU,
+    often empty in a churning cache) count as in use too, and half a slab a CPU missed
+    them: ``bio-184`` started with 231 "objects" on 11 slabs, the prelude kept 210
+    survivors spread over all 11, no free ever reached them, and the model sat 10-20 pages
+    above the kernel for the whole trace (+164 %). So the later samples bound the start
+    too (:func:`_net_at_samples`): ``L`` is at most the least ``objects(t) - net(t)``, and
+    the unknown survivors are spread over no more slabs than the fewest any sample
+    reports; the other starting slabs start empty, for SLUB to keep or discard.
     Slab ``k`` is filled and thinned on CPU ``k % ncpus``: a running kernel has a CPU slab
     on each CPU that allocated from the cache, and a prelude on CPU 0 alone left the other
     CPUs none, so their first allocations took new slabs the kernel never needed (2 slabs
@@ -214,14 +281,15 @@ def kernel_start(trace: TraceReader) -> dict[str, np.ndarray] | None:
     geom = {c["id"]: c for c in trace.caches}
     order = {cid: int(c.get("order", 0)) for cid, c in geom.items()}
     pre = _preexisting_frees(trace, order)
+    room = _net_at_samples(trace)
     ncpus = max(int(trace.meta.get("ncpus") or 1), 1)
     a_ptr, a_cache, a_cpu, f_ptr, f_cache, f_cpu = [], [], [], [], [], []
     for cid, (slabs, objects) in sorted(first.items()):
         if cid not in geom:
             continue
-        ptr, cpu, kept = _cache_prelude(cid, slabs, objects, pre.get(cid, np.zeros(0, np.uint64)),
-                                        order[cid], max(int(geom[cid]["objs_per_slab"]), 1),
-                                        ncpus)
+        ptr, cpu, kept = _cache_prelude(cid, slabs, objects, room.get(cid, (objects, slabs)),
+                                        pre.get(cid, np.zeros(0, np.uint64)), order[cid],
+                                        max(int(geom[cid]["objs_per_slab"]), 1), ncpus)
         if not len(ptr):
             continue
         a_ptr.append(ptr)
