@@ -16,7 +16,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
-import pandas as pd
 
 from kmemtrace.errors import UsageError
 from kmemtrace.model.eras import DEFAULT_ERA, ERA_3_14, Era, geometry, get_era
@@ -58,10 +57,11 @@ from kmemtrace.replay.policy import (
     PO_SAMPLE_STEP_NS,
     new_policy,
 )
+from kmemtrace.replay.prep import charge_rule, insert_ids, map_ids
 from kmemtrace.replay.whatif import kernel_start, map_cpus
 from kmemtrace.strategies.base import Strategy
 from kmemtrace.trace.reader import TraceReader
-from kmemtrace.trace.schema import GFP_ACCOUNT, ROOT_MEMCG_ID, EventContext, EventKind
+from kmemtrace.trace.schema import ROOT_MEMCG_ID, EventContext, EventKind
 
 DEFAULT_SAMPLES = 500
 # Rows per batch. Small enough that the loops start after one small decode and the last
@@ -80,11 +80,17 @@ _GROW = {NEED_SLABS: grow_slabs, NEED_INSTANCES: grow_instances, NEED_OBJECTS: g
 
 
 class MemcgIndex:
-    """Trace memcg ids (inode numbers) -> dense indices; 0 is the root and 'unknown'."""
+    """Trace memcg ids (inode numbers) -> dense indices; 0 is the root and 'unknown'.
+
+    ``ids`` lists them in order of first appearance. Batches are mapped in compiled code
+    (``replay/prep.py``) through an open-addressing table kept at most half full."""
 
     def __init__(self) -> None:
         self.ids: list[int] = [ROOT_MEMCG_ID]
         self._index: dict[int, int] = {0: 0, ROOT_MEMCG_ID: 0}
+        self._keys = np.zeros(0, dtype=np.uint64)
+        self._vals = np.zeros(0, dtype=np.int64)
+        self._stale = True  # ``get`` added ids the table does not hold yet
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -95,13 +101,33 @@ class MemcgIndex:
             idx = len(self.ids)
             self._index[memcg_id] = idx
             self.ids.append(memcg_id)
+            self._stale = True
         return idx
 
+    def _rebuild(self, capacity: int) -> None:
+        """A table of ``capacity`` (a power of two) slots, holding every id known."""
+        self._keys = np.zeros(capacity, dtype=np.uint64)
+        self._vals = np.full(capacity, -1, dtype=np.int64)
+        insert_ids(self._keys, self._vals, np.fromiter(self._index, np.uint64),
+                   np.fromiter(self._index.values(), np.int64))
+        self._stale = False
+
     def map(self, ids: np.ndarray) -> np.ndarray:
-        codes, uniques = pd.factorize(ids)
-        lookup = np.fromiter((self.get(int(u)) for u in uniques), dtype=np.int64,
-                             count=len(uniques))
-        return lookup[codes] if len(uniques) else np.zeros(len(ids), dtype=np.int64)
+        ids = _frozen(ids, np.uint64)  # one compiled signature, whatever the caller has
+        out = np.empty(len(ids), dtype=np.int64)
+        pos = 0
+        while True:
+            if self._stale or 2 * len(self._index) >= len(self._keys):
+                self._rebuild(max(64, 1 << (4 * len(self._index)).bit_length()))
+            room = len(self._keys) // 2 - len(self._index)
+            new_ids = np.empty(room, dtype=np.uint64)
+            pos, n_new = map_ids(ids, self._keys, self._vals, out, new_ids, pos,
+                                 len(self.ids), room)
+            for memcg_id in new_ids[:n_new].tolist():
+                self._index[memcg_id] = len(self.ids)
+                self.ids.append(memcg_id)
+            if pos == len(ids):
+                return out
 
 
 @dataclass
@@ -148,22 +174,14 @@ def prepare(cols: dict[str, np.ndarray], memcgs: MemcgIndex, accounted_caches: n
     Only ``memcg`` is always a new array; ``cache``, ``aux`` and ``cpu`` are copied only
     when a row needs changing (an unknown cache, a MEMCG_MKDIR's parent, a CPU beyond
     ``ncpu``), the other columns are passed as read."""
-    kind = cols["kind"]
+    kind = _frozen(cols["kind"], np.uint8)
     memcg = memcgs.map(cols["memcg_id"])
-    cache = cols["cache_id"]
-    is_alloc = kind == EventKind.ALLOC
-    known = (cache >= 0) & (cache < len(accounted_caches))
-    if not (known | (cache == -1)).all():
-        cache = np.where(known, cache, -1)
-    if all_accounted:
-        accounted = known
-    else:
-        by_cache = known & accounted_caches[np.where(known, cache, 0)]
-        accounted = ((cols["gfp"] & GFP_ACCOUNT) != 0) | by_cache
-    ctx = cols["ctx"]
-    interrupt = is_alloc & _INTERRUPT[ctx]
-    charged = is_alloc & accounted & (memcg != 0)
-    memcg[is_alloc & (~accounted | interrupt)] = 0
+    cache = _frozen(cols["cache_id"], np.int32)
+    interrupt_allocs, unknown_ctx_allocs, bad_caches = charge_rule(
+        kind, cache, _frozen(cols["gfp"], np.uint32), _frozen(cols["ctx"], np.uint8), memcg,
+        accounted_caches, _INTERRUPT, int(EventContext.UNKNOWN), all_accounted)
+    if bad_caches:
+        cache = np.where((cache >= 0) & (cache < len(accounted_caches)), cache, -1)
     aux = cols["aux"]
     mkdir = np.flatnonzero(kind == EventKind.MEMCG_MKDIR)
     if len(mkdir):
@@ -175,8 +193,7 @@ def prepare(cols: dict[str, np.ndarray], memcgs: MemcgIndex, accounted_caches: n
     arrays = dict(ts=cols["ts_ns"], kind=kind, cpu=cpu, ptr=cols["ptr"], cache=cache,
                   memcg=memcg, aux=aux, aux2=cols["aux2"])
     return Chunk(**{name: _frozen(a, CHUNK_DTYPES[name]) for name, a in arrays.items()},
-                 interrupt_allocs=int((charged & interrupt).sum()),
-                 unknown_ctx_allocs=int((is_alloc & (ctx == EventContext.UNKNOWN)).sum()))
+                 interrupt_allocs=interrupt_allocs, unknown_ctx_allocs=unknown_ctx_allocs)
 
 
 @dataclass
@@ -294,9 +311,9 @@ def replay(trace: TraceReader, selection: list[tuple[Strategy, dict]], *,
     The trace streams in batches of ``batch_rows`` rows (default :data:`BATCH_ROWS`),
     each decoded and prepared on the calling thread while the strategies replay earlier
     ones, and handed to every strategy's model in turn; strategies run in ``threads``
-    threads (default: one per strategy, at most the usable CPUs). Neither changes a result. ``cpus``: replay as
-    if on that many CPUs; ``from_kernel_state``: start the model from the kernel's slabs at
-    record start (both in :mod:`kmemtrace.replay.whatif`)."""
+    threads (default: one per strategy, at most the usable CPUs). Neither changes a result.
+    ``cpus``: replay as if on that many CPUs; ``from_kernel_state``: start the model from
+    the kernel's slabs at record start (both in :mod:`kmemtrace.replay.whatif`)."""
     era_obj = get_era(era)
     caches = trace.caches
     geom = geometry(caches, era_obj)
