@@ -14,8 +14,10 @@ processes, ``--repeat`` times:
 * at every size, ``--strategy all`` (strategies in parallel threads, one per CPU): wall
   time, events/s per strategy end to end, strategy-events/s, read+prepare seconds, and the
   child's peak RSS (``wait4``), which must not grow with the trace, with where it goes:
-  the RSS before the replay (interpreter, libraries, compiled engine), the models' arrays
-  at the end, and the Arrow pool's peak (batches being decoded).
+  the RSS before the replay (interpreter, libraries, compiled engine), the Arrow pool's
+  peak (batches decoded and in flight), each model's arrays at the end (they only grow),
+  the Python side (memcg ids, offline times, notes), the free memory glibc's heaps keep,
+  and the largest RSS sampled in each quarter of the trace (flat if memory is bounded).
 
 CPU time per event (the child's process CPU time over the replay, every thread) is printed
 beside each wall-clock rate: on a shared machine it is the figure load disturbs least.
@@ -33,6 +35,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -60,8 +63,7 @@ def _run(cmd: list[str]) -> tuple[str, float, float]:
 
 
 def _child(trace_dir: str, strategy: str, threads: int | None) -> None:
-    """One replay, after a warm-up on a fixture; prints its timings as JSON."""
-    import numpy as np
+    """One replay, after a warm-up on a fixture; prints its timings and memory as JSON."""
     import pyarrow as pa
 
     from kmemtrace.replay.engine import replay
@@ -71,14 +73,61 @@ def _child(trace_dir: str, strategy: str, threads: int | None) -> None:
     replay(open_trace(FIXTURE), select(strategy, {}), samples=10, threads=threads)
     base = _rss_mb()
     trace = open_trace(trace_dir)
+    done, rss_at = [0], []  # RSS against events replayed, sampled on a thread
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(0.25):
+            rss_at.append((done[0], _rss_mb()))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
     t0, c0 = time.perf_counter(), time.process_time()
-    r = replay(trace, select(strategy, {}), threads=threads)
+    r = replay(trace, select(strategy, {}), threads=threads,
+               progress=lambda n: done.__setitem__(0, done[0] + n))
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    models = sum(a.nbytes for run in r.runs for a in run.model if isinstance(a, np.ndarray))
+    stop.set()
+    sampler.join()
     print(json.dumps({"events": r.events, "wall": wall, "cpu": cpu, "read": r.read_seconds,
                       "loop": {run.strategy.name: run.loop_seconds for run in r.runs},
-                      "base_rss": base, "models": models / 2**20,
-                      "arrow_peak": pa.default_memory_pool().max_memory() / 2**20}))
+                      "base_rss": base, "arrow_peak": pa.default_memory_pool().max_memory()
+                      / 2**20, "models": {run.strategy.name: _arrays_mb(run.model)
+                                          for run in r.runs},
+                      "python": _python_side_mb(r), "malloc_free": _malloc_free_mb(),
+                      "rss_at": _quartiles(rss_at, r.events)}))
+
+
+def _arrays_mb(model) -> dict[str, float]:
+    """MB of each of a model's arrays (they only grow, so the end is their peak)."""
+    return {name: a.nbytes / 2**20 for name, a in model._asdict().items()}
+
+
+def _python_side_mb(r) -> float:
+    """What the replay keeps in Python objects: the memcg ids, the offline times, notes."""
+    ids = sys.getsizeof(r.memcg_ids) + sum(sys.getsizeof(i) for i in r.memcg_ids)
+    return (2 * ids + r.offline_ns.nbytes  # the id list, and the id -> index dict's share
+            + sum(sys.getsizeof(x) for x in r.notes + r.warnings)) / 2**20
+
+
+def _malloc_free_mb() -> float:
+    """Bytes glibc's heaps hold free (fragments the lane threads' arenas keep): RSS that
+    no live object uses."""
+    import ctypes
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [(name, ctypes.c_size_t) for name in (
+            "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
+            "uordblks", "fordblks", "keepcost")]
+
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallinfo2.restype = MallInfo2
+    return libc.mallinfo2().fordblks / 2**20
+
+
+def _quartiles(rss_at: list[tuple[int, float]], events: int) -> list[float]:
+    """The largest RSS sampled in each quarter of the trace: flat if memory is bounded."""
+    return [max((mb for n, mb in rss_at if q * events <= 4 * n < (q + 1) * events),
+                default=0.0) for q in range(4)]
 
 
 def _rss_mb() -> float:
@@ -130,10 +179,28 @@ def _all(trace: Path, repeat: int) -> None:
           f"overlapped with the loops); slowest loop {slowest} {loops[slowest]:.1f} M ev/s")
     print(f"    CPU {_median(runs, lambda r: r['cpu']) / n / k * 1e9:.1f} ns per "
           "strategy-event (all threads)")
-    worst = max(runs, key=lambda r: r["rss"])
-    print(f"    peak RSS {worst['rss']:.0f} MB: {worst['base_rss']:.0f} MB before the replay "
-          f"(libraries, compiled engine), models {worst['models']:.0f} MB at the end, Arrow "
-          f"pool peak {worst['arrow_peak']:.0f} MB")
+    _memory(max(runs, key=lambda r: r["rss"]))
+
+
+def _memory(run: dict) -> None:
+    """Where the peak RSS of one ``--strategy all`` replay goes."""
+    models = run["models"]
+    total = sum(sum(arrays.values()) for arrays in models.values())
+    rest = (run["rss"] - run["base_rss"] - run["arrow_peak"] - total - run["python"]
+            - run["malloc_free"])
+    print(f"    peak RSS {run['rss']:.0f} MB (wait4); RSS by quarter of the trace "
+          + " / ".join(f"{mb:.0f}" for mb in run["rss_at"]) + " MB:")
+    print(f"      {run['base_rss']:.0f} MB before the replay (interpreter, libraries, compiled "
+          f"engine, a fixture replayed); Arrow pool peak {run['arrow_peak']:.0f} MB (batches "
+          "decoded and in flight)")
+    print(f"      models {total:.1f} MB at the end; Python side {run['python']:.1f} MB; "
+          f"glibc heaps free but kept {run['malloc_free']:.0f} MB; the rest "
+          f"{rest:.0f} MB "
+          "(prepared columns in flight, allocator slack)")
+    for name, arrays in models.items():
+        big = sorted(arrays.items(), key=lambda kv: -kv[1])[:5]
+        print(f"      {name:9} {sum(arrays.values()):6.1f} MB: "
+              + ", ".join(f"{k} {mb:.1f}" for k, mb in big))
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ reads the trace a single time; each strategy replays in its own thread (the loop
 the GIL), as many at once as there are usable CPUs, while the next batch is read.
 """
 
+import ctypes
 import itertools
 import os
 import queue
@@ -16,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
-import pandas as pd
+import pyarrow as pa
 
 from kmemtrace.errors import UsageError
 from kmemtrace.model.eras import DEFAULT_ERA, ERA_3_14, Era, geometry, get_era
@@ -59,10 +60,11 @@ from kmemtrace.replay.policy import (
     PO_SAMPLE_STEP_NS,
     new_policy,
 )
+from kmemtrace.replay.prep import charge_rule, insert_ids, map_ids
 from kmemtrace.replay.whatif import kernel_start, map_cpus
 from kmemtrace.strategies.base import Strategy
 from kmemtrace.trace.reader import TraceReader
-from kmemtrace.trace.schema import GFP_ACCOUNT, ROOT_MEMCG_ID, EventContext, EventKind
+from kmemtrace.trace.schema import ROOT_MEMCG_ID, EventContext, EventKind
 
 DEFAULT_SAMPLES = 500
 # Rows per batch. Small enough that the loops start after one small decode and the last
@@ -72,20 +74,31 @@ DEFAULT_SAMPLES = 500
 # compiled call) are noise.
 BATCH_ROWS = 1 << 17
 PREFETCH = 4  # prepared batches a strategy may have waiting: bounds memory, lets it run ahead
+# Batches between two returns of freed memory to the kernel (~8 M rows): the allocators
+# keep what the batches and grown arrays freed, and that slack, not live state, made the
+# peak RSS creep with trace length (+30 MB from 10 M to 100 M events); a return costs ~1 ms.
+TRIM_EVERY = 64
 _COLUMNS = ["ts_ns", "kind", "cpu", "ptr", "cache_id", "memcg_id", "gfp", "aux", "aux2",
             "ctx"]
 _INTERRUPT = np.zeros(256, dtype=bool)  # ctx (uint8) -> ran in interrupt context
 _INTERRUPT[[EventContext.SOFTIRQ, EventContext.HARDIRQ, EventContext.NMI]] = True
+_LIBC = ctypes.CDLL(None)  # malloc_trim: glibc, the C library this project runs on
 _GROW = {NEED_SLABS: grow_slabs, NEED_INSTANCES: grow_instances, NEED_OBJECTS: grow_objects,
          NEED_DLOG: grow_dlog}
 
 
 class MemcgIndex:
-    """Trace memcg ids (inode numbers) -> dense indices; 0 is the root and 'unknown'."""
+    """Trace memcg ids (inode numbers) -> dense indices; 0 is the root and 'unknown'.
+
+    ``ids`` lists them in order of first appearance. Batches are mapped in compiled code
+    (``replay/prep.py``) through an open-addressing table kept at most half full."""
 
     def __init__(self) -> None:
         self.ids: list[int] = [ROOT_MEMCG_ID]
         self._index: dict[int, int] = {0: 0, ROOT_MEMCG_ID: 0}
+        self._keys = np.zeros(0, dtype=np.uint64)
+        self._vals = np.zeros(0, dtype=np.int64)
+        self._stale = True  # ``get`` added ids the table does not hold yet
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -96,13 +109,33 @@ class MemcgIndex:
             idx = len(self.ids)
             self._index[memcg_id] = idx
             self.ids.append(memcg_id)
+            self._stale = True
         return idx
 
+    def _rebuild(self, capacity: int) -> None:
+        """A table of ``capacity`` (a power of two) slots, holding every id known."""
+        self._keys = np.zeros(capacity, dtype=np.uint64)
+        self._vals = np.full(capacity, -1, dtype=np.int64)
+        insert_ids(self._keys, self._vals, np.fromiter(self._index, np.uint64),
+                   np.fromiter(self._index.values(), np.int64))
+        self._stale = False
+
     def map(self, ids: np.ndarray) -> np.ndarray:
-        codes, uniques = pd.factorize(ids)
-        lookup = np.fromiter((self.get(int(u)) for u in uniques), dtype=np.int64,
-                             count=len(uniques))
-        return lookup[codes] if len(uniques) else np.zeros(len(ids), dtype=np.int64)
+        ids = _frozen(ids, np.uint64)  # one compiled signature, whatever the caller has
+        out = np.empty(len(ids), dtype=np.int64)
+        pos = 0
+        while True:
+            if self._stale or 2 * len(self._index) >= len(self._keys):
+                self._rebuild(max(64, 1 << (4 * len(self._index)).bit_length()))
+            room = len(self._keys) // 2 - len(self._index)
+            new_ids = np.empty(room, dtype=np.uint64)
+            pos, n_new = map_ids(ids, self._keys, self._vals, out, new_ids, pos,
+                                 len(self.ids), room)
+            for memcg_id in new_ids[:n_new].tolist():
+                self._index[memcg_id] = len(self.ids)
+                self.ids.append(memcg_id)
+            if pos == len(ids):
+                return out
 
 
 @dataclass
@@ -149,22 +182,14 @@ def prepare(cols: dict[str, np.ndarray], memcgs: MemcgIndex, accounted_caches: n
     Only ``memcg`` is always a new array; ``cache``, ``aux`` and ``cpu`` are copied only
     when a row needs changing (an unknown cache, a MEMCG_MKDIR's parent, a CPU beyond
     ``ncpu``), the other columns are passed as read."""
-    kind = cols["kind"]
+    kind = _frozen(cols["kind"], np.uint8)
     memcg = memcgs.map(cols["memcg_id"])
-    cache = cols["cache_id"]
-    is_alloc = kind == EventKind.ALLOC
-    known = (cache >= 0) & (cache < len(accounted_caches))
-    if not (known | (cache == -1)).all():
-        cache = np.where(known, cache, -1)
-    if all_accounted:
-        accounted = known
-    else:
-        by_cache = known & accounted_caches[np.where(known, cache, 0)]
-        accounted = ((cols["gfp"] & GFP_ACCOUNT) != 0) | by_cache
-    ctx = cols["ctx"]
-    interrupt = is_alloc & _INTERRUPT[ctx]
-    charged = is_alloc & accounted & (memcg != 0)
-    memcg[is_alloc & (~accounted | interrupt)] = 0
+    cache = _frozen(cols["cache_id"], np.int32)
+    interrupt_allocs, unknown_ctx_allocs, bad_caches = charge_rule(
+        kind, cache, _frozen(cols["gfp"], np.uint32), _frozen(cols["ctx"], np.uint8), memcg,
+        accounted_caches, _INTERRUPT, int(EventContext.UNKNOWN), all_accounted)
+    if bad_caches:
+        cache = np.where((cache >= 0) & (cache < len(accounted_caches)), cache, -1)
     aux = cols["aux"]
     mkdir = np.flatnonzero(kind == EventKind.MEMCG_MKDIR)
     if len(mkdir):
@@ -176,8 +201,7 @@ def prepare(cols: dict[str, np.ndarray], memcgs: MemcgIndex, accounted_caches: n
     arrays = dict(ts=cols["ts_ns"], kind=kind, cpu=cpu, ptr=cols["ptr"], cache=cache,
                   memcg=memcg, aux=aux, aux2=cols["aux2"])
     return Chunk(**{name: _frozen(a, CHUNK_DTYPES[name]) for name, a in arrays.items()},
-                 interrupt_allocs=int((charged & interrupt).sum()),
-                 unknown_ctx_allocs=int((is_alloc & (ctx == EventContext.UNKNOWN)).sum()))
+                 interrupt_allocs=interrupt_allocs, unknown_ctx_allocs=unknown_ctx_allocs)
 
 
 @dataclass
@@ -348,6 +372,8 @@ def replay(trace: TraceReader, selection: list[tuple[Strategy, dict]], *,
             if cols is not prelude:  # the kernel's start state is not a recorded event
                 result.events += len(chunk.ts)
             lanes.feed(chunk, len(memcgs))
+            if lanes.fed % TRIM_EVERY == 0:
+                _release_free_memory()
             t0 = time.perf_counter()
     except BaseException:
         lanes.stop()
@@ -375,6 +401,13 @@ def replay(trace: TraceReader, selection: list[tuple[Strategy, dict]], *,
     result.offline_ns = np.concatenate(offlines) if offlines else result.offline_ns
     result.sample_times_ns = start + step * np.arange(samples, dtype=np.int64)
     return result
+
+
+def _release_free_memory() -> None:
+    """Give the pages free in Arrow's pool (mimalloc) and in glibc's heaps (every thread's
+    arena) back to the kernel."""
+    pa.default_memory_pool().release_unused()
+    _LIBC.malloc_trim(0)
 
 
 def _run_chunk(model: Model, pol: np.ndarray, c: Chunk) -> tuple[Model, float]:
