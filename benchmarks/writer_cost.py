@@ -10,8 +10,9 @@ per variant, the median writer CPU per row (``time.thread_time_ns``: this thread
 the ``kmt-writer`` thread) with its minor page faults, and the bytes per row on disk.
 Variants: this checkout's ``write_parquet``, and for contrast every column dictionary-
 encoded (Arrow's default), dictionaries for all but ``ts_ns``/``seq``/``ptr`` (the setting
-before BYTE_STREAM_SPLIT) and plain values with no dictionary; all but the default delta-
-encode ``ts_ns`` and ``seq``.
+before BYTE_STREAM_SPLIT), plain values with no dictionary, and BYTE_STREAM_SPLIT with no
+dictionary (the setting before per-column dictionaries); all but the default delta-encode
+``ts_ns`` and ``seq``.
 """
 
 import argparse
@@ -86,6 +87,14 @@ def no_dictionary(table, path, compression):
                    column_encoding={c: "DELTA_BINARY_PACKED" for c in ("ts_ns", "seq")})
 
 
+def bss_no_dictionary(table, path, compression):
+    """The setting before per-column dictionaries: BYTE_STREAM_SPLIT for all but ts/seq."""
+    pq.write_table(table, path, compression=compression, row_group_size=1 << 20,
+                   write_page_checksum=True, use_dictionary=False, write_statistics=["ts_ns"],
+                   column_encoding={c: "DELTA_BINARY_PACKED" if c in ("ts_ns", "seq")
+                                    else "BYTE_STREAM_SPLIT" for c in table.column_names})
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("trace", type=Path)
@@ -98,7 +107,7 @@ def main() -> None:
     print(f"{n:,} rows from {args.trace}; load {Path('/proc/loadavg').read_text().split()[:3]}")
     variants = {"this checkout": None, "all dictionary": all_dictionary,
                 "dict but ts/seq/ptr": dictionary_but_ts_seq_ptr,
-                "no dictionary": no_dictionary}
+                "no dictionary": no_dictionary, "BSS, no dictionary": bss_no_dictionary}
     res: dict[str, list[tuple[float, int, int]]] = {v: [] for v in variants}
     with tempfile.TemporaryDirectory(prefix="kmt-writer-", dir="/var/tmp") as tmp:
         for _ in range(args.reps):

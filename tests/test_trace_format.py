@@ -250,3 +250,40 @@ def test_sealed_parts_carry_their_digest_and_page_checksums(tmp_path):
     (tmp_path / "flipped.parquet").write_bytes(flipped)
     with pytest.raises(OSError, match="CRC"):
         pq.read_table(tmp_path / "flipped.parquet", page_checksum_verification=True)
+
+
+def test_recurring_pointers_are_dictionary_encoded_and_read_back(tmp_path):
+    """Slab objects are handed out again soon after their free: ``ptr`` takes a dictionary
+    (1.07 instead of 1.50 B/row on a live mix recording), the time columns stay delta-
+    encoded, and a part written the previous way (BYTE_STREAM_SPLIT, no dictionary) reads
+    back the same rows."""
+    import pyarrow.parquet as pq
+
+    from kmemtrace.trace.writer import DELTA_COLUMNS, DICTIONARY_COLUMNS
+
+    rng = np.random.default_rng(3)
+    cols = batch(np.arange(200_000) * 10)
+    cols["ptr"] = np.uint64(0xffff888000000000) + rng.integers(0, 4096, 200_000, np.uint64) * 64
+    cols["memcg_id"][:] = rng.integers(1, 5, 200_000)
+    write(tmp_path / "t", [cols])
+    part = TraceReader.open(tmp_path / "t").meta["parts"][0]
+    path = tmp_path / "t" / "events" / part["file"]
+    group = pq.ParquetFile(path).metadata.row_group(0)
+    encodings = {group.column(i).path_in_schema: group.column(i).encodings
+                 for i in range(group.num_columns)}
+    for name in DICTIONARY_COLUMNS:
+        assert "RLE_DICTIONARY" in encodings[name], (name, encodings[name])
+    for name in DELTA_COLUMNS:
+        assert "DELTA_BINARY_PACKED" in encodings[name], name
+    assert "BYTE_STREAM_SPLIT" in encodings["cache_id"]
+    back = read_all(tmp_path / "t")
+    np.testing.assert_array_equal(back["ptr"], cols["ptr"])
+    np.testing.assert_array_equal(back["memcg_id"], cols["memcg_id"])
+    old = pq.read_table(path)
+    pq.write_table(old, path, use_dictionary=False,
+                   column_encoding={c: "DELTA_BINARY_PACKED" if c in DELTA_COLUMNS
+                                    else "BYTE_STREAM_SPLIT" for c in old.column_names})
+    assert "BYTE_STREAM_SPLIT" in pq.ParquetFile(path).metadata.row_group(0).column(
+        list(encodings).index("ptr")).encodings
+    np.testing.assert_array_equal(next(pq.ParquetFile(path).iter_batches(
+        columns=["ptr"], batch_size=1 << 20))["ptr"].to_numpy(), cols["ptr"])

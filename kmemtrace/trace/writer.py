@@ -41,6 +41,9 @@ DEFAULT_REORDER_WINDOW_NS = 50_000_000  # 50 ms: far above ring-buffer commit sk
 
 # Columns that are (nearly) sorted within a part: delta-encoded, a few bits per row.
 DELTA_COLUMNS = ("ts_ns", "seq")
+# Columns with few distinct values per row group, or values that recur (a freed pointer is
+# soon allocated again): dictionary-encoded, RLE indices (see write_parquet for the figures).
+DICTIONARY_COLUMNS = ("ptr", "memcg_id", "gfp", "pid", "ctx", "aux", "aux2")
 # Min/max statistics are kept for the time column only: no reader prunes on the others.
 STATISTICS_COLUMNS = ("ts_ns",)
 
@@ -48,23 +51,36 @@ STATISTICS_COLUMNS = ("ts_ns",)
 def write_parquet(table: pa.Table, path: Path, compression: str) -> None:
     """One part, with a CRC32 per data page so that the reader notices flipped bits.
 
-    Encodings, chosen by CPU per row of the writer thread, the recorder's largest cost
-    (``benchmarks/writer_cost.py``, 2 M-row parts of real recordings, best of 3,
-    ``time.thread_time_ns``): delta for ``ts_ns``/``seq``; every other column
-    BYTE_STREAM_SPLIT (its bytes regrouped by significance, so zstd finds the repeated high
-    bytes of pointers, ids and sizes) with no dictionary. On an ``eventfd`` recording that is
-    68 ns and 2.45 B per row, against 98 ns and 2.09 B with dictionaries for all but
-    ``ts_ns``/``seq``/``ptr`` (the previous setting) and 79 ns and 2.88 B with plain values;
-    on a ``mix`` recording 69 ns and 3.88 B against 101 ns and 3.61 B. Statistics for
-    ``ts_ns`` only: 6-8 ns/row less. BYTE_STREAM_SPLIT of integers needs pyarrow >= 17 to
-    read (pyproject.toml).
+    Encodings, chosen per column by bytes AND CPU per row of the writer thread (the
+    recorder's largest cost), measured one column at a time on 1.7 M-row parts of live
+    recordings (``slab_hammer`` on both CPUs, ``record --all-objects``, zstd level 1,
+    best of 2, ``time.thread_time_ns``), ``mix`` / ``eventfd``:
+
+    - ``ts_ns``, ``seq``: DELTA_BINARY_PACKED (ts_ns 1.46 B and 11 ns on mix, against 2.03 B
+      for BYTE_STREAM_SPLIT).
+    - ``ptr``: dictionary. Pointers recur (the allocator hands a freed object out again), so
+      on mix 1.07 B and 18 ns against 1.50 B and 17 ns with BYTE_STREAM_SPLIT, the largest
+      single saving. When a row group holds more distinct pointers than the dictionary page
+      (1 MiB) takes, Arrow falls back to plain values for the rest of the chunk (1.59 B).
+    - ``memcg_id``, ``gfp``, ``pid``, ``ctx``, ``aux``, ``aux2``: dictionary; memcg_id
+      0.06 B and 9 ns against 0.17 B and 10 ns, gfp 0.08 B against 0.17 B (+3 ns).
+    - ``cpu``, ``kind``, ``cache_id``, ``bytes``: BYTE_STREAM_SPLIT (its bytes regrouped by
+      significance), no dictionary: a dictionary saves 0.01-0.02 B there for 2-4 ns more.
+
+    On mix that is 3.29 B and ~101 ns per row summed over the columns, against 3.93 B and
+    ~100 ns with dictionaries for no column (the previous setting). zstd level 3 instead of
+    1 would save another 0.05 B on ts_ns and 0.1 B on ptr for 2-5 ns each: not taken.
+    Statistics for ``ts_ns`` only: 6-8 ns/row less. BYTE_STREAM_SPLIT of integers needs
+    pyarrow >= 17 to read (pyproject.toml).
     """
     names = table.column_names
     pq.write_table(table, path, compression=compression, row_group_size=1 << 20,
-                   write_page_checksum=True, use_dictionary=False,
+                   write_page_checksum=True,
+                   use_dictionary=[c for c in DICTIONARY_COLUMNS if c in names],
                    write_statistics=[c for c in STATISTICS_COLUMNS if c in names],
                    column_encoding={c: "DELTA_BINARY_PACKED" if c in DELTA_COLUMNS
-                                    else "BYTE_STREAM_SPLIT" for c in names})
+                                    else "BYTE_STREAM_SPLIT"
+                                    for c in names if c not in DICTIONARY_COLUMNS})
 
 
 def part_digest(path: Path) -> dict:
