@@ -51,6 +51,13 @@ def _trace(path, rows=None, ncpus=1, step=1000, **cache):
     return TraceReader.open(path)
 
 
+def _objcg_samples(trace, from_kernel_state=True):
+    """Model beside kernel at the trace's two slab samples: objcg, SLUB 6.8."""
+    run = replay(trace, select("objcg", {}), era="6.8", samples=2,
+                 from_kernel_state=from_kernel_state).runs[0]
+    return slab_samples(run)
+
+
 def test_prelude_rebuilds_the_kernels_slabs_and_pairs_old_frees(tmp_path):
     trace = _trace(tmp_path / "t")
     pre = kernel_start(trace)
@@ -66,9 +73,7 @@ def test_seeded_replay_matches_the_kernel_where_an_empty_start_cannot(tmp_path):
     trace = _trace(tmp_path / "t")
     # started empty, the model knows only NEW's slab, kept (empty) as the CPU slab
     for seeded, objects, slabs in ((True, [6, 4], [3, 3]), (False, [0, 0], [0, 1])):
-        run = replay(trace, select("objcg", {}), era="6.8", samples=2,
-                     from_kernel_state=seeded).runs[0]
-        s = slab_samples(run)
+        s = _objcg_samples(trace, from_kernel_state=seeded)
         assert list(s["model_objects"]) == objects, seeded
         assert list(s["model_slabs"]) == slabs, seeded
 
@@ -87,9 +92,7 @@ def test_the_kernels_slabs_start_spread_over_its_cpus(tmp_path):
     pre = kernel_start(trace)
     assert list(pre["cpu"][pre["kind"] == EventKind.ALLOC]) == [0] * 4 + [1] * 4
     assert list(pre["cpu"][pre["kind"] == EventKind.FREE]) == [0, 0, 1, 1]
-    run = replay(trace, select("objcg", {}), era="6.8", samples=2,
-                 from_kernel_state=True).runs[0]
-    s = slab_samples(run)
+    s = _objcg_samples(trace)
     assert list(s["model_objects"]) == [4, 8]
     assert list(s["model_slabs"]) == [2, 2]
 
@@ -113,9 +116,7 @@ def test_a_pre_recording_slab_freed_whole_empties_in_the_model(tmp_path):
     assert list(allocs[:6]) == [a, a + 64, a + 128, a + 192, b, b + 64]
     frees = set(pre["ptr"][pre["kind"] == EventKind.FREE])
     assert frees == {allocs[i] for i in (6, 7, 9, 10)}  # B's free slots, C's but 0 and 3
-    run = replay(trace, select("objcg", {}), era="6.8", samples=2,
-                 from_kernel_state=True).runs[0]
-    s = slab_samples(run)
+    s = _objcg_samples(trace)
     assert list(s["model_slabs"]) == [3, 1]
     assert list(s["model_objects"]) == [8, 2]
 
@@ -167,9 +168,7 @@ def test_later_samples_cap_the_starts_survivors(tmp_path):
     allocs = pre["ptr"][pre["kind"] == EventKind.ALLOC]
     freed = set(pre["ptr"][pre["kind"] == EventKind.FREE])
     assert len(allocs) == 8 and [i for i, p in enumerate(allocs) if p not in freed] == [0, 3]
-    run = replay(trace, select("objcg", {}), era="6.8", samples=2,
-                 from_kernel_state=True).runs[0]
-    assert list(slab_samples(run)["model_slabs"])[:2] == [2, 2]
+    assert list(_objcg_samples(trace)["model_slabs"])[:2] == [2, 2]
 
 
 def test_cpu_mapping():
