@@ -10,6 +10,7 @@ it never skips. The failure paths (no qemu, no image, no boot) cost seconds.
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -18,13 +19,15 @@ import pytest
 from kmemtrace.lab import LabError
 from kmemtrace.lab.build import apply_patches
 from kmemtrace.lab.images import patch_entries
+from kmemtrace.lab.vm import WATCHDOG_MARK
 from kmemtrace.trace.reader import open_trace
 from kmemtrace.trace.schema import EventKind, LostReason, OfflineSource
 from lab.memcg_churn import parse as parse_churn
 
 from conftest import assert_loss_is_the_counted_residue
 
-pytestmark = pytest.mark.root
+# A guest boot takes ~100 s here; a fixture may boot twice (see stock_trace).
+pytestmark = [pytest.mark.root, pytest.mark.timeout(1500)]
 
 REPO = Path(__file__).resolve().parents[1]
 CHURN = REPO / "lab" / "churn.sh"
@@ -48,13 +51,35 @@ def stock_trace(request, tmp_path_factory):
     The workload: churn.sh in the recorder's memcg, then memcg_churn.py making memcgs at the
     guest's cgroup root (outside that memcg), which the recorder follows its tasks into.
     """
-    out = tmp_path_factory.mktemp(f"lab-{request.param}") / "trace"
+    base = tmp_path_factory.mktemp(f"lab-{request.param}")
     workload = (f"/bin/bash {CHURN} {N_FILES} && /usr/bin/python3 {MEMCG_CHURN} "
                 f"/sys/fs/cgroup {CHURN_N} {CHURN_EVERY}")
-    res = lab("run", "--kernel", "stock", "-o", str(out), "--lifecycle", request.param,
-              "--grace", "5s", "--", "/bin/bash", "-c", workload)
-    assert res.returncode == 0, res.stderr[-3000:]
+    # One CI run saw this guest still running after 900 s (it takes ~100 s): a hang whose
+    # cause is not known. The guest's watchdog (at 420 - 105 s) dumps its tasks and the
+    # recorder's stacks; a hang is retried once, and the dump is shown as a warning.
+    for attempt in (1, 2):
+        out = base / f"trace{attempt}"
+        res = lab("run", "--kernel", "stock", "-o", str(out), "--lifecycle", request.param,
+                  "--grace", "5s", "--timeout", "420s", "--", "/bin/bash", "-c", workload,
+                  timeout=600)
+        if res.returncode == 0 or not hung(res):
+            break
+        warnings.warn(f"lab guest run {attempt} ({request.param}) hung:\n"
+                      f"{guest_failure(res, out)}", stacklevel=1)
+    assert res.returncode == 0, guest_failure(res, out)
     return request.param, open_trace(out), res
+
+
+def hung(res: subprocess.CompletedProcess) -> bool:
+    return "still running after" in res.stderr or "did not finish within" in res.stderr
+
+
+def guest_failure(res: subprocess.CompletedProcess, out: Path) -> str:
+    """What a failed guest run said: its stderr's end and, after a hang, the watchdog's dump."""
+    console = out.with_name(out.name + ".console.log")
+    text = console.read_text(errors="replace") if console.exists() else ""
+    at = text.find(WATCHDOG_MARK)
+    return res.stderr[-2000:] + ("\n" + text[at:at + 8000] if at >= 0 else "")
 
 
 def churned(trace) -> dict[str, list[int]]:
@@ -208,6 +233,22 @@ def test_guest_not_up_within_boot_timeout(tmp_path):
     console = tmp_path / "t.console.log"
     assert console.read_text().startswith("# ") and str(console) in res.stderr
     assert not (tmp_path / "t").exists()
+
+
+def test_hung_guest_command_dumps_its_state(tmp_path):
+    """A guest command that outlives the watchdog (timeout 120 s: at 90 s) leaves its tasks,
+    the kernel's blocked-task stacks and the recorder's Python stacks in the console, and
+    the run fails with one line that says so, not a bare "did not finish"."""
+    out = tmp_path / "t"
+    res = lab("run", "--timeout", "120s", "-o", str(out), "--", "sleep", "1000", timeout=600)
+    assert res.returncode == LabError.exit_code, res.stderr[-2000:]
+    assert "still running after 90 s" in res.stderr, res.stderr[-2000:]
+    console = out.with_name("t.console.log").read_text(errors="replace")
+    dump = console[console.index(WATCHDOG_MARK):]
+    assert "sleep 1000" in dump  # ps
+    assert "Show Blocked State" in dump  # sysrq w
+    assert "Current thread 0x" in dump  # faulthandler: the recorder's stacks
+    assert not out.exists()
 
 
 def test_image_that_is_not_a_kernel(tmp_path):

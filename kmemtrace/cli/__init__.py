@@ -59,9 +59,16 @@ COMMAND_MODULES: tuple[str, ...] = (
 )
 
 
-def _register() -> None:
-    for name in COMMAND_MODULES:
-        importlib.import_module(f"kmemtrace.cli.{name}")
+def _register(argv: list[str]) -> None:
+    """Import the one command module the command line names, or all of them (for help).
+
+    Each module pulls in what its command needs (numba, pandas, dask...): importing them
+    all cost ~0.9 s here before any command ran, and minutes in a TCG guest whose Python
+    files come over 9p (`kmemtrace lab`).
+    """
+    name = next((a for a in argv if not a.startswith("-")), None)
+    for module in (name,) if name in COMMAND_MODULES else COMMAND_MODULES:
+        importlib.import_module(f"kmemtrace.cli.{module}")
 
 
 def main() -> None:
@@ -70,7 +77,7 @@ def main() -> None:
     Runs typer outside standalone mode so that its own usage errors (unknown option, bad
     value) come back here too, instead of as a multi-line box.
     """
-    _register()
+    _register(sys.argv[1:])
     try:
         rc = app(standalone_mode=False)
     except KmemtraceError as exc:

@@ -28,7 +28,9 @@ LifecycleOpt = Annotated[str, typer.Option(
     help="record --lifecycle: " + " | ".join(LIFECYCLE_MODES))]
 AccelOpt = Annotated[str, typer.Option(
     help="auto (KVM where it runs stock kernels, else TCG) | tcg | kvm.")]
-TimeoutOpt = Annotated[str, typer.Option(help="Give up on the guest after this long.")]
+TimeoutOpt = Annotated[str, typer.Option(
+    help="Give up on the guest command this long after the boot (a watchdog dumps the guest's "
+         "state into the console before).")]
 BootTimeoutOpt = Annotated[str, typer.Option(help="Give up if the guest is not up by then.")]
 MemoryOpt = Annotated[str, typer.Option(help="Guest memory (qemu -m).")]
 PatchOpt = Annotated[list[Path], typer.Option(

@@ -6,7 +6,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Group
@@ -17,9 +17,6 @@ from kmemtrace.cli import app, err_console
 from kmemtrace.cli.options import EraOption, ParamOption, StrategyOption
 from kmemtrace.cli.outputs import output_file, write_output
 from kmemtrace.errors import UsageError
-from kmemtrace.live.feed import Final, LiveWhatIf
-from kmemtrace.live.view import final_json, final_sentence, final_table
-from kmemtrace.live.view import render as render_whatif
 from kmemtrace.model.eras import DEFAULT_ERA
 from kmemtrace.params import parse_duration_ns, split_params
 from kmemtrace.record import probes
@@ -31,6 +28,9 @@ from kmemtrace.record.recorder import (
     cflags,
     prepare,
 )
+
+if TYPE_CHECKING:  # the live what-if (replay engine, numba, pandas) loads only with --whatif
+    from kmemtrace.live.feed import Final, LiveWhatIf
 
 
 @app.command(context_settings={"allow_interspersed_args": False})
@@ -100,7 +100,12 @@ def record(
         raise UsageError("--live-json needs --live")
     if live_json is not None:
         output_file(live_json, "--live-json")
-    whatif = LiveWhatIf(strategy, split_params(param), era) if live else None
+    whatif = None
+    if live:
+        from kmemtrace.live.feed import LiveWhatIf
+        from kmemtrace.live.view import final_json
+        from kmemtrace.live.view import render as render_whatif
+        whatif = LiveWhatIf(strategy, split_params(param), era)
     opts = RecordOptions(output=output, all_objects=all_objects, cgroup=cgroup,
                          transport=transport,
                          sample_interval_s=_positive("--sample-interval", sample_interval),
@@ -156,8 +161,9 @@ def record(
         sys.exit(exit_code)  # click swallows typer.Exit codes with standalone_mode=False
 
 
-def _finish_whatif(whatif: LiveWhatIf, meta: dict) -> Final:
+def _finish_whatif(whatif: "LiveWhatIf", meta: dict) -> "Final":
     """Let the what-if replay what is still queued, then print its final figures."""
+    from kmemtrace.live.view import final_sentence, final_table
     if whatif.behind_rows:
         err_console.print(f"what-if: replaying the {whatif.behind_rows:,} queued rows",
                           highlight=False)
@@ -206,7 +212,7 @@ def _run_in_memcg(rec, feats, opts, deadline, grace_s, tick) -> int:
     return code if code >= 0 else 128 - code
 
 
-def start_recorder(opts: RecordOptions, whatif: LiveWhatIf | None) -> Recorder:
+def start_recorder(opts: RecordOptions, whatif: "LiveWhatIf | None") -> Recorder:
     """Checks, BPF compile and attach, shared by ``record`` and ``top`` so both say the same
     notes and stop the same way: Ctrl-C or SIGTERM from here on ends the session cleanly,
     and the live what-if (if any) starts with the compile and then sees every batch."""

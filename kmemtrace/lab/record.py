@@ -21,7 +21,8 @@ from kmemtrace.lab import LabError, images, vm
 from kmemtrace.trace.meta import load_meta, write_meta_atomic
 
 # /root and the repository are read-only in the guest; these are writable, discarded overlays.
-GUEST_ENV = "export XDG_CACHE_HOME=/tmp/kmemtrace-cache COLUMNS=200"
+# PYTHONFAULTHANDLER: the lab's watchdog (vm.watched) gets the recorder's thread stacks.
+GUEST_ENV = "export XDG_CACHE_HOME=/tmp/kmemtrace-cache COLUMNS=200 PYTHONFAULTHANDLER=1"
 WORKDIR = "/tmp/kmemtrace-work"  # a tmpfs mounted there: the command's working directory
 WORKDIR_FS = "workdir-fs"  # in the staging folder: the guest's `stat -f` type of WORKDIR
 GUEST_SCRIPT = "guest.sh"  # in the staging folder: what the guest runs

@@ -25,6 +25,7 @@ from kmemtrace.lab import GuestError, LabError
 from kmemtrace.lab.images import STOCK
 
 BOOT_MARK = "kmemtrace-lab: guest up"
+WATCHDOG_MARK = "kmemtrace-lab: watchdog"
 TAIL_LINES = 25
 KERNEL_LOG = re.compile(r"\[\s*\d+\.\d+\] ")  # printk's timestamp prefix
 INSTALL = "apt-get install --no-install-recommends qemu-system-x86 busybox-static"
@@ -96,7 +97,31 @@ def vng_command(vng: str, spec: GuestSpec, script: str, rwdirs: list[Path]) -> l
         cmd.append("--disable-kvm")
     for d in rwdirs:
         cmd += ["--rwdir", str(d)]
-    return [*cmd, "--exec", f"echo {shlex.quote(BOOT_MARK)}; {script}"]
+    return [*cmd, "--exec", f"echo {shlex.quote(BOOT_MARK)}; {watched(script, spec)}"]
+
+
+def watchdog_after_s(spec: GuestSpec) -> int:
+    """When the guest dumps its state, counted from the boot like the host's ``timeout_s``,
+    and early enough for the dump to reach the console before the host kills the guest."""
+    return max(1, int(spec.timeout_s - min(120.0, spec.timeout_s / 4)))
+
+
+def watched(script: str, spec: GuestSpec) -> str:
+    """``script`` with a watchdog beside it: a guest that hangs says where before it is killed.
+
+    A hang in a TCG guest (seen once in CI, never here) otherwise leaves only "did not
+    finish". The dump: every task with its state and kernel wait channel, kernel stacks of
+    blocked tasks (sysrq w), and the Python stacks of every thread of the recorder
+    (SIGABRT; the guest runs Python with PYTHONFAULTHANDLER=1), which also ends the run.
+    """
+    dump = "; ".join([
+        f"echo {shlex.quote(WATCHDOG_MARK)}: still running after $wd_s s, dumping state",
+        "ps -eo pid,ppid,stat,wchan:32,etime,args",
+        "echo 1 > /proc/sys/kernel/sysrq; echo w > /proc/sysrq-trigger",
+        "pkill -ABRT -f ' -m kmemtrace record'",
+    ])
+    return (f"wd_s={watchdog_after_s(spec)}; (sleep $wd_s; {dump}) & wd=$!; {script}; "
+            "rc=$?; kill $wd 2>/dev/null; exit $rc")
 
 
 def run(spec: GuestSpec, script: str, rwdirs: list[Path], console: Path,
@@ -109,29 +134,35 @@ def run(spec: GuestSpec, script: str, rwdirs: list[Path], console: Path,
     vng = find_tools()
     cmd = vng_command(vng, spec, script, rwdirs)
     console.parent.mkdir(parents=True, exist_ok=True)
-    booted = threading.Event()
+    booted, dumped = threading.Event(), threading.Event()
     with open(console, "w") as log:
         log.write("# " + shlex.join(cmd) + "\n")
         # vng runs its sibling `virtme-run` through the shell: its folder must be on PATH
         env = {**os.environ, "PATH": f"{Path(vng).parent}:{os.environ.get('PATH', '')}"}
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, start_new_session=True, env=env)
-        reader = threading.Thread(target=_pump, args=(proc.stdout, log, booted, echo),
+        reader = threading.Thread(target=_pump, args=(proc.stdout, log, booted, dumped, echo),
                                   daemon=True)
         reader.start()
         started = time.monotonic()
+        up_at = None  # the command's time counts from the boot marker, as the watchdog's does
         failure = None
         while proc.poll() is None:
-            waited = time.monotonic() - started
-            if not booted.is_set() and waited > spec.boot_timeout_s:
+            now = time.monotonic()
+            if up_at is None and booted.is_set():
+                up_at = now
+            if up_at is None and now - started > spec.boot_timeout_s:
                 failure = f"the guest did not boot within {spec.boot_timeout_s:.0f} s"
-            elif waited > spec.timeout_s:
+            elif up_at is not None and now - up_at > spec.timeout_s:
                 failure = f"the guest command did not finish within {spec.timeout_s:.0f} s"
             if failure:
                 _kill(proc)
                 break
             time.sleep(0.2)
         reader.join(10)
+    if dumped.is_set():  # says more than "did not finish", even if the kill came after it
+        failure = (f"the guest command was still running after {watchdog_after_s(spec)} s: "
+                   "the watchdog dumped its tasks and stacks into the console and stopped it")
     if failure is None and not booted.is_set():
         failure = f"the guest failed to boot (vng exit status {proc.returncode})"
     if failure:
@@ -139,7 +170,7 @@ def run(spec: GuestSpec, script: str, rwdirs: list[Path], console: Path,
     return proc.returncode
 
 
-def _pump(stream, log, booted: threading.Event, echo) -> None:
+def _pump(stream, log, booted: threading.Event, dumped: threading.Event, echo) -> None:
     for raw in iter(stream.readline, b""):
         line = raw.decode(errors="replace").replace("\0", "")
         log.write(line)
@@ -148,6 +179,8 @@ def _pump(stream, log, booted: threading.Event, echo) -> None:
             echo(line.rstrip("\n"))  # the command's output; kernel messages stay in the file
         elif line.strip() == BOOT_MARK:
             booted.set()
+        if line.startswith(WATCHDOG_MARK):
+            dumped.set()
 
 
 def _kill(proc: subprocess.Popen) -> None:

@@ -1,7 +1,2 @@
-"""The trace format: schema, writer, reader, meta."""
-
-from kmemtrace.trace.reader import TraceReader, open_trace
-from kmemtrace.trace.schema import COLUMNS, FORMAT_VERSION, EventKind
-from kmemtrace.trace.writer import TraceWriter
-
-__all__ = ["COLUMNS", "FORMAT_VERSION", "EventKind", "TraceReader", "TraceWriter", "open_trace"]
+"""The trace format: schema, writer, reader, meta (import the module you need: the reader
+brings pandas, which the recorder does not need)."""
