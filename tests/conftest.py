@@ -1,5 +1,7 @@
 """Shared test helpers: build small traces by hand, exactly as a recorder would write them."""
 
+import os
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -129,3 +131,35 @@ def assert_loss_is_the_counted_residue(trace) -> None:
     nested = lost["by_reason"].get("NESTED", 0)
     assert misses - rec["nested_rescued"] <= nested <= misses, (lost, rec["recursion_misses"])
     assert lost["by_reason"].get("FREE_UNSEEN", 0) == implied_frees(trace)["total"], lost
+
+
+SOCKET_CHURN = """
+import socket
+for _ in range({n}):
+    a, b = socket.socketpair()
+    a.close(); b.close()
+"""
+
+
+def record_socket_churn(tmp: Path, n_pairs: int, cache: str, *record_args: str):
+    """``record --in-memcg`` of ``n_pairs`` socketpairs made and closed, beside an ftrace
+    count (private tracefs instance, no BPF) of ``cache``: (trace, ftrace text, ftrace's
+    dropped count). Each socket's inode is freed by an RCU callback, often in softirq inside
+    another program: the case the nested-free and memo tests check against ftrace."""
+    from kmemtrace.record.ftrace_ref import FtraceInstance
+    from kmemtrace.trace.reader import open_trace
+
+    script = tmp / "churn.py"
+    script.write_text(SOCKET_CHURN.format(n=n_pairs))
+    out = tmp / "trace"
+    ftrace = FtraceInstance(f"kmt-churn-{os.getpid()}", cache)
+    try:
+        res = subprocess.run([sys.executable, "-m", "kmemtrace", "record", "-o", str(out),
+                              "--in-memcg", *record_args, "--grace", "2s", "--",
+                              "/usr/bin/python3", str(script)], capture_output=True, text=True,
+                             timeout=300, env={**os.environ, "COLUMNS": "300"})
+        text, dropped = ftrace.stop()
+    finally:
+        ftrace.remove()
+    assert res.returncode == 0, res.stderr
+    return open_trace(out), text, dropped

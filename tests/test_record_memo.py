@@ -11,45 +11,24 @@ socket inodes are freed in RCU softirq, nested inside other programs.
 """
 
 import collections
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-from kmemtrace.record.ftrace_ref import LINE, FtraceInstance
-from kmemtrace.trace.reader import open_trace
+from kmemtrace.record.ftrace_ref import LINE
 from kmemtrace.trace.schema import EventKind
+
+from conftest import record_socket_churn
 
 pytestmark = pytest.mark.root
 
 N_PAIRS = 5_000
 CACHE = "sock_inode_cache"
-CHURN = f"""
-import socket
-for _ in range({N_PAIRS}):
-    a, b = socket.socketpair()
-    a.close(); b.close()
-"""
 
 
 def test_every_event_of_a_cache_carries_that_cache(tmp_path):
-    script = tmp_path / "churn.py"
-    script.write_text(CHURN)
-    out = tmp_path / "trace"
-    ftrace = FtraceInstance(f"kmt-memo-{os.getpid()}", CACHE)
-    try:
-        res = subprocess.run([sys.executable, "-m", "kmemtrace", "record", "-o", str(out),
-                              "--in-memcg", "--all-objects", "--grace", "2s", "--",
-                              "/usr/bin/python3", str(script)], capture_output=True, text=True,
-                             timeout=300, env={**os.environ, "COLUMNS": "300"})
-        text, dropped = ftrace.stop()
-    finally:
-        ftrace.remove()
-    assert res.returncode == 0, res.stderr
+    trace, text, dropped = record_socket_churn(tmp_path, N_PAIRS, CACHE, "--all-objects")
     assert dropped == 0, "ftrace itself dropped events: the reference is not whole"
-    trace = open_trace(out)
     ids = {c["id"] for c in trace.caches if c["name"] == CACHE or CACHE in c.get("aliases", [])}
     df = trace.to_pandas(kinds=[EventKind.ALLOC, EventKind.FREE])
     allocs = df[(df.kind == EventKind.ALLOC) & df.cache_id.isin(ids)]

@@ -10,20 +10,16 @@ of objects the workload allocated must all be in the trace, or the shortfall in 
 """
 
 import collections
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from kmemtrace.record.ftrace_ref import FtraceInstance, frees_of_workload_objects
+from kmemtrace.record.ftrace_ref import frees_of_workload_objects
 from kmemtrace.record.probes import find_tracefs
-from kmemtrace.trace.reader import open_trace
 from kmemtrace.trace.schema import EventContext, EventKind
 
-from conftest import assert_loss_is_the_counted_residue
+from conftest import assert_loss_is_the_counted_residue, record_socket_churn
 
 pytestmark = pytest.mark.root
 
@@ -34,29 +30,9 @@ CACHE = "sock_inode_cache"
 # while a task no BPF program runs under is current, docs/recording.md "Frees no probe
 # sees"; the nested loss the twins replaced was 8-23 %).
 LAST_LIFE_MAX = 2 * N_PAIRS // 200
-CHURN = f"""
-import socket, sys
-for _ in range({N_PAIRS}):
-    a, b = socket.socketpair()
-    a.close(); b.close()
-"""
 @pytest.fixture(scope="module")
 def churn(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("nested")
-    script = tmp / "churn.py"
-    script.write_text(CHURN)
-    out = tmp / "trace"
-    ftrace = FtraceInstance(f"kmt-nested-{os.getpid()}", CACHE)
-    try:
-        res = subprocess.run([sys.executable, "-m", "kmemtrace", "record", "-o", str(out),
-                              "--in-memcg", "--grace", "2s", "--", "/usr/bin/python3",
-                              str(script)], capture_output=True, text=True, timeout=300,
-                             env={**os.environ, "COLUMNS": "300"})
-        text, dropped = ftrace.stop()
-    finally:
-        ftrace.remove()
-    assert res.returncode == 0, res.stderr
-    return open_trace(out), text, dropped
+    return record_socket_churn(tmp_path_factory.mktemp("nested"), N_PAIRS, CACHE)
 
 
 def _cache_ids(trace, name: str) -> list[int]:
@@ -145,4 +121,4 @@ def test_ftrace_parser_pairs_by_pointer():
 def test_cleanup_left_no_instance():
     tracefs = find_tracefs()
     assert tracefs is not None
-    assert not list(Path(tracefs, "instances").glob("kmt-nested-*"))
+    assert not list(Path(tracefs, "instances").glob("kmt-churn-*"))
