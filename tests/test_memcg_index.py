@@ -3,7 +3,7 @@
 import numpy as np
 
 from kmemtrace.replay.engine import MemcgIndex
-from kmemtrace.trace.schema import ROOT_MEMCG_ID
+from kmemtrace.trace.schema import GFP_ACCOUNT, ROOT_MEMCG_ID, EventContext, EventKind
 
 
 def test_ids_get_indices_in_order_of_first_appearance_across_growth():
@@ -26,3 +26,42 @@ def test_ids_get_indices_in_order_of_first_appearance_across_growth():
 
 def test_empty_batch():
     assert MemcgIndex().map(np.zeros(0, dtype=np.uint64)).tolist() == []
+
+
+def test_map_charged_maps_and_applies_the_charge_rule_in_one_pass():
+    """A hand scenario: memcg 500 allocates in task, softirq and unknown context, from an
+    accounted cache, an unaccounted one with and without __GFP_ACCOUNT, and an unknown
+    cache id; frees keep their memcg. Table growth mid-batch must not restart the counts."""
+    alloc, free = int(EventKind.ALLOC), int(EventKind.FREE)
+    task, soft, unknown = (int(EventContext.TASK), int(EventContext.SOFTIRQ),
+                           int(EventContext.UNKNOWN))
+    accounted = np.array([True, False])  # cache 0 SLAB_ACCOUNT, cache 1 not
+    rows = [  # (memcg id, kind, cache, gfp, ctx) -> expected index
+        (500, alloc, 0, 0, task, 1),              # accounted cache, task: charged
+        (500, alloc, 1, 0, task, 0),              # unaccounted, no __GFP_ACCOUNT: root
+        (500, alloc, 1, GFP_ACCOUNT, task, 1),    # __GFP_ACCOUNT: charged
+        (500, alloc, 0, 0, soft, 0),              # softirq: root, counted as interrupt
+        (500, alloc, 1, 0, soft, 0),              # softirq, would not be charged: not counted
+        (500, alloc, 0, 0, unknown, 1),           # unknown context counts as task
+        (500, free, 1, 0, soft, 1),               # a free keeps its memcg
+        (600, alloc, 7, GFP_ACCOUNT, task, 2),    # cache 7 is past the table: a bad row
+    ]
+    fresh = np.arange(100, dtype=np.uint64) + 10_000  # grows the 64-slot table mid-batch
+    ids = np.array([r[0] for r in rows] + fresh.tolist(), dtype=np.uint64)
+    n = len(ids)
+
+    def col(k, fill, dtype):
+        return np.array([r[k] for r in rows] + [fill] * len(fresh), dtype=dtype)
+
+    out, counts = MemcgIndex().map_charged(
+        ids, col(1, free, np.uint8), col(2, 0, np.int32), col(3, 0, np.uint32),
+        col(4, task, np.uint8), accounted, False)
+    assert out.tolist() == [r[5] for r in rows] + list(range(3, 103))
+    assert len(out) == n
+    assert counts.tolist() == [1, 1, 1]  # interrupt, unknown context, bad cache
+    # before v4.5 every allocation from a known cache is charged (in softirq still not)
+    out, counts = MemcgIndex().map_charged(
+        ids[:8], col(1, free, np.uint8)[:8], col(2, 0, np.int32)[:8],
+        col(3, 0, np.uint32)[:8], col(4, task, np.uint8)[:8], accounted, True)
+    assert out.tolist() == [1, 1, 1, 0, 0, 1, 1, 0]  # an unknown cache is not charged
+    assert counts.tolist() == [2, 1, 1]

@@ -8,6 +8,7 @@ the GIL), as many at once as there are usable CPUs, while the next batch is read
 """
 
 import ctypes
+import functools
 import itertools
 import os
 import queue
@@ -60,7 +61,7 @@ from kmemtrace.replay.policy import (
     PO_SAMPLE_STEP_NS,
     new_policy,
 )
-from kmemtrace.replay.prep import charge_rule, insert_ids, map_ids
+from kmemtrace.replay.prep import insert_ids, map_charged, map_ids
 from kmemtrace.replay.whatif import kernel_start, map_cpus
 from kmemtrace.strategies.base import Strategy
 from kmemtrace.trace.reader import TraceReader
@@ -121,6 +122,23 @@ class MemcgIndex:
         self._stale = False
 
     def map(self, ids: np.ndarray) -> np.ndarray:
+        """The dense index of each id (new ids get the next ones)."""
+        return self._map(ids, map_ids)
+
+    def map_charged(self, ids: np.ndarray, kind: np.ndarray, cache: np.ndarray,
+                    gfp: np.ndarray, ctx: np.ndarray, accounted_caches: np.ndarray,
+                    all_accounted: bool) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`map`, with allocations the era does not charge mapped to the root;
+        (indices, counts as in ``prep.map_charged``), in the same pass."""
+        counts = np.zeros(3, dtype=np.int64)
+        out = self._map(ids, functools.partial(
+            map_charged, kind, cache, gfp, ctx, accounted_caches, _INTERRUPT,
+            int(EventContext.UNKNOWN), all_accounted, counts))
+        return out, counts
+
+    def _map(self, ids: np.ndarray, step: Callable) -> np.ndarray:
+        """Run the compiled ``step`` over ``ids``, growing the table whenever it stops for
+        room, and list the ids it met first."""
         ids = _frozen(ids, np.uint64)  # one compiled signature, whatever the caller has
         out = np.empty(len(ids), dtype=np.int64)
         pos = 0
@@ -129,8 +147,8 @@ class MemcgIndex:
                 self._rebuild(max(64, 1 << (4 * len(self._index)).bit_length()))
             room = len(self._keys) // 2 - len(self._index)
             new_ids = np.empty(room, dtype=np.uint64)
-            pos, n_new = map_ids(ids, self._keys, self._vals, out, new_ids, pos,
-                                 len(self.ids), room)
+            pos, n_new = step(ids, self._keys, self._vals, out, new_ids, pos, len(self.ids),
+                              room)
             for memcg_id in new_ids[:n_new].tolist():
                 self._index[memcg_id] = len(self.ids)
                 self.ids.append(memcg_id)
@@ -183,25 +201,25 @@ def prepare(cols: dict[str, np.ndarray], memcgs: MemcgIndex, accounted_caches: n
     when a row needs changing (an unknown cache, a MEMCG_MKDIR's parent, a CPU beyond
     ``ncpu``), the other columns are passed as read."""
     kind = _frozen(cols["kind"], np.uint8)
-    memcg = memcgs.map(cols["memcg_id"])
     cache = _frozen(cols["cache_id"], np.int32)
-    interrupt_allocs, unknown_ctx_allocs, bad_caches = charge_rule(
-        kind, cache, _frozen(cols["gfp"], np.uint32), _frozen(cols["ctx"], np.uint8), memcg,
-        accounted_caches, _INTERRUPT, int(EventContext.UNKNOWN), all_accounted)
+    memcg, (interrupt_allocs, unknown_ctx_allocs, bad_caches) = memcgs.map_charged(
+        cols["memcg_id"], kind, cache, _frozen(cols["gfp"], np.uint32),
+        _frozen(cols["ctx"], np.uint8), accounted_caches, all_accounted)
     if bad_caches:
         cache = np.where((cache >= 0) & (cache < len(accounted_caches)), cache, -1)
     aux = cols["aux"]
     mkdir = np.flatnonzero(kind == EventKind.MEMCG_MKDIR)
-    if len(mkdir):
-        aux = aux.astype(np.int64)
-        aux[mkdir] = memcgs.map(cols["aux"][mkdir].astype(np.uint64))
+    if len(mkdir):  # a new memcg's parent, after the batch's memcg ids (first appearance)
+        aux = np.array(aux, dtype=np.int64)
+        aux[mkdir] = memcgs.map(cols["aux"][mkdir])
     cpu = cols["cpu"]
     if len(cpu) and (cpu.min() < 0 or cpu.max() >= ncpu):
         cpu = cpu.astype(np.int64) % ncpu
     arrays = dict(ts=cols["ts_ns"], kind=kind, cpu=cpu, ptr=cols["ptr"], cache=cache,
                   memcg=memcg, aux=aux, aux2=cols["aux2"])
     return Chunk(**{name: _frozen(a, CHUNK_DTYPES[name]) for name, a in arrays.items()},
-                 interrupt_allocs=interrupt_allocs, unknown_ctx_allocs=unknown_ctx_allocs)
+                 interrupt_allocs=int(interrupt_allocs),
+                 unknown_ctx_allocs=int(unknown_ctx_allocs))
 
 
 @dataclass

@@ -56,33 +56,48 @@ def insert_ids(keys: np.ndarray, vals: np.ndarray, ids: np.ndarray, index: np.nd
 
 
 @njit(cache=True, nogil=True)
-def charge_rule(kind: np.ndarray, cache: np.ndarray, gfp: np.ndarray, ctx: np.ndarray,
-                memcg: np.ndarray, accounted_caches: np.ndarray, interrupt: np.ndarray,
-                unknown_ctx: int, all_accounted: bool) -> tuple[int, int, int]:
-    """Allocations the era does not charge go to the root (``memcg`` changed in place).
+def map_charged(kind: np.ndarray, cache: np.ndarray, gfp: np.ndarray, ctx: np.ndarray,
+                accounted_caches: np.ndarray, interrupt: np.ndarray, unknown_ctx: int,
+                all_accounted: bool, counts: np.ndarray, ids: np.ndarray, keys: np.ndarray,
+                vals: np.ndarray, out: np.ndarray, new_ids: np.ndarray, start: int,
+                next_index: int, room: int) -> tuple[int, int]:
+    """:func:`map_ids` (its arguments last) and the charge rule in one pass: ``out[i]`` is
+    ``ids[i]``'s dense index, or the root (0) for an allocation the era does not charge.
 
-    Returns (charged allocations made in interrupt context, allocations of unknown
-    context, rows whose cache is neither known nor -1). See ``engine.prepare``."""
-    n_interrupt = n_unknown = n_bad = 0
+    Why one pass: the feeding thread bounds a one-strategy replay, and two passes (map,
+    then rule) read the memcg column twice and cost a second call per batch.
+    ``counts`` (int64[3]) accumulates, across resumptions: charged allocations made in
+    interrupt context, allocations of unknown context, rows whose cache is neither known
+    nor -1. See ``engine.prepare``."""
+    n_new = 0
     n_caches = len(accounted_caches)
-    for i in range(len(kind)):
+    for i in range(start, len(ids)):
+        h = _slot(keys, vals, ids[i])
+        if vals[h] < 0:
+            if n_new == room:
+                return i, n_new
+            keys[h] = ids[i]
+            vals[h] = next_index + n_new
+            new_ids[n_new] = ids[i]
+            n_new += 1
+        memcg = vals[h]
         c = cache[i]
         known = 0 <= c < n_caches
         if not known and c != -1:
-            n_bad += 1
-        if kind[i] != _ALLOC:
-            continue
-        x = ctx[i]
-        if x == unknown_ctx:
-            n_unknown += 1
-        if all_accounted:
-            accounted = known
-        else:
-            accounted = (gfp[i] & GFP_ACCOUNT) != 0 or (known and accounted_caches[c])
-        if interrupt[x]:
-            if accounted and memcg[i] != 0:
-                n_interrupt += 1
-            memcg[i] = 0
-        elif not accounted:
-            memcg[i] = 0
-    return n_interrupt, n_unknown, n_bad
+            counts[2] += 1
+        if kind[i] == _ALLOC:
+            x = ctx[i]
+            if x == unknown_ctx:
+                counts[1] += 1
+            if all_accounted:
+                accounted = known
+            else:
+                accounted = (gfp[i] & GFP_ACCOUNT) != 0 or (known and accounted_caches[c])
+            if interrupt[x]:
+                if accounted and memcg != 0:
+                    counts[0] += 1
+                memcg = 0
+            elif not accounted:
+                memcg = 0
+        out[i] = memcg
+    return len(ids), n_new
