@@ -111,45 +111,64 @@ static u64 (*kmt_current_task_btf)(void) = (void *)KMT_TASK_BTF;
 #define KMT_LOAD(p, off) (*(u64 *)((p) + (off)))
 #endif
 
-/* The current task's tgid: a BTF load where the task pointer has a type (cheaper than the
- * bpf_get_current_pid_tgid() call, which the JIT does not inline), else that helper. */
-static __always_inline u32 current_tgid(void)
+/* The current task, fetched once per event and handed to what reads it (its tgid, its
+ * memcg, its remote-charging memcg): a BTF-typed pointer where the kernel has one, so that
+ * the reads below are plain loads. */
+#ifdef KMT_TASK_BTF
+static __always_inline u64 kmt_task(void)
+{
+	return kmt_current_task_btf();
+}
+#else
+static __always_inline u64 kmt_task(void)
+{
+	return bpf_get_current_task();
+}
+#endif
+
+/* The tgid of `task` (= current): a BTF load where the task pointer has a type (cheaper than
+ * the bpf_get_current_pid_tgid() call, which the JIT does not inline), else that helper. */
+static __always_inline u32 task_tgid(u64 task)
 {
 #ifdef KMT_TASK_BTF
-	return *(u32 *)((char *)kmt_current_task_btf() + KMT_OFF_TASK_TGID);
+	return *(u32 *)((char *)task + KMT_OFF_TASK_TGID);
 #else
 	return bpf_get_current_pid_tgid() >> 32;
 #endif
 }
 
-/* The memcg the current task is in: its id is the memcg directory's inode number.
+static __always_inline u32 current_tgid(void)
+{
+	return task_tgid(kmt_task());
+}
+
+/* The memcg `task` (= current) is in: its id is the memcg directory's inode number.
  * Measured with benchmarks/probe_floor.py (eventfd hammer, 6.18 VM): BTF loads instead of
  * five probe reads took kmemtrace's BPF time per event from 392 to 254 ns. */
-#if !defined(KMT_CGROUP_V2) && defined(KMT_TASK_BTF)
-static __always_inline u64 current_memcg_id(void)
+static __always_inline u64 task_memcg_id(u64 task)
 {
-	char *p = (char *)kmt_current_task_btf();
+#ifdef KMT_CGROUP_V2
+	return bpf_get_current_cgroup_id();
+#elif defined(KMT_TASK_BTF)
+	char *p = (char *)task;
 	p = (char *)KMT_LOAD(p, KMT_OFF_TASK_CGROUPS);
 	p = (char *)KMT_LOAD(p, KMT_OFF_CSSSET_SUBSYS + 8 * KMT_MEMORY_CGRP_ID);
 	p = (char *)KMT_LOAD(p, KMT_OFF_CSS_CGROUP);
 	p = (char *)KMT_LOAD(p, KMT_OFF_CGROUP_KN);
 	return KMT_LOAD(p, KMT_OFF_KN_ID);
-}
 #else
-static __always_inline u64 current_memcg_id(void)
-{
-#ifdef KMT_CGROUP_V2
-	return bpf_get_current_cgroup_id();
-#else
-	u64 p = bpf_get_current_task();
-	p = read_u64(p + KMT_OFF_TASK_CGROUPS);
+	u64 p = read_u64(task + KMT_OFF_TASK_CGROUPS);
 	p = read_u64(p + KMT_OFF_CSSSET_SUBSYS + 8 * KMT_MEMORY_CGRP_ID);
 	p = read_u64(p + KMT_OFF_CSS_CGROUP);
 	p = read_u64(p + KMT_OFF_CGROUP_KN);
 	return read_u64(p + KMT_OFF_KN_ID);
 #endif
 }
-#endif
+
+static __always_inline u64 current_memcg_id(void)
+{
+	return task_memcg_id(kmt_task());
+}
 
 /* --- event context: which of task / softirq / hardirq / NMI the tracepoint fired in ---
  * The preempt count says it, but it is a per-CPU variable (__preempt_count, or
@@ -202,15 +221,15 @@ static __always_inline u32 event_ctx(u64 area) { return KMT_CTX_UNKNOWN; }
  * (current->active_memcg in a task, int_active_memcg in an interrupt), else the task's. An
  * interrupt-context allocation with no remote memcg is not charged at all: the trace keeps
  * the interrupted task's memcg and says ctx = softirq/hardirq, and replay decides. */
-static __always_inline u64 charged_memcg_id(u64 area, u32 ectx)
+static __always_inline u64 charged_memcg_id(u64 area, u32 ectx, u64 task)
 {
 #if defined(KMT_OFF_TASK_ACTIVE_MEMCG) && defined(KMT_PCPU_PREEMPT_COUNT)
 	u64 memcg = 0;
 	if (ectx == KMT_CTX_TASK)
 #ifdef KMT_TASK_BTF
-		memcg = KMT_LOAD((char *)kmt_current_task_btf(), KMT_OFF_TASK_ACTIVE_MEMCG);
+		memcg = KMT_LOAD((char *)task, KMT_OFF_TASK_ACTIVE_MEMCG);
 #else
-		memcg = read_u64(bpf_get_current_task() + KMT_OFF_TASK_ACTIVE_MEMCG);
+		memcg = read_u64(task + KMT_OFF_TASK_ACTIVE_MEMCG);
 #endif
 	else if (ectx != KMT_CTX_UNKNOWN)
 		memcg = read_u64(area + KMT_PCPU_INT_ACTIVE_MEMCG);
@@ -220,7 +239,7 @@ static __always_inline u64 charged_memcg_id(u64 area, u32 ectx)
 		return read_u64(kn + KMT_OFF_KN_ID);
 	}
 #endif
-	return current_memcg_id();
+	return task_memcg_id(task);
 }
 
 /* A fresh dense index for cache `s`, or 0 if four candidates were all taken. */
@@ -274,7 +293,8 @@ static __always_inline struct kmt_cache *cache_info(u64 s)
  *     so test-then-set suffices, as for the staging buffers).
  * (b) A destroyed cache's address can be reused by a new cache: cache_destroy() bumps
  *     `cache_gen`, and an entry of an older generation is a miss. */
-#define KMT_MEMO 64 /* a power of two */
+#define KMT_MEMO_BITS 6
+#define KMT_MEMO (1 << KMT_MEMO_BITS)
 struct kmt_memo_ent {
 	u64 s;
 	u32 gen;
@@ -297,6 +317,17 @@ struct kmt_cache_ref {
 	u32 flags;
 };
 
+/* The memo slot of cache `s`: Fibonacci hashing, the top bits of s * 2^64/phi, which depend
+ * on every bit of the address. The shift-xor hash before it, ((s >> 6) ^ (s >> 14)) % 64,
+ * put the second- and seventh-busiest caches of slab_hammer mix in one slot: they evicted
+ * each other, and up to ~8 % of the cache events paid a `caches` hash lookup; this one
+ * leaves up to 0.4 % (events of the caches that lose a shared slot, counted per kmem_cache
+ * pointer by a raw-tracepoint program, 6.18 VM). */
+static __always_inline u32 memo_slot(u64 s)
+{
+	return (s * 0x9E3779B97F4A7C15ull) >> (64 - KMT_MEMO_BITS);
+}
+
 /* 1 and *ref filled if cache `s` is known (or was just registered), else 0. */
 static __always_inline int cache_ref(u64 s, struct kmt_cache_ref *ref)
 {
@@ -315,7 +346,7 @@ static __always_inline int cache_ref(u64 s, struct kmt_cache_ref *ref)
 	t->busy = 1;
 	KMT_BARRIER();
 	u32 g = *gen;
-	struct kmt_memo_ent *m = &t->e[((s >> 6) ^ (s >> 14)) & (KMT_MEMO - 1)];
+	struct kmt_memo_ent *m = &t->e[memo_slot(s)];
 	int found = 1;
 	if (m->s == s && m->gen == g) {
 		ref->idx = m->idx;
@@ -338,13 +369,13 @@ static __always_inline int cache_ref(u64 s, struct kmt_cache_ref *ref)
 	return found;
 }
 
-static __always_inline void fill(struct kmt_event *e, u64 ts, u64 ptr, u64 memcg, u32 gfp,
-				 u32 size, u32 kind, u32 cache_idx, u32 ectx)
+static __always_inline void fill(struct kmt_event *e, u64 ts, u64 ptr, u64 memcg, u32 pid,
+				 u32 gfp, u32 size, u32 kind, u32 cache_idx, u32 ectx)
 {
 	e->ts_ns = ts;
 	e->ptr = ptr;
 	e->memcg_id = memcg;
-	e->pid = current_tgid();
+	e->pid = pid;
 	e->gfp = gfp;
 	e->size_kind = (size > KMT_SIZE_MASK ? KMT_SIZE_MASK : size) | kind << KMT_KIND_SHIFT |
 		       ectx << KMT_CTX_SHIFT;
@@ -354,11 +385,11 @@ static __always_inline void fill(struct kmt_event *e, u64 ts, u64 ptr, u64 memcg
 
 #ifdef KMT_PERF
 /* The perf-buffer fallback (kernels before 5.8): one record per event, as it always was. */
-static __always_inline int emit(void *ctx, u64 ptr, u64 memcg, u32 gfp, u32 size, u32 kind,
-				u32 cache_idx, u32 ectx)
+static __always_inline int emit(void *ctx, u64 ptr, u64 memcg, u32 pid, u32 gfp, u32 size,
+				u32 kind, u32 cache_idx, u32 ectx)
 {
 	struct kmt_event ev = {};
-	fill(&ev, bpf_ktime_get_ns(), ptr, memcg, gfp, size, kind, cache_idx, ectx);
+	fill(&ev, bpf_ktime_get_ns(), ptr, memcg, pid, gfp, size, kind, cache_idx, ectx);
 	if (events.perf_submit(ctx, &ev, sizeof(ev)))
 		count_lost(KMT_LOST_RINGBUF);
 	return 0;
@@ -405,33 +436,33 @@ static __always_inline void stage_flush(struct kmt_stage *st)
 	st->b.count = 0;
 }
 
-static __always_inline int emit_single(u64 ts, u64 ptr, u64 memcg, u32 gfp, u32 size, u32 kind,
-				       u32 cache_idx, u32 ectx)
+static __always_inline int emit_single(u64 ts, u64 ptr, u64 memcg, u32 pid, u32 gfp, u32 size,
+				       u32 kind, u32 cache_idx, u32 ectx)
 {
 	struct kmt_event *e = singles.ringbuf_reserve(sizeof(struct kmt_event));
 	if (!e) {
 		count_lost(KMT_LOST_RINGBUF);
 		return 0;
 	}
-	fill(e, ts, ptr, memcg, gfp, size, kind, cache_idx, ectx);
+	fill(e, ts, ptr, memcg, pid, gfp, size, kind, cache_idx, ectx);
 	singles.ringbuf_submit(e, BPF_RB_NO_WAKEUP);
 	return 0;
 }
 
-static __always_inline int emit(void *ctx, u64 ptr, u64 memcg, u32 gfp, u32 size, u32 kind,
-				u32 cache_idx, u32 ectx)
+static __always_inline int emit(void *ctx, u64 ptr, u64 memcg, u32 pid, u32 gfp, u32 size,
+				u32 kind, u32 cache_idx, u32 ectx)
 {
 	u64 ts = bpf_ktime_get_ns();
 	u32 level = ectx ? ectx - 1 : 0;
 	struct kmt_stage *st = stage.lookup(&level);
 	if (!st || st->busy)
-		return emit_single(ts, ptr, memcg, gfp, size, kind, cache_idx, ectx);
+		return emit_single(ts, ptr, memcg, pid, gfp, size, kind, cache_idx, ectx);
 	st->busy = 1;
 	KMT_BARRIER();
 	u32 i = st->b.count & (KMT_BATCH - 1); /* always < KMT_BATCH: a full batch is gone */
 	if (i == 0)
 		st->first_ts = ts;
-	fill(&st->b.ev[i], ts, ptr, memcg, gfp, size, kind, cache_idx, ectx);
+	fill(&st->b.ev[i], ts, ptr, memcg, pid, gfp, size, kind, cache_idx, ectx);
 	st->b.count = i + 1;
 	if (i + 1 == KMT_BATCH || ts - st->first_ts >= KMT_BATCH_AGE_NS)
 		stage_flush(st);
@@ -474,9 +505,10 @@ static __always_inline int emit_rare(void *ctx, u64 ptr, u64 memcg, u32 size, u3
 				     u32 cache_idx, u32 ectx)
 {
 #ifdef KMT_PERF
-	return emit(ctx, ptr, memcg, 0, size, kind, cache_idx, ectx);
+	return emit(ctx, ptr, memcg, current_tgid(), 0, size, kind, cache_idx, ectx);
 #else
-	return emit_single(bpf_ktime_get_ns(), ptr, memcg, 0, size, kind, cache_idx, ectx);
+	return emit_single(bpf_ktime_get_ns(), ptr, memcg, current_tgid(), 0, size, kind,
+			   cache_idx, ectx);
 #endif
 }
 
@@ -486,7 +518,8 @@ static __always_inline int on_alloc(void *ctx, u64 ptr, u32 gfp, u32 size, u32 k
 {
 	u64 area = pcpu_area();
 	u32 ectx = event_ctx(area);
-	u64 memcg = charged_memcg_id(area, ectx);
+	u64 task = kmt_task();
+	u64 memcg = charged_memcg_id(area, ectx, task);
 #ifdef KMT_FILTER_CGROUP
 	if (!subtree.lookup(&memcg))
 		return 0;
@@ -503,7 +536,7 @@ static __always_inline int on_alloc(void *ctx, u64 ptr, u32 gfp, u32 size, u32 k
 	if (rc)
 		count_lost(KMT_LOST_LIVE_MAP);
 #endif
-	return emit(ctx, ptr, memcg, gfp, size, kind, cache_idx, ectx);
+	return emit(ctx, ptr, memcg, task_tgid(task), gfp, size, kind, cache_idx, ectx);
 }
 
 /* A free: emitted when recording everything, else only for a live accounted object. */
@@ -519,7 +552,7 @@ static __always_inline int on_free(void *ctx, u64 ptr, u32 cache_idx, u32 ectx)
 		cache_idx = *known;
 	live.delete(&ptr);
 #endif
-	return emit(ctx, ptr, 0, 0, 0, KMT_K_FREE, cache_idx, ectx);
+	return emit(ctx, ptr, 0, current_tgid(), 0, 0, KMT_K_FREE, cache_idx, ectx);
 }
 
 /* kmem:kmem_cache_alloc, TP_PROTO(call_site, ptr, struct kmem_cache *s, gfp, node) */
