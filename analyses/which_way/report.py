@@ -86,8 +86,11 @@ REMAINS = (
     "`kmalloc-rcl-96` fell from 3 990 objects to 446) were named after `kmalloc-cg-96`, "
     "which took their 17 pages over from 2 s to 56 s; a `kfree` is now named only by an "
     "allocation on its slab page before it. It now starts on the kernel's 5 slabs and is "
-    "+100 % at worst (25 s, 10 model pages against 5, while its allocations move onto "
-    "those reused pages), which is not explained.")
+    "+100 % at worst (25 s, 10 model pages against 5) for the same reason as `bio-184`: "
+    "at 25.3 s the model held 9 slabs, 4 of them empty on CPU 1's partial list (budget 6), "
+    "where the kernel had 5, none on the node list (210 \"objects\" = 5 × 42). The "
+    "recorder samples neither list; `/sys/kernel/slab/<cache>/slabs_cpu_partial` and "
+    "`partial` would show where the kernel parks its slabs.")
 
 def fmt(x) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
