@@ -20,10 +20,11 @@ docs/replay.md:
   (``allocate_slab()``/``alloc_slab_page()`` in mm/slub.c), which the buddy allocator
   aligns naturally, and the direct map keeps that alignment, so a pointer's slab is
   ``ptr & ~((PAGE_SIZE << order) - 1)``. Their frees then empty the slabs they emptied
-  in the kernel. A free that names no cache (``kfree``) is given the cache whose
-  allocations in the trace used the same slab page. The model has no addresses after the
-  prelude: an object the trace allocates on a pre-recording slab page goes where the
-  model's SLUB puts it (CPU slab, CPU partial, node partial, new slab), as any other.
+  in the kernel. A free that names no cache (``kfree``) is given the cache of the last
+  allocation on the same slab page before it (:func:`_cache_from_page`). The model has
+  no addresses after the prelude: an object the trace allocates on a pre-recording slab
+  page goes where the model's SLUB puts it (CPU slab, CPU partial, node partial, new
+  slab), as any other.
 """
 
 import numpy as np
