@@ -25,7 +25,7 @@ PAGE = 0xFFFF_8880_0010_0000  # one 4 KiB slab page of cache 0
 OLD, OLD_KFREE, NEW = PAGE, PAGE + 128, PAGE + 64
 
 
-def _trace(path, rows=None, ncpus=1, step=1000, **cache):
+def _trace(path, rows=None, ncpus=1, step=1000, more_caches=(), **cache):
     rows = rows or [  # (kind, ptr, cache_id, aux, aux2[, cpu])
         (EventKind.SLAB_SAMPLE, 0, 0, 3, 8),
         (EventKind.FREE, OLD, 0, 0, 0),
@@ -44,7 +44,8 @@ def _trace(path, rows=None, ncpus=1, step=1000, **cache):
     cols["bytes"][cols["kind"] == EventKind.ALLOC] = 64
     meta = new_meta("synth", ncpus=ncpus)
     meta["caches"] = [{"id": 0, "name": "kmalloc-64", "object_size": 64, "size": 64,
-                       "objs_per_slab": 4, "order": 0, "accounted": False} | cache]
+                       "objs_per_slab": 4, "order": 0, "accounted": False} | cache,
+                      *more_caches]
     meta["clock"] = {"start_ns": T0, "end_ns": T0 + step * len(rows)}
     with TraceWriter(path, meta) as writer:
         writer.append(cols)
@@ -169,6 +170,29 @@ def test_later_samples_cap_the_starts_survivors(tmp_path):
     freed = set(pre["ptr"][pre["kind"] == EventKind.FREE])
     assert len(allocs) == 8 and [i for i, p in enumerate(allocs) if p not in freed] == [0, 3]
     assert list(_objcg_samples(trace)["model_slabs"])[:2] == [2, 2]
+
+
+def test_a_kfree_is_not_named_after_a_later_owner_of_its_page(tmp_path):
+    """``kmalloc-cg-96`` in classic run 1 on paper. Cache 1 (4 a slab) has 1 slab and 4
+    "objects" at the start. The trace ``kfree``s two old objects of another cache on
+    pages A and B, whose slabs then go back to the page allocator, and cache 1 later
+    allocates on both pages. Only an allocation before a free can name its cache: the two
+    frees stay unmatched, and cache 1 starts on the kernel's 1 slab (4 slots, 2 kept,
+    the CPU slab taken as half free). Named after the later owner (the old rule: the
+    page's first allocation anywhere in the trace), A and B were cache 1's survivors on
+    2 slabs where the kernel had 1."""
+    a, b = PAGE + 0x1000, PAGE + 0x2000
+    rows = [(EventKind.SLAB_SAMPLE, 0, 1, 1, 4), (EventKind.FREE, a, -1, 0, 0),
+            (EventKind.FREE, b, -1, 0, 0), (EventKind.SLAB_SAMPLE, 0, 1, 1, 4),
+            (EventKind.ALLOC, a + 64, 1, 0, 0), (EventKind.ALLOC, b + 64, 1, 0, 0)]
+    other = {"id": 1, "name": "kmalloc-cg-64", "object_size": 64, "size": 64,
+             "objs_per_slab": 4, "order": 0, "accounted": False}
+    trace = _trace(tmp_path / "t", rows, more_caches=[other])
+    pre = kernel_start(trace)
+    allocs = pre["ptr"][pre["kind"] == EventKind.ALLOC]
+    assert len(allocs) == 4 and not {a, b} & set(allocs)
+    assert sum(pre["kind"] == EventKind.FREE) == 2
+    assert list(_objcg_samples(trace)["model_slabs"]) == [1, 1]
 
 
 def test_cpu_mapping():
