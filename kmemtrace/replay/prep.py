@@ -26,6 +26,23 @@ def _slot(keys: np.ndarray, vals: np.ndarray, key: np.uint64) -> int:
     return h
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _dense_index(keys: np.ndarray, vals: np.ndarray, new_ids: np.ndarray, key: np.uint64,
+                 next_index: int, n_new: int, room: int) -> tuple[int, int]:
+    """``key``'s dense index and the count of new ids after it; a key not yet in the table
+    gets the next index and is listed in ``new_ids``, unless ``room`` new ids are already
+    taken: then the index is -1 (the caller stops, grows the table and resumes)."""
+    h = _slot(keys, vals, key)
+    if vals[h] < 0:
+        if n_new == room:
+            return -1, n_new
+        keys[h] = key
+        vals[h] = next_index + n_new
+        new_ids[n_new] = key
+        n_new += 1
+    return vals[h], n_new
+
+
 @njit(cache=True, nogil=True)
 def map_ids(ids: np.ndarray, keys: np.ndarray, vals: np.ndarray, out: np.ndarray,
             new_ids: np.ndarray, start: int, next_index: int, room: int) -> tuple[int, int]:
@@ -35,15 +52,10 @@ def map_ids(ids: np.ndarray, keys: np.ndarray, vals: np.ndarray, out: np.ndarray
     returns (where it stopped, new ids)."""
     n_new = 0
     for i in range(start, len(ids)):
-        h = _slot(keys, vals, ids[i])
-        if vals[h] < 0:
-            if n_new == room:
-                return i, n_new
-            keys[h] = ids[i]
-            vals[h] = next_index + n_new
-            new_ids[n_new] = ids[i]
-            n_new += 1
-        out[i] = vals[h]
+        index, n_new = _dense_index(keys, vals, new_ids, ids[i], next_index, n_new, room)
+        if index < 0:
+            return i, n_new
+        out[i] = index
     return len(ids), n_new
 
 
@@ -72,15 +84,9 @@ def map_charged(kind: np.ndarray, cache: np.ndarray, gfp: np.ndarray, ctx: np.nd
     n_new = 0
     n_caches = len(accounted_caches)
     for i in range(start, len(ids)):
-        h = _slot(keys, vals, ids[i])
-        if vals[h] < 0:
-            if n_new == room:
-                return i, n_new
-            keys[h] = ids[i]
-            vals[h] = next_index + n_new
-            new_ids[n_new] = ids[i]
-            n_new += 1
-        memcg = vals[h]
+        memcg, n_new = _dense_index(keys, vals, new_ids, ids[i], next_index, n_new, room)
+        if memcg < 0:
+            return i, n_new
         c = cache[i]
         known = 0 <= c < n_caches
         if not known and c != -1:
