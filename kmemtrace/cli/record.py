@@ -29,7 +29,7 @@ from kmemtrace.record.recorder import (
     prepare,
 )
 
-if TYPE_CHECKING:  # the live what-if (replay engine, numba, pandas) loads only with --whatif
+if TYPE_CHECKING:  # the live what-if (replay engine, numba, pandas) loads only with --live
     from kmemtrace.live.feed import Final, LiveWhatIf
 
 
