@@ -110,7 +110,7 @@ struct kmt_cg_event {
  * like kmt_event. */
 struct kmt_pc_event {
 	__u64 ts_ns;
-	__u64 folio;      /* struct folio *: pairs a removal with its insertion */
+	__u64 folio;      /* struct folio * inserted: a removal names its insertion's */
 	__u64 memcg_id;   /* folio->memcg_data's memcg (kernfs id = directory inode) */
 	__s32 pages;      /* +folio_nr_pages at insertion, -folio_nr_pages at removal */
 	__u16 cpu;

@@ -301,6 +301,9 @@ def _raw_tp_row(feats, system: str, event: str, fn: str, expect: dict[int, str])
 def page_cache_offsets(btf: Btf | None) -> dict[str, int] | None:
     """-D values the page-cache handlers need, from BTF; None if any is missing.
 
+    ``mapping``/``index``: where the folio sits in the page cache, the key a removal pairs
+    with its insertion by (kept when compaction migrates the folio to a copy).
+
     ``folio_nr_pages()``: 1 unless PG_head is set, else ``_nr_pages`` (6.10+) or
     ``_folio_nr_pages`` (5.18-6.9, 64-bit). ``memcg_data``: a ``struct mem_cgroup *`` with
     flag bits below ``__NR_MEMCG_DATA_FLAGS``; MEMCG_DATA_KMEM marks an objcg (kmem page).
@@ -312,12 +315,15 @@ def page_cache_offsets(btf: Btf | None) -> dict[str, int] | None:
     head, kmem = btf.enum_value("PG_head"), btf.enum_value("MEMCG_DATA_KMEM")
     nr_flags = btf.enum_value("__NR_MEMCG_DATA_FLAGS")
     if (nr_field is None or None in (head, kmem, nr_flags)
-            or not all(btf.has_member("folio", f) for f in ("flags", "memcg_data"))
+            or not all(btf.has_member("folio", f)
+                       for f in ("flags", "memcg_data", "mapping", "index"))
             or not btf.has_member("mem_cgroup", "css")):
         return None
     return {"KMT_OFF_FOLIO_FLAGS": btf.offset("folio", "flags"),
             "KMT_OFF_FOLIO_MEMCG_DATA": btf.offset("folio", "memcg_data"),
             "KMT_OFF_FOLIO_NR_PAGES": btf.offset("folio", nr_field),
+            "KMT_OFF_FOLIO_MAPPING": btf.offset("folio", "mapping"),
+            "KMT_OFF_FOLIO_INDEX": btf.offset("folio", "index"),
             "KMT_OFF_MEMCG_CSS": btf.offset("mem_cgroup", "css"),
             "KMT_PG_HEAD": head, "KMT_MEMCG_DATA_KMEM": kmem,
             "KMT_MEMCG_DATA_FLAGS_MASK": nr_flags - 1}
