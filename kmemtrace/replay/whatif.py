@@ -312,7 +312,8 @@ def kernel_start(trace: TraceReader) -> dict[str, np.ndarray] | None:
     them: ``bio-184`` started with 231 "objects" on 11 slabs, the prelude kept 210
     survivors spread over all 11, no free ever reached them, and the model sat 10-20 pages
     above the kernel for the whole trace (+164 %). So the later samples bound the start
-    too (:func:`_net_at_samples`): ``L`` is at most the least ``objects(t) - net(t)``, and
+    too (:func:`_net_at_samples`): ``L`` is at most the least ``objects(t) - parked(t) -
+    net(t)``, ``parked(t)`` the free slots of the slabs the CPUs hold then, and
     the unknown survivors are spread over no more slabs than the fewest any sample
     reports; the other starting slabs start empty, for SLUB to keep or discard.
     Slab ``k`` is filled and thinned on CPU ``k % ncpus``: a running kernel has a CPU slab
