@@ -60,15 +60,39 @@ def _first_samples(trace: TraceReader) -> dict[int, tuple[int, int]]:
     return out
 
 
-def _net_at_samples(trace: TraceReader) -> dict[int, tuple[int, int]]:
+def _parked_free(cache: dict, slabs: int, objects: int, ncpus: int) -> int:
+    """Free slots a sample's ``objects`` counts in use: those of the slabs the CPUs hold.
+
+    ``objects`` in /sys/kernel/slab is the capacity of every slab not on the node partial
+    list plus the objects on those that are (``show_slab_objects``, SO_OBJECTS), so a slab
+    a CPU holds counts full: its active slab and every slab of its CPU partial list, up to
+    ``cpu_partial_slabs`` = ``DIV_ROUND_UP(2 * cpu_partial, objs_per_slab)`` of them
+    (``slub_set_cpu_partial``). No more of them than ``objects`` counts whole. The active
+    slabs are taken as half free (as at the start, :func:`kernel_start`), the CPU partial
+    slabs as empty: a slab parks there at its first free and stays until a CPU allocates
+    from it again, emptied meanwhile in a churning cache (``dnotify_struct`` emptied from
+    one CPU on the recording kernel reported 256 "objects" with none live: its active slab
+    and one CPU partial slab, analyses/which_way/parking.py)."""
+    per = max(int(cache.get("objs_per_slab") or 1), 1)
+    per_cpu = 1 + -(-2 * int(cache.get("cpu_partial") or 0) // per)
+    held = min(slabs, ncpus * per_cpu, objects // per)
+    active = min(held, ncpus)
+    return (held - active) * per + active * per // 2
+
+
+def _net_at_samples(trace: TraceReader, ncpus: int) -> dict[int, tuple[int, int]]:
     """cache id -> (the most objects the kernel's samples leave room for at the start,
     the fewest slabs they report). The first is the least, over its samples, of
-    ``objects(t) - net(t)``, ``net(t)`` the cache's traced allocations minus frees since
-    the start (a ``kfree`` counted on the cache of the
-    allocation before it at that address). The kernel's live objects at ``t`` are the
-    start's survivors, less those the trace freed, plus ``net``-worth of the trace's own;
-    and ``objects`` is never below the live count (its error is the CPU slabs' free slots,
-    counted in use). So no more than that many objects were live at the start. ``net`` is
+    ``objects(t) - parked(t) - net(t)``, ``net(t)`` the cache's traced allocations minus
+    frees since the start (a ``kfree`` counted on the cache of the
+    allocation before it at that address), ``parked(t)`` the free slots of the slabs the
+    CPUs hold (:func:`_parked_free`), which ``objects`` counts in use. The kernel's live
+    objects at ``t`` are the start's survivors, less those the trace freed, plus
+    ``net``-worth of the trace's own. Without ``parked(t)`` this was a bound (``objects``
+    is never below the live count), but a loose one where CPUs park empty slabs:
+    ``bio-184`` in churn run 1 kept 84 survivors on 9 slabs that no free reached, where
+    the kernel's 9 slabs at 58.5 s were 5 empty ones on the node list (84 "objects" = the
+    capacity of the other 4), and the model sat up to 13 slabs above the kernel. ``net`` is
     taken at its lowest within :data:`SAMPLE_SPAN_S` of the sample: a round of samples is
     stamped once and read cache by cache after it, and a burst that came and went while
     it was read (``bio-184``: 480 objects in flight within ms) must not count."""
@@ -98,6 +122,7 @@ def _net_at_samples(trace: TraceReader) -> dict[int, tuple[int, int]]:
     # grows and leaves no room at all
     step[by_ptr[prev_alloc & (kind[by_ptr] == EventKind.ALLOC)]] = 0
     span = int(SAMPLE_SPAN_S * 1e9)
+    geom = {c["id"]: c for c in trace.caches}
     out: dict[int, tuple[int, int]] = {}
     for c in np.unique(cache[sample]):
         mine = np.flatnonzero(cache == c)
@@ -107,7 +132,9 @@ def _net_at_samples(trace: TraceReader) -> dict[int, tuple[int, int]]:
             lo, hi = np.searchsorted(t, t[i] - span), np.searchsorted(t, t[i] + span, "right")
             low = min(int(net[lo:hi].min()), int(net[lo - 1]) if lo else 0)
             had = out.get(int(c), (1 << 62, 1 << 62))
-            out[int(c)] = (min(had[0], int(objs[mine[i]]) - low),
+            parked = _parked_free(geom.get(int(c), {}), int(slabs[mine[i]]),
+                                  int(objs[mine[i]]), ncpus)
+            out[int(c)] = (min(had[0], int(objs[mine[i]]) - parked - low),
                            min(had[1], int(slabs[mine[i]])))
     return out
 
@@ -285,7 +312,8 @@ def kernel_start(trace: TraceReader) -> dict[str, np.ndarray] | None:
     them: ``bio-184`` started with 231 "objects" on 11 slabs, the prelude kept 210
     survivors spread over all 11, no free ever reached them, and the model sat 10-20 pages
     above the kernel for the whole trace (+164 %). So the later samples bound the start
-    too (:func:`_net_at_samples`): ``L`` is at most the least ``objects(t) - net(t)``, and
+    too (:func:`_net_at_samples`): ``L`` is at most the least ``objects(t) - parked(t) -
+    net(t)``, ``parked(t)`` the free slots of the slabs the CPUs hold then, and
     the unknown survivors are spread over no more slabs than the fewest any sample
     reports; the other starting slabs start empty, for SLUB to keep or discard.
     Slab ``k`` is filled and thinned on CPU ``k % ncpus``: a running kernel has a CPU slab
@@ -300,8 +328,8 @@ def kernel_start(trace: TraceReader) -> dict[str, np.ndarray] | None:
     geom = {c["id"]: c for c in trace.caches}
     order = {cid: int(c.get("order", 0)) for cid, c in geom.items()}
     pre = _preexisting_frees(trace, order)
-    room = _net_at_samples(trace)
     ncpus = max(int(trace.meta.get("ncpus") or 1), 1)
+    room = _net_at_samples(trace, ncpus)
     a_ptr, a_cache, a_cpu, f_ptr, f_cache, f_cpu = [], [], [], [], [], []
     for cid, (slabs, objects) in sorted(first.items()):
         if cid not in geom:
