@@ -47,7 +47,7 @@ import threading
 import time
 from pathlib import Path
 
-from kmemtrace.model.state import C_HASH_COUNT
+from kmemtrace.model.state import C_PEAK_LIVE_OBJS
 from kmemtrace.params import parse_count
 from kmemtrace.strategies import REGISTRY
 
@@ -108,7 +108,8 @@ def _child(trace_dir: str, strategy: str, threads: int | None) -> None:
                       / 2**20, "models": {run.strategy.name: _arrays_mb(run.model)
                                           for run in r.runs},
                       "python": _python_side_mb(r),
-                      "live_objects": {run.strategy.name: int(run.model.ctr[C_HASH_COUNT])
+                      "live_objects": {run.strategy.name:
+                                       int(run.model.ctr[C_PEAK_LIVE_OBJS])
                                        for run in r.runs},
                       "rss_at": _quartiles(rss_at, r.events)}))
 
@@ -200,7 +201,7 @@ def _memory(run: dict) -> dict:
     for name, arrays in models.items():
         big = sorted(arrays.items(), key=lambda kv: -kv[1])[:5]
         print(f"      {name:9} {sum(arrays.values()):6.1f} MB, "
-              f"{run['live_objects'][name]:9,} live objects: "
+              f"{run['live_objects'][name]:9,} live objects at the peak: "
               + ", ".join(f"{k} {mb:.1f}" for k, mb in big))
     return {"events": run["events"], "rss": run["rss"], "state": state,
             "arrow": run["arrow_peak"],
@@ -226,12 +227,12 @@ def _flatness(rows: dict[str, list[dict]]) -> None:
     print(f"peak RSS against trace length, --strategy all (MB; flat = within "
           f"{TOLERANCE_MB} MB, one batch in flight):")
     print(f"  {'workload':16} {'events':>7} {'peak RSS':>9} {'model state':>12} "
-          f"{'RSS - state':>12} {'Arrow peak':>11} {'live objects':>13}")
+          f"{'RSS - state':>12} {'Arrow peak':>11} {'peak live objs':>15}")
     for workload, sized in rows.items():
         for row in sized:
             print(f"  {workload:16} {row['events'] / 1e6:6.0f}M {row['rss']:9.0f} "
                   f"{row['state']:12.1f} {row['rss'] - row['state']:12.0f} "
-                  f"{row['arrow']:11.0f} {row['live']:13,}")
+                  f"{row['arrow']:11.0f} {row['live']:15,}")
         rest = [row["rss"] - row["state"] for row in sized]
         spread = max(rest) - min(rest)
         print(f"  {workload}: RSS - model state spans {spread:.0f} MB over the sizes: "
