@@ -91,9 +91,10 @@ def _arrow_pool() -> pa.MemoryPool:
 
     Batches are decoded on the feeding thread and freed on whichever lane thread replays
     them last. Arrow's default pool (mimalloc) kept more of those pages resident the longer
-    the trace, even after ``release_unused``: 12 MB at 10 M events, 26 MB at 50 M, so the
-    peak RSS minus the models' state crept up 28 MB from 10 M to 50 M events; with jemalloc
-    it stayed flat (docs/replay.md, "Speed and memory")."""
+    the trace, even after ``release_unused`` (12 MB at 10 M events, 26 MB at 50 M), so the
+    peak RSS minus the models' state crept up (327-340 MB at 10 M events, 365 at 100 M);
+    with jemalloc it stayed at 314-317 MB (docs/replay.md, "RSS against trace length,
+    accounted")."""
     try:
         return pa.jemalloc_memory_pool()
     except NotImplementedError:  # a pyarrow built without jemalloc
