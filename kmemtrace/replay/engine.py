@@ -85,23 +85,6 @@ _INTERRUPT = np.zeros(256, dtype=bool)  # ctx (uint8) -> ran in interrupt contex
 _INTERRUPT[[EventContext.SOFTIRQ, EventContext.HARDIRQ, EventContext.NMI]] = True
 _LIBC = ctypes.CDLL(None)  # malloc_trim: glibc, the C library this project runs on
 
-
-def _arrow_pool() -> pa.MemoryPool:
-    """The Arrow pool the replay decodes into: jemalloc where pyarrow has it.
-
-    Batches are decoded on the feeding thread and freed on whichever lane thread replays
-    them last. Arrow's default pool (mimalloc) kept more of those pages resident the longer
-    the trace, even after ``release_unused`` (12 MB at 10 M events, 26 MB at 50 M), so the
-    peak RSS minus the models' state crept up (327-340 MB at 10 M events, 365 at 100 M);
-    with jemalloc it stayed at 314-317 MB (docs/replay.md, "RSS against trace length,
-    accounted")."""
-    try:
-        return pa.jemalloc_memory_pool()
-    except NotImplementedError:  # a pyarrow built without jemalloc
-        return pa.default_memory_pool()
-
-
-_POOL = _arrow_pool()
 _GROW = {NEED_SLABS: grow_slabs, NEED_INSTANCES: grow_instances, NEED_OBJECTS: grow_objects,
          NEED_DLOG: grow_dlog}
 
@@ -397,7 +380,6 @@ def replay(trace: TraceReader, selection: list[tuple[Strategy, dict]], *,
             "The model started from the kernel's slabs and objects at record start "
             + ("(objects of unknown owner, in the root caches)." if prelude is not None
                else "— but the trace has no /sys/kernel/slab sample: it started empty."))
-    pa.set_memory_pool(_POOL)  # process-wide: ParquetFile takes no pool of its own
     batches = trace.iter_batches(_COLUMNS + (["pid"] if cpus else []),
                                  batch_rows or BATCH_ROWS, use_threads=False)
     lanes = _Lanes(runs, _threads(threads, len(runs)), progress)
@@ -450,7 +432,7 @@ def replay(trace: TraceReader, selection: list[tuple[Strategy, dict]], *,
 def _release_free_memory() -> None:
     """Give the pages free in Arrow's pool and in glibc's heaps (every thread's arena) back
     to the kernel."""
-    _POOL.release_unused()
+    pa.default_memory_pool().release_unused()
     _LIBC.malloc_trim(0)
 
 
