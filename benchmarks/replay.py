@@ -236,7 +236,8 @@ def _flatness(rows: dict[str, list[dict]]) -> None:
                   f"{row['arrow']:11.0f} {row['live']:15,}")
         rest = [row["rss"] - row["state"] for row in sized]
         spread = max(rest) - min(rest)
-        print(f"  {workload}: RSS - model state spans {spread:.0f} MB over the sizes: "
+        print(f"  {workload}: RSS - model state spans {spread:.0f} MB over the sizes "
+              f"({rest[-1] - rest[0]:+.0f} MB first to last): "
               + ("flat" if spread <= TOLERANCE_MB else "GROWS") + "; model state "
               f"{sized[0]['state']:.0f} -> {sized[-1]['state']:.0f} MB")
 
