@@ -13,19 +13,28 @@ processes, ``--repeat`` times:
   prepare + loop, the ``replay()`` call's wall time);
 * at every size, ``--strategy all`` (strategies in parallel threads, one per CPU): wall
   time, events/s per strategy end to end, strategy-events/s, read+prepare seconds, and the
-  child's peak RSS (``wait4``), which must not grow with the trace, with where it goes:
-  the RSS before the replay (interpreter, libraries, compiled engine), the Arrow pool's
-  peak (batches decoded and in flight), each model's arrays at the end (they only grow),
-  the Python side (memcg ids, offline times, notes), the free memory glibc's heaps keep,
-  and the largest RSS sampled in each quarter of the trace (flat if memory is bounded).
+  child's peak RSS (``wait4``) with where it goes: the RSS before the replay (interpreter,
+  libraries, compiled engine), the Arrow pool's peak (batches decoded and in flight), the
+  models' state (every array each strategy's model holds at the end: they only grow, so
+  that is their peak; and the memcg ids), and the largest RSS sampled in each quarter of
+  the trace;
+* the same ``--strategy all`` replay of a ``steady`` trace of each size (8 long-lived
+  memcgs, no offline: the live set is bounded, so the model state is too).
 
+The closing table puts peak RSS, model state and "RSS - model state" side by side for both
+workloads. Model state may grow with the trace when the workload makes it grow (container
+churn: more containers, objects that outlive them, dead caches ``current`` never
+destroys); everything else is the replay's own (batches in flight, allocator slack,
+per-batch leftovers) and must be flat: within :data:`TOLERANCE_MB`, one batch in flight
+more or less at the moment of the peak.
 CPU time per event (the child's process CPU time over the replay, every thread) is printed
 beside each wall-clock rate: on a shared machine it is the figure load disturbs least.
 
 Medians of the repeats (RSS: the largest), with the load average before and after each
-size. Each child first replays a small committed fixture, so that loading (or compiling)
-the engine is not timed. Traces go to a temporary directory under ``--dir``, removed at the
-end. Quote medians and ratios: the machine is shared.
+size. A first child compiles the engine if it must, and each child first replays a small
+committed fixture, so that neither compiling nor loading the engine is timed or counted.
+Traces go to a temporary directory under ``--dir``, removed at the end. Quote medians and
+ratios: the machine is shared.
 """
 
 import argparse
@@ -39,11 +48,17 @@ import threading
 import time
 from pathlib import Path
 
+from kmemtrace.model.state import C_PEAK_LIVE_OBJS
 from kmemtrace.params import parse_count
 from kmemtrace.strategies import REGISTRY
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "steady"
 BASE_EVENTS, BASE_SECONDS, BASE_MEMCGS = 10_000_000, 60, 200  # one host's rate
+# "RSS - model state" counts as flat across sizes within this: the peak RSS is taken at
+# whatever moment the batches in flight were most numerous, and one batch more (Arrow's
+# decoded columns, ~54 B a row, plus the prepared memcg column, 8 B a row, of 128 Ki rows)
+# is 8 MB.
+TOLERANCE_MB = 8
 
 
 def _load() -> str:
@@ -93,7 +108,10 @@ def _child(trace_dir: str, strategy: str, threads: int | None) -> None:
                       "base_rss": base, "arrow_peak": pa.default_memory_pool().max_memory()
                       / 2**20, "models": {run.strategy.name: _arrays_mb(run.model)
                                           for run in r.runs},
-                      "python": _python_side_mb(r), "malloc_free": _malloc_free_mb(),
+                      "python": _python_side_mb(r),
+                      "live_objects": {run.strategy.name:
+                                       int(run.model.ctr[C_PEAK_LIVE_OBJS])
+                                       for run in r.runs},
                       "rss_at": _quartiles(rss_at, r.events)}))
 
 
@@ -107,21 +125,6 @@ def _python_side_mb(r) -> float:
     ids = sys.getsizeof(r.memcg_ids) + sum(sys.getsizeof(i) for i in r.memcg_ids)
     return (2 * ids + r.offline_ns.nbytes  # the id list, and the id -> index dict's share
             + sum(sys.getsizeof(x) for x in r.notes + r.warnings)) / 2**20
-
-
-def _malloc_free_mb() -> float:
-    """Bytes glibc's heaps hold free (fragments the lane threads' arenas keep): RSS that
-    no live object uses."""
-    import ctypes
-
-    class MallInfo2(ctypes.Structure):
-        _fields_ = [(name, ctypes.c_size_t) for name in (
-            "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
-            "uordblks", "fordblks", "keepcost")]
-
-    libc = ctypes.CDLL("libc.so.6")
-    libc.mallinfo2.restype = MallInfo2
-    return libc.mallinfo2().fordblks / 2**20
 
 
 def _quartiles(rss_at: list[tuple[int, float]], events: int) -> list[float]:
@@ -164,7 +167,9 @@ def _per_strategy(trace: Path, repeat: int) -> None:
               f"{cpu / n * 1e9:10.1f}")
 
 
-def _all(trace: Path, repeat: int) -> None:
+def _all(trace: Path, repeat: int) -> dict:
+    """``--strategy all`` over ``trace``: rates, and the memory of the run with the largest
+    peak RSS (returned, for the closing table)."""
     runs = _replays(trace, "all", None, repeat)
     n, k = runs[0]["events"], len(runs[0]["loop"])
     wall = _median(runs, lambda r: r["wall"])
@@ -179,28 +184,62 @@ def _all(trace: Path, repeat: int) -> None:
           f"overlapped with the loops); slowest loop {slowest} {loops[slowest]:.1f} M ev/s")
     print(f"    CPU {_median(runs, lambda r: r['cpu']) / n / k * 1e9:.1f} ns per "
           "strategy-event (all threads)")
-    _memory(max(runs, key=lambda r: r["rss"]))
+    return _memory(max(runs, key=lambda r: r["rss"]))
 
 
-def _memory(run: dict) -> None:
-    """Where the peak RSS of one ``--strategy all`` replay goes."""
+def _memory(run: dict) -> dict:
+    """Where the peak RSS of one ``--strategy all`` replay goes; its closing-table row."""
     models = run["models"]
-    total = sum(sum(arrays.values()) for arrays in models.values())
-    rest = (run["rss"] - run["base_rss"] - run["arrow_peak"] - total - run["python"]
-            - run["malloc_free"])
+    state = sum(sum(arrays.values()) for arrays in models.values()) + run["python"]
+    rest = run["rss"] - run["base_rss"] - run["arrow_peak"] - state
     print(f"    peak RSS {run['rss']:.0f} MB (wait4); RSS by quarter of the trace "
           + " / ".join(f"{mb:.0f}" for mb in run["rss_at"]) + " MB:")
     print(f"      {run['base_rss']:.0f} MB before the replay (interpreter, libraries, compiled "
           f"engine, a fixture replayed); Arrow pool peak {run['arrow_peak']:.0f} MB (batches "
-          "decoded and in flight)")
-    print(f"      models {total:.1f} MB at the end; Python side {run['python']:.1f} MB; "
-          f"glibc heaps free but kept {run['malloc_free']:.0f} MB; the rest "
-          f"{rest:.0f} MB "
-          "(prepared columns in flight, allocator slack)")
+          f"decoded and in flight); model state {state:.1f} MB (the arrays below, and "
+          f"{run['python']:.1f} MB of memcg ids); the rest {rest:.0f} MB (prepared columns "
+          "in flight, allocator slack)")
     for name, arrays in models.items():
         big = sorted(arrays.items(), key=lambda kv: -kv[1])[:5]
-        print(f"      {name:9} {sum(arrays.values()):6.1f} MB: "
+        print(f"      {name:9} {sum(arrays.values()):6.1f} MB, "
+              f"{run['live_objects'][name]:9,} live objects at the peak: "
               + ", ".join(f"{k} {mb:.1f}" for k, mb in big))
+    return {"events": run["events"], "rss": run["rss"], "state": state,
+            "arrow": run["arrow_peak"],
+            "live": max(run["live_objects"].values())}
+
+
+def _synth(workload: str, trace: Path, events: int, seed: int) -> None:
+    """Write a ``workload`` trace of ``events`` at one host's rate: duration (and, for
+    container churn, the containers) scale with the events."""
+    scale = events / BASE_EVENTS
+    params = ["-p", f"duration={BASE_SECONDS * scale:g}s"]
+    if workload == "container-churn":
+        params += ["-p", f"n_memcgs={round(BASE_MEMCGS * scale)}"]
+    _, wall, rss = _run([sys.executable, "-m", "kmemtrace", "synth", workload, "-o",
+                         str(trace), "--seed", str(seed), "--events", str(events), *params])
+    mb = sum(f.stat().st_size for f in trace.rglob("*.parquet")) / 1e6
+    print(f"  synth {workload} seed {seed}, {' '.join(params[1::2])}: {wall:.1f} s, "
+          f"peak RSS {rss:.0f} MB, {mb:.0f} MB on disk")
+
+
+def _flatness(rows: dict[str, list[dict]]) -> None:
+    """The closing table: peak RSS against trace length, model state beside it."""
+    print(f"peak RSS against trace length, --strategy all (MB; flat = within "
+          f"{TOLERANCE_MB} MB, one batch in flight):")
+    print(f"  {'workload':16} {'events':>7} {'peak RSS':>9} {'model state':>12} "
+          f"{'RSS - state':>12} {'Arrow peak':>11} {'peak live objs':>15}")
+    for workload, sized in rows.items():
+        for row in sized:
+            print(f"  {workload:16} {row['events'] / 1e6:6.0f}M {row['rss']:9.0f} "
+                  f"{row['state']:12.1f} {row['rss'] - row['state']:12.0f} "
+                  f"{row['arrow']:11.0f} {row['live']:15,}")
+        rest = [row["rss"] - row["state"] for row in sized]
+        spread = max(rest) - min(rest)
+        print(f"  {workload}: RSS - model state spans {spread:.0f} MB over the sizes "
+              f"({rest[-1] - rest[0]:+.0f} MB first to last): "
+              + ("flat" if spread <= TOLERANCE_MB else "GROWS") + "; model state "
+              f"{sized[0]['state']:.0f} -> {sized[-1]['state']:.0f} MB")
 
 
 def main() -> None:
@@ -212,6 +251,8 @@ def main() -> None:
     ap.add_argument("--alone", default=None,
                     help="size at which each strategy also runs alone (default: the first; "
                          "'none' to skip)")
+    ap.add_argument("--no-steady", action="store_true",
+                    help="skip the steady (bounded live set) lane")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--strategy", default="all", help=argparse.SUPPRESS)
     ap.add_argument("--threads", type=int, help=argparse.SUPPRESS)
@@ -219,26 +260,25 @@ def main() -> None:
     if args.child:
         _child(args.child, args.strategy, args.threads)
         return
+    workloads = ["container-churn"] + ([] if args.no_steady else ["steady"])
+    rows: dict[str, list[dict]] = {w: [] for w in workloads}
+    # Compile the engine (if these sources are not compiled yet) in a child of its own: a
+    # measured child that compiled would count LLVM's ~500 MB in its peak RSS.
+    _run([sys.executable, __file__, "--child", str(FIXTURE), "--strategy", "way1"])
     with tempfile.TemporaryDirectory(prefix="kmt-bench-", dir=args.dir) as tmp:
         for size in args.sizes.split(","):
-            trace = Path(tmp) / f"trace-{size}"
-            print(f"{size} events ({_load()})")
-            events = parse_count(size)
-            scale = events / BASE_EVENTS
-            _, wall, rss = _run([sys.executable, "-m", "kmemtrace", "synth", "container-churn",
-                                 "-o", str(trace), "--seed", str(args.seed),
-                                 "--events", str(events),
-                                 "-p", f"duration={BASE_SECONDS * scale:g}s",
-                                 "-p", f"n_memcgs={round(BASE_MEMCGS * scale)}"])
-            mb = sum(f.stat().st_size for f in trace.rglob("*.parquet")) / 1e6
-            print(f"  synth container-churn seed {args.seed}, {BASE_SECONDS * scale:g} s, "
-                  f"{round(BASE_MEMCGS * scale)} containers: {wall:.1f} s, peak RSS {rss:.0f} "
-                  f"MB, {mb:.0f} MB on disk")
-            if size == (args.alone or args.sizes.split(",")[0]):
-                _per_strategy(trace, args.repeat)
-            _all(trace, args.repeat)
-            print(f"  ({_load()})")
-            subprocess.run(["rm", "-rf", str(trace)], check=True)
+            for workload in workloads:
+                trace = Path(tmp) / f"{workload}-{size}"
+                print(f"{workload}, {size} events ({_load()})")
+                _synth(workload, trace, parse_count(size), args.seed)
+                if workload == "container-churn" and size == (args.alone
+                                                              or args.sizes.split(",")[0]):
+                    _per_strategy(trace, args.repeat)
+                rows[workload].append(_all(trace, args.repeat))
+                print(f"  ({_load()})")
+                subprocess.run(["rm", "-rf", str(trace)], check=True)
+    _flatness(rows)
+    print(f"({_load()})")
 
 
 if __name__ == "__main__":

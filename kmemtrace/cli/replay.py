@@ -139,5 +139,5 @@ def compare_strategies(trace: Path, strategy: str, param: list[str] | None, era:
     announce_compile()
     with _progress(reader.n_events) as progress:
         result = replay(reader, selection, era=era, samples=samples, progress=progress,
-                        cpus=cpus)
+                        cpus=cpus, slab_samples=False)
     return Comparison.from_replay(result)

@@ -42,7 +42,7 @@ def replay_task(path: str, digest: str, spec: RunSpec) -> pd.DataFrame | TaskFai
     try:
         reader = open_trace(path)
         result = replay(reader, [(get_strategy(spec.strategy), spec.params)], era=spec.era,
-                        samples=spec.samples)
+                        samples=spec.samples, slab_samples=False)
     except KmemtraceError as exc:
         return TaskFailure(str(exc))
     run = result.runs[0]

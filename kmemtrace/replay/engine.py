@@ -84,6 +84,7 @@ _COLUMNS = ["ts_ns", "kind", "cpu", "ptr", "cache_id", "memcg_id", "gfp", "aux",
 _INTERRUPT = np.zeros(256, dtype=bool)  # ctx (uint8) -> ran in interrupt context
 _INTERRUPT[[EventContext.SOFTIRQ, EventContext.HARDIRQ, EventContext.NMI]] = True
 _LIBC = ctypes.CDLL(None)  # malloc_trim: glibc, the C library this project runs on
+
 _GROW = {NEED_SLABS: grow_slabs, NEED_INSTANCES: grow_instances, NEED_OBJECTS: grow_objects,
          NEED_DLOG: grow_dlog}
 
@@ -331,7 +332,7 @@ def replay(trace: TraceReader, selection: list[tuple[Strategy, dict]], *,
            era: str = DEFAULT_ERA, samples: int = DEFAULT_SAMPLES,
            progress: Callable[[int], None] | None = None, batch_rows: int | None = None,
            threads: int | None = None, cpus: int | None = None,
-           from_kernel_state: bool = False) -> Replay:
+           from_kernel_state: bool = False, slab_samples: bool = True) -> Replay:
     """Replay ``trace`` under every (strategy, params) of ``selection``.
 
     The trace streams in batches of ``batch_rows`` rows (default :data:`BATCH_ROWS`),
@@ -339,7 +340,11 @@ def replay(trace: TraceReader, selection: list[tuple[Strategy, dict]], *,
     ones, and handed to every strategy's model in turn; strategies run in ``threads``
     threads (default: one per strategy, at most the usable CPUs). Neither changes a result.
     ``cpus``: replay as if on that many CPUs; ``from_kernel_state``: start the model from
-    the kernel's slabs at record start (both in :mod:`kmemtrace.replay.whatif`)."""
+    the kernel's slabs at record start (both in :mod:`kmemtrace.replay.whatif`).
+    ``slab_samples``: pair each SLAB_SAMPLE row with the model's count (``metrics.
+    slab_samples``, for validation); they cost 48 B a sample in every strategy's model, a
+    recording's length times its caches (~17 MB an hour per strategy at 100 caches sampled
+    every second), so a replay that only compares strategies leaves them out."""
     era_obj = get_era(era)
     caches = trace.caches
     geom = geometry(caches, era_obj)
@@ -354,7 +359,8 @@ def replay(trace: TraceReader, selection: list[tuple[Strategy, dict]], *,
     known = _initial_memcgs(trace.meta, memcgs)
     costs = metadata_costs(trace.meta, ncpu)
     all_accounted, scope_notes, warnings = accounting_scope(trace.meta, era_obj)
-    n_slab_samples = int(trace.meta.get("counts", {}).get("SLAB_SAMPLE", 0))
+    n_slab_samples = (int(trace.meta.get("counts", {}).get("SLAB_SAMPLE", 0))
+                      if slab_samples else 0)
     runs = [start_run(strategy, params, era_obj, geom, ncpu, costs, known, len(memcgs),
                       start=start, samples=samples, step=step,
                       n_slab_samples=n_slab_samples, span_ns=end - start)
@@ -386,7 +392,9 @@ def replay(trace: TraceReader, selection: list[tuple[Strategy, dict]], *,
             result.read_seconds += time.perf_counter() - t0
             result.interrupt_allocs += chunk.interrupt_allocs
             result.unknown_ctx_allocs += chunk.unknown_ctx_allocs
-            offlines.append(chunk.ts[chunk.kind == EventKind.MEMCG_OFFLINE])
+            offline = chunk.ts[chunk.kind == EventKind.MEMCG_OFFLINE]
+            if len(offline):  # a few per trace: keep nothing for the batches without
+                offlines.append(offline)
             if cols is not prelude:  # the kernel's start state is not a recorded event
                 result.events += len(chunk.ts)
             lanes.feed(chunk, len(memcgs))
@@ -422,8 +430,8 @@ def replay(trace: TraceReader, selection: list[tuple[Strategy, dict]], *,
 
 
 def _release_free_memory() -> None:
-    """Give the pages free in Arrow's pool (mimalloc) and in glibc's heaps (every thread's
-    arena) back to the kernel."""
+    """Give the pages free in Arrow's pool and in glibc's heaps (every thread's arena) back
+    to the kernel."""
     pa.default_memory_pool().release_unused()
     _LIBC.malloc_trim(0)
 
