@@ -73,6 +73,12 @@ def cpu_partial_budget(size: int, objs_per_slab: int, era: Era,
                   else _default_objects(size, era.code <= ERA_5_15))
     if era.code <= ERA_5_15:
         return nr_objects
+    return cpu_partial_slabs(nr_objects, objs_per_slab)
+
+
+def cpu_partial_slabs(nr_objects: int, objs_per_slab: int) -> int:
+    """v5.16+ ``slub_set_cpu_partial``: a ``cpu_partial`` of objects as a count of slabs,
+    ``DIV_ROUND_UP(nr_objects * 2, objs_per_slab)`` (half-full slabs assumed)."""
     return -(-nr_objects * 2 // max(objs_per_slab, 1))
 
 

@@ -29,6 +29,7 @@ docs/replay.md:
 
 import numpy as np
 
+from kmemtrace.model.eras import cpu_partial_slabs
 from kmemtrace.trace.reader import TraceReader
 from kmemtrace.trace.schema import ROOT_MEMCG_ID, EventKind
 
@@ -74,7 +75,7 @@ def _parked_free(cache: dict, slabs: int, objects: int, ncpus: int) -> int:
     one CPU on the recording kernel reported 256 "objects" with none live: its active slab
     and one CPU partial slab, analyses/which_way/parking.py)."""
     per = max(int(cache.get("objs_per_slab") or 1), 1)
-    per_cpu = 1 + -(-2 * int(cache.get("cpu_partial") or 0) // per)
+    per_cpu = 1 + cpu_partial_slabs(int(cache.get("cpu_partial") or 0), per)
     held = min(slabs, ncpus * per_cpu, objects // per)
     active = min(held, ncpus)
     return (held - active) * per + active * per // 2
