@@ -9,8 +9,10 @@ times the duration with N times the containers. Each trace is replayed in fresh 
 processes, ``--repeat`` times:
 
 * at the first size (or ``--alone SIZE``), each strategy alone on one thread:
-  compiled-loop events/s (the loop's own time) and end-to-end events/s (read + decode +
-  prepare + loop, the ``replay()`` call's wall time);
+  compiled-loop events/s (the loop's own time), end-to-end events/s (read + decode +
+  prepare + loop, the ``replay()`` call's wall time) and the feeding thread's CPU seconds
+  (decode, row checks, memcg mapping, prepare: it runs beside the loop, so end to end is
+  bounded by the slower of the two);
 * at every size, ``--strategy all`` (strategies in parallel threads, one per CPU): wall
   time, events/s per strategy end to end, strategy-events/s, read+prepare seconds, and the
   child's peak RSS (``wait4``) with where it goes: the RSS before the replay (interpreter,
@@ -97,13 +99,15 @@ def _child(trace_dir: str, strategy: str, threads: int | None) -> None:
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    t0, c0 = time.perf_counter(), time.process_time()
+    t0, c0, f0 = time.perf_counter(), time.process_time(), time.thread_time()
     r = replay(trace, select(strategy, {}), threads=threads,
                progress=lambda n: done.__setitem__(0, done[0] + n))
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    feed = time.thread_time() - f0  # this thread decodes and prepares; the loops have theirs
     stop.set()
     sampler.join()
-    print(json.dumps({"events": r.events, "wall": wall, "cpu": cpu, "read": r.read_seconds,
+    print(json.dumps({"events": r.events, "wall": wall, "cpu": cpu, "feed_cpu": feed,
+                      "read": r.read_seconds,
                       "loop": {run.strategy.name: run.loop_seconds for run in r.runs},
                       "base_rss": base, "arrow_peak": pa.default_memory_pool().max_memory()
                       / 2**20, "models": {run.strategy.name: _arrays_mb(run.model)
@@ -156,15 +160,16 @@ def _median(runs: list[dict], key) -> float:
 def _per_strategy(trace: Path, repeat: int) -> None:
     print(f"  each strategy alone, one thread (medians of {repeat}):")
     print(f"  {'strategy':10} {'loop Mev/s':>11} {'e2e Mev/s':>10} {'wall s':>7} "
-          f"{'CPU ns/ev':>10}")
+          f"{'CPU ns/ev':>10} {'feed CPU s':>11}")
     for name in REGISTRY:
         runs = _replays(trace, name, 1, repeat)
         n = runs[0]["events"]
         loop = _median(runs, lambda r, name=name: r["loop"][name])
         wall = _median(runs, lambda r: r["wall"])
         cpu = _median(runs, lambda r: r["cpu"])
+        feed = _median(runs, lambda r: r["feed_cpu"])
         print(f"  {name:10} {n / loop / 1e6:11.1f} {n / wall / 1e6:10.1f} {wall:7.2f} "
-              f"{cpu / n * 1e9:10.1f}")
+              f"{cpu / n * 1e9:10.1f} {feed:11.2f}")
 
 
 def _all(trace: Path, repeat: int) -> dict:

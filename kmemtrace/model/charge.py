@@ -24,6 +24,7 @@ removes the slab's old contribution and adds the new one.
 from numba import njit
 
 from kmemtrace.model.eras import ERA_3_14, ERA_6_8
+from kmemtrace.model.index import known_index
 from kmemtrace.model.state import (
     C_ATOMIC,
     C_CUR_CPU,
@@ -75,8 +76,9 @@ def strand(m: Model, s: int, inuse: int, dead: int, sign: int) -> None:
     if dead == inuse:
         m.ctr[C_STRANDED_SLAB_PAGES] += sign * m.slab[S_PAGES, s]
     else:
-        m.ctr[C_STRANDED_OBJ_BYTES] += sign * dead * m.geom[G_SIZE, m.inst[I_CACHE,
-                                                                           m.slab[S_INST, s]]]
+        inst = known_index(m.slab[S_INST, s])
+        m.ctr[C_STRANDED_OBJ_BYTES] += sign * dead * m.geom[G_SIZE,
+                                                           known_index(m.inst[I_CACHE, inst])]
 
 
 @njit(cache=True, nogil=True, _nrt=False, inline="always")
@@ -201,10 +203,10 @@ def _drain_stock(m: Model, cpu: int) -> None:
     m.mstock[1, cpu] = 0
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, inline="always")
 def refill_stock(m: Model, memcg: int, pages: int) -> None:
     """``refill_stock()``: give ``pages`` back through the CPU's memcg stock."""
-    cpu = m.ctr[C_CUR_CPU]
+    cpu = known_index(m.ctr[C_CUR_CPU])
     if m.mstock[0, cpu] != memcg:
         _drain_stock(m, cpu)
         m.mstock[0, cpu] = memcg
@@ -213,10 +215,10 @@ def refill_stock(m: Model, memcg: int, pages: int) -> None:
         _drain_stock(m, cpu)
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, inline="always")
 def try_charge(m: Model, memcg: int, pages: int) -> None:
     """``try_charge_memcg()``: the CPU's stock, else one page-counter charge of a batch."""
-    cpu = m.ctr[C_CUR_CPU]
+    cpu = known_index(m.ctr[C_CUR_CPU])
     era = m.ctr[C_ERA]
     stock_ok = pages == 1 or era != ERA_3_14
     if stock_ok and m.mstock[0, cpu] == memcg and m.mstock[1, cpu] >= pages:

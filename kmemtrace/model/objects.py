@@ -20,6 +20,7 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from kmemtrace.model.index import known_index
 from kmemtrace.model.state import C_HASH_COUNT, H_KEY, H_VAL, MEMCG_BITS, MEMCG_MASK, NH, Model
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -34,7 +35,7 @@ def obj_key(ptr) -> int:
 
 @njit(cache=True, nogil=True, _nrt=False, inline="always")
 def obj_slab(m: Model, slot: int) -> int:
-    return m.hobj[slot, H_VAL] >> MEMCG_BITS
+    return known_index(m.hobj[slot, H_VAL] >> MEMCG_BITS)
 
 
 @njit(cache=True, nogil=True, _nrt=False, inline="always")
@@ -44,7 +45,7 @@ def obj_memcg(m: Model, slot: int) -> int:
 
 @njit(cache=True, nogil=True, _nrt=False, inline="always")
 def _home(key, mask):
-    return np.int64(((np.uint64(key) * _GOLDEN) >> _SHIFT) & np.uint64(mask))
+    return known_index(np.int64(((np.uint64(key) * _GOLDEN) >> _SHIFT) & np.uint64(mask)))
 
 
 @intrinsic
@@ -87,7 +88,7 @@ def obj_lookup(m: Model, key: int) -> int:
     if key == 0:
         return -1
     h = m.hobj
-    mask = h.shape[0] - 1
+    mask = known_index(h.shape[0] - 1)
     i = _home(key, mask)
     while True:
         k = h[i, H_KEY]
@@ -103,7 +104,7 @@ def obj_insert(m: Model, key: int, slab: int, memcg: int) -> None:
     """Insert a key (not 0) known to be absent; the caller keeps the load factor below
     1/2, so the table always has an empty slot and the probe ends."""
     h = m.hobj
-    mask = h.shape[0] - 1
+    mask = known_index(h.shape[0] - 1)
     i = _home(key, mask)
     while h[i, H_KEY] != 0:
         i = (i + 1) & mask
@@ -116,7 +117,7 @@ def obj_insert(m: Model, key: int, slab: int, memcg: int) -> None:
 def obj_delete(m: Model, i: int) -> None:
     """Remove slot ``i`` and shift later entries of its probe run back (no tombstones)."""
     h = m.hobj
-    mask = h.shape[0] - 1
+    mask = known_index(h.shape[0] - 1)
     j = i
     while True:
         j = (j + 1) & mask

@@ -24,6 +24,7 @@ from numba import njit
 
 from kmemtrace.model.charge import charge_slab, memcg_pages_changed, strand, uncharge_slab
 from kmemtrace.model.eras import ERA_3_14, ERA_5_15, ERA_6_8
+from kmemtrace.model.index import known_index
 from kmemtrace.model.state import (
     C_DEAD_CHANGED,
     C_DEAD_EMPTY_PAGES,
@@ -100,9 +101,9 @@ def set_inuse(m: Model, s: int, delta: int) -> None:
         strand(m, s, before, dead, -1)
         strand(m, s, after, dead, 1)
     if before == 0 and after > 0:
-        _pages_changed(m, m.slab[S_INST, s], 0, -m.slab[S_PAGES, s])
+        _pages_changed(m, known_index(m.slab[S_INST, s]), 0, -m.slab[S_PAGES, s])
     elif before > 0 and after == 0:
-        _pages_changed(m, m.slab[S_INST, s], 0, m.slab[S_PAGES, s])
+        _pages_changed(m, known_index(m.slab[S_INST, s]), 0, m.slab[S_PAGES, s])
 
 
 @njit(cache=True, nogil=True, _nrt=False)
@@ -369,6 +370,7 @@ def alloc_object(m: Model, inst: int, cpu: int, era: int, track_full: bool) -> i
         s = _get_partial_node(m, inst, cpu, era)
     else:
         s = new_slab(m, inst)
+    s = known_index(s)
     m.slab[S_STATE, s] = SL_CPU_ACTIVE
     m.slab[S_CPU, s] = cpu
     m.slab[S_NEXT, s] = -1
@@ -403,7 +405,7 @@ def _get_partial_node(m: Model, inst: int, cpu: int, era: int) -> int:
 @njit(cache=True, nogil=True, _nrt=False, inline="always")
 def free_object(m: Model, s: int, cpu: int, era: int, track_full: bool) -> None:
     """``do_slab_free()``/``__slab_free()``: return one object to slab ``s``."""
-    inst = m.slab[S_INST, s]
+    inst = known_index(m.slab[S_INST, s])
     was_full = m.slab[S_INUSE, s] == m.slab[S_OBJS, s]
     set_inuse(m, s, -1)
     state = m.slab[S_STATE, s]

@@ -19,6 +19,7 @@ from kmemtrace.model.charge import (
     try_charge,
     went_offline,
 )
+from kmemtrace.model.index import known_index
 from kmemtrace.model.objects import (
     obj_delete,
     obj_insert,
@@ -695,8 +696,8 @@ def _free(m: Model, pol, slot: int, cpu: int, now: int) -> None:
     s = obj_slab(m, slot)
     memcg = obj_memcg(m, slot)
     obj_delete(m, slot)
-    inst = m.slab[S_INST, s]
-    cache = m.inst[I_CACHE, inst]
+    inst = known_index(m.slab[S_INST, s])
+    cache = known_index(m.inst[I_CACHE, inst])
     size = m.geom[G_SIZE, cache]
     state = m.inst[I_STATE, inst]
     per_memcg = m.inst[I_MEMCG, inst] != 0
@@ -751,9 +752,9 @@ def _alloc(m: Model, pol, key, cache: int, memcg: int, cpu: int, now: int) -> No
         _free(m, pol, slot, cpu, now)
     if memcg != 0 and m.memcg[M_STATE, memcg] != MS_ONLINE:
         m.ctr[C_ALLOC_AFTER_OFFLINE] += 1
-        memcg = _online_ancestor(m, memcg)
+        memcg = known_index(_online_ancestor(m, memcg))
     per_memcg = pol[PO_PER_MEMCG_CACHES] != 0 and memcg != 0
-    inst = _instance(m, cache, memcg if per_memcg else 0)
+    inst = known_index(_instance(m, cache, memcg if per_memcg else 0))
     size = m.geom[G_SIZE, cache]
     if per_memcg and pol[PO_OBJECT_REF]:
         m.ctr[C_PERCPU] += 1
@@ -795,6 +796,37 @@ def _pair_slab_sample(m: Model, cache: int, slabs: int, objects: int, now: int) 
 
 
 @njit(cache=True, nogil=True, _nrt=False)
+def _other_event(m: Model, pol, k: int, cache: int, g: int, aux: int, aux2: int,
+                 t: int) -> None:
+    """Every kind but ALLOC and FREE: a few per thousand events, so a call of its own.
+
+    Why not inline in :func:`run_events`: the life-cycle paths (offline, reaping) are
+    large, and inlined they share the loop with the hot ALLOC/FREE paths, whose values the
+    compiler then keeps on the stack rather than in registers."""
+    if k == K_MKDIR:
+        if g != 0:
+            m.memcg[M_PARENT, g] = aux
+            m.memcg[M_STATE, g] = MS_ONLINE
+            m.memcg[M_OBJCGS, g] = 1
+    elif k == K_OFFLINE:
+        _memcg_offline(m, pol, g, t)
+    elif k == K_RELEASE:
+        if g != 0 and m.memcg[M_STATE, g] == MS_OFFLINE:
+            m.memcg[M_STATE, g] = MS_RELEASED
+    elif k == K_PRESSURE:
+        m.ctr[C_PRESSURE_EVENTS] += 1
+        if pol[PO_REAP_ON_PRESSURE]:
+            _reap(m, pol, t)
+    elif k == K_PAGE_CACHE:
+        m.ctr[C_PAGE_CACHE_ROWS] += 1
+        page_cache_changed(m, g, aux)
+    elif k == K_LOST:
+        m.ctr[C_LOST_EVENTS] += aux
+    elif k == K_SLAB_SAMPLE:
+        _pair_slab_sample(m, cache, aux, aux2, t)
+
+
+@njit(cache=True, nogil=True, _nrt=False)
 def run_events(m: Model, pol, ts, kind, cpu, ptr, cache, memcg, aux, aux2, start: int):
     """Replay events ``start..`` of one chunk; return ``(next_index, NEED_*)``."""
     n = ts.shape[0]
@@ -816,42 +848,23 @@ def run_events(m: Model, pol, ts, kind, cpu, ptr, cache, memcg, aux, aux2, start
             t = m.ctr[C_LAST_TS]
         _run_timers(m, pol, t)
         _advance(m, pol, t)
-        m.ctr[C_CUR_CPU] = cpu[i]
+        c = known_index(cpu[i])  # prepare() keeps it in 0..ncpu-1
+        m.ctr[C_CUR_CPU] = c
         k = kind[i]
         if k == K_ALLOC:
             if cache[i] < 0 or ptr[i] == 0:
                 m.ctr[C_UNKNOWN_CACHE] += 1
             else:
-                _alloc(m, pol, obj_key(ptr[i]), cache[i], memcg[i], cpu[i], t)
+                _alloc(m, pol, obj_key(ptr[i]), known_index(cache[i]),
+                       known_index(memcg[i]), c, t)
         elif k == K_FREE:
             slot = obj_lookup(m, obj_key(ptr[i]))
             if slot < 0:
                 m.ctr[C_UNKNOWN_FREES] += 1
             else:
-                _free(m, pol, slot, cpu[i], t)
-        elif k == K_MKDIR:
-            g = memcg[i]
-            if g != 0:
-                m.memcg[M_PARENT, g] = aux[i]
-                m.memcg[M_STATE, g] = MS_ONLINE
-                m.memcg[M_OBJCGS, g] = 1
-        elif k == K_OFFLINE:
-            _memcg_offline(m, pol, memcg[i], t)
-        elif k == K_RELEASE:
-            g = memcg[i]
-            if g != 0 and m.memcg[M_STATE, g] == MS_OFFLINE:
-                m.memcg[M_STATE, g] = MS_RELEASED
-        elif k == K_PRESSURE:
-            m.ctr[C_PRESSURE_EVENTS] += 1
-            if pol[PO_REAP_ON_PRESSURE]:
-                _reap(m, pol, t)
-        elif k == K_PAGE_CACHE:
-            m.ctr[C_PAGE_CACHE_ROWS] += 1
-            page_cache_changed(m, memcg[i], aux[i])
-        elif k == K_LOST:
-            m.ctr[C_LOST_EVENTS] += aux[i]
-        elif k == K_SLAB_SAMPLE:
-            _pair_slab_sample(m, cache[i], aux[i], aux2[i], t)
+                _free(m, pol, known_index(slot), c, t)
+        else:
+            _other_event(m, pol, k, cache[i], memcg[i], aux[i], aux2[i], t)
         _update_peaks(m)
     return n, NEED_NOTHING
 
