@@ -14,9 +14,12 @@ from pathlib import Path
 import numpy as np
 
 from kmemtrace.errors import TraceFormatError
-from kmemtrace.trace.schema import EventKind
+from kmemtrace.trace.schema import SAMPLE_HAS_CPU_FIELDS, EventKind
 
 CHECKED = ("ts_ns", "kind", "cache_id")
+# SLAB_SAMPLE's fields of what the CPUs hold, checked when a read asks for them (reading
+# them on every read would cost the replay four more columns)
+SAMPLE_CPU = ("gfp", "bytes", "pid", "ptr")
 _KINDS = np.array(sorted(int(k) for k in EventKind), dtype=np.int64)
 assert np.array_equal(_KINDS, np.arange(_KINDS[0], _KINDS[-1] + 1))  # no gaps: see feed()
 
@@ -69,6 +72,8 @@ class RowCheck:
             i = int(np.flatnonzero((cache < -1) | (cache >= self.n_caches))[0])
             raise _row_error(path, row0 + i, f"cache_id {int(cache[i])} is not in "
                                              f"meta.json's {self.n_caches} caches")
+        if all(name in cols for name in SAMPLE_CPU):
+            _check_sample_cpu(path, row0, kind, cols)
         if self.first_ts is None:
             self.first_ts = int(ts[0])
         self.last_ts = int(ts[-1])
@@ -84,6 +89,25 @@ class RowCheck:
                 f"{self.path.name}: rows span {self.first_ts}..{self.last_ts} ns but "
                 f"meta.json says {part['ts_min']}..{part['ts_max']}; the part was replaced "
                 "or damaged")
+
+
+def _check_sample_cpu(path: Path, row0: int, kind: np.ndarray,
+                      cols: dict[str, np.ndarray]) -> None:
+    """A SLAB_SAMPLE's ``gfp`` is 0 or :data:`SAMPLE_HAS_CPU_FIELDS`; without the flag its
+    ``bytes``/``pid``/``ptr`` are 0 (the format's unused columns), with it ``cpu_slabs``
+    (``bytes``) and ``partial`` (``pid``) are counts, never negative."""
+    sample = kind == EventKind.SLAB_SAMPLE
+    if not sample.any():
+        return
+    flag, cpu_slabs, partial = cols["gfp"], cols["bytes"], cols["pid"]
+    has = flag == SAMPLE_HAS_CPU_FIELDS
+    bad = sample & ((flag != 0) & ~has | has & ((cpu_slabs < 0) | (partial < 0))
+                    | ~has & ((cpu_slabs != 0) | (partial != 0) | (cols["ptr"] != 0)))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise _row_error(path, row0 + i, f"SLAB_SAMPLE with gfp {int(flag[i])}, cpu_slabs "
+                                         f"{int(cpu_slabs[i])}, partial {int(partial[i])}, "
+                                         f"objects_partial {int(cols['ptr'][i])}")
 
 
 def check_rows(path: Path, part: dict, cols: dict[str, np.ndarray], n_caches: int) -> None:
