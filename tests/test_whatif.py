@@ -18,7 +18,7 @@ from kmemtrace.replay.whatif import kernel_start, map_cpus
 from kmemtrace.strategies import select
 from kmemtrace.trace.meta import new_meta
 from kmemtrace.trace.reader import TraceReader
-from kmemtrace.trace.schema import EventKind, empty_columns
+from kmemtrace.trace.schema import SAMPLE_HAS_CPU_FIELDS, EventKind, empty_columns
 from kmemtrace.trace.writer import TraceWriter
 
 T0 = 1_000_000_000
@@ -41,6 +41,9 @@ def _trace(path, rows=None, ncpus=1, step=1000, more_caches=(), **cache):
     for name, i in (("kind", 0), ("ptr", 1), ("cache_id", 2), ("aux", 3), ("aux2", 4)):
         cols[name][:] = [r[i] for r in rows]
     cols["cpu"][:] = [r[5] if len(r) > 5 else 0 for r in rows]
+    for i, r in enumerate(rows):  # a 7th item: more columns by name
+        for name, value in (r[6] if len(r) > 6 else {}).items():
+            cols[name][i] = value
     cols["memcg_id"][:] = 1
     cols["bytes"][cols["kind"] == EventKind.ALLOC] = 64
     meta = new_meta("synth", ncpus=ncpus)
@@ -174,6 +177,35 @@ def test_later_samples_cap_the_starts_survivors(tmp_path):
     allocs = pre["ptr"][pre["kind"] == EventKind.ALLOC]
     assert len(allocs) == 8 and set(allocs) == set(pre["ptr"][pre["kind"] == EventKind.FREE])
     assert list(_objcg_samples(trace)["model_slabs"])[:2] == [2, 2]
+
+
+def _held_sample(slabs, objects, cpu_slabs, partial, objects_partial):
+    return (EventKind.SLAB_SAMPLE, objects_partial, 0, slabs, objects, 0,
+            {"gfp": SAMPLE_HAS_CPU_FIELDS, "bytes": cpu_slabs, "pid": partial})
+
+
+def test_sampled_cpu_slabs_set_the_start_exactly(tmp_path):
+    """4 objects a slab, 1 CPU, ``cpu_partial`` 8 (up to ``DIV_ROUND_UP(2 * 8, 4)`` = 4
+    CPU partial slabs). The kernel says, twice a second apart: 5 slabs, 14 "objects", and
+    what the CPUs hold: ``cpu_slabs`` 1, ``partial`` 2, ``objects_partial`` 2. On paper:
+    5 - 2 - 1 = 2 full slabs (8 objects), 2 node-partial slabs with 2 objects (1 each), and
+    CPU 0's active slab, taken as half full (2 of its 4 slots counted full by ``objects``
+    are free): 14 - 2 = 12 survivors, laid out 4, 4, 1, 1, 2. The prelude allocates the
+    20 slots and frees slots 9-11, 13-15 and 18-19. Without the fields the prelude had to
+    guess the CPU-held slabs: 3 of them (``min(5, 1 + 4, 14 // 4)``), 2 of them empty CPU
+    partial slabs and the active one half free, 10 free slots, so it kept 4 objects on
+    two slabs that the kernel's 2 full slabs alone prove held at least 8."""
+    rows = [_held_sample(5, 14, 1, 2, 2), _held_sample(5, 14, 1, 2, 2)]
+    trace = _trace(tmp_path / "t", rows, step=1_000_000_000, cpu_partial=8, min_partial=5)
+    pre = kernel_start(trace)
+    allocs = pre["ptr"][pre["kind"] == EventKind.ALLOC]
+    slot = {int(p): i for i, p in enumerate(allocs)}
+    freed = sorted(slot[int(p)] for p in pre["ptr"][pre["kind"] == EventKind.FREE])
+    assert len(allocs) == 20 and freed == [9, 10, 11, 13, 14, 15, 18, 19]
+    bare = [(EventKind.SLAB_SAMPLE, 0, 0, 5, 14)] * 2  # the same trace without the fields
+    old = kernel_start(_trace(tmp_path / "b", bare, step=1_000_000_000, cpu_partial=8,
+                              min_partial=5))
+    assert sum(old["kind"] == EventKind.ALLOC) - sum(old["kind"] == EventKind.FREE) == 4
 
 
 def test_a_kfree_is_not_named_after_a_later_owner_of_its_page(tmp_path):

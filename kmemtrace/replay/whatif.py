@@ -31,11 +31,21 @@ import numpy as np
 
 from kmemtrace.model.eras import cpu_partial_slabs
 from kmemtrace.trace.reader import TraceReader
-from kmemtrace.trace.schema import ROOT_MEMCG_ID, EventKind
+from kmemtrace.trace.schema import ROOT_MEMCG_ID, SAMPLE_HAS_CPU_FIELDS, EventKind
 
 PAGE = 4096
 FAKE_BASE = 1 << 40  # user-space addresses: no kernel slab object has one
 SAMPLE_SPAN_S = 0.25  # a round of /sys/kernel/slab samples is read within this of its stamp
+SAMPLE_COLS = ["kind", "cache_id", "aux", "aux2", "gfp", "bytes", "pid", "ptr"]
+Held = tuple[int, int, int] | None  # a sample's (cpu_slabs, partial, objects_partial)
+
+
+def _held(cols: dict[str, np.ndarray], i: int) -> Held:
+    """What the CPUs held at sample row ``i``, or None when the row does not say (older
+    traces, or a round the recorder read without them: docs/trace-format.md)."""
+    if cols["gfp"][i] != SAMPLE_HAS_CPU_FIELDS:
+        return None
+    return int(cols["bytes"][i]), int(cols["pid"][i]), int(cols["ptr"][i])
 
 
 def map_cpus(cpu: np.ndarray, pid: np.ndarray, recorded: int, n: int) -> np.ndarray:
@@ -49,36 +59,66 @@ def map_cpus(cpu: np.ndarray, pid: np.ndarray, recorded: int, n: int) -> np.ndar
     return cpu + recorded * (h % np.uint64(fan)).astype(np.int64)
 
 
-def _first_samples(trace: TraceReader) -> dict[int, tuple[int, int]]:
-    """cache id -> (slabs, objects) of its first SLAB_SAMPLE."""
-    out: dict[int, tuple[int, int]] = {}
-    for cols in trace.iter_parts(["kind", "cache_id", "aux", "aux2"]):
+def _first_samples(trace: TraceReader) -> dict[int, tuple[int, int, Held]]:
+    """cache id -> (slabs, objects, what the CPUs held) of its first SLAB_SAMPLE."""
+    out: dict[int, tuple[int, int, Held]] = {}
+    for cols in trace.iter_parts(SAMPLE_COLS):
         sel = np.flatnonzero(cols["kind"] == EventKind.SLAB_SAMPLE)
         for i in sel:
-            out.setdefault(int(cols["cache_id"][i]), (int(cols["aux"][i]), int(cols["aux2"][i])))
+            out.setdefault(int(cols["cache_id"][i]),
+                           (int(cols["aux"][i]), int(cols["aux2"][i]), _held(cols, i)))
         if sel.size:
             break  # the first round is in the first part that has samples
     return out
 
 
-def _parked_free(cache: dict, slabs: int, objects: int, ncpus: int) -> int:
+def _parked_free(cache: dict, slabs: int, objects: int, ncpus: int,
+                 cpu_slabs: int | None = None) -> int:
     """Free slots a sample's ``objects`` counts in use: those of the slabs the CPUs hold.
 
     ``objects`` in /sys/kernel/slab is the capacity of every slab not on the node partial
     list plus the objects on those that are (``show_slab_objects``, SO_OBJECTS), so a slab
-    a CPU holds counts full: its active slab and every slab of its CPU partial list, up to
-    ``cpu_partial_slabs`` = ``DIV_ROUND_UP(2 * cpu_partial, objs_per_slab)`` of them
-    (``slub_set_cpu_partial``). No more of them than ``objects`` counts whole. The active
-    slabs are taken as half free (as at the start, :func:`kernel_start`), the CPU partial
-    slabs as empty: a slab parks there at its first free and stays until a CPU allocates
-    from it again, emptied meanwhile in a churning cache (``dnotify_struct`` emptied from
-    one CPU on the recording kernel reported 256 "objects" with none live: its active slab
-    and one CPU partial slab, analyses/which_way/parking.py)."""
+    a CPU holds counts full: its active slab and every slab of its CPU partial list. A
+    sample that read ``cpu_slabs`` (SO_CPU: per CPU, 1 + its CPU partial list's slabs) gives
+    their number; otherwise it is estimated: up to ``cpu_partial_slabs`` =
+    ``DIV_ROUND_UP(2 * cpu_partial, objs_per_slab)`` partial slabs a CPU
+    (``slub_set_cpu_partial``), no more than ``slabs``, no more than ``objects`` counts
+    whole. Their live objects are not known either way, only bounded (0 to their
+    capacity): the active slabs are taken as half free (as at the start,
+    :func:`kernel_start`), the CPU partial slabs as empty: a slab parks there at its first
+    free and stays until a CPU allocates from it again, emptied meanwhile in a churning
+    cache (``dnotify_struct`` emptied from one CPU on the recording kernel reported 256
+    "objects" with none live: its active slab and one CPU partial slab,
+    analyses/which_way/parking.py)."""
     per = max(int(cache.get("objs_per_slab") or 1), 1)
-    per_cpu = 1 + cpu_partial_slabs(int(cache.get("cpu_partial") or 0), per)
-    held = min(slabs, ncpus * per_cpu, objects // per)
+    if cpu_slabs is None:
+        per_cpu = 1 + cpu_partial_slabs(int(cache.get("cpu_partial") or 0), per)
+        held = min(slabs, ncpus * per_cpu, objects // per)
+    else:  # the files are read one after another: churn may move a slab between them
+        held = max(min(cpu_slabs, slabs, objects // per), 0)
     active = min(held, ncpus)
     return (held - active) * per + active * per // 2
+
+
+def _start_profile(slabs: int, held: tuple[int, int, int], per: int, ncpus: int
+                   ) -> np.ndarray:
+    """Live objects per starting slab, fullest first, from a first sample that says what the
+    CPUs hold: ``slabs - partial - cpu_slabs`` full slabs exactly, ``partial`` node-partial
+    slabs sharing ``objects_partial`` exactly (as evenly as they can), and ``cpu_slabs``
+    CPU-held ones by count, whose objects are only bounded: the active slabs (one a CPU, at
+    most ``ncpus``) half full, the CPU partial slabs empty (:func:`_parked_free`)."""
+    cpu_slabs, partial, objects_partial = held
+    cpu_held = max(min(cpu_slabs, slabs), 0)
+    node = max(min(partial, slabs - cpu_held), 0)
+    full = slabs - cpu_held - node
+    profile = np.zeros(slabs, np.int64)
+    profile[:full] = per
+    if node:
+        q, r = divmod(max(min(objects_partial, node * per), 0), node)
+        profile[full:full + node] = q + (np.arange(node) < r)
+    active = min(cpu_held, ncpus)
+    profile[full + node:full + node + active] = per - per // 2
+    return profile
 
 
 def _net_at_samples(trace: TraceReader, ncpus: int) -> dict[int, tuple[int, int]]:
@@ -97,9 +137,13 @@ def _net_at_samples(trace: TraceReader, ncpus: int) -> dict[int, tuple[int, int]
     taken at its lowest within :data:`SAMPLE_SPAN_S` of the sample: a round of samples is
     stamped once and read cache by cache after it, and a burst that came and went while
     it was read (``bio-184``: 480 objects in flight within ms) must not count."""
-    ts, kind, ptr, cache, objs, slabs = [], [], [], [], [], []
-    for cols in trace.iter_parts(["ts_ns", "kind", "ptr", "cache_id", "aux", "aux2"]):
+    ts, kind, ptr, cache, objs, slabs, held = [], [], [], [], [], [], []
+    for cols in trace.iter_parts(["ts_ns", *SAMPLE_COLS]):
         sel = np.isin(cols["kind"], (EventKind.ALLOC, EventKind.FREE, EventKind.SLAB_SAMPLE))
+        # cpu_slabs where the sample read it, else -1 (for samples, and for events that
+        # use those columns for something else)
+        has = (cols["kind"] == EventKind.SLAB_SAMPLE) & (cols["gfp"] == SAMPLE_HAS_CPU_FIELDS)
+        held.append(np.where(has, cols["bytes"], -1)[sel].astype(np.int64))
         ts.append(cols["ts_ns"][sel])
         kind.append(cols["kind"][sel])
         ptr.append(cols["ptr"][sel].astype(np.uint64))
@@ -110,6 +154,7 @@ def _net_at_samples(trace: TraceReader, ncpus: int) -> dict[int, tuple[int, int]
         return {}
     ts, kind, ptr = np.concatenate(ts), np.concatenate(kind), np.concatenate(ptr)
     cache, objs, slabs = np.concatenate(cache), np.concatenate(objs), np.concatenate(slabs)
+    held = np.concatenate(held)
     sample = kind == EventKind.SLAB_SAMPLE
     ev = np.flatnonzero(~sample)
     by_ptr = ev[np.argsort(ptr[ev], kind="stable")]
@@ -133,8 +178,10 @@ def _net_at_samples(trace: TraceReader, ncpus: int) -> dict[int, tuple[int, int]
             lo, hi = np.searchsorted(t, t[i] - span), np.searchsorted(t, t[i] + span, "right")
             low = min(int(net[lo:hi].min()), int(net[lo - 1]) if lo else 0)
             had = out.get(int(c), (1 << 62, 1 << 62))
+            cpu_slabs = int(held[mine[i]])
             parked = _parked_free(geom.get(int(c), {}), int(slabs[mine[i]]),
-                                  int(objs[mine[i]]), ncpus)
+                                  int(objs[mine[i]]), ncpus,
+                                  cpu_slabs if cpu_slabs >= 0 else None)
             out[int(c)] = (min(had[0], int(objs[mine[i]]) - parked - low),
                            min(had[1], int(slabs[mine[i]])))
     return out
@@ -243,13 +290,46 @@ def _level_fill(counts: np.ndarray, n_other: int, per_slab: int, unknown: int
     return share, to_other
 
 
+def _profile_fill(counts: np.ndarray, n_other: int, per_slab: int, unknown: int,
+                  profile: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Share ``unknown`` objects among the known slabs (holding ``counts``) and ``n_other``
+    empty ones so that their occupancies follow ``profile`` (:func:`_start_profile`,
+    fullest first): the fullest known slabs take the fullest places, the others the next.
+    What the profile asks beyond ``unknown`` is taken from its emptiest places first; what
+    ``unknown`` holds beyond it goes to its fullest places with room. Returns per known
+    slab how many it gets and per other slab how many it holds."""
+    n_real = len(counts)
+    target = np.zeros(n_real + n_other, np.int64)
+    k = min(len(profile), len(target))
+    target[:k] = profile[:k]
+    rank = np.argsort(-counts, kind="stable")
+    want = np.zeros(n_real, np.int64)
+    want[rank] = target[:n_real]
+    give = np.r_[np.clip(want - counts, 0, per_slab - counts), target[n_real:]]
+    cap = np.r_[per_slab - counts, np.full(n_other, per_slab, np.int64)]
+    place = np.r_[want, target[n_real:]]
+    gap = unknown - int(give.sum())
+    if gap < 0:  # take from the emptiest places first
+        order = np.argsort(place, kind="stable")
+        g = give[order]
+        give[order] = g - np.clip(-gap - (np.cumsum(g) - g), 0, g)
+    elif gap > 0:  # add to the fullest places with room
+        order = np.argsort(-place, kind="stable")
+        room = (cap - give)[order]
+        give[order] += np.clip(gap - (np.cumsum(room) - room), 0, room)
+    return give[:n_real], give[n_real:]
+
+
 def _cache_prelude(cid: int, slabs: int, objects: int, bound: tuple[int, int],
-                   real: np.ndarray, order: int, per_slab: int, ncpus: int
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                   real: np.ndarray, order: int, per_slab: int, ncpus: int,
+                   held: Held = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One cache's prelude: (pointers, CPU, kept) in allocation order (see kernel_start)."""
     room, least_slabs = bound
     real = real[:max(objects, 0)]
-    hidden = min(slabs, ncpus) * per_slab // 2
+    if held is None:
+        hidden = min(slabs, ncpus) * per_slab // 2
+    else:
+        hidden = _parked_free({"objs_per_slab": per_slab}, slabs, objects, ncpus, held[0])
     keep = max(min(objects - hidden, room), len(real), 0)
     real_ptr, real_slot, n_real = _slab_groups(real, order, per_slab)
     real_slots = n_real * per_slab
@@ -270,11 +350,19 @@ def _cache_prelude(cid: int, slabs: int, objects: int, bound: tuple[int, int],
         kept = np.ones(real_slots + other, dtype=bool)
     else:
         counts = np.bincount(real_slot // per_slab, minlength=n_real)
-        share, to_other = _level_fill(counts, pinned // per_slab, per_slab, unknown)
+        if held is None:
+            share, to_other = _level_fill(counts, pinned // per_slab, per_slab, unknown)
+        else:
+            share, per_other = _profile_fill(counts, pinned // per_slab, per_slab, unknown,
+                                             _start_profile(slabs, held, per_slab, ncpus))
         for k in np.flatnonzero(share):
             free = np.flatnonzero(~kept[k * per_slab:(k + 1) * per_slab])
             kept[k * per_slab + free[:share[k]]] = True
-        kept[real_slots:real_slots + pinned] = _spread(pinned, to_other)
+        if held is None:
+            kept[real_slots:real_slots + pinned] = _spread(pinned, to_other)
+        else:
+            kept[real_slots:real_slots + pinned] = (np.arange(pinned) % per_slab
+                                                    < np.repeat(per_other, per_slab))
     cpu = (np.arange(len(ptr)) // per_slab) % ncpus
     return ptr, cpu, kept
 
@@ -332,12 +420,13 @@ def kernel_start(trace: TraceReader) -> dict[str, np.ndarray] | None:
     ncpus = max(int(trace.meta.get("ncpus") or 1), 1)
     room = _net_at_samples(trace, ncpus)
     a_ptr, a_cache, a_cpu, f_ptr, f_cache, f_cpu = [], [], [], [], [], []
-    for cid, (slabs, objects) in sorted(first.items()):
+    for cid, (slabs, objects, held) in sorted(first.items()):
         if cid not in geom:
             continue
         ptr, cpu, kept = _cache_prelude(cid, slabs, objects, room.get(cid, (objects, slabs)),
                                         pre.get(cid, np.zeros(0, np.uint64)), order[cid],
-                                        max(int(geom[cid]["objs_per_slab"]), 1), ncpus)
+                                        max(int(geom[cid]["objs_per_slab"]), 1), ncpus,
+                                        held)
         if not len(ptr):
             continue
         a_ptr.append(ptr)
