@@ -1,16 +1,17 @@
 """Periodic ``/sys/kernel/slab`` samples, read on a thread of their own.
 
-Why a thread: reading two files per cache for ~240 real caches takes ~20 ms per sample on
-this VM (five files: ~50 ms, load 2). Done by the drain loop, that is 20 ms every second in
-which the rings are not drained and the batches of quiet CPUs are not flushed. Here the
-drain loop only takes the finished samples (:meth:`SlabSampler.take`) and turns them into
-rows, so rows are still made (and numbered) by one thread.
+Why a thread: reading two files per cache for ~240 real caches takes 12-20 ms per sample
+on this VM (benchmarks/sampler_cost.py). Done by the drain loop, that is that long every
+second in which the rings are not drained and the batches of quiet CPUs are not flushed.
+Here the drain loop only takes the finished samples (:meth:`SlabSampler.take`) and turns
+them into rows, so rows are still made (and numbered) by one thread.
 
 Each row carries the stamp of its own cache's reads (:func:`sysfs.sample_slab_rows`). What
 the CPUs hold (``cpu_slabs``, ``partial``, ``objects_partial``) is read in the first round
-and every :data:`CPU_FIELDS_EVERY`-th after it: the three files cost 2.4 times the two
-(``objects_partial`` walks every node-partial list under its lock), and the replay needs
-them exactly at the start (the model's starting slabs) and as a check now and then.
+and every :data:`CPU_FIELDS_EVERY`-th after it: a round with the five files costs 2.2-2.4
+times one with the two (``objects_partial`` walks every node-partial list under its lock),
+1.27 times on average at this rate, and the replay needs them exactly at the start (the
+model's starting slabs) and as a check now and then.
 """
 
 import threading
