@@ -208,6 +208,41 @@ def test_sampled_cpu_slabs_set_the_start_exactly(tmp_path):
     assert sum(old["kind"] == EventKind.ALLOC) - sum(old["kind"] == EventKind.FREE) == 4
 
 
+def test_own_stamps_pair_a_sample_with_the_net_at_its_reads(tmp_path):
+    """Cache 0 (4 a slab, 1 CPU): 2 slabs, 8 "objects", ``cpu_slabs`` 1, nothing on the
+    node list at the start and again a second later; 0.2 s before the second sample the
+    trace allocated 4 objects it keeps. On paper: 1 full slab and CPU 0's active one, half
+    free: 6 live at each sample, 4 of them the trace's at the second, so at most 2
+    survivors; kept on the full slab's place (slots 0, 1), the 6 other slots freed. A
+    recorder that stamped a round once (cache 1 read with cache 0, same stamp) could have
+    read cache 0 up to a quarter second after its stamp, so the net is taken at its lowest
+    within that, 0 before the allocations: room for 6, kept as the profile's 4 + 2."""
+    more = [{"id": 1, "name": "kmalloc-128", "object_size": 128, "size": 128,
+             "objs_per_slab": 4, "order": 0, "accounted": False}]
+
+    def rows(c1_lag):
+        def at(row, t):
+            return (*row[:6], {**(row[6] if len(row) > 6 else {}), "ts_ns": t})
+
+        out = [at(_held_sample(2, 8, 1, 0, 0), T0),
+               at((EventKind.SLAB_SAMPLE, 0, 1, 1, 4, 0), T0 + c1_lag)]
+        out += [at((EventKind.ALLOC, PAGE + 0x4000 + 64 * i, 0, 0, 0, 0), T0 + 800_000_000)
+                for i in range(4)]
+        return [*out, at(_held_sample(2, 8, 1, 0, 0), T0 + 1_000_000_000),
+                at((EventKind.SLAB_SAMPLE, 0, 1, 1, 4, 0), T0 + 1_000_000_000 + c1_lag)]
+
+    def freed_slots(path, c1_lag):
+        pre = kernel_start(_trace(path, rows(c1_lag), more_caches=more,
+                                  step=1_000_000_000))
+        mine = pre["cache_id"] == 0
+        allocs = pre["ptr"][mine & (pre["kind"] == EventKind.ALLOC)]
+        slot = {int(p): i for i, p in enumerate(allocs)}
+        return sorted(slot[int(p)] for p in pre["ptr"][mine & (pre["kind"] == EventKind.FREE)])
+
+    assert freed_slots(tmp_path / "own", 1_000_000) == [2, 3, 4, 5, 6, 7]
+    assert freed_slots(tmp_path / "round", 0) == [6, 7]
+
+
 def test_a_kfree_is_not_named_after_a_later_owner_of_its_page(tmp_path):
     """``kmalloc-cg-96`` in classic run 1 on paper. Cache 1 (4 a slab) has 1 slab and 4
     "objects" at the start. The trace ``kfree``s two old objects of another cache on

@@ -78,7 +78,7 @@ class Sampling:
             ts.append(cols["ts_ns"][sel])
             flag.append(cols["gfp"][sel] == SAMPLE_HAS_CPU_FIELDS)
         ts, flag = _cat(ts), _cat(flag)
-        return cls(len(ts), int(flag.sum()), len(np.unique(ts)) > len(ts) // 2)
+        return cls(len(ts), int(flag.sum()), whatif.own_stamps(ts))
 
 
 @dataclass

@@ -36,6 +36,8 @@ from kmemtrace.trace.schema import ROOT_MEMCG_ID, SAMPLE_HAS_CPU_FIELDS, EventKi
 PAGE = 4096
 FAKE_BASE = 1 << 40  # user-space addresses: no kernel slab object has one
 SAMPLE_SPAN_S = 0.25  # a round of /sys/kernel/slab samples is read within this of its stamp
+# a cache's own reads (recorders from 2026-11-27 stamp each row at them) take ~0.1 ms
+OWN_SPAN_S = 0.002
 SAMPLE_COLS = ["kind", "cache_id", "aux", "aux2", "gfp", "bytes", "pid", "ptr"]
 Held = tuple[int, int, int] | None  # a sample's (cpu_slabs, partial, objects_partial)
 
@@ -121,6 +123,12 @@ def _start_profile(slabs: int, held: tuple[int, int, int], per: int, ncpus: int
     return profile
 
 
+def own_stamps(sample_ts: np.ndarray) -> bool:
+    """Whether a trace's SLAB_SAMPLE rows carry their own cache's stamp (most stamps
+    distinct) rather than their round's one (docs/trace-format.md, "SLAB_SAMPLE")."""
+    return len(np.unique(sample_ts)) > len(sample_ts) // 2
+
+
 def _net_at_samples(trace: TraceReader, ncpus: int) -> dict[int, tuple[int, int]]:
     """cache id -> (the most objects the kernel's samples leave room for at the start,
     the fewest slabs they report). The first is the least, over its samples, of
@@ -136,7 +144,10 @@ def _net_at_samples(trace: TraceReader, ncpus: int) -> dict[int, tuple[int, int]
     capacity of the other 4), and the model sat up to 13 slabs above the kernel. ``net`` is
     taken at its lowest within :data:`SAMPLE_SPAN_S` of the sample: a round of samples is
     stamped once and read cache by cache after it, and a burst that came and went while
-    it was read (``bio-184``: 480 objects in flight within ms) must not count."""
+    it was read (``bio-184``: 480 objects in flight within ms) must not count. Where each
+    row has its own cache's stamp (:func:`own_stamps`) the window is
+    :data:`OWN_SPAN_S`, the reads' own span with room to spare: the lowest ``net`` over
+    a quarter second let through survivors the kernel did not have."""
     ts, kind, ptr, cache, objs, slabs, held = [], [], [], [], [], [], []
     for cols in trace.iter_parts(["ts_ns", *SAMPLE_COLS]):
         sel = np.isin(cols["kind"], (EventKind.ALLOC, EventKind.FREE, EventKind.SLAB_SAMPLE))
@@ -167,7 +178,7 @@ def _net_at_samples(trace: TraceReader, ncpus: int) -> dict[int, tuple[int, int]
     # bulk and RCU frees on 6.18); counted where it shows, or such a cache's ``net`` only
     # grows and leaves no room at all
     step[by_ptr[prev_alloc & (kind[by_ptr] == EventKind.ALLOC)]] = 0
-    span = int(SAMPLE_SPAN_S * 1e9)
+    span = int((OWN_SPAN_S if own_stamps(ts[sample]) else SAMPLE_SPAN_S) * 1e9)
     geom = {c["id"]: c for c in trace.caches}
     out: dict[int, tuple[int, int]] = {}
     for c in np.unique(cache[sample]):
