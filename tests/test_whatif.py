@@ -194,7 +194,8 @@ def test_sampled_cpu_slabs_set_the_start_exactly(tmp_path):
     20 slots and frees slots 9-11, 13-15 and 18-19. Without the fields the prelude had to
     guess the CPU-held slabs: 3 of them (``min(5, 1 + 4, 14 // 4)``), 2 of them empty CPU
     partial slabs and the active one half free, 10 free slots, so it kept 4 objects on
-    two slabs that the kernel's 2 full slabs alone prove held at least 8."""
+    two slabs that the kernel's 2 full slabs alone prove held at least 8. (No CPU partial
+    slab here: :func:`test_a_static_cache_keeps_its_cpu_partial_slabs`.)"""
     rows = [_held_sample(5, 14, 1, 2, 2), _held_sample(5, 14, 1, 2, 2)]
     trace = _trace(tmp_path / "t", rows, step=1_000_000_000, cpu_partial=8, min_partial=5)
     pre = kernel_start(trace)
@@ -206,6 +207,44 @@ def test_sampled_cpu_slabs_set_the_start_exactly(tmp_path):
     old = kernel_start(_trace(tmp_path / "b", bare, step=1_000_000_000, cpu_partial=8,
                               min_partial=5))
     assert sum(old["kind"] == EventKind.ALLOC) - sum(old["kind"] == EventKind.FREE) == 4
+
+
+def test_a_static_cache_keeps_its_cpu_partial_slabs(tmp_path):
+    """4 objects a slab, 1 CPU: 4 slabs, 16 "objects", ``cpu_slabs`` 3, nothing on the node
+    list, twice a second apart, nothing traced (``tracefs_inode_cache`` on paper). On
+    paper: 1 full slab; CPU 0's active slab half free (2 live); its 2 CPU partial slabs
+    free by one slot at least, 3 live each: 4 + 2 + 3 + 3 = 12 survivors, slots 6, 7, 11
+    and 15 freed, and no slab empty. Taken as empty (the estimate without the fields: 3 of
+    the 4 slabs CPU-held, ``min(4, 1 + 4, 16 // 4)``), 2 survivors, and the model
+    discarded slabs the kernel had."""
+    rows = [_held_sample(4, 16, 3, 0, 0), _held_sample(4, 16, 3, 0, 0)]
+    pre = kernel_start(_trace(tmp_path / "t", rows, step=1_000_000_000, cpu_partial=8,
+                              min_partial=5))
+    allocs = pre["ptr"][pre["kind"] == EventKind.ALLOC]
+    slot = {int(p): i for i, p in enumerate(allocs)}
+    freed = sorted(slot[int(p)] for p in pre["ptr"][pre["kind"] == EventKind.FREE])
+    assert len(allocs) == 16 and freed == [6, 7, 11, 15]
+    bare = [(EventKind.SLAB_SAMPLE, 0, 0, 4, 16)] * 2
+    old = kernel_start(_trace(tmp_path / "b", bare, step=1_000_000_000, cpu_partial=8,
+                              min_partial=5))
+    assert sum(old["kind"] == EventKind.ALLOC) - sum(old["kind"] == EventKind.FREE) == 2
+
+
+def test_a_round_without_the_fields_bounds_as_the_sampled_ones(tmp_path):
+    """The static cache above with a round between the two that did not read the CPU
+    fields (the recorder reads them every 5th round). On paper: its CPU-held slabs are
+    estimated, ``min(4, 1 + 4, 16 // 4)`` = 4, but taken as the sampled ones are, the
+    active one half free and the 3 others free by one slot: 16 - 2 - 3 = 11 survivors at
+    most, so the first CPU partial slab gives one up: slots 6, 7, 10, 11 and 15 freed.
+    Taken as empty there (as in a trace without the fields), that round left room for 2."""
+    rows = [_held_sample(4, 16, 3, 0, 0), (EventKind.SLAB_SAMPLE, 0, 0, 4, 16),
+            _held_sample(4, 16, 3, 0, 0)]
+    pre = kernel_start(_trace(tmp_path / "t", rows, step=1_000_000_000, cpu_partial=8,
+                              min_partial=5))
+    allocs = pre["ptr"][pre["kind"] == EventKind.ALLOC]
+    slot = {int(p): i for i, p in enumerate(allocs)}
+    freed = sorted(slot[int(p)] for p in pre["ptr"][pre["kind"] == EventKind.FREE])
+    assert len(allocs) == 16 and freed == [6, 7, 10, 11, 15]
 
 
 def test_own_stamps_pair_a_sample_with_the_net_at_its_reads(tmp_path):

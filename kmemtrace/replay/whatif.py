@@ -75,21 +75,31 @@ def _first_samples(trace: TraceReader) -> dict[int, tuple[int, int, Held]]:
 
 
 def _parked_free(cache: dict, slabs: int, objects: int, ncpus: int,
-                 cpu_slabs: int | None = None) -> int:
+                 cpu_slabs: int | None = None, bounded: bool = False) -> int:
     """Free slots a sample's ``objects`` counts in use: those of the slabs the CPUs hold.
 
     ``objects`` in /sys/kernel/slab is the capacity of every slab not on the node partial
     list plus the objects on those that are (``show_slab_objects``, SO_OBJECTS), so a slab
-    a CPU holds counts full: its active slab and every slab of its CPU partial list. A
-    sample that read ``cpu_slabs`` (SO_CPU: per CPU, 1 + its CPU partial list's slabs) gives
-    their number; otherwise it is estimated: up to ``cpu_partial_slabs`` =
+    a CPU holds counts full: its active slab and every slab of its CPU partial list. Their
+    live objects are not known, only bounded; the active slabs are taken as half free (as
+    at the start, :func:`kernel_start`).
+
+    A sample that read ``cpu_slabs`` (SO_CPU: per CPU, 1 + its CPU partial list's slabs)
+    gives their number, and a CPU partial slab is then taken as free by one slot only, the
+    least it can be (a slab parks there at a free, and no allocation takes from it until
+    it is made active): the bound the kernel proves, so that a static cache keeps its
+    CPU partial slabs (``tracefs_inode_cache``: 7 of its 31 slabs; taken as empty, the
+    model discarded them) and a churning one is held down by its later samples alone.
+
+    Otherwise their number is estimated: up to ``cpu_partial_slabs`` =
     ``DIV_ROUND_UP(2 * cpu_partial, objs_per_slab)`` partial slabs a CPU
     (``slub_set_cpu_partial``), no more than ``slabs``, no more than ``objects`` counts
-    whole. Their live objects are not known either way, only bounded (0 to their
-    capacity): the active slabs are taken as half free (as at the start,
-    :func:`kernel_start`), the CPU partial slabs as empty: a slab parks there at its first
-    free and stays until a CPU allocates from it again, emptied meanwhile in a churning
-    cache (``dnotify_struct`` emptied from one CPU on the recording kernel reported 256
+    whole. With ``bounded`` (a sample without the fields in a trace whose other samples
+    of the cache have them) those are taken as free by one slot too, as the sampled ones
+    around it; mixed, the estimate's empty slabs made the unsampled rounds the tightest
+    bound (``tracefs_inode_cache``: room for 84 survivors of 293). Without, they are
+    taken as empty: emptied meanwhile in a churning cache
+    (``dnotify_struct`` emptied from one CPU on the recording kernel reported 256
     "objects" with none live: its active slab and one CPU partial slab,
     analyses/which_way/parking.py)."""
     per = max(int(cache.get("objs_per_slab") or 1), 1)
@@ -98,29 +108,37 @@ def _parked_free(cache: dict, slabs: int, objects: int, ncpus: int,
         held = min(slabs, ncpus * per_cpu, objects // per)
     else:  # the files are read one after another: churn may move a slab between them
         held = max(min(cpu_slabs, slabs, objects // per), 0)
+    parked_free = min(1, per - 1) if cpu_slabs is not None or bounded else per
     active = min(held, ncpus)
-    return (held - active) * per + active * per // 2
+    return (held - active) * parked_free + active * per // 2
 
 
 def _start_profile(slabs: int, held: tuple[int, int, int], per: int, ncpus: int
-                   ) -> np.ndarray:
-    """Live objects per starting slab, fullest first, from a first sample that says what the
-    CPUs hold: ``slabs - partial - cpu_slabs`` full slabs exactly, ``partial`` node-partial
-    slabs sharing ``objects_partial`` exactly (as evenly as they can), and ``cpu_slabs``
-    CPU-held ones by count, whose objects are only bounded: the active slabs (one a CPU, at
-    most ``ncpus``) half full, the CPU partial slabs empty (:func:`_parked_free`)."""
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Live objects per starting slab from a first sample that says what the CPUs hold, and
+    the order in which the unknown ones give way: ``slabs - partial - cpu_slabs`` full
+    slabs exactly, ``partial`` node-partial slabs sharing ``objects_partial`` exactly (as
+    evenly as they can), then the ``cpu_slabs`` CPU-held ones by count, their objects only
+    bounded: the active slabs (one a CPU, at most ``ncpus``) half full, the CPU partial
+    slabs full but one slot (:func:`_parked_free`). Returns (objects per slab, rank): where
+    the survivors are fewer, the CPU partial slabs (rank 0) give way first, then the active
+    ones (1), the node-partial (2) and the full (3)."""
     cpu_slabs, partial, objects_partial = held
     cpu_held = max(min(cpu_slabs, slabs), 0)
     node = max(min(partial, slabs - cpu_held), 0)
     full = slabs - cpu_held - node
+    active = min(cpu_held, ncpus)
     profile = np.zeros(slabs, np.int64)
-    profile[:full] = per
+    rank = np.zeros(slabs, np.int64)
+    profile[:full], rank[:full] = per, 3
     if node:
         q, r = divmod(max(min(objects_partial, node * per), 0), node)
         profile[full:full + node] = q + (np.arange(node) < r)
-    active = min(cpu_held, ncpus)
-    profile[full + node:full + node + active] = per - per // 2
-    return profile
+        rank[full:full + node] = 2
+    cpu = slice(full + node, full + node + active)
+    profile[cpu], rank[cpu] = per - per // 2, 1
+    profile[full + node + active:] = max(per - 1, 1)
+    return profile, rank
 
 
 def own_stamps(sample_ts: np.ndarray) -> bool:
@@ -183,6 +201,7 @@ def _net_at_samples(trace: TraceReader, ncpus: int) -> dict[int, tuple[int, int]
     out: dict[int, tuple[int, int]] = {}
     for c in np.unique(cache[sample]):
         mine = np.flatnonzero(cache == c)
+        bounded = bool((held[mine] >= 0).any())
         net = np.cumsum(step[mine])  # after each of the cache's rows; samples add 0
         t = ts[mine]
         for i in np.flatnonzero(sample[mine]):
@@ -192,7 +211,7 @@ def _net_at_samples(trace: TraceReader, ncpus: int) -> dict[int, tuple[int, int]
             cpu_slabs = int(held[mine[i]])
             parked = _parked_free(geom.get(int(c), {}), int(slabs[mine[i]]),
                                   int(objs[mine[i]]), ncpus,
-                                  cpu_slabs if cpu_slabs >= 0 else None)
+                                  cpu_slabs if cpu_slabs >= 0 else None, bounded)
             out[int(c)] = (min(had[0], int(objs[mine[i]]) - parked - low),
                            min(had[1], int(slabs[mine[i]])))
     return out
@@ -302,29 +321,32 @@ def _level_fill(counts: np.ndarray, n_other: int, per_slab: int, unknown: int
 
 
 def _profile_fill(counts: np.ndarray, n_other: int, per_slab: int, unknown: int,
-                  profile: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                  profile: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Share ``unknown`` objects among the known slabs (holding ``counts``) and ``n_other``
-    empty ones so that their occupancies follow ``profile`` (:func:`_start_profile`,
-    fullest first): the fullest known slabs take the fullest places, the others the next.
-    What the profile asks beyond ``unknown`` is taken from its emptiest places first; what
-    ``unknown`` holds beyond it goes to its fullest places with room. Returns per known
-    slab how many it gets and per other slab how many it holds."""
+    empty ones so that their occupancies follow ``profile`` (:func:`_start_profile`): the
+    fullest known slabs take the fullest places, the others the next in order. What the
+    profile asks beyond ``unknown`` is given up by rank (the least known places first);
+    what ``unknown`` holds beyond it goes to the best known places with room. Returns per
+    known slab how many it gets and per other slab how many it holds."""
     n_real = len(counts)
     target = np.zeros(n_real + n_other, np.int64)
-    k = min(len(profile), len(target))
-    target[:k] = profile[:k]
-    rank = np.argsort(-counts, kind="stable")
+    rank = np.zeros(n_real + n_other, np.int64)
+    k = min(len(profile[0]), len(target))
+    target[:k], rank[:k] = profile[0][:k], profile[1][:k]
+    by_size = np.argsort(-target[:n_real], kind="stable")
     want = np.zeros(n_real, np.int64)
-    want[rank] = target[:n_real]
+    want[np.argsort(-counts, kind="stable")] = target[:n_real][by_size]
+    want_rank = np.zeros(n_real, np.int64)
+    want_rank[np.argsort(-counts, kind="stable")] = rank[:n_real][by_size]
     give = np.r_[np.clip(want - counts, 0, per_slab - counts), target[n_real:]]
     cap = np.r_[per_slab - counts, np.full(n_other, per_slab, np.int64)]
-    place = np.r_[want, target[n_real:]]
+    place = np.r_[want_rank, rank[n_real:]]
     gap = unknown - int(give.sum())
-    if gap < 0:  # take from the emptiest places first
+    if gap < 0:  # given up by the least known places first
         order = np.argsort(place, kind="stable")
         g = give[order]
         give[order] = g - np.clip(-gap - (np.cumsum(g) - g), 0, g)
-    elif gap > 0:  # add to the fullest places with room
+    elif gap > 0:  # added to the best known places with room
         order = np.argsort(-place, kind="stable")
         room = (cap - give)[order]
         give[order] += np.clip(gap - (np.cumsum(room) - room), 0, room)
