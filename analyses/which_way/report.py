@@ -79,8 +79,10 @@ REMAINS_CPU = (
     "their prelude starts from them: `slabs − partial − cpu_slabs` full slabs and the "
     "node-partial slabs' `objects_partial` objects exactly, the CPU-held slabs by count; "
     "those slabs' live objects are only bounded (0 to their capacity): the active ones "
-    "(one a CPU) are taken as half full, the CPU partial ones as empty. Where a sample "
-    "has no such fields, ")
+    "(one a CPU) are taken as half full, the CPU partial ones as full but one slot (the "
+    "least free they can be), and where later samples leave less room the CPU partial "
+    "slabs give their objects up first, down to one a slab before any slab empties "
+    "(docs/replay.md). Where a trace has no such fields, ")
 REMAINS_ESTIMATE = (
     "the prelude takes, at every sample, the CPUs' "
     "slabs (as many as `ncpus × (1 + cpu_partial_slabs)` and `objects` allow) as empty "
