@@ -74,13 +74,12 @@ def test_samples_with_their_own_stamps_and_cpu_fields_read_back(trace_builder):
     assert slab_samples(run)["ts_ns"].tolist() == [SEC, SEC + 4_000_000]
 
 
-@pytest.mark.parametrize("row", [dict(gfp=2), dict(gfp=1, bytes=-1), dict(gfp=0, pid=3),
-                                 dict(gfp=0, ptr=5)])
+@pytest.mark.parametrize("row", [dict(gfp=1, bytes=-1), dict(gfp=1, pid=-2)])
 def test_a_sample_with_bad_cpu_fields_is_named(trace_builder, row):
     tb = trace_builder()
     tb.cache(objs_per_slab=4)
     tb.event(SEC, EventKind.SLAB_SAMPLE, cache_id=0, aux=3, aux2=7, **row)
     trace = open_trace(tb.write(end_ns=2 * SEC))
-    with pytest.raises(TraceFormatError, match="row 0: SLAB_SAMPLE with gfp"):
-        list(trace.iter_parts(["kind", "gfp", "bytes", "pid", "ptr"]))
+    with pytest.raises(TraceFormatError, match="row 0: SLAB_SAMPLE with CPU fields"):
+        list(trace.iter_parts(["kind", "gfp", "bytes", "pid"]))
     assert len(next(trace.iter_parts(["kind", "aux"]))["aux"]) == 1  # not asked: not checked

@@ -18,8 +18,8 @@ from kmemtrace.trace.schema import SAMPLE_HAS_CPU_FIELDS, EventKind
 
 CHECKED = ("ts_ns", "kind", "cache_id")
 # SLAB_SAMPLE's fields of what the CPUs hold, checked when a read asks for them (reading
-# them on every read would cost the replay four more columns)
-SAMPLE_CPU = ("gfp", "bytes", "pid", "ptr")
+# them on every read would cost the replay three more columns)
+SAMPLE_CPU = ("gfp", "bytes", "pid")
 _KINDS = np.array(sorted(int(k) for k in EventKind), dtype=np.int64)
 assert np.array_equal(_KINDS, np.arange(_KINDS[0], _KINDS[-1] + 1))  # no gaps: see feed()
 
@@ -93,21 +93,18 @@ class RowCheck:
 
 def _check_sample_cpu(path: Path, row0: int, kind: np.ndarray,
                       cols: dict[str, np.ndarray]) -> None:
-    """A SLAB_SAMPLE's ``gfp`` is 0 or :data:`SAMPLE_HAS_CPU_FIELDS`; without the flag its
-    ``bytes``/``pid``/``ptr`` are 0 (the format's unused columns), with it ``cpu_slabs``
-    (``bytes``) and ``partial`` (``pid``) are counts, never negative."""
-    sample = kind == EventKind.SLAB_SAMPLE
-    if not sample.any():
+    """A SLAB_SAMPLE flagged :data:`SAMPLE_HAS_CPU_FIELDS` in ``gfp`` has counts there:
+    ``cpu_slabs`` (``bytes``) and ``partial`` (``pid``) never negative. Unflagged rows are
+    not looked at: the replay reads those columns only under the flag."""
+    flagged = (kind == EventKind.SLAB_SAMPLE) & (cols["gfp"] == SAMPLE_HAS_CPU_FIELDS)
+    if not flagged.any():
         return
-    flag, cpu_slabs, partial = cols["gfp"], cols["bytes"], cols["pid"]
-    has = flag == SAMPLE_HAS_CPU_FIELDS
-    bad = sample & ((flag != 0) & ~has | has & ((cpu_slabs < 0) | (partial < 0))
-                    | ~has & ((cpu_slabs != 0) | (partial != 0) | (cols["ptr"] != 0)))
+    cpu_slabs, partial = cols["bytes"], cols["pid"]
+    bad = flagged & ((cpu_slabs < 0) | (partial < 0))
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise _row_error(path, row0 + i, f"SLAB_SAMPLE with gfp {int(flag[i])}, cpu_slabs "
-                                         f"{int(cpu_slabs[i])}, partial {int(partial[i])}, "
-                                         f"objects_partial {int(cols['ptr'][i])}")
+        raise _row_error(path, row0 + i, f"SLAB_SAMPLE with CPU fields: cpu_slabs "
+                                         f"{int(cpu_slabs[i])}, partial {int(partial[i])}")
 
 
 def check_rows(path: Path, part: dict, cols: dict[str, np.ndarray], n_caches: int) -> None:
