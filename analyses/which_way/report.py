@@ -99,7 +99,7 @@ REMAINS_ESTIMATE = (
     "4.2 %), +118 % with the 84. ")
 REMAINS_TIMING = (
     "(3) Sample timing: these caches have hundreds of objects in flight for a few ms, and "
-    "a round of samples over ~240 caches takes 20–50 ms. {stamps} "
+    "a round of samples over ~240 caches takes 10–50 ms. {stamps} "
     "`slabs` is `node_nr_slabs()` (every "
     "slab of the cache, wherever parked), as is the model's count; 6.18's sheaves do not "
     "apply to these caches (only `maple_node` and `vm_area_struct` set `sheaf_capacity`). "
@@ -121,7 +121,8 @@ def remains(calib: list[Calibration]) -> str:
                "objects), so " + REMAINS_ESTIMATE)
     if own == n:
         stamps = ("Each sample row carries the stamp of its own cache's reads, so a sample "
-                  "is paired with the model at the moment it describes.")
+                  "is paired with the model at the moment it describes, and the prelude "
+                  "takes the traced net allocations within 2 ms of it.")
     else:
         stamps = (f"{n - own} of {n} traces stamp a round once, at its start (recorders "
                   "before 2026-11-27), and a cache read later in the round is paired with "
