@@ -1,6 +1,7 @@
 """Header farm, sysfs parsing and memcg tree: real files in a temporary directory."""
 
 import os
+import time
 from pathlib import Path
 
 from kmemtrace.record import headers, sysfs
@@ -79,6 +80,28 @@ def test_slab_caches_with_merged_aliases(tmp_path):
     assert sysfs.kmalloc_sizes(caches, "kmalloc-") == {96: by["kmalloc-96"]["id"]}
     samples = {cid: (slabs, objs) for cid, slabs, objs in sysfs.sample_slabs(caches, root)}
     assert samples[by["dentry"]["id"]] == (3, 17)
+
+
+def test_sample_rows_carry_their_own_stamp_and_what_the_cpus_hold(tmp_path):
+    """Each cache's row is stamped between its own reads, in read order; the three files of
+    what the CPUs hold come with the flag, or all four are 0 when not asked for. A cache
+    whose files vanished mid-round is left out."""
+    root = tmp_path / "slab"
+    _slab(root, "dentry", 192, cpu_slabs="2 N0=2", partial="1 N0=1",
+          objects_partial="3 N0=3")
+    _slab(root, "filp", 256, cpu_slabs="1 N0=1", partial="0", objects_partial="0")
+    caches = sysfs.read_caches(root)
+    caches.append({"id": 9, "sysfs": "gone"})
+    before = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+    rows = sysfs.sample_slab_rows(caches, cpu_fields=True, root=root)
+    after = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+    by = {c["sysfs"]: c["id"] for c in caches}
+    assert [r[1:] for r in rows] == [(by["dentry"], 3, 17, 2, 1, 3, 1),
+                                     (by["filp"], 3, 17, 1, 0, 0, 1)]
+    assert before <= rows[0][0] < rows[1][0] <= after
+    bare = sysfs.sample_slab_rows(caches, cpu_fields=False, root=root)
+    assert [r[1:] for r in bare] == [(by["dentry"], 3, 17, 0, 0, 0, 0),
+                                     (by["filp"], 3, 17, 0, 0, 0, 0)]
 
 
 def test_memcg_tree_ids_are_inodes(tmp_path):

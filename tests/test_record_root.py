@@ -18,7 +18,13 @@ import pytest
 
 from kmemtrace.cli.record import loss_sentence
 from kmemtrace.trace.reader import open_trace
-from kmemtrace.trace.schema import GFP_ACCOUNT, EventKind, OfflineSource, PressureKind
+from kmemtrace.trace.schema import (
+    GFP_ACCOUNT,
+    SAMPLE_HAS_CPU_FIELDS,
+    EventKind,
+    OfflineSource,
+    PressureKind,
+)
 
 from conftest import assert_loss_is_the_counted_residue, wait_for_line
 
@@ -101,6 +107,14 @@ def test_in_memcg_trace_holds_the_workload(in_memcg_trace):
     assert meta["clock"]["start_ns"] < mkdir.ts_ns.iloc[0] < meta["clock"]["end_ns"]
     samples = df[df.kind == EventKind.SLAB_SAMPLE]
     assert len(samples) and (samples.cache_id >= 0).all() and (samples.aux > 0).any()
+    # each cache's row has its own stamp (a round's rows shared one before), and the first
+    # round says what the CPUs hold: some CPU holds a slab of some cache, never more slabs
+    # than the cache has (read a few microseconds apart, so allow what churn moves)
+    assert samples.ts_ns.nunique() > len(samples) // 2
+    held = samples[samples.gfp == SAMPLE_HAS_CPU_FIELDS]
+    assert held.cache_id.nunique() > samples.cache_id.nunique() // 2
+    assert (held.bytes > 0).any() and (held.pid >= 0).all()
+    assert ((held.bytes + held.pid) <= held.aux + 8).mean() > 0.95
     assert loss_sentence(meta["lost"]) in res.stderr
 
 

@@ -1,13 +1,15 @@
 """SLAB_SAMPLE events are paired with the model's own count of the same root cache."""
 
 import numpy as np
+import pytest
 
+from kmemtrace.errors import TraceFormatError
 from kmemtrace.metrics import slab_samples
 from kmemtrace.model.state import C_VSAMPLE_IDX
 from kmemtrace.replay.engine import replay
 from kmemtrace.strategies import select
 from kmemtrace.trace.reader import open_trace
-from kmemtrace.trace.schema import EventKind
+from kmemtrace.trace.schema import SAMPLE_HAS_CPU_FIELDS, EventKind
 
 from conftest import SEC
 
@@ -49,3 +51,35 @@ def test_a_comparison_replay_keeps_no_slab_samples(trace_builder):
         keep = np.arange(len(with_.model.ctr)) != C_VSAMPLE_IDX
         assert with_.model.ctr[keep].tolist() == without.model.ctr[keep].tolist()
         assert (with_.model.series == without.model.series).all()
+
+
+def test_samples_with_their_own_stamps_and_cpu_fields_read_back(trace_builder):
+    """A round whose rows carry each cache's own stamp (in order, ms apart) and, flagged in
+    ``gfp``, what the CPUs hold: the reader gives them back as written, and the replay pairs
+    each row at its own stamp, as an unflagged row."""
+    tb = trace_builder()
+    tb.cache(objs_per_slab=4)
+    tb.cache(name="other", objs_per_slab=4)
+    tb.alloc(10, 0x1000, 1)
+    tb.event(SEC, EventKind.SLAB_SAMPLE, cache_id=0, aux=3, aux2=7, bytes=2, pid=1, ptr=3,
+             gfp=SAMPLE_HAS_CPU_FIELDS)
+    tb.event(SEC + 4_000_000, EventKind.SLAB_SAMPLE, cache_id=1, aux=1, aux2=4)
+    trace = open_trace(tb.write(end_ns=2 * SEC))
+    cols = next(trace.iter_parts(["ts_ns", "kind", "cache_id", "gfp", "bytes", "pid", "ptr"]))
+    sample = cols["kind"] == EventKind.SLAB_SAMPLE
+    got = list(zip(*(cols[c][sample].tolist() for c in ("ts_ns", "cache_id", "gfp", "bytes",
+                                                          "pid", "ptr")), strict=True))
+    assert got == [(SEC, 0, 1, 2, 1, 3), (SEC + 4_000_000, 1, 0, 0, 0, 0)]
+    run = replay(trace, select("objcg", {})).runs[0]
+    assert slab_samples(run)["ts_ns"].tolist() == [SEC, SEC + 4_000_000]
+
+
+@pytest.mark.parametrize("row", [dict(gfp=1, bytes=-1), dict(gfp=1, pid=-2)])
+def test_a_sample_with_bad_cpu_fields_is_named(trace_builder, row):
+    tb = trace_builder()
+    tb.cache(objs_per_slab=4)
+    tb.event(SEC, EventKind.SLAB_SAMPLE, cache_id=0, aux=3, aux2=7, **row)
+    trace = open_trace(tb.write(end_ns=2 * SEC))
+    with pytest.raises(TraceFormatError, match="row 0: SLAB_SAMPLE with CPU fields"):
+        list(trace.iter_parts(["kind", "gfp", "bytes", "pid"]))
+    assert len(next(trace.iter_parts(["kind", "aux"]))["aux"]) == 1  # not asked: not checked

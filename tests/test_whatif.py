@@ -18,7 +18,7 @@ from kmemtrace.replay.whatif import kernel_start, map_cpus
 from kmemtrace.strategies import select
 from kmemtrace.trace.meta import new_meta
 from kmemtrace.trace.reader import TraceReader
-from kmemtrace.trace.schema import EventKind, empty_columns
+from kmemtrace.trace.schema import SAMPLE_HAS_CPU_FIELDS, EventKind, empty_columns
 from kmemtrace.trace.writer import TraceWriter
 
 T0 = 1_000_000_000
@@ -41,6 +41,9 @@ def _trace(path, rows=None, ncpus=1, step=1000, more_caches=(), **cache):
     for name, i in (("kind", 0), ("ptr", 1), ("cache_id", 2), ("aux", 3), ("aux2", 4)):
         cols[name][:] = [r[i] for r in rows]
     cols["cpu"][:] = [r[5] if len(r) > 5 else 0 for r in rows]
+    for i, r in enumerate(rows):  # a 7th item: more columns by name
+        for name, value in (r[6] if len(r) > 6 else {}).items():
+            cols[name][i] = value
     cols["memcg_id"][:] = 1
     cols["bytes"][cols["kind"] == EventKind.ALLOC] = 64
     meta = new_meta("synth", ncpus=ncpus)
@@ -174,6 +177,110 @@ def test_later_samples_cap_the_starts_survivors(tmp_path):
     allocs = pre["ptr"][pre["kind"] == EventKind.ALLOC]
     assert len(allocs) == 8 and set(allocs) == set(pre["ptr"][pre["kind"] == EventKind.FREE])
     assert list(_objcg_samples(trace)["model_slabs"])[:2] == [2, 2]
+
+
+def _held_sample(slabs, objects, cpu_slabs, partial, objects_partial):
+    return (EventKind.SLAB_SAMPLE, objects_partial, 0, slabs, objects, 0,
+            {"gfp": SAMPLE_HAS_CPU_FIELDS, "bytes": cpu_slabs, "pid": partial})
+
+
+def test_sampled_cpu_slabs_set_the_start_exactly(tmp_path):
+    """4 objects a slab, 1 CPU, ``cpu_partial`` 8 (up to ``DIV_ROUND_UP(2 * 8, 4)`` = 4
+    CPU partial slabs). The kernel says, twice a second apart: 5 slabs, 14 "objects", and
+    what the CPUs hold: ``cpu_slabs`` 1, ``partial`` 2, ``objects_partial`` 2. On paper:
+    5 - 2 - 1 = 2 full slabs (8 objects), 2 node-partial slabs with 2 objects (1 each), and
+    CPU 0's active slab, taken as half full (2 of its 4 slots counted full by ``objects``
+    are free): 14 - 2 = 12 survivors, laid out 4, 4, 1, 1, 2. The prelude allocates the
+    20 slots and frees slots 9-11, 13-15 and 18-19. Without the fields the prelude had to
+    guess the CPU-held slabs: 3 of them (``min(5, 1 + 4, 14 // 4)``), 2 of them empty CPU
+    partial slabs and the active one half free, 10 free slots, so it kept 4 objects on
+    two slabs that the kernel's 2 full slabs alone prove held at least 8. (No CPU partial
+    slab here: :func:`test_a_static_cache_keeps_its_cpu_partial_slabs`.)"""
+    rows = [_held_sample(5, 14, 1, 2, 2), _held_sample(5, 14, 1, 2, 2)]
+    trace = _trace(tmp_path / "t", rows, step=1_000_000_000, cpu_partial=8, min_partial=5)
+    pre = kernel_start(trace)
+    allocs = pre["ptr"][pre["kind"] == EventKind.ALLOC]
+    slot = {int(p): i for i, p in enumerate(allocs)}
+    freed = sorted(slot[int(p)] for p in pre["ptr"][pre["kind"] == EventKind.FREE])
+    assert len(allocs) == 20 and freed == [9, 10, 11, 13, 14, 15, 18, 19]
+    bare = [(EventKind.SLAB_SAMPLE, 0, 0, 5, 14)] * 2  # the same trace without the fields
+    old = kernel_start(_trace(tmp_path / "b", bare, step=1_000_000_000, cpu_partial=8,
+                              min_partial=5))
+    assert sum(old["kind"] == EventKind.ALLOC) - sum(old["kind"] == EventKind.FREE) == 4
+
+
+def test_a_static_cache_keeps_its_cpu_partial_slabs(tmp_path):
+    """4 objects a slab, 1 CPU: 4 slabs, 16 "objects", ``cpu_slabs`` 3, nothing on the node
+    list, twice a second apart, nothing traced (``tracefs_inode_cache`` on paper). On
+    paper: 1 full slab; CPU 0's active slab half free (2 live); its 2 CPU partial slabs
+    free by one slot at least, 3 live each: 4 + 2 + 3 + 3 = 12 survivors, slots 6, 7, 11
+    and 15 freed, and no slab empty. Taken as empty (the estimate without the fields: 3 of
+    the 4 slabs CPU-held, ``min(4, 1 + 4, 16 // 4)``), 2 survivors, and the model
+    discarded slabs the kernel had."""
+    rows = [_held_sample(4, 16, 3, 0, 0), _held_sample(4, 16, 3, 0, 0)]
+    pre = kernel_start(_trace(tmp_path / "t", rows, step=1_000_000_000, cpu_partial=8,
+                              min_partial=5))
+    allocs = pre["ptr"][pre["kind"] == EventKind.ALLOC]
+    slot = {int(p): i for i, p in enumerate(allocs)}
+    freed = sorted(slot[int(p)] for p in pre["ptr"][pre["kind"] == EventKind.FREE])
+    assert len(allocs) == 16 and freed == [6, 7, 11, 15]
+    bare = [(EventKind.SLAB_SAMPLE, 0, 0, 4, 16)] * 2
+    old = kernel_start(_trace(tmp_path / "b", bare, step=1_000_000_000, cpu_partial=8,
+                              min_partial=5))
+    assert sum(old["kind"] == EventKind.ALLOC) - sum(old["kind"] == EventKind.FREE) == 2
+
+
+def test_a_round_without_the_fields_bounds_as_the_sampled_ones(tmp_path):
+    """The static cache above with a round between the two that did not read the CPU
+    fields (the recorder reads them every 5th round). On paper: its CPU-held slabs are
+    estimated, ``min(4, 1 + 4, 16 // 4)`` = 4, but taken as the sampled ones are, the
+    active one half free and the 3 others free by one slot: 16 - 2 - 3 = 11 survivors at
+    most, so the first CPU partial slab gives one up: slots 6, 7, 10, 11 and 15 freed.
+    Taken as empty there (as in a trace without the fields), that round left room for 2."""
+    rows = [_held_sample(4, 16, 3, 0, 0), (EventKind.SLAB_SAMPLE, 0, 0, 4, 16),
+            _held_sample(4, 16, 3, 0, 0)]
+    pre = kernel_start(_trace(tmp_path / "t", rows, step=1_000_000_000, cpu_partial=8,
+                              min_partial=5))
+    allocs = pre["ptr"][pre["kind"] == EventKind.ALLOC]
+    slot = {int(p): i for i, p in enumerate(allocs)}
+    freed = sorted(slot[int(p)] for p in pre["ptr"][pre["kind"] == EventKind.FREE])
+    assert len(allocs) == 16 and freed == [6, 7, 10, 11, 15]
+
+
+def test_own_stamps_pair_a_sample_with_the_net_at_its_reads(tmp_path):
+    """Cache 0 (4 a slab, 1 CPU): 2 slabs, 8 "objects", ``cpu_slabs`` 1, nothing on the
+    node list at the start and again a second later; 0.2 s before the second sample the
+    trace allocated 4 objects it keeps. On paper: 1 full slab and CPU 0's active one, half
+    free: 6 live at each sample, 4 of them the trace's at the second, so at most 2
+    survivors; the active slab's place gives up first, but one object each slab keeps
+    (slots 0 and 4), the 6 other slots freed. A
+    recorder that stamped a round once (cache 1 read with cache 0, same stamp) could have
+    read cache 0 up to a quarter second after its stamp, so the net is taken at its lowest
+    within that, 0 before the allocations: room for 6, kept as the profile's 4 + 2."""
+    more = [{"id": 1, "name": "kmalloc-128", "object_size": 128, "size": 128,
+             "objs_per_slab": 4, "order": 0, "accounted": False}]
+
+    def rows(c1_lag):
+        def at(row, t):
+            return (*row[:6], {**(row[6] if len(row) > 6 else {}), "ts_ns": t})
+
+        out = [at(_held_sample(2, 8, 1, 0, 0), T0),
+               at((EventKind.SLAB_SAMPLE, 0, 1, 1, 4, 0), T0 + c1_lag)]
+        out += [at((EventKind.ALLOC, PAGE + 0x4000 + 64 * i, 0, 0, 0, 0), T0 + 800_000_000)
+                for i in range(4)]
+        return [*out, at(_held_sample(2, 8, 1, 0, 0), T0 + 1_000_000_000),
+                at((EventKind.SLAB_SAMPLE, 0, 1, 1, 4, 0), T0 + 1_000_000_000 + c1_lag)]
+
+    def freed_slots(path, c1_lag):
+        pre = kernel_start(_trace(path, rows(c1_lag), more_caches=more,
+                                  step=1_000_000_000))
+        mine = pre["cache_id"] == 0
+        allocs = pre["ptr"][mine & (pre["kind"] == EventKind.ALLOC)]
+        slot = {int(p): i for i, p in enumerate(allocs)}
+        return sorted(slot[int(p)] for p in pre["ptr"][mine & (pre["kind"] == EventKind.FREE)])
+
+    assert freed_slots(tmp_path / "own", 1_000_000) == [1, 2, 3, 5, 6, 7]
+    assert freed_slots(tmp_path / "round", 0) == [6, 7]
 
 
 def test_a_kfree_is_not_named_after_a_later_owner_of_its_page(tmp_path):

@@ -9,12 +9,14 @@ import json
 import pickle
 import re
 
-from test_whatif import T0, _trace
+import numpy as np
+from test_whatif import PAGE, T0, _held_sample, _trace
 
 from analyses.which_way.__main__ import main
 from analyses.which_way.calibrate import _event_ends, calibrate, untraced
 from analyses.which_way.freecost import GEOMETRY, free_costs
 from analyses.which_way.record import truth_path
+from analyses.which_way.rescore import as_old_sampler, round_starts
 from analyses.which_way.sweep import CACHE_ENV, TraceSpec
 from kmemtrace.strategies import REGISTRY
 from kmemtrace.trace.reader import TraceReader
@@ -122,3 +124,28 @@ def test_cached_calibration_is_saved_and_reused(tmp_path, monkeypatch):
     saved.write_bytes(pickle.dumps(("objcg", value)))
     [fresh] = calibrate([spec])
     assert fresh.group == "hand" and pickle.loads(saved.read_bytes())[0] == key
+
+
+def test_a_trace_read_as_the_older_sampler_wrote_it(tmp_path):
+    """``rescore --ablate``: two rounds of samples over caches 0 and 1, each row with its
+    own stamp and the first round with what the CPUs hold. The copy stamps each row with
+    its round's first stamp and zeroes the CPU fields; every other row is as it was."""
+    s = _held_sample(5, 14, 1, 2, 2)
+    one = (EventKind.SLAB_SAMPLE, 0, 1, 2, 8)
+    rows = [s, (*s[:2], 1, *s[3:]), (EventKind.ALLOC, PAGE, 0, 0, 0),
+            (EventKind.SLAB_SAMPLE, 0, 0, 5, 14), one]
+    more = [{"id": 1, "name": "kmalloc-128", "object_size": 128, "size": 128,
+             "objs_per_slab": 4, "order": 0, "accounted": False}]
+    src = _trace(tmp_path / "src", rows, more_caches=more)
+    assert list(round_starts(np.array([0, 1, 0, 1, 2, 0]))) == [0, 0, 2, 2, 2, 5]
+    as_old_sampler(tmp_path / "src", tmp_path / "dst")
+    got = next(TraceReader.open(tmp_path / "dst").iter_parts(
+        ["ts_ns", "kind", "cache_id", "gfp", "bytes", "pid", "ptr"]))
+    want = next(src.iter_parts(["ts_ns", "kind", "cache_id", "gfp", "bytes", "pid", "ptr"]))
+    assert list(got["ts_ns"]) == [T0, T0, T0 + 2000, T0 + 3000, T0 + 3000]
+    assert list(got["kind"]) == list(want["kind"]) and list(got["ptr"]) == [0, 0, PAGE, 0, 0]
+    sample = got["kind"] == EventKind.SLAB_SAMPLE
+    assert not (got["gfp"][sample].any() or got["bytes"][sample].any()
+                or got["pid"][sample].any())
+    assert got["bytes"][~sample].tolist() == [64]  # the ALLOC's, as it was
+    assert want["gfp"][:2].tolist() == [1, 1]

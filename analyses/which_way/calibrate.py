@@ -41,7 +41,7 @@ from kmemtrace.replay.engine import replay
 from kmemtrace.report.validate import ErrorStats, Validation, pct_error, validate
 from kmemtrace.strategies import select
 from kmemtrace.trace.reader import TraceReader
-from kmemtrace.trace.schema import EventKind
+from kmemtrace.trace.schema import SAMPLE_HAS_CPU_FIELDS, EventKind
 
 STRATEGY = "objcg"
 TARGET_MEDIAN_PCT = 10.0
@@ -57,6 +57,28 @@ WORST_LISTED = 8
 # ones that made it (``--cache``): either changes the fit, and the replays do not notice.
 CACHE_KEY = (STRATEGY, *(hashlib.sha256(inspect.getsource(m).encode()).hexdigest()[:16]
                          for m in (whatif, sys.modules[__name__])))
+
+
+@dataclass
+class Sampling:
+    """How a trace's /sys/kernel/slab samples were taken: how many rows, how many also say
+    what the CPUs hold (``cpu_slabs``, ``partial``, ``objects_partial``: the prelude's
+    start is then exact but for the CPU-held slabs' objects), and whether each row has its
+    own cache's stamp (recorders before 2026-11-27 stamped a round once)."""
+
+    rows: int
+    cpu_rows: int
+    own_stamps: bool
+
+    @classmethod
+    def of(cls, trace: TraceReader) -> "Sampling":
+        ts, flag = [], []
+        for cols in trace.iter_parts(["ts_ns", "kind", "gfp"]):
+            sel = cols["kind"] == EventKind.SLAB_SAMPLE
+            ts.append(cols["ts_ns"][sel])
+            flag.append(cols["gfp"][sel] == SAMPLE_HAS_CPU_FIELDS)
+        ts, flag = _cat(ts), _cat(flag)
+        return cls(len(ts), int(flag.sum()), whatif.own_stamps(ts))
 
 
 @dataclass
@@ -78,6 +100,7 @@ class Calibration:
     traced_worst_pct: float | None  # worst raw error over the caches whose events are traced
     traced_worst_cache: str
     excluded: list[dict]  # the caches left out of it, each with its error and why
+    sampling: "Sampling"  # how the recorder sampled /sys/kernel/slab (old traces differ)
 
     def caches_on_target(self) -> tuple[int, int]:
         """(caches whose raw median and worst are within target, caches scored)."""
@@ -265,4 +288,4 @@ def _calibration(spec: TraceSpec) -> Calibration | None:
     ends = _event_ends(trace)
     return Calibration(spec.group, spec.run, v, empty, t, kernel, model,
                        _dying(spec, trace, result, run), settled, moved, n_moved,
-                       _worst(v, ends), *_traced_worst(v, ends))
+                       _worst(v, ends), *_traced_worst(v, ends), Sampling.of(trace))

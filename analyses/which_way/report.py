@@ -50,8 +50,9 @@ RANKED = [c for c, _, _ in FAIR[:5]] + ["sync_1k"]
 
 # What the start state cannot tell, measured on bio-184 (churn run 1) by replaying it with
 # and without the start's survivors, and where SLUB parks empty slabs, measured on the
-# recording kernel by analyses/which_way/parking.py.
-REMAINS = (
+# recording kernel by analyses/which_way/parking.py. The sampling sentences depend on how
+# the traces were recorded (:class:`analyses.which_way.calibrate.Sampling`).
+REMAINS_PARKING = (
     "What keeps the worst per cache above 25 %, for the small caches with heavy churn "
     "(`bio-184`, `skbuff_small_head`, `biovec-max`: 10⁵–10⁶ allocations, nearly all "
     "freed). (1) Not where SLUB parks empty slabs: the model does as the recording kernel "
@@ -71,7 +72,19 @@ REMAINS = (
     "shared). (2) How many of the start's objects are live: `objects` counts every slab a "
     "CPU holds, active or on its partial list, as full (`show_slab_objects`: capacity less "
     "the free slots of node-partial slabs only; the 7 empty `dnotify_struct` slabs above "
-    "read 256 \"objects\", none live). The prelude now takes, at every sample, the CPUs' "
+    "read 256 \"objects\", none live). ")
+REMAINS_CPU = (
+    "{with_cpu} of {n} traces also sampled `cpu_slabs` (active and CPU partial slabs), "
+    "`partial` and `objects_partial` (in the first round and every 5th after it), and "
+    "their prelude starts from them: `slabs − partial − cpu_slabs` full slabs and the "
+    "node-partial slabs' `objects_partial` objects exactly, the CPU-held slabs by count; "
+    "those slabs' live objects are only bounded (0 to their capacity): the active ones "
+    "(one a CPU) are taken as half full, the CPU partial ones as full but one slot (the "
+    "least free they can be), and where later samples leave less room the CPU partial "
+    "slabs give their objects up first, down to one a slab before any slab empties "
+    "(docs/replay.md). Where a trace has no such fields, ")
+REMAINS_ESTIMATE = (
+    "the prelude takes, at every sample, the CPUs' "
     "slabs (as many as `ncpus × (1 + cpu_partial_slabs)` and `objects` allow) as empty "
     "on the partial lists and half free when active, and keeps no more survivors than the "
     "least `objects(t)` less those and the trace's net allocations. On the study run of "
@@ -79,20 +92,45 @@ REMAINS = (
     "above), `bio-184` in churn 1 kept 21 instead of 84, and the traced worst, the median "
     "over the caches that moved "
     "and the fits on target all improved. But it is an estimate: caches that do not churn "
-    "(`pid`, `inode_cache`, `kmalloc-96`) now start with fewer slabs than the kernel had "
+    "(`pid`, `inode_cache`, `kmalloc-96`) then started with fewer slabs than the kernel had "
     "(their worst -29 to -76 %; `kmalloc-96` -69 % from the first sample), and "
-    "`bio-184` still sits above: replayed with no survivor at "
+    "`bio-184` still sat above: replayed with no survivor at "
     "all it is +50 % at worst (churn 1, 57.5 s: 21 model slabs, 14 kernel; median |error| "
-    "4.2 %), +118 % with the 84 (the last report). (3) A round of samples carries one "
-    "stamp and is read cache "
-    "by cache after it, while these caches have hundreds of objects in flight for a few ms, "
-    "so a sample can miss a burst the model counts. `slabs` is `node_nr_slabs()` (every "
+    "4.2 %), +118 % with the 84. ")
+REMAINS_TIMING = (
+    "(3) Sample timing: these caches have hundreds of objects in flight for a few ms, and "
+    "a round of samples over ~240 caches takes 10–50 ms. {stamps} "
+    "`slabs` is `node_nr_slabs()` (every "
     "slab of the cache, wherever parked), as is the model's count; 6.18's sheaves do not "
     "apply to these caches (only `maple_node` and `vm_area_struct` set `sheaf_capacity`). "
-    "The recorder samples `slabs` and `objects` only; `slabs_cpu_partial` would not settle "
-    "(2), being itself an estimate (`slabs_cpu_partial_show`: slabs × objects per slab / "
-    "2), but `cpu_slabs` (active and CPU partial slabs), `partial` and `objects_partial` "
-    "would: the full slabs' objects exactly, and the CPU-held slabs by count.")
+    "`slabs_cpu_partial` would not settle (2), being itself an estimate "
+    "(`slabs_cpu_partial_show`: slabs × objects per slab / 2).")
+
+
+def remains(calib: list[Calibration]) -> str:
+    """What keeps the worst error up, worded for how these traces were sampled."""
+    n = len(calib)
+    with_cpu = sum(1 for c in calib if c.sampling.cpu_rows)
+    own = sum(1 for c in calib if c.sampling.own_stamps)
+    if with_cpu:
+        cpu = REMAINS_CPU.format(with_cpu=with_cpu, n=n) + REMAINS_ESTIMATE
+    else:
+        cpu = ("These traces sampled `slabs` and `objects` only (recorders before "
+               "2026-11-27; later ones also sample `cpu_slabs`, `partial` and "
+               "`objects_partial`, which make the start exact but for the CPU-held slabs' "
+               "objects), so " + REMAINS_ESTIMATE)
+    if own == n:
+        stamps = ("Each sample row carries the stamp of its own cache's reads, so a sample "
+                  "is paired with the model at the moment it describes, and the prelude "
+                  "takes the traced net allocations within 2 ms of it.")
+    else:
+        stamps = (f"{n - own} of {n} traces stamp a round once, at its start (recorders "
+                  "before 2026-11-27), and a cache read later in the round is paired with "
+                  "the model as it was then, so a sample can miss a burst the model "
+                  "counts; the prelude takes each sample's traced net allocations at their "
+                  "lowest within 0.25 s of it.")
+    return REMAINS_PARKING + cpu + REMAINS_TIMING.format(stamps=stamps)
+
 
 def fmt(x) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
@@ -328,7 +366,8 @@ def calibration_section(calib: list[Calibration], previous: tuple[str, str] | No
         "objects of unknown owner; frees of pointers the trace never allocated free them). "
         "Errors are (model − kernel) / kernel per cache and sample, over every cache the "
         "model held a slab for; 'worst' is the largest magnitude.\n\n"
-        f"{main}\n\n**{verdict}**\n\n{REMAINS}\n\nLargest caches of {first.group} run {first.run} "
+        f"{main}\n\n**{verdict}**\n\n{remains(calib)}\n\n"
+        f"Largest caches of {first.group} run {first.run} "
         f"(pages at the last sample):\n\n{per}\n\n"
         "The worst caches over all traces, with what the trace holds for each: a cache whose "
         "frees do not reach the tracepoints (`maple_node` and `kmalloc-96` on 6.18: "

@@ -30,6 +30,7 @@ from kmemtrace.record.pipeline import NoWriter, WriterThread
 from kmemtrace.record.sampler import SlabSampler
 from kmemtrace.trace.meta import new_meta
 from kmemtrace.trace.schema import (
+    SAMPLE_COLUMNS,
     EventKind,
     LostReason,
     OfflineSource,
@@ -528,8 +529,8 @@ class Recorder:
                 self._write_page_cache(pcs)
         for cols in self.ring.drain_with(self._decode):
             self._append(cols)
-        for ts, samples in self.sampler.take():
-            self._write_samples(ts, samples)
+        for rows in self.sampler.take():
+            self._write_samples(rows)
         mono = time.monotonic()
         if mono >= self._next_flush:
             self.pipeline.flush()
@@ -661,15 +662,13 @@ class Recorder:
         self.by_name[name] = cid
         return cid
 
-    def _write_samples(self, ts: int, samples: list[tuple[int, int, int]]) -> None:
-        cols = empty_columns(len(samples))
-        cols["ts_ns"][:] = ts
+    def _write_samples(self, rows: list[tuple[int, ...]]) -> None:
+        """One round of SLAB_SAMPLE rows, each with its own stamp (docs/trace-format.md)."""
+        cols = empty_columns(len(rows))
         cols["kind"][:] = EventKind.SLAB_SAMPLE
-        if samples:
-            cid, slabs, objects = zip(*samples, strict=True)
-            cols["cache_id"][:] = cid
-            cols["aux"][:] = slabs
-            cols["aux2"][:] = objects
+        if rows:
+            for name, values in zip(SAMPLE_COLUMNS, zip(*rows, strict=True), strict=True):
+                cols[name][:] = values
         self._append(cols)
 
     # --- the end --------------------------------------------------------------------------

@@ -1,17 +1,25 @@
 """Periodic ``/sys/kernel/slab`` samples, read on a thread of their own.
 
-Why a thread: reading two files per cache for ~700 caches takes ~16 ms per sample on this
-VM. Done by the drain loop, that is 16 ms every second in which the rings are not drained
-and the batches of quiet CPUs are not flushed. Here the drain loop only takes the finished
-samples (:meth:`SlabSampler.take`) and turns them into rows, so rows are still made (and
-numbered) by one thread.
+Why a thread: reading two files per cache for ~240 real caches takes 12-20 ms per sample
+on this VM (benchmarks/sampler_cost.py). Done by the drain loop, that is that long every
+second in which the rings are not drained and the batches of quiet CPUs are not flushed.
+Here the drain loop only takes the finished samples (:meth:`SlabSampler.take`) and turns
+them into rows, so rows are still made (and numbered) by one thread.
+
+Each row carries the stamp of its own cache's reads (:func:`sysfs.sample_slab_rows`). What
+the CPUs hold (``cpu_slabs``, ``partial``, ``objects_partial``) is read in the first round
+and every :data:`CPU_FIELDS_EVERY`-th after it: a round with the five files costs 2.2-2.4
+times one with the two (``objects_partial`` walks every node-partial list under its lock),
+1.27 times on average at this rate, and the replay needs them exactly at the start (the
+model's starting slabs) and as a check now and then.
 """
 
 import threading
-import time
 
 from kmemtrace.record import sysfs
 from kmemtrace.record.runtime import name_thread
+
+CPU_FIELDS_EVERY = 5  # rounds; round 0 always has them
 
 
 class SlabSampler:
@@ -20,7 +28,7 @@ class SlabSampler:
     def __init__(self, caches: list[dict], interval_s: float):
         self.caches = caches  # the recorder's list: it may grow, each sample takes a copy
         self.interval_s = interval_s
-        self._done: list[tuple[int, list[tuple[int, int, int]]]] = []
+        self._done: list[list[tuple[int, ...]]] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="kmt-sampler", daemon=True)
@@ -28,17 +36,18 @@ class SlabSampler:
 
     def _run(self) -> None:
         name_thread("kmt-sampler")
+        rounds = 0
         while True:
-            ts = time.clock_gettime_ns(time.CLOCK_MONOTONIC)  # the clock of bpf_ktime_get_ns
-            samples = sysfs.sample_slabs(list(self.caches))
+            rows = sysfs.sample_slab_rows(list(self.caches), rounds % CPU_FIELDS_EVERY == 0)
+            rounds += 1
             with self._lock:
-                self._done.append((ts, samples))
+                self._done.append(rows)
             if self._stop.wait(self.interval_s):
                 return
 
-    def take(self) -> list[tuple[int, list[tuple[int, int, int]]]]:
-        """The samples finished since the last call: (CLOCK_MONOTONIC ns, [(cache id, slabs,
-        objects)])."""
+    def take(self) -> list[list[tuple[int, ...]]]:
+        """The rounds finished since the last call, each a list of
+        :func:`sysfs.sample_slab_rows` rows."""
         with self._lock:
             done, self._done = self._done, []
         return done

@@ -8,6 +8,7 @@ directory include ``A`` for SLAB_ACCOUNT (mm/slub.c ``create_unique_id``).
 """
 
 import os
+import time
 from pathlib import Path
 
 SLAB_ROOT = Path("/sys/kernel/slab")
@@ -95,6 +96,40 @@ def sample_slabs(caches: list[dict], root: Path = SLAB_ROOT) -> list[tuple[int, 
             out.append((c["id"], _first_int(d / "slabs"), _first_int(d / "objects")))
         except (OSError, ValueError, IndexError):
             continue
+    return out
+
+
+CPU_FIELDS = ("cpu_slabs", "partial", "objects_partial")
+
+
+def sample_slab_rows(caches: list[dict], cpu_fields: bool,
+                     root: Path = SLAB_ROOT) -> list[tuple[int, ...]]:
+    """One row per cache still present: (CLOCK_MONOTONIC ns, cache id, slabs, objects,
+    cpu_slabs, partial, objects_partial, 1), or with ``cpu_fields`` False the last four 0.
+
+    Each row is stamped with the midpoint of *its own* reads, read back to back: a round
+    over ~240 real caches takes 20-50 ms, and a churning cache (``bio-184``) has hundreds of
+    objects in flight for a few ms, so the round's one start stamp put its rows up to the
+    whole round away from the moment they describe. The three extra files say what the
+    CPUs hold (mm/slub.c ``show_slab_objects``): ``cpu_slabs`` (SO_CPU) is, per CPU, 1 for
+    its active slab plus the slab count of its CPU partial list; ``partial`` (SO_PARTIAL) the
+    node-partial slabs; ``objects_partial`` (SO_PARTIAL|SO_OBJECTS) their live objects
+    (``count_partial(n, count_inuse)``). ``objects`` (SO_ALL|SO_OBJECTS) is every slab's
+    capacity minus the free slots of the node-partial ones, so CPU-held slabs count full.
+    """
+    out = []
+    clock, mono = time.clock_gettime_ns, time.CLOCK_MONOTONIC  # bpf_ktime_get_ns's clock
+    names = ("slabs", "objects", *CPU_FIELDS) if cpu_fields else ("slabs", "objects")
+    for c in caches:
+        d = root / c["sysfs"]
+        try:
+            t0 = clock(mono)
+            vals = [_first_int(d / name) for name in names]
+            t1 = clock(mono)
+        except (OSError, ValueError, IndexError):
+            continue
+        out.append(((t0 + t1) // 2, c["id"], *vals, 1) if cpu_fields
+                   else ((t0 + t1) // 2, c["id"], *vals, 0, 0, 0, 0))
     return out
 
 

@@ -31,11 +31,23 @@ import numpy as np
 
 from kmemtrace.model.eras import cpu_partial_slabs
 from kmemtrace.trace.reader import TraceReader
-from kmemtrace.trace.schema import ROOT_MEMCG_ID, EventKind
+from kmemtrace.trace.schema import ROOT_MEMCG_ID, SAMPLE_HAS_CPU_FIELDS, EventKind
 
 PAGE = 4096
 FAKE_BASE = 1 << 40  # user-space addresses: no kernel slab object has one
 SAMPLE_SPAN_S = 0.25  # a round of /sys/kernel/slab samples is read within this of its stamp
+# a cache's own reads (recorders from 2026-11-27 stamp each row at them) take ~0.1 ms
+OWN_SPAN_S = 0.002
+SAMPLE_COLS = ["kind", "cache_id", "aux", "aux2", "gfp", "bytes", "pid", "ptr"]
+Held = tuple[int, int, int] | None  # a sample's (cpu_slabs, partial, objects_partial)
+
+
+def _held(cols: dict[str, np.ndarray], i: int) -> Held:
+    """What the CPUs held at sample row ``i``, or None when the row does not say (older
+    traces, or a round the recorder read without them: docs/trace-format.md)."""
+    if cols["gfp"][i] != SAMPLE_HAS_CPU_FIELDS:
+        return None
+    return int(cols["bytes"][i]), int(cols["pid"][i]), int(cols["ptr"][i])
 
 
 def map_cpus(cpu: np.ndarray, pid: np.ndarray, recorded: int, n: int) -> np.ndarray:
@@ -49,36 +61,90 @@ def map_cpus(cpu: np.ndarray, pid: np.ndarray, recorded: int, n: int) -> np.ndar
     return cpu + recorded * (h % np.uint64(fan)).astype(np.int64)
 
 
-def _first_samples(trace: TraceReader) -> dict[int, tuple[int, int]]:
-    """cache id -> (slabs, objects) of its first SLAB_SAMPLE."""
-    out: dict[int, tuple[int, int]] = {}
-    for cols in trace.iter_parts(["kind", "cache_id", "aux", "aux2"]):
+def _first_samples(trace: TraceReader) -> dict[int, tuple[int, int, Held]]:
+    """cache id -> (slabs, objects, what the CPUs held) of its first SLAB_SAMPLE."""
+    out: dict[int, tuple[int, int, Held]] = {}
+    for cols in trace.iter_parts(SAMPLE_COLS):
         sel = np.flatnonzero(cols["kind"] == EventKind.SLAB_SAMPLE)
         for i in sel:
-            out.setdefault(int(cols["cache_id"][i]), (int(cols["aux"][i]), int(cols["aux2"][i])))
+            out.setdefault(int(cols["cache_id"][i]),
+                           (int(cols["aux"][i]), int(cols["aux2"][i]), _held(cols, i)))
         if sel.size:
             break  # the first round is in the first part that has samples
     return out
 
 
-def _parked_free(cache: dict, slabs: int, objects: int, ncpus: int) -> int:
+def _parked_free(cache: dict, slabs: int, objects: int, ncpus: int,
+                 cpu_slabs: int | None = None, bounded: bool = False) -> int:
     """Free slots a sample's ``objects`` counts in use: those of the slabs the CPUs hold.
 
     ``objects`` in /sys/kernel/slab is the capacity of every slab not on the node partial
     list plus the objects on those that are (``show_slab_objects``, SO_OBJECTS), so a slab
-    a CPU holds counts full: its active slab and every slab of its CPU partial list, up to
-    ``cpu_partial_slabs`` = ``DIV_ROUND_UP(2 * cpu_partial, objs_per_slab)`` of them
-    (``slub_set_cpu_partial``). No more of them than ``objects`` counts whole. The active
-    slabs are taken as half free (as at the start, :func:`kernel_start`), the CPU partial
-    slabs as empty: a slab parks there at its first free and stays until a CPU allocates
-    from it again, emptied meanwhile in a churning cache (``dnotify_struct`` emptied from
-    one CPU on the recording kernel reported 256 "objects" with none live: its active slab
-    and one CPU partial slab, analyses/which_way/parking.py)."""
+    a CPU holds counts full: its active slab and every slab of its CPU partial list. Their
+    live objects are not known, only bounded; the active slabs are taken as half free (as
+    at the start, :func:`kernel_start`).
+
+    A sample that read ``cpu_slabs`` (SO_CPU: per CPU, 1 + its CPU partial list's slabs)
+    gives their number, and a CPU partial slab is then taken as free by one slot only, the
+    least it can be (a slab parks there at a free, and no allocation takes from it until
+    it is made active): the bound the kernel proves, so that a static cache keeps its
+    CPU partial slabs (``tracefs_inode_cache``: 7 of its 31 slabs; taken as empty, the
+    model discarded them) and a churning one is held down by its later samples alone.
+
+    Otherwise their number is estimated: up to ``cpu_partial_slabs`` =
+    ``DIV_ROUND_UP(2 * cpu_partial, objs_per_slab)`` partial slabs a CPU
+    (``slub_set_cpu_partial``), no more than ``slabs``, no more than ``objects`` counts
+    whole. With ``bounded`` (a sample without the fields in a trace whose other samples
+    of the cache have them) those are taken as free by one slot too, as the sampled ones
+    around it; mixed, the estimate's empty slabs made the unsampled rounds the tightest
+    bound (``tracefs_inode_cache``: room for 84 survivors of 293). Without, they are
+    taken as empty: emptied meanwhile in a churning cache
+    (``dnotify_struct`` emptied from one CPU on the recording kernel reported 256
+    "objects" with none live: its active slab and one CPU partial slab,
+    analyses/which_way/parking.py)."""
     per = max(int(cache.get("objs_per_slab") or 1), 1)
-    per_cpu = 1 + cpu_partial_slabs(int(cache.get("cpu_partial") or 0), per)
-    held = min(slabs, ncpus * per_cpu, objects // per)
+    if cpu_slabs is None:
+        per_cpu = 1 + cpu_partial_slabs(int(cache.get("cpu_partial") or 0), per)
+        held = min(slabs, ncpus * per_cpu, objects // per)
+    else:  # the files are read one after another: churn may move a slab between them
+        held = max(min(cpu_slabs, slabs, objects // per), 0)
+    parked_free = min(1, per - 1) if cpu_slabs is not None or bounded else per
     active = min(held, ncpus)
-    return (held - active) * per + active * per // 2
+    return (held - active) * parked_free + active * per // 2
+
+
+def _start_profile(slabs: int, held: tuple[int, int, int], per: int, ncpus: int
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Live objects per starting slab from a first sample that says what the CPUs hold, and
+    the order in which the unknown ones give way: ``slabs - partial - cpu_slabs`` full
+    slabs exactly, ``partial`` node-partial slabs sharing ``objects_partial`` exactly (as
+    evenly as they can), then the ``cpu_slabs`` CPU-held ones by count, their objects only
+    bounded: the active slabs (one a CPU, at most ``ncpus``) half full, the CPU partial
+    slabs full but one slot (:func:`_parked_free`). Returns (objects per slab, rank): where
+    the survivors are fewer, the CPU partial slabs (rank 0) give way first, then the active
+    ones (1), the node-partial (2) and the full (3)."""
+    cpu_slabs, partial, objects_partial = held
+    cpu_held = max(min(cpu_slabs, slabs), 0)
+    node = max(min(partial, slabs - cpu_held), 0)
+    full = slabs - cpu_held - node
+    active = min(cpu_held, ncpus)
+    profile = np.zeros(slabs, np.int64)
+    rank = np.zeros(slabs, np.int64)
+    profile[:full], rank[:full] = per, 3
+    if node:
+        q, r = divmod(max(min(objects_partial, node * per), 0), node)
+        profile[full:full + node] = q + (np.arange(node) < r)
+        rank[full:full + node] = 2
+    cpu = slice(full + node, full + node + active)
+    profile[cpu], rank[cpu] = per - per // 2, 1
+    profile[full + node + active:] = max(per - 1, 1)
+    return profile, rank
+
+
+def own_stamps(sample_ts: np.ndarray) -> bool:
+    """Whether a trace's SLAB_SAMPLE rows carry their own cache's stamp (most stamps
+    distinct) rather than their round's one (docs/trace-format.md, "SLAB_SAMPLE")."""
+    return len(np.unique(sample_ts)) > len(sample_ts) // 2
 
 
 def _net_at_samples(trace: TraceReader, ncpus: int) -> dict[int, tuple[int, int]]:
@@ -96,10 +162,17 @@ def _net_at_samples(trace: TraceReader, ncpus: int) -> dict[int, tuple[int, int]
     capacity of the other 4), and the model sat up to 13 slabs above the kernel. ``net`` is
     taken at its lowest within :data:`SAMPLE_SPAN_S` of the sample: a round of samples is
     stamped once and read cache by cache after it, and a burst that came and went while
-    it was read (``bio-184``: 480 objects in flight within ms) must not count."""
-    ts, kind, ptr, cache, objs, slabs = [], [], [], [], [], []
-    for cols in trace.iter_parts(["ts_ns", "kind", "ptr", "cache_id", "aux", "aux2"]):
+    it was read (``bio-184``: 480 objects in flight within ms) must not count. Where each
+    row has its own cache's stamp (:func:`own_stamps`) the window is
+    :data:`OWN_SPAN_S`, the reads' own span with room to spare: the lowest ``net`` over
+    a quarter second let through survivors the kernel did not have."""
+    ts, kind, ptr, cache, objs, slabs, held = [], [], [], [], [], [], []
+    for cols in trace.iter_parts(["ts_ns", *SAMPLE_COLS]):
         sel = np.isin(cols["kind"], (EventKind.ALLOC, EventKind.FREE, EventKind.SLAB_SAMPLE))
+        # cpu_slabs where the sample read it, else -1 (for samples, and for events that
+        # use those columns for something else)
+        has = (cols["kind"] == EventKind.SLAB_SAMPLE) & (cols["gfp"] == SAMPLE_HAS_CPU_FIELDS)
+        held.append(np.where(has, cols["bytes"], -1)[sel].astype(np.int64))
         ts.append(cols["ts_ns"][sel])
         kind.append(cols["kind"][sel])
         ptr.append(cols["ptr"][sel].astype(np.uint64))
@@ -110,6 +183,7 @@ def _net_at_samples(trace: TraceReader, ncpus: int) -> dict[int, tuple[int, int]
         return {}
     ts, kind, ptr = np.concatenate(ts), np.concatenate(kind), np.concatenate(ptr)
     cache, objs, slabs = np.concatenate(cache), np.concatenate(objs), np.concatenate(slabs)
+    held = np.concatenate(held)
     sample = kind == EventKind.SLAB_SAMPLE
     ev = np.flatnonzero(~sample)
     by_ptr = ev[np.argsort(ptr[ev], kind="stable")]
@@ -122,19 +196,22 @@ def _net_at_samples(trace: TraceReader, ncpus: int) -> dict[int, tuple[int, int]
     # bulk and RCU frees on 6.18); counted where it shows, or such a cache's ``net`` only
     # grows and leaves no room at all
     step[by_ptr[prev_alloc & (kind[by_ptr] == EventKind.ALLOC)]] = 0
-    span = int(SAMPLE_SPAN_S * 1e9)
+    span = int((OWN_SPAN_S if own_stamps(ts[sample]) else SAMPLE_SPAN_S) * 1e9)
     geom = {c["id"]: c for c in trace.caches}
     out: dict[int, tuple[int, int]] = {}
     for c in np.unique(cache[sample]):
         mine = np.flatnonzero(cache == c)
+        bounded = bool((held[mine] >= 0).any())
         net = np.cumsum(step[mine])  # after each of the cache's rows; samples add 0
         t = ts[mine]
         for i in np.flatnonzero(sample[mine]):
             lo, hi = np.searchsorted(t, t[i] - span), np.searchsorted(t, t[i] + span, "right")
             low = min(int(net[lo:hi].min()), int(net[lo - 1]) if lo else 0)
             had = out.get(int(c), (1 << 62, 1 << 62))
+            cpu_slabs = int(held[mine[i]])
             parked = _parked_free(geom.get(int(c), {}), int(slabs[mine[i]]),
-                                  int(objs[mine[i]]), ncpus)
+                                  int(objs[mine[i]]), ncpus,
+                                  cpu_slabs if cpu_slabs >= 0 else None, bounded)
             out[int(c)] = (min(had[0], int(objs[mine[i]]) - parked - low),
                            min(had[1], int(slabs[mine[i]])))
     return out
@@ -243,13 +320,57 @@ def _level_fill(counts: np.ndarray, n_other: int, per_slab: int, unknown: int
     return share, to_other
 
 
+def _profile_fill(counts: np.ndarray, n_other: int, per_slab: int, unknown: int,
+                  profile: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Share ``unknown`` objects among the known slabs (holding ``counts``) and ``n_other``
+    empty ones so that their occupancies follow ``profile`` (:func:`_start_profile`): the
+    fullest known slabs take the fullest places, the others the next in order. What the
+    profile asks beyond ``unknown`` is given up by rank (the least known places first),
+    down to one object a slab before any slab empties: the kernel had those slabs, and a
+    cache whose frees partly reach no probe leaves little room (``kmalloc-96``, 45 782
+    unseen frees in a churn run: emptied, its slabs started at 66 pages of 162);
+    what ``unknown`` holds beyond it goes to the best known places with room. Returns per
+    known slab how many it gets and per other slab how many it holds."""
+    n_real = len(counts)
+    target = np.zeros(n_real + n_other, np.int64)
+    rank = np.zeros(n_real + n_other, np.int64)
+    k = min(len(profile[0]), len(target))
+    target[:k], rank[:k] = profile[0][:k], profile[1][:k]
+    by_size = np.argsort(-target[:n_real], kind="stable")
+    want = np.zeros(n_real, np.int64)
+    want[np.argsort(-counts, kind="stable")] = target[:n_real][by_size]
+    want_rank = np.zeros(n_real, np.int64)
+    want_rank[np.argsort(-counts, kind="stable")] = rank[:n_real][by_size]
+    give = np.r_[np.clip(want - counts, 0, per_slab - counts), target[n_real:]]
+    cap = np.r_[per_slab - counts, np.full(n_other, per_slab, np.int64)]
+    place = np.r_[want_rank, rank[n_real:]]
+    gap = unknown - int(give.sum())
+    if gap < 0:  # given up by the least known places first, leaving each slab one first
+        order = np.argsort(place, kind="stable")
+        floor = ((np.r_[counts, np.zeros(n_other, np.int64)] == 0) & (give > 0))[order]
+        for keep in (floor.astype(np.int64), 0):
+            g = give[order]
+            spare = np.clip(g - keep, 0, None)
+            take = np.clip(-gap - (np.cumsum(spare) - spare), 0, spare)
+            give[order] = g - take
+            gap += int(take.sum())
+    elif gap > 0:  # added to the best known places with room
+        order = np.argsort(-place, kind="stable")
+        room = (cap - give)[order]
+        give[order] += np.clip(gap - (np.cumsum(room) - room), 0, room)
+    return give[:n_real], give[n_real:]
+
+
 def _cache_prelude(cid: int, slabs: int, objects: int, bound: tuple[int, int],
-                   real: np.ndarray, order: int, per_slab: int, ncpus: int
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                   real: np.ndarray, order: int, per_slab: int, ncpus: int,
+                   held: Held = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One cache's prelude: (pointers, CPU, kept) in allocation order (see kernel_start)."""
     room, least_slabs = bound
     real = real[:max(objects, 0)]
-    hidden = min(slabs, ncpus) * per_slab // 2
+    if held is None:
+        hidden = min(slabs, ncpus) * per_slab // 2
+    else:
+        hidden = _parked_free({"objs_per_slab": per_slab}, slabs, objects, ncpus, held[0])
     keep = max(min(objects - hidden, room), len(real), 0)
     real_ptr, real_slot, n_real = _slab_groups(real, order, per_slab)
     real_slots = n_real * per_slab
@@ -270,11 +391,19 @@ def _cache_prelude(cid: int, slabs: int, objects: int, bound: tuple[int, int],
         kept = np.ones(real_slots + other, dtype=bool)
     else:
         counts = np.bincount(real_slot // per_slab, minlength=n_real)
-        share, to_other = _level_fill(counts, pinned // per_slab, per_slab, unknown)
+        if held is None:
+            share, to_other = _level_fill(counts, pinned // per_slab, per_slab, unknown)
+        else:
+            share, per_other = _profile_fill(counts, pinned // per_slab, per_slab, unknown,
+                                             _start_profile(slabs, held, per_slab, ncpus))
         for k in np.flatnonzero(share):
             free = np.flatnonzero(~kept[k * per_slab:(k + 1) * per_slab])
             kept[k * per_slab + free[:share[k]]] = True
-        kept[real_slots:real_slots + pinned] = _spread(pinned, to_other)
+        if held is None:
+            kept[real_slots:real_slots + pinned] = _spread(pinned, to_other)
+        else:
+            kept[real_slots:real_slots + pinned] = (np.arange(pinned) % per_slab
+                                                    < np.repeat(per_other, per_slab))
     cpu = (np.arange(len(ptr)) // per_slab) % ncpus
     return ptr, cpu, kept
 
@@ -332,12 +461,13 @@ def kernel_start(trace: TraceReader) -> dict[str, np.ndarray] | None:
     ncpus = max(int(trace.meta.get("ncpus") or 1), 1)
     room = _net_at_samples(trace, ncpus)
     a_ptr, a_cache, a_cpu, f_ptr, f_cache, f_cpu = [], [], [], [], [], []
-    for cid, (slabs, objects) in sorted(first.items()):
+    for cid, (slabs, objects, held) in sorted(first.items()):
         if cid not in geom:
             continue
         ptr, cpu, kept = _cache_prelude(cid, slabs, objects, room.get(cid, (objects, slabs)),
                                         pre.get(cid, np.zeros(0, np.uint64)), order[cid],
-                                        max(int(geom[cid]["objs_per_slab"]), 1), ncpus)
+                                        max(int(geom[cid]["objs_per_slab"]), 1), ncpus,
+                                        held)
         if not len(ptr):
             continue
         a_ptr.append(ptr)

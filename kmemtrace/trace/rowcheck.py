@@ -14,9 +14,12 @@ from pathlib import Path
 import numpy as np
 
 from kmemtrace.errors import TraceFormatError
-from kmemtrace.trace.schema import EventKind
+from kmemtrace.trace.schema import SAMPLE_HAS_CPU_FIELDS, EventKind
 
 CHECKED = ("ts_ns", "kind", "cache_id")
+# SLAB_SAMPLE's fields of what the CPUs hold, checked when a read asks for them (reading
+# them on every read would cost the replay three more columns)
+SAMPLE_CPU = ("gfp", "bytes", "pid")
 _KINDS = np.array(sorted(int(k) for k in EventKind), dtype=np.int64)
 assert np.array_equal(_KINDS, np.arange(_KINDS[0], _KINDS[-1] + 1))  # no gaps: see feed()
 
@@ -69,6 +72,8 @@ class RowCheck:
             i = int(np.flatnonzero((cache < -1) | (cache >= self.n_caches))[0])
             raise _row_error(path, row0 + i, f"cache_id {int(cache[i])} is not in "
                                              f"meta.json's {self.n_caches} caches")
+        if all(name in cols for name in SAMPLE_CPU):
+            _check_sample_cpu(path, row0, kind, cols)
         if self.first_ts is None:
             self.first_ts = int(ts[0])
         self.last_ts = int(ts[-1])
@@ -84,6 +89,22 @@ class RowCheck:
                 f"{self.path.name}: rows span {self.first_ts}..{self.last_ts} ns but "
                 f"meta.json says {part['ts_min']}..{part['ts_max']}; the part was replaced "
                 "or damaged")
+
+
+def _check_sample_cpu(path: Path, row0: int, kind: np.ndarray,
+                      cols: dict[str, np.ndarray]) -> None:
+    """A SLAB_SAMPLE flagged :data:`SAMPLE_HAS_CPU_FIELDS` in ``gfp`` has counts there:
+    ``cpu_slabs`` (``bytes``) and ``partial`` (``pid``) never negative. Unflagged rows are
+    not looked at: the replay reads those columns only under the flag."""
+    flagged = (kind == EventKind.SLAB_SAMPLE) & (cols["gfp"] == SAMPLE_HAS_CPU_FIELDS)
+    if not flagged.any():
+        return
+    cpu_slabs, partial = cols["bytes"], cols["pid"]
+    bad = flagged & ((cpu_slabs < 0) | (partial < 0))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise _row_error(path, row0 + i, f"SLAB_SAMPLE with CPU fields: cpu_slabs "
+                                         f"{int(cpu_slabs[i])}, partial {int(partial[i])}")
 
 
 def check_rows(path: Path, part: dict, cols: dict[str, np.ndarray], n_caches: int) -> None:

@@ -35,7 +35,9 @@ class EventKind(IntEnum):
     MEMCG_OFFLINE = 6  # memcg offlined: memcg_id, aux = OfflineSource
     MEMCG_RELEASE = 7  # memcg/cgroup freed (cgroup:cgroup_release or css free): memcg_id
     ATTACH = 8  # task moved: pid, memcg_id = destination
-    SLAB_SAMPLE = 9  # /sys/kernel/slab sample: cache_id, aux = slabs, aux2 = objects
+    # /sys/kernel/slab sample: cache_id, aux = slabs, aux2 = objects; when gfp has
+    # SAMPLE_HAS_CPU_FIELDS: bytes = cpu_slabs, pid = partial, ptr = objects_partial
+    SLAB_SAMPLE = 9
     LOST = 10  # events dropped in the kernel: cpu, aux = how many, aux2 = LostReason
     PRESSURE = 11  # memory pressure seen (reclaim, kswapd): aux = PressureKind
     # a folio entered (aux > 0) or left (aux < 0) the page cache: memcg_id = the memcg it is
@@ -119,6 +121,13 @@ ARROW_SCHEMA = pa.schema(
 )
 
 V1_ARROW_SCHEMA = pa.schema([ARROW_SCHEMA.field(name) for name in V1_COLUMNS])
+
+# SLAB_SAMPLE rows (format 2, additive): what the CPUs hold rides in columns the kind did
+# not use, flagged in ``gfp`` per row, since a sampler reads those files only now and then
+# and older traces have 0 there (docs/trace-format.md, "SLAB_SAMPLE").
+SAMPLE_HAS_CPU_FIELDS = 1
+# The recorder's sample tuple, in order, onto columns.
+SAMPLE_COLUMNS = ("ts_ns", "cache_id", "aux", "aux2", "bytes", "pid", "ptr", "gfp")
 
 ROOT_MEMCG_ID = 1  # the root cgroup's id on v1 and v2: not charged, never offline
 GFP_ACCOUNT = 1 << 22  # ___GFP_ACCOUNT_BIT on 6.x (include/linux/gfp_types.h)
