@@ -61,6 +61,13 @@ HOG_LIMIT = 96 << 20  # the classic parent's limit: the hog's page cache overflo
 CHURN_LIMIT = 256 << 20
 SERVICE_LIMIT = 64 << 20  # below the site's large files plus the service's own memory
 BIG_FILE = 384 << 20
+# The classic jobs' ext4 image: each job leaves FILES files and two directories behind, so
+# the inode count bounds the jobs of one run. 262 144 inodes ran out at job 87 of a
+# drop_caches run on a quiet machine (drop_caches makes rounds fast); a million hold ~349
+# jobs, and the loop stops there rather than fail if a machine is faster still.
+EXT4_INODES = 1 << 20
+EXT4_BYTES = 8 << 30  # ~4 KiB a file: 349 jobs x 3 000 files ~ 4.3 GB at most
+CLASSIC_MAX_JOBS = EXT4_INODES // (FILES + 2) - 1
 SITE_FILES = 300
 SITE_LARGE = 48  # 2 MiB files, 96 MiB: more than the service limit, so every life reclaims
 
@@ -93,8 +100,8 @@ def _mounts(work: Path):
     for d in (ext4, tmpfs):
         d.mkdir(parents=True, exist_ok=True)
     with open(img, "wb") as fh:
-        fh.truncate(2 << 30)  # sparse; inodes for a few dozen jobs of FILES files
-    _run(["mkfs.ext4", "-q", "-F", "-N", "262144", str(img)])
+        fh.truncate(EXT4_BYTES)  # sparse: only what the jobs write takes disk space
+    _run(["mkfs.ext4", "-q", "-F", "-N", str(EXT4_INODES), str(img)])
     _run(["mount", "-o", "loop", str(img), str(ext4)])
     try:
         _run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(tmpfs)])
@@ -160,7 +167,7 @@ def classic(out: Path, work: Path, run: int, variant: str, min_rounds: int = 6) 
         log(f"recording classic run {run} ({variant}) -> {out}")
         with Recording(out):
             t0, k = time.monotonic(), 0
-            while not _elapsed(t0, k, min_rounds):
+            while not _elapsed(t0, k, min_rounds) and k < CLASSIC_MAX_JOBS:
                 job = parent / f"job{k}"
                 job.mkdir()
                 _run([PY, "-c", FILE_JOB, str(FILES), f"job{k}", str(ext4)], job)
@@ -169,6 +176,8 @@ def classic(out: Path, work: Path, run: int, variant: str, min_rounds: int = 6) 
                 k += 1
                 if k % PRESSURE_EVERY == 0:
                     _pressure(parent, k, variant, big, rec)
+            if k == CLASSIC_MAX_JOBS:
+                log(f"classic run {run}: stopped at {k} jobs, all the ext4 image's inodes hold")
             _pressure(parent, k, variant, big, rec)
             rec.load = loadavg()
     shutil.rmtree(work, ignore_errors=True)
