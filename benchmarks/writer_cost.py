@@ -9,10 +9,11 @@ feeds it (chunks of ``--chunk`` rows in arrival order, i.e. by ``seq``: one 20 m
 per variant, the median writer CPU per row (``time.thread_time_ns``: this thread only, as
 the ``kmt-writer`` thread) with its minor page faults, and the bytes per row on disk.
 Variants: this checkout's ``write_parquet``, the sixth pass's (all zstd, seven dictionaries),
-and for contrast every column dictionary-encoded (Arrow's default), dictionaries for all but ``ts_ns``/``seq``/``ptr`` (the setting
-before BYTE_STREAM_SPLIT), plain values with no dictionary, and BYTE_STREAM_SPLIT with no
-dictionary (the setting before per-column dictionaries); all but the default delta-encode
-``ts_ns`` and ``seq``.
+and for contrast every column dictionary-encoded (Arrow's default), dictionaries for all
+but ``ts_ns``/``seq``/``ptr`` (the setting before BYTE_STREAM_SPLIT), plain values with no
+dictionary, and BYTE_STREAM_SPLIT with no dictionary (the setting before per-column
+dictionaries); all but the default delta-encode ``ts_ns`` and ``seq``. ``--only`` picks
+variants by name.
 """
 
 import argparse
