@@ -1,7 +1,7 @@
 """Recording overhead and loss with both cores busy: untraced, kmemtrace, perf, memleak.
 
 Run as root:  .venv/bin/python benchmarks/record_overhead.py [--seconds 30] [--reps 3]
-                [--mode mix|eventfd]
+                [--mode mix|eventfd] [--baseline DIR]
 
 The workload (C, compiled here with gcc, benchmarks/slab_hammer.c) lives in the slab
 allocator, the worst case for a recorder: ``mix`` churns tmpfs files, UNIX socketpairs and
@@ -23,7 +23,10 @@ the LOST the trace reports, is the unreported loss. Parts rotate every 2 M rows.
 The recorder's CPU (all its threads, user + system) is printed as CPUs while the workload
 runs, and as CPU-seconds per million events captured from the workload's start to the
 recorder's exit (its final seal included, its start-up not): the latter moves less with the
-machine's load than the wall-clock ratios.
+machine's load than the wall-clock ratios. Per thread (drain ``kmemtrace``, ``kmt-writer``,
+``kmt-sampler``), CPU-ns per event captured while the workload ran. ``--baseline DIR`` adds
+the kmemtrace of another checkout (e.g. ``git archive main``) as variant ``baseline``, in
+the same interleaved reps, so that old and new compare on the same machine state.
 
 Targets (issue 10): >= 2 M events/s captured, <= 1 ppm unreported loss, slowdown <= x1.5,
 trace <= 6 B/event; perf record and memleak quoted from the same run.
@@ -131,6 +134,20 @@ class FtraceCounter:
         return total
 
 
+def thread_cpu(pid: int) -> dict[str, float]:
+    """thread name -> user + system CPU seconds, for every thread of ``pid``."""
+    out: dict[str, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = (task / "comm").read_text().strip()
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / os.sysconf(
+            "SC_CLK_TCK")
+    return out
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of a process, all threads (from /proc/PID/stat)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -154,19 +171,21 @@ def wait_line(stream, needle: str, timeout: float = 120) -> None:
 
 
 def traced_kmemtrace(wl: Workload, tmp: Path, tag: str, check: bool,
-                     extra: tuple[str, ...] = ()) -> dict:
+                     extra: tuple[str, ...] = (), source: Path | None = None) -> dict:
     """One ``kmemtrace record --all-objects`` run around the workload (``extra``: more
-    record options, e.g. ``--live``); with ``check``, ftrace counts the same events."""
+    record options, e.g. ``--live``); with ``check``, ftrace counts the same events;
+    ``source``: the checkout whose kmemtrace runs (default this one)."""
     out = tmp / f"trace-{tag}"
     rec = subprocess.Popen([sys.executable, "-m", "kmemtrace", "record", "-o", str(out),
                             "--all-objects", *extra], stderr=subprocess.PIPE,
                            stdout=subprocess.DEVNULL, text=True,
-                           env={**os.environ, "COLUMNS": "300"}, preexec_fn=sigint_default)
+                           env={**os.environ, "COLUMNS": "300"}, preexec_fn=sigint_default,
+                           cwd=source)
     wait_line(rec.stderr, "recording to")
     counter = FtraceCounter(wl.pids) if check else None
-    cpu0 = cpu_seconds(rec.pid)
+    cpu0, threads0 = cpu_seconds(rec.pid), thread_cpu(rec.pid)
     rate = wl.run()
-    cpu = cpu_seconds(rec.pid) - cpu0
+    cpu, threads = cpu_seconds(rec.pid) - cpu0, thread_cpu(rec.pid)
     reference = counter.stop() if counter else None
     rec.send_signal(signal.SIGINT)
     rec.stderr.read()  # until it exits: then its whole CPU, the final seal included
@@ -178,6 +197,9 @@ def traced_kmemtrace(wl: Workload, tmp: Path, tag: str, check: bool,
            "recorder_cpu": cpu / wl.wall}
     total = usage.ru_utime + usage.ru_stime - cpu0
     res["cpu_s_per_m_events"] = total / max(1, res["events"]) * 1e6
+    res["thread_ns_per_event"] = {
+        name: round((sec - threads0.get(name, 0.0)) / max(1, res["events"]) * 1e9, 1)
+        for name, sec in sorted(threads.items()) if sec - threads0.get(name, 0.0) > 0}
     subprocess.run(["rm", "-rf", str(out)], check=True)
     return res
 
@@ -225,6 +247,8 @@ def main() -> None:
     ap.add_argument("--no-memleak", action="store_true")
     ap.add_argument("--mode", default="mix", choices=["mix", "eventfd"],
                     help="slab_hammer mode (see benchmarks/slab_hammer.c)")
+    ap.add_argument("--baseline", type=Path, metavar="DIR",
+                    help="also run the kmemtrace of the checkout in DIR (variant 'baseline')")
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("record_overhead: run as root")
@@ -238,7 +262,8 @@ def main() -> None:
     if args.no_memleak:
         del tools["memleak"]
     os.environ.setdefault("BCC_KERNEL_SOURCE", env_headers)  # memleak compiles with BCC
-    names = ["untraced", "kmemtrace", *tools, "kmemtrace+check"]
+    names = ["untraced", "kmemtrace", *(["baseline"] if args.baseline else []), *tools,
+             "kmemtrace+check"]
     results: dict[str, list[dict]] = {n: [] for n in names}
     print(f"load before: {load()}  cpus: {len(os.sched_getaffinity(0))}", flush=True)
     with tempfile.TemporaryDirectory(prefix="kmt-bench-", dir="/var/tmp") as tmpdir:
@@ -254,6 +279,8 @@ def main() -> None:
                         res = {"rate": wl.run()}
                     elif name.startswith("kmemtrace"):
                         res = traced_kmemtrace(wl, tmp, tag, check=name.endswith("check"))
+                    elif name == "baseline":
+                        res = traced_kmemtrace(wl, tmp, tag, False, source=args.baseline.resolve())
                     else:
                         res = traced_tool(wl, *tools[name])
                 except BaseException:
@@ -285,6 +312,13 @@ def report(results: dict[str, list[dict]], args) -> None:
               f"{statistics.median(bpe) if bpe else 0:8.2f} "
               f"{statistics.median(cpu) if cpu else 0:13.2f} "
               f"{statistics.median(per_m) if per_m else 0:14.3f}")
+    for name, runs in results.items():
+        per_thread = [r["thread_ns_per_event"] for r in runs if "thread_ns_per_event" in r]
+        if per_thread:
+            names = sorted({t for p in per_thread for t in p})
+            print(f"{name:16} CPU-ns per event by thread: " + ", ".join(
+                f"{t} {statistics.median(p.get(t, 0.0) for p in per_thread):.0f}"
+                for t in names))
     checked = results["kmemtrace+check"]
     ref = sum(r["reference"] for r in checked)
     got = sum(r["mine"] for r in checked)

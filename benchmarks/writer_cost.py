@@ -8,11 +8,12 @@ feeds it (chunks of ``--chunk`` rows in arrival order, i.e. by ``seq``: one 20 m
 3 M events/s), so two writers or two Parquet settings compare on identical input. Prints,
 per variant, the median writer CPU per row (``time.thread_time_ns``: this thread only, as
 the ``kmt-writer`` thread) with its minor page faults, and the bytes per row on disk.
-Variants: this checkout's ``write_parquet``, and for contrast every column dictionary-
-encoded (Arrow's default), dictionaries for all but ``ts_ns``/``seq``/``ptr`` (the setting
-before BYTE_STREAM_SPLIT), plain values with no dictionary, and BYTE_STREAM_SPLIT with no
-dictionary (the setting before per-column dictionaries); all but the default delta-encode
-``ts_ns`` and ``seq``.
+Variants: this checkout's ``write_parquet``, the sixth pass's (all zstd, seven dictionaries),
+and for contrast every column dictionary-encoded (Arrow's default), dictionaries for all
+but ``ts_ns``/``seq``/``ptr`` (the setting before BYTE_STREAM_SPLIT), plain values with no
+dictionary, and BYTE_STREAM_SPLIT with no dictionary (the setting before per-column
+dictionaries); all but the default delta-encode ``ts_ns`` and ``seq``. ``--only`` picks
+variants by name.
 """
 
 import argparse
@@ -69,27 +70,39 @@ def _write_all(cols: dict[str, np.ndarray], out: Path, chunk: int) -> tuple[floa
 
 
 def all_dictionary(table, path, compression):
-    pq.write_table(table, path, compression=compression, row_group_size=1 << 20,
+    pq.write_table(table, path, compression=compression or "zstd", row_group_size=1 << 20,
                    write_page_checksum=True)
 
 
 def dictionary_but_ts_seq_ptr(table, path, compression):
-    pq.write_table(table, path, compression=compression, row_group_size=1 << 20,
+    pq.write_table(table, path, compression=compression or "zstd", row_group_size=1 << 20,
                    write_page_checksum=True,
                    use_dictionary=[c for c in table.column_names
                                    if c not in ("ts_ns", "seq", "ptr")],
                    column_encoding={c: "DELTA_BINARY_PACKED" for c in ("ts_ns", "seq")})
 
 
+def sixth_pass(table, path, compression):
+    """The setting before the seventh pass: zstd for every column, dictionaries on ptr,
+    memcg_id, gfp, pid, ctx, aux, aux2, delta ts_ns/seq, BYTE_STREAM_SPLIT elsewhere."""
+    dicts = ("ptr", "memcg_id", "gfp", "pid", "ctx", "aux", "aux2")
+    pq.write_table(table, path, compression=compression or "zstd", row_group_size=1 << 20,
+                   write_page_checksum=True, use_dictionary=list(dicts),
+                   write_statistics=["ts_ns"],
+                   column_encoding={c: "DELTA_BINARY_PACKED" if c in ("ts_ns", "seq")
+                                    else "BYTE_STREAM_SPLIT"
+                                    for c in table.column_names if c not in dicts})
+
+
 def no_dictionary(table, path, compression):
-    pq.write_table(table, path, compression=compression, row_group_size=1 << 20,
+    pq.write_table(table, path, compression=compression or "zstd", row_group_size=1 << 20,
                    write_page_checksum=True, use_dictionary=False,
                    column_encoding={c: "DELTA_BINARY_PACKED" for c in ("ts_ns", "seq")})
 
 
 def bss_no_dictionary(table, path, compression):
     """The setting before per-column dictionaries: BYTE_STREAM_SPLIT for all but ts/seq."""
-    pq.write_table(table, path, compression=compression, row_group_size=1 << 20,
+    pq.write_table(table, path, compression=compression or "zstd", row_group_size=1 << 20,
                    write_page_checksum=True, use_dictionary=False, write_statistics=["ts_ns"],
                    column_encoding={c: "DELTA_BINARY_PACKED" if c in ("ts_ns", "seq")
                                     else "BYTE_STREAM_SPLIT" for c in table.column_names})
@@ -101,13 +114,18 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--chunk", type=int, default=60_000)
     ap.add_argument("--rows", type=int, default=8_000_000, help="the first ROWS rows only")
+    ap.add_argument("--only", nargs="+", metavar="VARIANT",
+                    help="run these variants only (e.g. 'this checkout')")
     args = ap.parse_args()
     cols = {name: c[:args.rows] for name, c in arrival_order(args.trace).items()}
     n = len(cols["ts_ns"])
     print(f"{n:,} rows from {args.trace}; load {Path('/proc/loadavg').read_text().split()[:3]}")
-    variants = {"this checkout": None, "all dictionary": all_dictionary,
+    variants = {"this checkout": None, "sixth pass": sixth_pass,
+                "all dictionary": all_dictionary,
                 "dict but ts/seq/ptr": dictionary_but_ts_seq_ptr,
                 "no dictionary": no_dictionary, "BSS, no dictionary": bss_no_dictionary}
+    if args.only:
+        variants = {v: variants[v] for v in args.only}
     res: dict[str, list[tuple[float, int, int]]] = {v: [] for v in variants}
     with tempfile.TemporaryDirectory(prefix="kmt-writer-", dir="/var/tmp") as tmp:
         for _ in range(args.reps):

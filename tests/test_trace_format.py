@@ -276,6 +276,9 @@ def test_recurring_pointers_are_dictionary_encoded_and_read_back(tmp_path):
     for name in DELTA_COLUMNS:
         assert "DELTA_BINARY_PACKED" in encodings[name], name
     assert "BYTE_STREAM_SPLIT" in encodings["cache_id"]
+    codecs = {group.column(i).path_in_schema: group.column(i).compression
+              for i in range(group.num_columns)}
+    assert codecs["ptr"] == "ZSTD" and codecs["ts_ns"] == "LZ4", codecs  # pyarrow names LZ4_RAW so
     back = read_all(tmp_path / "t")
     np.testing.assert_array_equal(back["ptr"], cols["ptr"])
     np.testing.assert_array_equal(back["memcg_id"], cols["memcg_id"])

@@ -261,7 +261,7 @@ class StopSignals:
 
 def _progress(rec: Recorder, started: float) -> Text:
     elapsed = max(time.monotonic() - started, 1e-9)
-    queued = rec.pipeline.queued_rows + rec.writer._pending_rows
+    queued = rec.pipeline.queued_rows + rec.writer.pending_rows
     mib = (rec.writer.bytes_written + 40 * queued) / 2**20
     return Text(f"{elapsed:6.1f} s  {rec.events / elapsed / 1e3:8.1f} k events/s  "
                 f"{rec.events:,} events  ~{mib:.1f} MiB  lost {rec.lost_total():,}")

@@ -39,48 +39,64 @@ DEFAULT_ROTATE_ROWS = 2_000_000
 DEFAULT_REORDER_WINDOW_NS = 50_000_000  # 50 ms: far above ring-buffer commit skew
 
 
-# Columns that are (nearly) sorted within a part: delta-encoded, a few bits per row.
-DELTA_COLUMNS = ("ts_ns", "seq")
-# Columns with few distinct values per row group, or values that recur (a freed pointer is
-# soon allocated again): dictionary-encoded, RLE indices (see write_parquet for the figures).
-DICTIONARY_COLUMNS = ("ptr", "memcg_id", "gfp", "pid", "ctx", "aux", "aux2")
+# How each column is stored: (encoding, codec); "dictionary" means RLE_DICTIONARY. Chosen
+# column by column for writer CPU first and bytes second (see write_parquet for figures).
+COLUMN_STORAGE: dict[str, tuple[str, str]] = {
+    "ts_ns": ("DELTA_BINARY_PACKED", "lz4_raw"),  # nearly sorted: a few bits per row
+    "seq": ("DELTA_BINARY_PACKED", "lz4_raw"),
+    "cpu": ("BYTE_STREAM_SPLIT", "lz4_raw"),
+    "kind": ("BYTE_STREAM_SPLIT", "lz4_raw"),
+    "ptr": ("dictionary", "zstd"),  # a freed object is soon handed out again
+    "cache_id": ("BYTE_STREAM_SPLIT", "zstd"),
+    "memcg_id": ("dictionary", "lz4_raw"),
+    "bytes": ("BYTE_STREAM_SPLIT", "zstd"),
+    "pid": ("BYTE_STREAM_SPLIT", "zstd"),
+    "gfp": ("PLAIN", "zstd"),
+    "aux": ("PLAIN", "zstd"),  # zero on every slab row: zstd takes it to nothing
+    "aux2": ("PLAIN", "zstd"),
+    "ctx": ("BYTE_STREAM_SPLIT", "zstd"),
+}
+DELTA_COLUMNS = tuple(c for c, (e, _) in COLUMN_STORAGE.items() if e == "DELTA_BINARY_PACKED")
+DICTIONARY_COLUMNS = tuple(c for c, (e, _) in COLUMN_STORAGE.items() if e == "dictionary")
 # Min/max statistics are kept for the time column only: no reader prunes on the others.
 STATISTICS_COLUMNS = ("ts_ns",)
 
 
-def write_parquet(table: pa.Table, path: Path, compression: str) -> None:
+def write_parquet(table: pa.Table, path: Path, compression: str | None = None) -> None:
     """One part, with a CRC32 per data page so that the reader notices flipped bits.
 
-    Encodings, chosen per column by bytes AND CPU per row of the writer thread (the
-    recorder's largest cost), measured one column at a time on 1.7 M-row parts of live
-    recordings (``slab_hammer`` on both CPUs, ``record --all-objects``, zstd level 1,
-    best of 2, ``time.thread_time_ns``), ``mix`` / ``eventfd``:
+    Encodings and codecs per column (:data:`COLUMN_STORAGE`), the writer thread being the
+    recorder's largest cost: each column written alone with every encoding (dictionary,
+    BYTE_STREAM_SPLIT, DELTA_BINARY_PACKED, PLAIN) and codec (zstd level 1, lz4_raw, none)
+    on three 2 M-row parts of a live ``slab_hammer mix`` recording, best of 3,
+    ``time.thread_time_ns`` (2026-11-27, seventh pass in docs/recording.md). The choice
+    per column, in ns and B per row against the previous one:
 
-    - ``ts_ns``, ``seq``: DELTA_BINARY_PACKED (ts_ns 1.46 B and 11 ns on mix, against 2.03 B
-      for BYTE_STREAM_SPLIT).
-    - ``ptr``: dictionary. Pointers recur (the allocator hands a freed object out again), so
-      on mix 1.07 B and 18 ns against 1.50 B and 17 ns with BYTE_STREAM_SPLIT, the largest
-      single saving. When a row group holds more distinct pointers than the dictionary page
-      (1 MiB) takes, Arrow falls back to plain values for the rest of the chunk (1.59 B).
-    - ``memcg_id``, ``gfp``, ``pid``, ``ctx``, ``aux``, ``aux2``: dictionary; memcg_id
-      0.06 B and 9 ns against 0.17 B and 10 ns, gfp 0.08 B against 0.17 B (+3 ns).
-    - ``cpu``, ``kind``, ``cache_id``, ``bytes``: BYTE_STREAM_SPLIT (its bytes regrouped by
-      significance), no dictionary: a dictionary saves 0.01-0.02 B there for 2-4 ns more.
+    - ``ts_ns``/``seq``: delta with lz4_raw, 8.5/6.1 ns for 1.61/0.34 B against zstd's
+      10.1/7.5 ns for 1.54/0.32 B.
+    - ``ptr``: dictionary with zstd (19 ns, 1.14 B) stays: BYTE_STREAM_SPLIT with lz4_raw
+      saves 8 ns for +1.25 B, which the 6 B/event budget cannot take.
+    - ``memcg_id``: dictionary with lz4_raw, 7.7 ns 0.08 B against 8.5 ns 0.06 B.
+    - ``pid``, ``ctx``: BYTE_STREAM_SPLIT with zstd, 3.7/2.4 ns against a dictionary's
+      6.9/4.6 ns, the same bytes (0.09/0.01 B).
+    - ``gfp``: PLAIN with zstd, 5.4 ns 0.20 B against a dictionary's 9.3 ns 0.10 B.
+    - ``aux``/``aux2`` (zero on slab rows): PLAIN with zstd, 3.1 ns against 4.1, 0 B.
+    - ``cpu``/``kind``: BYTE_STREAM_SPLIT with lz4_raw, 2.4/2.3 ns 0.19/0.16 B against
+      zstd's 3.4/3.5 ns 0.08/0.07 B; ``cache_id``/``bytes`` unchanged.
 
-    On mix that is 3.29 B and ~101 ns per row summed over the columns, against 3.93 B and
-    ~100 ns with dictionaries for no column (the previous setting). zstd level 3 instead of
-    1 would save another 0.05 B on ts_ns and 0.1 B on ptr for 2-5 ns each: not taken.
-    Statistics for ``ts_ns`` only: 6-8 ns/row less. BYTE_STREAM_SPLIT of integers needs
+    Whole parts: 71-76 instead of 91-95 ns/row, 4.14 instead of 3.69 B/row. Global knobs
+    moved nothing above the noise (±3 ns): no page checksums, 4 MiB data or dictionary
+    pages, 2 M-row row groups, no statistics at all, the page index. ``compression``
+    overrides every column's codec (tests, benchmarks). BYTE_STREAM_SPLIT of integers needs
     pyarrow >= 17 to read (pyproject.toml).
     """
     names = table.column_names
-    pq.write_table(table, path, compression=compression, row_group_size=1 << 20,
-                   write_page_checksum=True,
-                   use_dictionary=[c for c in DICTIONARY_COLUMNS if c in names],
+    storage = {c: COLUMN_STORAGE[c] for c in names}
+    pq.write_table(table, path, row_group_size=1 << 20, write_page_checksum=True,
+                   compression=compression or {c: z for c, (_, z) in storage.items()},
+                   use_dictionary=[c for c, (e, _) in storage.items() if e == "dictionary"],
                    write_statistics=[c for c in STATISTICS_COLUMNS if c in names],
-                   column_encoding={c: "DELTA_BINARY_PACKED" if c in DELTA_COLUMNS
-                                    else "BYTE_STREAM_SPLIT"
-                                    for c in names if c not in DICTIONARY_COLUMNS})
+                   column_encoding={c: e for c, (e, _) in storage.items() if e != "dictionary"})
 
 
 def part_digest(path: Path) -> dict:
@@ -100,7 +116,7 @@ class TraceWriter:
         *,
         rotate_rows: int = DEFAULT_ROTATE_ROWS,
         reorder_window_ns: int = DEFAULT_REORDER_WINDOW_NS,
-        compression: str = "zstd",
+        compression: str | None = None,
         overwrite: bool = False,
     ):
         self.dir = Path(trace_dir)
@@ -117,8 +133,8 @@ class TraceWriter:
         self.rotate_rows = rotate_rows
         self.reorder_window_ns = reorder_window_ns
         self.compression = compression
-        self._pending: list[dict[str, np.ndarray]] = []
-        self._pending_rows = 0
+        self._rows = _ColumnBuffers(rotate_rows)  # pending rows: arrival order, then sorted
+        self._spare = _ColumnBuffers(rotate_rows)  # the sort's gather target, swapped in
         self._last_sealed_ts: int | None = None
         self.late_events = 0  # arrived after their time window was already sealed
         self.rows_written = 0
@@ -128,25 +144,28 @@ class TraceWriter:
         write_meta_atomic(self.dir, self.meta)
 
     def append(self, columns: dict[str, np.ndarray]) -> None:
-        """Queue one batch (every column of :data:`COLUMNS`, equal lengths)."""
+        """Queue one batch (every column of :data:`COLUMNS`, equal lengths). Its rows are
+        copied into the writer's own buffers: the caller may reuse its arrays."""
         n = len(columns["ts_ns"])
         if n == 0:
             return
-        batch = {}
-        for name, dt in COLUMNS.items():
+        for name in COLUMNS:
             col = columns.get(name)
             if col is None:
                 raise ValueError(f"batch lacks column {name!r}")
             if len(col) != n:
                 raise ValueError(f"column {name!r} has {len(col)} rows, expected {n}")
-            batch[name] = np.asarray(col, dtype=dt)
         if self.error is not None:
-            self._drop(batch)
+            self._drop({name: np.asarray(columns[name], dt) for name, dt in COLUMNS.items()})
             return
-        self._pending.append(batch)
-        self._pending_rows += n
-        if self._pending_rows >= self.rotate_rows:
+        self._rows.extend(columns)
+        if self._rows.n >= self.rotate_rows:
             self._seal(final=False)
+
+    @property
+    def pending_rows(self) -> int:
+        """Rows appended but not yet in a sealed part."""
+        return self._rows.n
 
     def _count(self, batch: dict[str, np.ndarray]) -> None:
         counts = np.bincount(batch["kind"])  # O(rows): np.unique sorts them
@@ -168,30 +187,37 @@ class TraceWriter:
             self.meta["lost"]["total"] += amount
 
     def _seal(self, *, final: bool) -> None:
-        if not self._pending:
+        """Sort the pending rows by (ts_ns, seq) and write all but the reorder window.
+
+        The rows are sorted by a gather into the spare buffers, which then become the
+        pending ones; what stays pending (the window) is copied back to the front of the
+        other set. Both sets live as long as the writer, so a part costs no fresh memory
+        (a fresh 2 M-row concatenate plus gather took ~60 000 minor faults per 4 M rows).
+        """
+        rows = self._rows.n
+        if rows == 0:
             return
-        cols = {name: np.concatenate([b[name] for b in self._pending]) for name in COLUMNS}
-        order = np.lexsort((cols["seq"], cols["ts_ns"]))
-        cols = {name: c[order] for name, c in cols.items()}
+        cols = self._rows.view()
         if self._last_sealed_ts is not None:
             late = cols["ts_ns"] < self._last_sealed_ts
             if late.any():
                 # Too late to sort in: keep the row at the window edge so order holds.
                 self.late_events += int(late.sum())
                 cols["ts_ns"][late] = self._last_sealed_ts
-                order = np.lexsort((cols["seq"], cols["ts_ns"]))
-                cols = {name: c[order] for name, c in cols.items()}
-        rows = len(cols["ts_ns"])
+        order = np.lexsort((cols["seq"], cols["ts_ns"]))
+        self._spare.gather(cols, order)
+        self._rows, self._spare = self._spare, self._rows
+        cols = self._rows.view()  # until the part is on disk, all of it is still pending
         keep = rows
         if not final:
             cutoff = int(cols["ts_ns"][-1]) - self.reorder_window_ns
             keep = int(np.searchsorted(cols["ts_ns"], cutoff, side="right"))
-        self._pending = [cols]  # until the part is on disk, all of it is still pending
         if keep == 0:
             return
         self._write_part({name: c[:keep] for name, c in cols.items()})
-        self._pending = [{name: c[keep:] for name, c in cols.items()}] if keep < rows else []
-        self._pending_rows = rows - keep
+        self._spare.n = 0
+        self._spare.extend({name: c[keep:] for name, c in cols.items()})
+        self._rows, self._spare = self._spare, self._rows
         self.meta["late_events"] = self.late_events
         write_meta_atomic(self.dir, self.meta)
 
@@ -200,6 +226,7 @@ class TraceWriter:
         name = f"part-{index:05d}.parquet"
         final_path = self.dir / EVENTS_DIR / name
         tmp_path = self.dir / EVENTS_DIR / f".{name}.tmp"
+        # pa.array of a numpy view is zero-copy: the table reads the writer's buffers.
         table = pa.Table.from_arrays([pa.array(cols[n]) for n in COLUMNS], schema=ARROW_SCHEMA)
         try:
             write_parquet(table, tmp_path, self.compression)
@@ -237,9 +264,9 @@ class TraceWriter:
         file is gone, so it usually fits) with ``complete: false`` and ``write_error``.
         """
         self.error = reason
-        for batch in self._pending:
-            self._drop(batch)
-        self._pending, self._pending_rows = [], 0
+        if self._rows.n:
+            self._drop(self._rows.view())
+        self._rows.n = 0
         self.meta["write_error"] = reason
         self.meta["complete"] = False
         self._write_meta_best_effort()
@@ -281,3 +308,47 @@ class TraceWriter:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class _ColumnBuffers:
+    """One growable array per trace column; ``n`` rows are in use.
+
+    Why: the writer's buffers are reused part after part, so their pages stay mapped and
+    the steady state allocates nothing. They grow by doubling up to about one part (plus
+    the reorder window), and past that only as far as a batch needs.
+    """
+
+    def __init__(self, part_rows: int):
+        self.part_rows = part_rows
+        self.n = 0
+        self.cols = {name: np.empty(0, dt) for name, dt in COLUMNS.items()}
+
+    def view(self) -> dict[str, np.ndarray]:
+        return {name: c[:self.n] for name, c in self.cols.items()}
+
+    def _reserve(self, rows: int) -> None:
+        cap = len(self.cols["ts_ns"])
+        if rows <= cap:
+            return
+        cap = max(rows, min(max(2 * cap, 1 << 16), self.part_rows + self.part_rows // 4))
+        for name, old in self.cols.items():
+            new = np.empty(cap, old.dtype)
+            new[:self.n] = old[:self.n]
+            self.cols[name] = new
+
+    def extend(self, columns: dict[str, np.ndarray]) -> None:
+        """Append a batch (converted to each column's type, as ``np.asarray`` would)."""
+        k = len(columns["ts_ns"])
+        self._reserve(self.n + k)
+        for name, buf in self.cols.items():
+            buf[self.n:self.n + k] = columns[name]
+        self.n += k
+
+    def gather(self, columns: dict[str, np.ndarray], order: np.ndarray) -> None:
+        """Become ``columns`` taken in ``order`` (a permutation of their rows)."""
+        self.n = 0
+        self._reserve(len(order))
+        for name, buf in self.cols.items():
+            # mode="clip": with the default "raise", numpy gathers into a temporary first.
+            np.take(columns[name], order, out=buf[:len(order)], mode="clip")
+        self.n = len(order)
