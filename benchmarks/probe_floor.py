@@ -29,6 +29,7 @@ from record_overhead import (
     build_workload,
     load,
     sigint_default,
+    thread_cpu,
     trace_facts,
     wait_line,
 )
@@ -64,20 +65,6 @@ def programs_of(pid: int) -> dict[str, tuple[int, int]]:
     return {f"{fields.get('prog_tag', '?').strip()[:8]}:{fd}":
             (int(fields.get("run_cnt", 0)), int(fields.get("run_time_ns", 0)))
             for fd, fields in bpf_prog_fdinfo(pid)}
-
-
-def thread_cpu(pid: int) -> dict[str, float]:
-    """thread name -> user + system CPU seconds, for every thread of ``pid``."""
-    out: dict[str, float] = {}
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            name = (task / "comm").read_text().strip()
-            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / os.sysconf(
-            "SC_CLK_TCK")
-    return out
 
 
 def with_kmemtrace(wl: Workload, tmp: Path, source: Path | None = None) -> dict:
