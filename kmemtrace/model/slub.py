@@ -57,12 +57,10 @@ from kmemtrace.model.state import (
     P_PSLABS,
     S_ANEXT,
     S_APREV,
-    S_CPU,
     S_DEAD,
     S_INST,
     S_INUSE,
     S_NEXT,
-    S_OBJS,
     S_PAGES,
     S_PREV,
     S_STATE,
@@ -119,9 +117,7 @@ def new_slab(m: Model, inst: int) -> int:
     pages = m.geom[G_PAGES, cache]
     m.slab[S_INST, s] = inst
     m.slab[S_INUSE, s] = 0
-    m.slab[S_OBJS, s] = m.geom[G_OBJS, cache]
     m.slab[S_STATE, s] = SL_FULL
-    m.slab[S_CPU, s] = -1
     m.slab[S_NEXT, s] = -1
     m.slab[S_PREV, s] = -1
     m.slab[S_PAGES, s] = pages
@@ -212,7 +208,6 @@ def move_slab(m: Model, s: int, to_inst: int) -> None:
 def partial_add(m: Model, inst: int, s: int, at_tail: bool) -> None:
     """``add_partial()`` (DEACTIVATE_TO_TAIL / TO_HEAD)."""
     m.slab[S_STATE, s] = SL_NODE_PARTIAL
-    m.slab[S_CPU, s] = -1
     head = m.inst[I_PHEAD, inst]
     tail = m.inst[I_PTAIL, inst]
     if head < 0:
@@ -250,20 +245,21 @@ def may_discard_empty(m: Model, inst: int, era: int) -> bool:
     return m.inst[I_NR_PARTIAL, inst] >= m.inst[I_MIN_PARTIAL, inst]
 
 
-@njit(cache=True, nogil=True, _nrt=False)
-def _free_objects(m: Model, s: int) -> int:
-    return m.slab[S_OBJS, s] - m.slab[S_INUSE, s]
+@njit(cache=True, nogil=True, _nrt=False, inline="always")
+def objects_per_slab(m: Model, inst: int) -> int:
+    """The cache's objects per slab: every slab of a cache has its geometry (``new_slab``),
+    so it is read from the small, always-cached ``geom``, not from the slab's own row."""
+    return m.geom[G_OBJS, known_index(m.inst[I_CACHE, inst])]
 
 
 @njit(cache=True, nogil=True, _nrt=False, inline="always")
-def _push_cpu_partial(m: Model, inst: int, cpu: int, s: int) -> None:
+def _push_cpu_partial(m: Model, inst: int, cpu: int, s: int, objs: int) -> None:
     # The stack's running free-object count (<= v5.15 "pobjects") lives in the head's S_PREV.
     head = m.pcpu[P_PHEAD, inst, cpu]
     below = m.slab[S_PREV, head] if head >= 0 else 0
     m.slab[S_NEXT, s] = head
-    m.slab[S_PREV, s] = below + _free_objects(m, s)
+    m.slab[S_PREV, s] = below + objs - m.slab[S_INUSE, s]
     m.slab[S_STATE, s] = SL_CPU_PARTIAL
-    m.slab[S_CPU, s] = cpu
     m.pcpu[P_PHEAD, inst, cpu] = s
     m.pcpu[P_PSLABS, inst, cpu] += 1
 
@@ -287,7 +283,7 @@ def unfreeze_partials(m: Model, inst: int, cpu: int, era: int) -> None:
 
 
 @njit(cache=True, nogil=True, _nrt=False, inline="always")
-def put_cpu_partial(m: Model, inst: int, cpu: int, s: int, era: int) -> None:
+def put_cpu_partial(m: Model, inst: int, cpu: int, s: int, era: int, objs: int) -> None:
     """``put_cpu_partial()``: park a slab that just got its first free object."""
     budget = m.inst[I_CPU_PARTIAL, inst]
     head = m.pcpu[P_PHEAD, inst, cpu]
@@ -298,7 +294,7 @@ def put_cpu_partial(m: Model, inst: int, cpu: int, s: int, era: int) -> None:
             full = m.pcpu[P_PSLABS, inst, cpu] >= budget
         if full:
             unfreeze_partials(m, inst, cpu, era)
-    _push_cpu_partial(m, inst, cpu, s)
+    _push_cpu_partial(m, inst, cpu, s, objs)
     if budget == 0:
         # Way #1's hook (v4.0-v5.8): dead caches have cpu_partial = 0, drop at once.
         unfreeze_partials(m, inst, cpu, era)
@@ -313,12 +309,11 @@ def deactivate_slab(m: Model, inst: int, cpu: int, era: int) -> None:
     m.pcpu[P_ACTIVE, inst, cpu] = -1
     if m.slab[S_INUSE, s] == 0 and may_discard_empty(m, inst, era):
         discard_slab(m, s)
-    elif m.slab[S_INUSE, s] < m.slab[S_OBJS, s]:
+    elif m.slab[S_INUSE, s] < objects_per_slab(m, inst):
         m.ctr[C_LIST_LOCK] += 1
         partial_add(m, inst, s, False)
     else:
         m.slab[S_STATE, s] = SL_FULL
-        m.slab[S_CPU, s] = -1
 
 
 @njit(cache=True, nogil=True, _nrt=False)
@@ -348,17 +343,17 @@ def shrink(m: Model, inst: int, era: int) -> None:
 
 
 @njit(cache=True, nogil=True, _nrt=False, inline="always")
-def alloc_object(m: Model, inst: int, cpu: int, era: int, track_full: bool) -> int:
-    """``slab_alloc()``/``___slab_alloc()``: take one object, return its slab."""
+def alloc_object(m: Model, inst: int, objs: int, cpu: int, era: int, track_full: bool) -> int:
+    """``slab_alloc()``/``___slab_alloc()``: take one object, return its slab. ``objs`` is
+    :func:`objects_per_slab` of ``inst``."""
     s = m.pcpu[P_ACTIVE, inst, cpu]
-    if s >= 0 and m.slab[S_INUSE, s] < m.slab[S_OBJS, s]:
+    if s >= 0 and m.slab[S_INUSE, s] < objs:
         set_inuse(m, s, 1)
         return s
     if s >= 0:
         # The exhausted active slab leaves the CPU on no list (SLUB does not track full
         # slabs unless debugging; Way #3 must, under the list_lock).
         m.slab[S_STATE, s] = SL_FULL
-        m.slab[S_CPU, s] = -1
         m.pcpu[P_ACTIVE, inst, cpu] = -1
         if track_full:
             m.ctr[C_LIST_LOCK] += 1
@@ -367,12 +362,11 @@ def alloc_object(m: Model, inst: int, cpu: int, era: int, track_full: bool) -> i
         m.pcpu[P_PHEAD, inst, cpu] = m.slab[S_NEXT, s]
         m.pcpu[P_PSLABS, inst, cpu] -= 1
     elif m.inst[I_NR_PARTIAL, inst] > 0:
-        s = _get_partial_node(m, inst, cpu, era)
+        s = _get_partial_node(m, inst, objs, cpu, era)
     else:
         s = new_slab(m, inst)
     s = known_index(s)
     m.slab[S_STATE, s] = SL_CPU_ACTIVE
-    m.slab[S_CPU, s] = cpu
     m.slab[S_NEXT, s] = -1
     m.pcpu[P_ACTIVE, inst, cpu] = s
     set_inuse(m, s, 1)
@@ -380,13 +374,13 @@ def alloc_object(m: Model, inst: int, cpu: int, era: int, track_full: bool) -> i
 
 
 @njit(cache=True, nogil=True, _nrt=False)
-def _get_partial_node(m: Model, inst: int, cpu: int, era: int) -> int:
+def _get_partial_node(m: Model, inst: int, objs: int, cpu: int, era: int) -> int:
     """``get_partial_node()``: first node-partial slab becomes active, more refill the CPU."""
     m.ctr[C_LIST_LOCK] += 1
     first = m.inst[I_PHEAD, inst]
     partial_remove(m, inst, first)
     budget = m.inst[I_CPU_PARTIAL, inst]
-    available = _free_objects(m, first)
+    available = objs - m.slab[S_INUSE, first]
     moved = 0
     while budget > 0 and m.inst[I_PHEAD, inst] >= 0:
         if era <= ERA_5_15:
@@ -396,17 +390,18 @@ def _get_partial_node(m: Model, inst: int, cpu: int, era: int) -> int:
             break
         t = m.inst[I_PHEAD, inst]
         partial_remove(m, inst, t)
-        _push_cpu_partial(m, inst, cpu, t)
-        available += _free_objects(m, t)
+        _push_cpu_partial(m, inst, cpu, t, objs)
+        available += objs - m.slab[S_INUSE, t]
         moved += 1
     return first
 
 
 @njit(cache=True, nogil=True, _nrt=False, inline="always")
-def free_object(m: Model, s: int, cpu: int, era: int, track_full: bool) -> None:
-    """``do_slab_free()``/``__slab_free()``: return one object to slab ``s``."""
-    inst = known_index(m.slab[S_INST, s])
-    was_full = m.slab[S_INUSE, s] == m.slab[S_OBJS, s]
+def free_object(m: Model, s: int, inst: int, objs: int, cpu: int, era: int,
+                track_full: bool) -> None:
+    """``do_slab_free()``/``__slab_free()``: return one object to slab ``s`` of cache
+    instance ``inst``, whose slabs hold ``objs`` objects."""
+    was_full = m.slab[S_INUSE, s] == objs
     set_inuse(m, s, -1)
     state = m.slab[S_STATE, s]
     if state == SL_CPU_ACTIVE:
@@ -416,7 +411,7 @@ def free_object(m: Model, s: int, cpu: int, era: int, track_full: bool) -> None:
     if was_full and state == SL_FULL:
         if track_full:
             m.ctr[C_LIST_LOCK] += 1  # off n->full
-        put_cpu_partial(m, inst, cpu, s, era)
+        put_cpu_partial(m, inst, cpu, s, era, objs)
         return
     if m.slab[S_INUSE, s] != 0:
         return  # the common case: no list change

@@ -22,20 +22,20 @@ import numpy as np
 from kmemtrace.errors import KmemtraceError
 
 PAGE_SIZE = 4096
+PAGE_SHIFT = 12  # PAGE_SIZE == 1 << PAGE_SHIFT: divisions of byte counts known to be >= 0
+IN_PAGE_MASK = PAGE_SIZE - 1  # the sub-page part of such a count (offset_in_page)
 
 # --- slab fields: slab[field, slab_index] ------------------------------------------------
 S_INST = 0  # owning cache instance
-S_INUSE = 1  # allocated objects
-S_OBJS = 2  # objects per slab
-S_STATE = 3  # one of SL_*
-S_CPU = 4  # CPU of the active slab / partial stack it sits on
-S_NEXT = 5  # next on node partial list, CPU partial stack, or free-slot list
-S_PREV = 6  # previous on the node partial list
-S_ANEXT = 7  # next in the instance's list of all slabs (walked by reparent/shutdown)
-S_APREV = 8
-S_PAGES = 9  # 1 << order
-S_DEAD = 10  # live objects charged (at allocation) to memcgs that are now offline
-NS = 11
+S_INUSE = 1  # allocated objects (of the cache's objects per slab, ``geom[G_OBJS]``)
+S_STATE = 2  # one of SL_*
+S_NEXT = 3  # next on node partial list, CPU partial stack, or free-slot list
+S_PREV = 4  # previous on the node partial list
+S_ANEXT = 5  # next in the instance's list of all slabs (walked by reparent/shutdown)
+S_APREV = 6
+S_PAGES = 7  # 1 << order
+S_DEAD = 8  # live objects charged (at allocation) to memcgs that are now offline
+NS = 9
 
 SL_FREE = 0  # slot unused (returned to the page allocator)
 SL_CPU_ACTIVE = 1  # c->slab of some CPU

@@ -121,6 +121,7 @@ from kmemtrace.model.state import (
     F_STRANDED_SLAB_PAGE_NS,
     G_CPU_PARTIAL,
     G_MIN_PARTIAL,
+    G_OBJS,
     G_SIZE,
     H_VAL,
     I_AHEAD,
@@ -144,6 +145,7 @@ from kmemtrace.model.state import (
     I_T_DESTROY,
     I_T_LAST_FREE,
     I_T_OFFLINE,
+    IN_PAGE_MASK,
     IS_ALIVE,
     IS_DEAD,
     IS_DESTROYED,
@@ -159,6 +161,7 @@ from kmemtrace.model.state import (
     MS_OFFLINE,
     MS_ONLINE,
     MS_RELEASED,
+    PAGE_SHIFT,
     PAGE_SIZE,
     R_DEAD_CACHES,
     R_DEAD_EMPTY_PAGES,
@@ -651,44 +654,65 @@ def _run_timers(m: Model, pol, t: int) -> None:
 
 
 @njit(cache=True, nogil=True, _nrt=False, inline="always")
-def _stock_drain(m: Model, cpu: int) -> None:
-    """``drain_obj_stock()``: whole pages go back through the memcg stock of the objcg's
-    current owner; the sub-page rest stays in ``objcg->nr_charged_bytes``."""
-    memcg = m.stock[0, cpu]
-    if memcg >= 0 and m.stock[1, cpu] >= PAGE_SIZE:
-        refill_stock(m, _online_ancestor(m, memcg), m.stock[1, cpu] // PAGE_SIZE)
-    if memcg >= 0 and m.stock[1, cpu] % PAGE_SIZE:
+def _owner(m: Model, memcg: int) -> int:
+    """:func:`_online_ancestor`, with its common case (the memcg is online) inline: the obj
+    stock asks on most objcg events, and a compiled call passes the Model's arrays."""
+    if memcg == 0 or m.memcg[M_STATE, memcg] == MS_ONLINE:
+        return memcg
+    return _online_ancestor(m, memcg)
+
+
+@njit(cache=True, nogil=True, _nrt=False, inline="always")
+def _stock_drain(m: Model, memcg: int, nr_bytes: int) -> None:
+    """``drain_obj_stock()`` of a stock that held ``nr_bytes`` of ``memcg`` (-1: none):
+    whole pages go back through the memcg stock of the objcg's current owner; the sub-page
+    rest stays in ``objcg->nr_charged_bytes``. The caller empties or refills the stock.
+
+    The stock's two fields come in as values (``nr_bytes >= 0``, so shifts and masks are
+    the page divisions): objcg's stock changes memcg on ~90 % of its events, and reading
+    the fields once, not after every store to the model, is what keeps this path short."""
+    if memcg < 0:
+        return
+    if nr_bytes >= PAGE_SIZE:
+        refill_stock(m, _owner(m, memcg), nr_bytes >> PAGE_SHIFT)
+    if nr_bytes & IN_PAGE_MASK:
         m.ctr[C_ATOMIC] += 1  # atomic_add(nr_bytes, &objcg->nr_charged_bytes)
-    m.stock[0, cpu] = -1
-    m.stock[1, cpu] = 0
 
 
 @njit(cache=True, nogil=True, _nrt=False, inline="always")
 def _stock_charge(m: Model, cpu: int, memcg: int, size: int) -> None:
     """``obj_cgroup_charge()`` through the per-CPU obj stock (``consume_obj_stock``)."""
-    if m.stock[0, cpu] == memcg and m.stock[1, cpu] >= size:
-        m.stock[1, cpu] -= size
-        m.ctr[C_STOCK_HIT] += 1
-        return
-    m.ctr[C_STOCK_MISS] += 1
-    if m.stock[0, cpu] != memcg:
-        _stock_drain(m, cpu)
+    cached = m.stock[0, cpu]
+    nr_bytes = m.stock[1, cpu]
+    if cached == memcg:
+        if nr_bytes >= size:
+            m.stock[1, cpu] = nr_bytes - size
+            m.ctr[C_STOCK_HIT] += 1
+            return
+    else:
+        _stock_drain(m, cached, nr_bytes)
         m.stock[0, cpu] = memcg
-    pages = (size - m.stock[1, cpu] + PAGE_SIZE - 1) // PAGE_SIZE
+        nr_bytes = 0
+    m.ctr[C_STOCK_MISS] += 1
+    pages = (size - nr_bytes + IN_PAGE_MASK) >> PAGE_SHIFT  # size > nr_bytes >= 0 here
     try_charge(m, memcg, pages)  # obj_cgroup_charge_pages(): through the memcg stock
-    m.stock[1, cpu] += pages * PAGE_SIZE - size
+    m.stock[1, cpu] = nr_bytes + (pages << PAGE_SHIFT) - size
 
 
 @njit(cache=True, nogil=True, _nrt=False, inline="always")
 def _stock_uncharge(m: Model, cpu: int, memcg: int, size: int) -> None:
     """``refill_obj_stock()``: whole pages beyond one are uncharged."""
-    if m.stock[0, cpu] != memcg:
-        _stock_drain(m, cpu)
+    cached = m.stock[0, cpu]
+    nr_bytes = m.stock[1, cpu]
+    if cached != memcg:
+        _stock_drain(m, cached, nr_bytes)
         m.stock[0, cpu] = memcg
-    m.stock[1, cpu] += size
-    if m.stock[1, cpu] > PAGE_SIZE:
-        refill_stock(m, _online_ancestor(m, memcg), m.stock[1, cpu] // PAGE_SIZE)
-        m.stock[1, cpu] &= PAGE_SIZE - 1
+        nr_bytes = 0
+    nr_bytes += size
+    if nr_bytes > PAGE_SIZE:
+        refill_stock(m, _owner(m, memcg), nr_bytes >> PAGE_SHIFT)
+        nr_bytes &= IN_PAGE_MASK
+    m.stock[1, cpu] = nr_bytes
 
 
 @njit(cache=True, nogil=True, _nrt=False, inline="always")
@@ -712,7 +736,8 @@ def _free(m: Model, pol, slot: int, cpu: int, now: int) -> None:
         m.ctr[C_ATOMIC if m.memcg[M_STATE, memcg] != MS_ONLINE else C_PERCPU] += 1
     if memcg != 0 and m.memcg[M_STATE, memcg] != MS_ONLINE:
         mark_object_dead(m, s, -1)
-    free_object(m, s, cpu, pol[PO_ERA], per_memcg and pol[PO_TRACK_FULL] != 0)
+    free_object(m, s, inst, m.geom[G_OBJS, cache], cpu, pol[PO_ERA],
+                per_memcg and pol[PO_TRACK_FULL] != 0)
     m.inst[I_LIVE, inst] -= 1
     if memcg != 0:
         m.memcg[M_LIVE, memcg] -= 1
@@ -763,7 +788,8 @@ def _alloc(m: Model, pol, key, cache: int, memcg: int, cpu: int, now: int) -> No
     if memcg != 0 and pol[PO_OBJCG]:
         _stock_charge(m, cpu, memcg, size + OBJCG_PTR_BYTES)
         m.ctr[C_PERCPU] += 1  # obj_cgroup_get()
-    s = alloc_object(m, inst, cpu, pol[PO_ERA], per_memcg and pol[PO_TRACK_FULL] != 0)
+    s = alloc_object(m, inst, m.geom[G_OBJS, cache], cpu, pol[PO_ERA],
+                     per_memcg and pol[PO_TRACK_FULL] != 0)
     obj_insert(m, key, s, memcg)
     m.inst[I_LIVE, inst] += 1
     if memcg != 0:
