@@ -253,12 +253,14 @@ def objects_per_slab(m: Model, inst: int) -> int:
 
 
 @njit(cache=True, nogil=True, _nrt=False, inline="always")
-def _push_cpu_partial(m: Model, inst: int, cpu: int, s: int, objs: int) -> None:
-    # The stack's running free-object count (<= v5.15 "pobjects") lives in the head's S_PREV.
+def _push_cpu_partial(m: Model, inst: int, cpu: int, s: int, objs: int, era: int) -> None:
+    # The stack's running free-object count (<= v5.15 "pobjects") lives in the head's
+    # S_PREV; from v5.16 the budget counts slabs and nothing reads it.
     head = m.pcpu[P_PHEAD, inst, cpu]
-    below = m.slab[S_PREV, head] if head >= 0 else 0
+    if era <= ERA_5_15:
+        below = m.slab[S_PREV, head] if head >= 0 else 0
+        m.slab[S_PREV, s] = below + objs - m.slab[S_INUSE, s]
     m.slab[S_NEXT, s] = head
-    m.slab[S_PREV, s] = below + objs - m.slab[S_INUSE, s]
     m.slab[S_STATE, s] = SL_CPU_PARTIAL
     m.pcpu[P_PHEAD, inst, cpu] = s
     m.pcpu[P_PSLABS, inst, cpu] += 1
@@ -294,7 +296,7 @@ def put_cpu_partial(m: Model, inst: int, cpu: int, s: int, era: int, objs: int) 
             full = m.pcpu[P_PSLABS, inst, cpu] >= budget
         if full:
             unfreeze_partials(m, inst, cpu, era)
-    _push_cpu_partial(m, inst, cpu, s, objs)
+    _push_cpu_partial(m, inst, cpu, s, objs, era)
     if budget == 0:
         # Way #1's hook (v4.0-v5.8): dead caches have cpu_partial = 0, drop at once.
         unfreeze_partials(m, inst, cpu, era)
@@ -390,7 +392,7 @@ def _get_partial_node(m: Model, inst: int, objs: int, cpu: int, era: int) -> int
             break
         t = m.inst[I_PHEAD, inst]
         partial_remove(m, inst, t)
-        _push_cpu_partial(m, inst, cpu, t, objs)
+        _push_cpu_partial(m, inst, cpu, t, objs, era)
         available += objs - m.slab[S_INUSE, t]
         moved += 1
     return first
