@@ -26,7 +26,9 @@ events) and run time come from its fdinfo, and the consumers' CPU per thread fro
 (``floor_drain``: the thread's own clock). Printed: iterations/s, slowdown, events/s, BPF
 ns per event, the consumer's CPU-ns per event, and the added cost per event seen by the
 workload (CPU-ns: both CPUs' time over the events), medians of interleaved reps, with the
-load.
+load. Wall-clock ratios mean little while other processes share the CPUs; the workload's
+own CPU per iteration (BPF included, from ``wait4``) and the consumer's hardly move with
+the load, so their sum over the untraced CPU per iteration ("CPU slowdown") is printed too.
 """
 import argparse
 import os
@@ -265,6 +267,11 @@ def main() -> None:
                     except BaseException:
                         wl.abort()
                         raise
+                    res["wl_us_per_it"] = wl.cpu_per_iter * 1e6
+                    if name != "untraced":
+                        user_ns = sum(v for k, v in res.items() if k.startswith("user_ns["))
+                        res["rec_us_per_it"] = user_ns * 1e-3 * res["events"] / (
+                            res["rate"] * wl.wall)
                     res["load"] = load()
                     results[name].append(res)
                     print(f"rep {rep} {name:12} "
@@ -278,20 +285,30 @@ def main() -> None:
     base = statistics.median(r["rate"] for r in results["untraced"])
     print(f"\n{cpus} pinned copies x {args.seconds:.0f} s of slab_hammer {args.mode}, "
           f"{args.reps} interleaved reps, medians; load at end {load()}")
+    base_cpu = statistics.median(r["wl_us_per_it"] for r in results["untraced"])
     print(f"{'variant':12} {'it/s':>11} {'slowdown':>9} {'events/s':>11} {'BPF ns/ev':>10} "
-          f"{'user CPU-ns/ev':>15} {'added CPU-ns/ev':>16}")
+          f"{'user CPU-ns/ev':>15} {'added CPU-ns/ev':>16} {'wl CPU-us/it':>13} "
+          f"{'rec CPU-us/it':>14} {'CPU slowdown':>13}")
     for name, runs in results.items():
         rate = statistics.median(r["rate"] for r in runs)
+        wl_cpu = statistics.median(r["wl_us_per_it"] for r in runs)
         line = f"{name:12} {rate:11,.0f} {base / rate:8.2f}x"
-        if name != "untraced":
+        if name == "untraced":
+            line += f"{'':71}{wl_cpu:13.2f}"
+        else:
             evs = statistics.median(r["events_per_s"] for r in runs)
             per_it = evs / rate
             added = cpus * (1 / rate - 1 / base) / per_it * 1e9
             user = statistics.median(sum(v for k, v in r.items() if k.startswith("user_ns["))
                                      for r in runs)
+            rec_cpu = statistics.median(r["rec_us_per_it"] for r in runs)
             line += (f" {evs:11,.0f} {statistics.median(r['bpf_ns'] for r in runs):10.0f} "
-                     f"{user:15.0f} {added:16.0f}")
+                     f"{user:15.0f} {added:16.0f} {wl_cpu:13.2f} {rec_cpu:14.2f} "
+                     f"{(wl_cpu + rec_cpu) / base_cpu:12.2f}x")
         print(line)
+    print("CPU slowdown: (workload + consumer CPU per iteration) / untraced workload CPU per "
+          "iteration; what the wall-clock slowdown would be if the workload kept both CPUs "
+          "busy and every CPU-second of the consumer were taken from it (load-robust)")
 
 
 if __name__ == "__main__":
