@@ -135,8 +135,8 @@ class BatchedRing:
         self.record = EVENT_DTYPE
         self.lost = 0
 
-    def drain_with(self, convert: Callable[[np.ndarray], dict]) -> list[dict]:
-        """``convert`` (records -> fresh columns) of every event handed over so far, one
+    def drain_with(self, convert: Callable[[np.ndarray], object]) -> list:
+        """``convert`` (records -> columns it owns) of every event handed over so far, one
         result per piece (see :func:`event_views`) and one for the singles, in no particular
         order (the writer sorts). ``convert`` mostly sees the events in the ring itself,
         1-D or (batches x KMT_BATCH), so that decoding them is their only copy."""
@@ -245,7 +245,7 @@ class PerfTransport:
         blob, self._chunks = b"".join(self._chunks), []
         return np.frombuffer(blob, dtype=self.record).copy()
 
-    def drain_with(self, convert: Callable[[np.ndarray], dict]) -> list[dict]:
+    def drain_with(self, convert: Callable[[np.ndarray], object]) -> list:
         """As :meth:`BatchedRing.drain_with`: the records gathered since the last call."""
         recs = self.drain()
         return [convert(recs)] if len(recs) else []
