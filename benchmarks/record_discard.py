@@ -32,10 +32,10 @@ class DiscardingRecorder(Recorder):
 
     decode = True
 
-    def _decode(self, recs: np.ndarray):
+    def _decode(self, pieces: list[np.ndarray]):
         if self.decode:
-            return super()._decode(recs)
-        self.events += recs.size
+            return super()._decode(pieces)
+        self.events += sum(p.size for p in pieces)
         return {"ts_ns": _NO_ROWS}, None
 
 

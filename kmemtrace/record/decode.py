@@ -81,6 +81,10 @@ class ColumnChunk:
         self.arrays = {name: (np.zeros if name in self.ZERO else np.empty)(cap, dt)
                        for name, dt in (COLUMNS | SCRATCH).items()}
 
+    def columns(self, rows: int) -> dict[str, np.ndarray]:
+        """The trace columns (all but ``seq``) of the first ``rows`` rows, as views."""
+        return {name: self.arrays[name][:rows] for name in COLUMNS if name != "seq"}
+
     def release(self) -> None:
         """The rows have been copied (or dropped): the chunk may be used again."""
         if self.pool is not None:
@@ -115,16 +119,16 @@ class ChunkPool:
 
 
 def columns(recs: np.ndarray, xlate: np.ndarray, kmalloc_ids: KmallocIds,
-            chunk: ColumnChunk | None = None) -> dict:
-    """Trace columns (all but ``seq``) of ``recs``, 1-D: views of ``chunk``'s arrays, or of
-    fresh ones. ``recs`` may be a 1-D event array or a (batches x KMT_BATCH) view of the
-    ring itself, decoded in place (each column is written in that shape through a view).
-    ``xlate[i]`` is the cache id of BPF cache index i (-1 unknown); indices past its end are
-    unknown too."""
+            chunk: ColumnChunk | None = None, offset: int = 0) -> dict:
+    """Trace columns (all but ``seq``) of ``recs``, 1-D: views of rows ``offset`` on of
+    ``chunk``'s arrays, or of fresh ones. ``recs`` may be a 1-D event array or a (batches x
+    KMT_BATCH) view of the ring itself, decoded in place (each column is written in that
+    shape through a view). ``xlate[i]`` is the cache id of BPF cache index i (-1 unknown);
+    indices past its end are unknown too."""
     n = recs.size
-    if chunk is None or chunk.cap < n:
-        chunk = ColumnChunk(n)
-    flat = {name: a[:n] for name, a in chunk.arrays.items()}
+    if chunk is None or chunk.cap < offset + n:
+        chunk, offset = ColumnChunk(n), 0
+    flat = {name: a[offset:offset + n] for name, a in chunk.arrays.items()}
     o = {name: a.reshape(recs.shape) for name, a in flat.items()}
     size_kind = recs["size_kind"]
     raw = o["_raw"]

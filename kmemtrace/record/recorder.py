@@ -529,8 +529,9 @@ class Recorder:
             pcs = self.pc_ring.drain()
             if len(pcs):
                 self._write_page_cache(pcs)
-        for cols, chunk in self.ring.drain_with(self._decode):
-            self._append(cols, chunk)
+        decoded = self.ring.drain_with(self._decode)
+        if decoded is not None:
+            self._append(*decoded)
         for rows in self.sampler.take():
             self._write_samples(rows)
         mono = time.monotonic()
@@ -598,16 +599,24 @@ class Recorder:
             tap(cols)
         self.pipeline.put(cols, None if chunk is None else chunk.release)
 
-    def _decode(self, recs: np.ndarray) -> tuple[dict[str, np.ndarray], decode.ColumnChunk | None]:
-        """Columns of slab records (a view of the ring: decoding is their only copy), and
-        the pooled chunk they live in. Taps may keep the arrays they are given (the live
-        what-if queues them for its worker): with taps, every span gets fresh arrays."""
-        self.events += recs.size
-        top = int(recs["cache_idx"].max(initial=0))
+    def _decode(self, pieces: list[np.ndarray]) -> tuple[dict[str, np.ndarray],
+                                                          decode.ColumnChunk | None]:
+        """Columns of a poll's slab records (views of the ring: decoding is their only copy),
+        one piece after the other into one chunk, and the pool's chunk they live in. Taps
+        may keep the arrays they are given (the live what-if queues them for its worker):
+        with taps, every poll gets fresh arrays."""
+        n = sum(p.size for p in pieces)
+        self.events += n
+        top = max(int(p["cache_idx"].max(initial=0)) for p in pieces)
         if top >= len(self.xlate):
             self._refresh_caches(top)
-        chunk = None if self.taps else self._chunks.take(recs.size)
-        return decode.columns(recs, self.xlate, self.kmalloc_ids, chunk), chunk
+        pooled = None if self.taps else self._chunks.take(n)
+        chunk = pooled or decode.ColumnChunk(n)
+        offset = 0
+        for recs in pieces:
+            decode.columns(recs, self.xlate, self.kmalloc_ids, chunk, offset)
+            offset += recs.size
+        return chunk.columns(n), pooled
 
     def _refresh_caches(self, top: int) -> None:
         """Map BPF cache indices up to ``top`` to meta cache ids, adding caches created since
