@@ -126,8 +126,10 @@ def columns(recs: np.ndarray, xlate: np.ndarray, kmalloc_ids: KmallocIds,
     shape through a view). ``xlate[i]`` is the cache id of BPF cache index i (-1 unknown);
     indices past its end are unknown too."""
     n = recs.size
-    if chunk is None or chunk.cap < offset + n:
+    if chunk is None:
         chunk, offset = ColumnChunk(n), 0
+    elif chunk.cap < offset + n:
+        raise ValueError(f"{n} rows at {offset} do not fit a chunk of {chunk.cap}")
     flat = {name: a[offset:offset + n] for name, a in chunk.arrays.items()}
     o = {name: a.reshape(recs.shape) for name, a in flat.items()}
     size_kind = recs["size_kind"]
