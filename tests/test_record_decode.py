@@ -72,3 +72,36 @@ def test_a_view_of_full_batches_decodes_like_its_events_one_by_one():
         assert not np.shares_memory(got[name], batches), name
         assert got[name].tolist() == want[name].tolist(), name
     assert sorted(set(got["cache_id"].tolist())) == [-1, 11, 21, 30, 31]
+
+
+def test_a_poll_s_pieces_decode_into_one_chunk_like_their_concatenation():
+    """The drain decodes a poll's pieces (runs of full batches as ring views, the partial
+    batches' and the singles' events) one after the other into one reused chunk: the
+    chunk's rows must be those of the pieces decoded apart, in piece order, whatever the
+    chunk held before."""
+    from kmemtrace.record.decode import ChunkPool
+
+    n = K["KMT_BATCH"]
+    kinds = [K["KMT_K_ALLOC"], K["KMT_K_KMALLOC"], K["KMT_K_FREE"]]
+    flat = np.array([_rec(kinds[i % 3], 64, K["KMT_CTX_TASK"], cache_idx=i % 3,
+                          gfp=GFP_ACCOUNT * (i % 2)) for i in range(2 * n + 5)], EVENT_DTYPE)
+    flat["ts_ns"] = np.arange(len(flat))
+    pieces = [flat[:2 * n].reshape(2, n), flat[2 * n:]]
+    xlate = np.array([-1, 30, 31], np.int32)
+    ids = KmallocIds({True: {64: 11}, False: {64: 21}})
+    pool = ChunkPool()
+    chunk = pool.take(len(flat))
+    for a in chunk.arrays.values():
+        if a.dtype.kind in "iu":
+            a[:] = 99  # what an earlier poll left, except aux/aux2 (never written)
+    chunk.arrays["aux"][:] = chunk.arrays["aux2"][:] = 0
+    offset = 0
+    for recs in pieces:
+        columns(recs, xlate, ids, chunk, offset)
+        offset += recs.size
+    got, want = chunk.columns(len(flat)), columns(flat, xlate, ids)
+    assert set(got) == set(want)
+    for name in want:
+        assert got[name].tolist() == want[name].tolist(), name
+    chunk.release()
+    assert pool.take(len(flat)) is chunk  # handed back, then reused

@@ -19,6 +19,7 @@ and :meth:`WriterThread.close` raises one error line.
 import os
 import threading
 from collections import Counter, deque
+from collections.abc import Callable
 
 import numpy as np
 import pyarrow as pa
@@ -56,19 +57,24 @@ class WriterThread:
     def meta(self) -> dict:
         return self.writer.meta
 
-    def put(self, cols: dict[str, np.ndarray]) -> None:
-        """Queue one batch; over the bound, its ALLOC/FREE rows are dropped and counted."""
+    def put(self, cols: dict[str, np.ndarray], release: Callable[[], None] | None = None) -> None:
+        """Queue one batch; over the bound, its ALLOC/FREE rows are dropped and counted.
+        ``release`` is called once the batch's arrays are no longer needed (copied by the
+        writer, or dropped), so that the caller can fill them again."""
         n = len(cols["ts_ns"])
         with self._cv:
             if self.queued_rows + n > self.max_rows:
                 drop = np.isin(cols["kind"], _DROPPABLE)
                 cpus, counts = np.unique(cols["cpu"][drop], return_counts=True)
                 self.dropped.update(dict(zip(cpus.tolist(), counts.tolist(), strict=True)))
-                cols = {name: c[~drop] for name, c in cols.items()}
+                cols = {name: c[~drop] for name, c in cols.items()}  # copies
+                if release is not None:
+                    release()
+                    release = None
                 n = len(cols["ts_ns"])
                 if n == 0:
                     return
-            self._queue.append(cols)
+            self._queue.append((cols, release))
             self.queued_rows += n
             self._cv.notify()
 
@@ -119,9 +125,12 @@ class WriterThread:
             if item is _FLUSH:
                 self._guard(self.writer.flush)
                 continue
-            self._guard(self.writer.append, item)
+            cols, release = item
+            self._guard(self.writer.append, cols)  # copies the rows (or counts them lost)
+            if release is not None:
+                release()
             with self._cv:
-                self.queued_rows -= len(item["ts_ns"])
+                self.queued_rows -= len(cols["ts_ns"])
 
     def _guard(self, fn, *args) -> None:
         """Run one writer step; the first failure abandons the writer (it then only counts)."""
@@ -147,8 +156,9 @@ class NoWriter:
         self.meta = meta
         self.dropped: Counter[int] = Counter()
 
-    def put(self, cols: dict[str, np.ndarray]) -> None:
-        pass
+    def put(self, cols: dict[str, np.ndarray], release: Callable[[], None] | None = None) -> None:
+        if release is not None:
+            release()
 
     def flush(self) -> None:
         pass

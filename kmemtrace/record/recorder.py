@@ -290,6 +290,8 @@ class Recorder:
         # Called with every batch of trace columns, before it is queued for the writer:
         # `kmemtrace top` builds its view from the same rows a trace would hold.
         self.taps: list[Callable[[dict[str, np.ndarray]], None]] = []
+        self._chunks = decode.ChunkPool()  # what slab spans are decoded into, reused
+        self._ramp = np.arange(0, dtype=np.int64)  # 0, 1, 2...: seq without a fresh arange
 
     # --- set-up ---------------------------------------------------------------------------
 
@@ -527,8 +529,9 @@ class Recorder:
             pcs = self.pc_ring.drain()
             if len(pcs):
                 self._write_page_cache(pcs)
-        for cols in self.ring.drain_with(self._decode):
-            self._append(cols)
+        decoded = self.ring.drain_with(self._decode)
+        if decoded is not None:
+            self._append(*decoded)
         for rows in self.sampler.take():
             self._write_samples(rows)
         mono = time.monotonic()
@@ -581,21 +584,39 @@ class Recorder:
         cols["aux"] = recs["pages"].astype(np.int64)
         self._append(cols)
 
-    def _append(self, cols: dict[str, np.ndarray]) -> None:
+    def _append(self, cols: dict[str, np.ndarray], chunk: decode.ColumnChunk | None = None) -> None:
+        """Number the rows and queue them; ``chunk``: the pooled arrays they are views of
+        (their ``seq`` is written in place, and the writer hands the chunk back)."""
         n = len(cols["ts_ns"])
-        cols["seq"] = np.arange(self.seq, self.seq + n, dtype=np.int64)
+        if chunk is None:
+            cols["seq"] = np.arange(self.seq, self.seq + n, dtype=np.int64)
+        else:
+            if len(self._ramp) < n:
+                self._ramp = np.arange(max(n, 2 * len(self._ramp)), dtype=np.int64)
+            cols["seq"] = np.add(self._ramp[:n], self.seq, out=chunk.arrays["seq"][:n])
         self.seq += n
         for tap in self.taps:
             tap(cols)
-        self.pipeline.put(cols)
+        self.pipeline.put(cols, None if chunk is None else chunk.release)
 
-    def _decode(self, recs: np.ndarray) -> dict[str, np.ndarray]:
-        """Columns of slab records (a view of the ring: decoding is their only copy)."""
-        self.events += recs.size
-        top = int(recs["cache_idx"].max(initial=0))
+    def _decode(self, pieces: list[np.ndarray]) -> tuple[dict[str, np.ndarray],
+                                                          decode.ColumnChunk | None]:
+        """Columns of a poll's slab records (views of the ring: decoding is their only copy),
+        one piece after the other into one chunk, and the pool's chunk they live in. Taps
+        may keep the arrays they are given (the live what-if queues them for its worker):
+        with taps, every poll gets fresh arrays."""
+        n = sum(p.size for p in pieces)
+        self.events += n
+        top = max(int(p["cache_idx"].max(initial=0)) for p in pieces)
         if top >= len(self.xlate):
             self._refresh_caches(top)
-        return decode.columns(recs, self.xlate, self.kmalloc_ids)
+        pooled = None if self.taps else self._chunks.take(n)
+        chunk = pooled or decode.ColumnChunk(n)
+        offset = 0
+        for recs in pieces:
+            decode.columns(recs, self.xlate, self.kmalloc_ids, chunk, offset)
+            offset += recs.size
+        return chunk.columns(n), pooled
 
     def _refresh_caches(self, top: int) -> None:
         """Map BPF cache indices up to ``top`` to meta cache ids, adding caches created since

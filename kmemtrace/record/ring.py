@@ -135,15 +135,21 @@ class BatchedRing:
         self.record = EVENT_DTYPE
         self.lost = 0
 
-    def drain_with(self, convert: Callable[[np.ndarray], dict]) -> list[dict]:
-        """``convert`` (records -> fresh columns) of every event handed over so far, one
-        result per piece (see :func:`event_views`) and one for the singles, in no particular
-        order (the writer sorts). ``convert`` mostly sees the events in the ring itself,
-        1-D or (batches x KMT_BATCH), so that decoding them is their only copy."""
-        staged = self.batches.drain_with(
-            lambda batches: [convert(ev) for ev in event_views(batches)])
-        single = self.singles.drain_with(convert)
-        return (staged or []) + ([single] if single is not None else [])
+    def drain_with(self, convert: Callable[[list[np.ndarray]], object]):
+        """``convert`` (pieces of records -> columns it owns) of every event handed over so
+        far, in one call, or None if there are none. The pieces are those of
+        :func:`event_views` and the singles, in no particular order (the writer sorts);
+        mostly the events in the ring itself, 1-D or (batches x KMT_BATCH), so that
+        decoding them is their only copy. One call per poll rather than one per piece:
+        a poll had 2.6 pieces on average, each a decode's fixed cost and a queue entry."""
+
+        def with_batches(batches: np.ndarray):
+            views = event_views(batches)
+            out = self.singles.drain_with(lambda single: convert([*views, single]))
+            return convert(views) if out is None else out
+
+        out = self.batches.drain_with(with_batches)
+        return self.singles.drain_with(lambda single: convert([single])) if out is None else out
 
     def close(self) -> None:
         self.batches.close()
@@ -245,10 +251,10 @@ class PerfTransport:
         blob, self._chunks = b"".join(self._chunks), []
         return np.frombuffer(blob, dtype=self.record).copy()
 
-    def drain_with(self, convert: Callable[[np.ndarray], dict]) -> list[dict]:
+    def drain_with(self, convert: Callable[[list[np.ndarray]], object]):
         """As :meth:`BatchedRing.drain_with`: the records gathered since the last call."""
         recs = self.drain()
-        return [convert(recs)] if len(recs) else []
+        return convert([recs]) if len(recs) else None
 
     def close(self) -> None:
         self._chunks = []
