@@ -262,19 +262,6 @@ def test_a_quiet_later_sample_shows_the_starts_long_lived_objects(tmp_path):
     assert _freed_slots(busy) == (12, list(range(12)))
 
 
-def test_objects_the_trace_allocated_before_the_first_read_are_not_the_starts(tmp_path):
-    """The first round of samples is read after attach, so the trace may already hold
-    some of the objects it counts (``inode_cache`` in churn run 1: 2 528 of its 2 691
-    "objects"; counted twice, the model started with 401 slabs where the kernel had
-    207). 4 a slab, 1 CPU: the trace allocates 2 objects, then the kernel says 2 slabs, 8
-    "objects", ``cpu_slabs`` 1: 1 full slab, 2 of its objects the trace's. On paper the
-    start keeps 4 - 2 = 2 survivors on the full slab (slots 2-7 freed)."""
-    rows = [(EventKind.ALLOC, PAGE + 0x4000, 0, 0, 0), (EventKind.ALLOC, PAGE + 0x4040, 0, 0, 0),
-            _held_sample(2, 8, 1, 0, 0), _held_sample(2, 8, 1, 0, 0)]
-    pre = kernel_start(_trace(tmp_path / "t", rows, step=1_000_000_000))
-    assert _freed_slots(pre) == (8, [2, 3, 4, 5, 6, 7])
-
-
 def test_an_address_that_changed_cache_counts_on_its_own_cache(tmp_path):
     """Cache 1 allocates X and never frees it (its free reached no program); cache 0 later
     allocates X (the page changed cache) and frees it. 4 a slab, 1 CPU. Cache 0's kernel

@@ -405,10 +405,9 @@ def _cache_prelude(cid: int, slabs: int, objects: int, bound: tuple[int, int],
     else:
         hidden = _parked_free({"objs_per_slab": per_slab}, slabs, objects, ncpus, held[0])
     # with the CPU fields the start is exact but for the CPU-held slabs, taken as empty:
-    # its survivors are a lower bound already (see _parked_free), the first sample's
-    # ``floor`` term less what the trace allocated before it was read; no later sample
-    # caps them (a survivor may sit on a slab a CPU holds at that sample)
-    keep = max(min(floor, objects) if held is not None
+    # its survivors are a lower bound already (see _parked_free), and no later sample caps
+    # them (a survivor may sit on a slab a CPU holds at that sample)
+    keep = max(min(max(objects - hidden, floor), objects) if held is not None
                else min(objects - hidden, room), len(real), 0)
     real_ptr, real_slot, n_real = _slab_groups(real, order, per_slab)
     real_slots = n_real * per_slab
