@@ -49,8 +49,7 @@ RANKED = [c for c, _, _ in FAIR[:5]] + ["sync_1k"]
 
 
 
-# What the start state cannot tell, measured on bio-184 (churn runs 1 and 2, classic run 1)
-# and ext4_io_end (churn run 2) by replaying one cache from the kernel's sampled start with
+# What the start state cannot tell, measured on bio-184 (churn run 1) by replaying it with
 # and without the start's survivors, and where SLUB parks empty slabs, measured on the
 # recording kernel by analyses/which_way/parking.py. The sampling sentences depend on how
 # the traces were recorded (:class:`analyses.which_way.calibrate.Sampling`).
@@ -79,25 +78,12 @@ REMAINS_CPU = (
     "{with_cpu} of {n} traces also sampled `cpu_slabs` (active and CPU partial slabs), "
     "`partial` and `objects_partial` (in the first round and every 5th after it), and "
     "their prelude starts from them: `slabs − partial − cpu_slabs` full slabs and the "
-    "node-partial slabs' `objects_partial` objects exactly (packed onto as few of them as "
-    "hold them), the CPU-held slabs by count and empty, and at least the long-lived "
-    "objects a later sample with the fields proves (the most of `objects(t) − "
-    "cpu_slabs(t) × objs_per_slab − net(t)`: the full and node-partial slabs' objects "
-    "less the trace's own). The CPU-held slabs' objects are only bounded (0 to their "
-    "capacity), and the data picks the lower bound: a one-cache replay of the model's "
-    "SLUB 6.8 rules from the kernel's own start (node-partial slabs on the node list, the "
-    "CPU-held ones empty on the CPUs, the 2 long-lived objects the later samples show on "
-    "one node-partial slab) has a median error of 0 % against the kernel's `slabs` for "
-    "`bio-184` in churn runs 1 and 2 and classic run 1, and matches `ext4_io_end` in "
-    "churn run 2 at every sample, `cpu_slabs` and `partial` included; what is left (+45 "
-    "to +88 %, −58 %) is one early episode a trace, which another split of the CPU "
-    "partial slabs between the two CPUs removes (the recorder reads `cpu_slabs` as a "
-    "total, not per CPU). With each CPU's active slab taken as half full and its CPU "
-    "partial slabs full but one slot (the start before), the same traces sat at 2× the "
-    "kernel: survivors that no free reaches pinned slabs that the kernel drained and "
-    "discarded (`put_cpu_partial` → `__put_partials`). The prelude still builds its "
-    "start through the model's own frees, so the node-partial slabs start on the CPUs' "
-    "partial lists (docs/replay.md). Where a trace has no such fields, ")
+    "node-partial slabs' `objects_partial` objects exactly, the CPU-held slabs by count; "
+    "those slabs' live objects are only bounded (0 to their capacity): the active ones "
+    "(one a CPU) are taken as half full, the CPU partial ones as full but one slot (the "
+    "least free they can be), and where later samples leave less room the CPU partial "
+    "slabs give their objects up first, down to one a slab before any slab empties "
+    "(docs/replay.md). Where a trace has no such fields, ")
 REMAINS_ESTIMATE = (
     "the prelude takes, at every sample, the CPUs' "
     "slabs (as many as `ncpus × (1 + cpu_partial_slabs)` and `objects` allow) as empty "
