@@ -184,100 +184,103 @@ def _held_sample(slabs, objects, cpu_slabs, partial, objects_partial):
             {"gfp": SAMPLE_HAS_CPU_FIELDS, "bytes": cpu_slabs, "pid": partial})
 
 
-def _freed_slots(pre, cache_id=0):
-    """The prelude's slots (in allocation order) that it frees again."""
-    mine = pre["cache_id"] == cache_id
-    allocs = pre["ptr"][mine & (pre["kind"] == EventKind.ALLOC)]
-    slot = {int(p): i for i, p in enumerate(allocs)}
-    return len(allocs), sorted(slot[int(p)] for p in pre["ptr"][mine & (pre["kind"]
-                                                                        == EventKind.FREE)])
-
-
 def test_sampled_cpu_slabs_set_the_start_exactly(tmp_path):
     """4 objects a slab, 1 CPU, ``cpu_partial`` 8 (up to ``DIV_ROUND_UP(2 * 8, 4)`` = 4
     CPU partial slabs). The kernel says, twice a second apart: 5 slabs, 14 "objects", and
     what the CPUs hold: ``cpu_slabs`` 1, ``partial`` 2, ``objects_partial`` 2. On paper:
-    5 - 2 - 1 = 2 full slabs (8 objects), 2 node-partial slabs with 2 objects, packed on
-    the first (2, 0), and CPU 0's active slab, empty (its 4 slots counted full by
-    ``objects``): 14 - 4 = 10 survivors, laid out 4, 4, 2, 0, 0. The prelude allocates the
-    20 slots and frees slots 10-19. (Before: the active slab half full, the node-partial
-    objects spread 1 and 1, 12 survivors: slots 9-11, 13-15 and 18-19 freed.) Without the
-    fields the prelude guesses the CPU-held slabs: 3 of them (``min(5, 1 + 4, 14 // 4)``),
-    2 of them empty CPU partial slabs and the active one half free, 10 free slots, and it
-    keeps 4 objects."""
+    5 - 2 - 1 = 2 full slabs (8 objects), 2 node-partial slabs with 2 objects (1 each), and
+    CPU 0's active slab, taken as half full (2 of its 4 slots counted full by ``objects``
+    are free): 14 - 2 = 12 survivors, laid out 4, 4, 1, 1, 2. The prelude allocates the
+    20 slots and frees slots 9-11, 13-15 and 18-19. Without the fields the prelude had to
+    guess the CPU-held slabs: 3 of them (``min(5, 1 + 4, 14 // 4)``), 2 of them empty CPU
+    partial slabs and the active one half free, 10 free slots, so it kept 4 objects on
+    two slabs that the kernel's 2 full slabs alone prove held at least 8. (No CPU partial
+    slab here: :func:`test_a_static_cache_keeps_its_cpu_partial_slabs`.)"""
     rows = [_held_sample(5, 14, 1, 2, 2), _held_sample(5, 14, 1, 2, 2)]
-    pre = kernel_start(_trace(tmp_path / "t", rows, step=1_000_000_000, cpu_partial=8,
-                              min_partial=5))
-    assert _freed_slots(pre) == (20, list(range(10, 20)))
+    trace = _trace(tmp_path / "t", rows, step=1_000_000_000, cpu_partial=8, min_partial=5)
+    pre = kernel_start(trace)
+    allocs = pre["ptr"][pre["kind"] == EventKind.ALLOC]
+    slot = {int(p): i for i, p in enumerate(allocs)}
+    freed = sorted(slot[int(p)] for p in pre["ptr"][pre["kind"] == EventKind.FREE])
+    assert len(allocs) == 20 and freed == [9, 10, 11, 13, 14, 15, 18, 19]
     bare = [(EventKind.SLAB_SAMPLE, 0, 0, 5, 14)] * 2  # the same trace without the fields
     old = kernel_start(_trace(tmp_path / "b", bare, step=1_000_000_000, cpu_partial=8,
                               min_partial=5))
     assert sum(old["kind"] == EventKind.ALLOC) - sum(old["kind"] == EventKind.FREE) == 4
 
 
-def test_a_static_cache_keeps_its_cpu_held_slabs_empty(tmp_path):
-    """4 objects a slab, 1 CPU, budget 4 CPU partial slabs: 4 slabs, 16 "objects",
-    ``cpu_slabs`` 3, nothing on the node list, twice a second apart, nothing traced
-    (``tracefs_inode_cache`` on paper). On paper: 1 full slab kept, the 3 CPU-held ones
-    empty (slots 4-15 freed). Replayed, the prelude's frees park slabs 1 and 2 on CPU 0's
-    partial list (each was full: ``put_cpu_partial``; emptied there, SLUB 6.8+ leaves
-    them) and slab 3 stays CPU 0's active slab: 4 slabs, as the kernel says, though 3 are
-    empty. A round between the two that did not read the CPU fields (the recorder reads
-    them every 5th round) does not bound the start: its CPU-held slabs are unknown."""
-    for name, rows in (("t", [_held_sample(4, 16, 3, 0, 0), _held_sample(4, 16, 3, 0, 0)]),
-                       ("mixed", [_held_sample(4, 16, 3, 0, 0),
-                                  (EventKind.SLAB_SAMPLE, 0, 0, 4, 16),
-                                  _held_sample(4, 16, 3, 0, 0)])):
-        trace = _trace(tmp_path / name, rows, step=1_000_000_000, cpu_partial=8,
-                       min_partial=5)
-        assert _freed_slots(kernel_start(trace)) == (16, list(range(4, 16)))
-        s = _objcg_samples(trace)
-        assert s["model_slabs"].tolist() == s["kernel_slabs"].tolist() == [4] * len(rows)
+def test_a_static_cache_keeps_its_cpu_partial_slabs(tmp_path):
+    """4 objects a slab, 1 CPU: 4 slabs, 16 "objects", ``cpu_slabs`` 3, nothing on the node
+    list, twice a second apart, nothing traced (``tracefs_inode_cache`` on paper). On
+    paper: 1 full slab; CPU 0's active slab half free (2 live); its 2 CPU partial slabs
+    free by one slot at least, 3 live each: 4 + 2 + 3 + 3 = 12 survivors, slots 6, 7, 11
+    and 15 freed, and no slab empty. Taken as empty (the estimate without the fields: 3 of
+    the 4 slabs CPU-held, ``min(4, 1 + 4, 16 // 4)``), 2 survivors, and the model
+    discarded slabs the kernel had."""
+    rows = [_held_sample(4, 16, 3, 0, 0), _held_sample(4, 16, 3, 0, 0)]
+    pre = kernel_start(_trace(tmp_path / "t", rows, step=1_000_000_000, cpu_partial=8,
+                              min_partial=5))
+    allocs = pre["ptr"][pre["kind"] == EventKind.ALLOC]
+    slot = {int(p): i for i, p in enumerate(allocs)}
+    freed = sorted(slot[int(p)] for p in pre["ptr"][pre["kind"] == EventKind.FREE])
+    assert len(allocs) == 16 and freed == [6, 7, 11, 15]
+    bare = [(EventKind.SLAB_SAMPLE, 0, 0, 4, 16)] * 2
+    old = kernel_start(_trace(tmp_path / "b", bare, step=1_000_000_000, cpu_partial=8,
+                              min_partial=5))
+    assert sum(old["kind"] == EventKind.ALLOC) - sum(old["kind"] == EventKind.FREE) == 2
 
 
-def test_a_quiet_later_sample_shows_the_starts_long_lived_objects(tmp_path):
-    """``bio-184`` in churn run 1 on paper. 4 objects a slab, 1 CPU: at the start the
-    kernel has 3 slabs, all CPU-held (``cpu_slabs`` 3, 12 "objects"): none proven live.
-    At 2 s it says 3 slabs, 9 "objects", ``cpu_slabs`` 2 and 1 node-partial slab with 1
-    object: that object is live, and not the trace's (nothing of it is live then), so the
-    start had it: 1 survivor, on the first slab (slots 1-11 freed). When the trace has an
-    object of its own in flight across that sample's reads (allocated 1 ms before, freed
-    1 ms after), the node-partial object may be that one: no survivor (slots 0-11)."""
-    later = _held_sample(3, 9, 2, 1, 1)
-
-    def rows(in_flight):
-        out = [_held_sample(3, 12, 3, 0, 0)]
-        if in_flight:
-            out.append((EventKind.ALLOC, PAGE + 0x8000, 0, 0, 0, 0,
-                        {"ts_ns": T0 + 2_000_000_000 - 1_000_000}))
-        out.append((*later[:6], {**later[6], "ts_ns": T0 + 2_000_000_000}))
-        if in_flight:
-            out.append((EventKind.FREE, PAGE + 0x8000, 0, 0, 0, 0,
-                        {"ts_ns": T0 + 2_000_000_000 + 1_000_000}))
-        return out
-
-    quiet = kernel_start(_trace(tmp_path / "q", rows(False), step=1_000_000_000))
-    assert _freed_slots(quiet) == (12, list(range(1, 12)))
-    busy = kernel_start(_trace(tmp_path / "b", rows(True), step=1_000_000_000))
-    assert _freed_slots(busy) == (12, list(range(12)))
+def test_a_round_without_the_fields_bounds_as_the_sampled_ones(tmp_path):
+    """The static cache above with a round between the two that did not read the CPU
+    fields (the recorder reads them every 5th round). On paper: its CPU-held slabs are
+    estimated, ``min(4, 1 + 4, 16 // 4)`` = 4, but taken as the sampled ones are, the
+    active one half free and the 3 others free by one slot: 16 - 2 - 3 = 11 survivors at
+    most, so the first CPU partial slab gives one up: slots 6, 7, 10, 11 and 15 freed.
+    Taken as empty there (as in a trace without the fields), that round left room for 2."""
+    rows = [_held_sample(4, 16, 3, 0, 0), (EventKind.SLAB_SAMPLE, 0, 0, 4, 16),
+            _held_sample(4, 16, 3, 0, 0)]
+    pre = kernel_start(_trace(tmp_path / "t", rows, step=1_000_000_000, cpu_partial=8,
+                              min_partial=5))
+    allocs = pre["ptr"][pre["kind"] == EventKind.ALLOC]
+    slot = {int(p): i for i, p in enumerate(allocs)}
+    freed = sorted(slot[int(p)] for p in pre["ptr"][pre["kind"] == EventKind.FREE])
+    assert len(allocs) == 16 and freed == [6, 7, 10, 11, 15]
 
 
-def test_an_address_that_changed_cache_counts_on_its_own_cache(tmp_path):
-    """Cache 1 allocates X and never frees it (its free reached no program); cache 0 later
-    allocates X (the page changed cache) and frees it. 4 a slab, 1 CPU. Cache 0's kernel
-    says 2 slabs, 8 "objects", ``cpu_slabs`` 1 (1 full slab, 1 CPU-held) at the start and
-    again at 4 s. On paper its net is +1 then 0: the floor is 8 - 4 - 0 = 4, and the start
-    keeps the full slab's 4 objects (slots 4-7 freed). Counted as a reallocation of cache 0's own
-    object (the old rule: the ALLOC as 0, the FREE as -1), net fell to -1 and proved a
-    fifth survivor the kernel never had (slot 4 kept too)."""
-    x = PAGE + 0x4000
+def test_own_stamps_pair_a_sample_with_the_net_at_its_reads(tmp_path):
+    """Cache 0 (4 a slab, 1 CPU): 2 slabs, 8 "objects", ``cpu_slabs`` 1, nothing on the
+    node list at the start and again a second later; 0.2 s before the second sample the
+    trace allocated 4 objects it keeps. On paper: 1 full slab and CPU 0's active one, half
+    free: 6 live at each sample, 4 of them the trace's at the second, so at most 2
+    survivors; the active slab's place gives up first, but one object each slab keeps
+    (slots 0 and 4), the 6 other slots freed. A
+    recorder that stamped a round once (cache 1 read with cache 0, same stamp) could have
+    read cache 0 up to a quarter second after its stamp, so the net is taken at its lowest
+    within that, 0 before the allocations: room for 6, kept as the profile's 4 + 2."""
     more = [{"id": 1, "name": "kmalloc-128", "object_size": 128, "size": 128,
              "objs_per_slab": 4, "order": 0, "accounted": False}]
-    rows = [_held_sample(2, 8, 1, 0, 0), (EventKind.ALLOC, x, 1, 0, 0),
-            (EventKind.ALLOC, x, 0, 0, 0), (EventKind.FREE, x, 0, 0, 0),
-            _held_sample(2, 8, 1, 0, 0)]
-    pre = kernel_start(_trace(tmp_path / "t", rows, more_caches=more, step=1_000_000_000))
-    assert _freed_slots(pre) == (8, [4, 5, 6, 7])
+
+    def rows(c1_lag):
+        def at(row, t):
+            return (*row[:6], {**(row[6] if len(row) > 6 else {}), "ts_ns": t})
+
+        out = [at(_held_sample(2, 8, 1, 0, 0), T0),
+               at((EventKind.SLAB_SAMPLE, 0, 1, 1, 4, 0), T0 + c1_lag)]
+        out += [at((EventKind.ALLOC, PAGE + 0x4000 + 64 * i, 0, 0, 0, 0), T0 + 800_000_000)
+                for i in range(4)]
+        return [*out, at(_held_sample(2, 8, 1, 0, 0), T0 + 1_000_000_000),
+                at((EventKind.SLAB_SAMPLE, 0, 1, 1, 4, 0), T0 + 1_000_000_000 + c1_lag)]
+
+    def freed_slots(path, c1_lag):
+        pre = kernel_start(_trace(path, rows(c1_lag), more_caches=more,
+                                  step=1_000_000_000))
+        mine = pre["cache_id"] == 0
+        allocs = pre["ptr"][mine & (pre["kind"] == EventKind.ALLOC)]
+        slot = {int(p): i for i, p in enumerate(allocs)}
+        return sorted(slot[int(p)] for p in pre["ptr"][mine & (pre["kind"] == EventKind.FREE)])
+
+    assert freed_slots(tmp_path / "own", 1_000_000) == [1, 2, 3, 5, 6, 7]
+    assert freed_slots(tmp_path / "round", 0) == [6, 7]
 
 
 def test_a_kfree_is_not_named_after_a_later_owner_of_its_page(tmp_path):

@@ -75,63 +75,69 @@ def _first_samples(trace: TraceReader) -> dict[int, tuple[int, int, Held]]:
 
 
 def _parked_free(cache: dict, slabs: int, objects: int, ncpus: int,
-                 cpu_slabs: int | None = None) -> int:
-    """Slots a sample's ``objects`` counts in use that the start takes as free: those of
-    the slabs the CPUs hold.
+                 cpu_slabs: int | None = None, bounded: bool = False) -> int:
+    """Free slots a sample's ``objects`` counts in use: those of the slabs the CPUs hold.
 
     ``objects`` in /sys/kernel/slab is the capacity of every slab not on the node partial
     list plus the objects on those that are (``show_slab_objects``, SO_OBJECTS), so a slab
     a CPU holds counts full: its active slab and every slab of its CPU partial list. Their
-    live objects are not known, only bounded (0 to their capacity).
+    live objects are not known, only bounded; the active slabs are taken as half free (as
+    at the start, :func:`kernel_start`).
 
     A sample that read ``cpu_slabs`` (SO_CPU: per CPU, 1 + its CPU partial list's slabs)
-    gives their number, and they are taken as empty, the least they can hold: in a
-    churning cache the CPUs' slabs hold objects in flight, which the trace frees, and no
-    survivor. Replayed from the kernel's own start with the CPU-held slabs empty, a
-    one-cache copy of the model's SLUB 6.8 rules gave the kernel's ``slabs``,
-    ``cpu_slabs`` and ``partial`` at every sample of ``ext4_io_end`` in churn run 2 and
-    ``bio-184`` in churn run 1, where the model with them full but one slot sat at 2×
-    the kernel: survivors that no free reaches pinned slabs that the kernel drained and
-    discarded (``put_cpu_partial`` → ``__put_partials``). A cache that does not churn
-    keeps its CPU-held slabs all the same: the prelude leaves them empty on the CPUs,
-    where SLUB 6.8+ parks an emptied slab until a drain (:func:`kernel_start`).
+    gives their number, and a CPU partial slab is then taken as free by one slot only, the
+    least it can be (a slab parks there at a free, and no allocation takes from it until
+    it is made active): the bound the kernel proves, so that a static cache keeps its
+    CPU partial slabs (``tracefs_inode_cache``: 7 of its 31 slabs; taken as empty, the
+    model discarded them) and a churning one is held down by its later samples alone.
 
-    Otherwise (a trace whose recorder did not read the fields) their number is
-    estimated: up to ``cpu_partial_slabs`` = ``DIV_ROUND_UP(2 * cpu_partial,
-    objs_per_slab)`` partial slabs a CPU (``slub_set_cpu_partial``), no more than
-    ``slabs``, no more than ``objects`` counts whole, taken as empty on the partial lists
-    (emptied meanwhile in a churning cache: ``dnotify_struct`` emptied from one CPU on the
-    recording kernel reported 256 "objects" with none live: its active slab and one CPU
-    partial slab, analyses/which_way/parking.py) and half free when active."""
+    Otherwise their number is estimated: up to ``cpu_partial_slabs`` =
+    ``DIV_ROUND_UP(2 * cpu_partial, objs_per_slab)`` partial slabs a CPU
+    (``slub_set_cpu_partial``), no more than ``slabs``, no more than ``objects`` counts
+    whole. With ``bounded`` (a sample without the fields in a trace whose other samples
+    of the cache have them) those are taken as free by one slot too, as the sampled ones
+    around it; mixed, the estimate's empty slabs made the unsampled rounds the tightest
+    bound (``tracefs_inode_cache``: room for 84 survivors of 293). Without, they are
+    taken as empty: emptied meanwhile in a churning cache
+    (``dnotify_struct`` emptied from one CPU on the recording kernel reported 256
+    "objects" with none live: its active slab and one CPU partial slab,
+    analyses/which_way/parking.py)."""
     per = max(int(cache.get("objs_per_slab") or 1), 1)
-    if cpu_slabs is not None:  # the files are read one after another: churn may move a slab
-        return max(min(cpu_slabs, slabs, objects // per), 0) * per
-    per_cpu = 1 + cpu_partial_slabs(int(cache.get("cpu_partial") or 0), per)
-    held = min(slabs, ncpus * per_cpu, objects // per)
+    if cpu_slabs is None:
+        per_cpu = 1 + cpu_partial_slabs(int(cache.get("cpu_partial") or 0), per)
+        held = min(slabs, ncpus * per_cpu, objects // per)
+    else:  # the files are read one after another: churn may move a slab between them
+        held = max(min(cpu_slabs, slabs, objects // per), 0)
+    parked_free = min(1, per - 1) if cpu_slabs is not None or bounded else per
     active = min(held, ncpus)
-    return (held - active) * per + active * per // 2
+    return (held - active) * parked_free + active * per // 2
 
 
-def _start_profile(slabs: int, held: tuple[int, int, int], per: int
+def _start_profile(slabs: int, held: tuple[int, int, int], per: int, ncpus: int
                    ) -> tuple[np.ndarray, np.ndarray]:
     """Live objects per starting slab from a first sample that says what the CPUs hold, and
-    the order in which they give way: ``slabs - partial - cpu_slabs`` full slabs exactly,
-    ``partial`` node-partial slabs sharing ``objects_partial`` exactly (as evenly as they
-    can), then the ``cpu_slabs`` CPU-held ones, empty (:func:`_parked_free`). Returns
-    (objects per slab, rank): where the survivors are fewer, the node-partial slabs
-    (rank 2) give way before the full ones (3)."""
+    the order in which the unknown ones give way: ``slabs - partial - cpu_slabs`` full
+    slabs exactly, ``partial`` node-partial slabs sharing ``objects_partial`` exactly (as
+    evenly as they can), then the ``cpu_slabs`` CPU-held ones by count, their objects only
+    bounded: the active slabs (one a CPU, at most ``ncpus``) half full, the CPU partial
+    slabs full but one slot (:func:`_parked_free`). Returns (objects per slab, rank): where
+    the survivors are fewer, the CPU partial slabs (rank 0) give way first, then the active
+    ones (1), the node-partial (2) and the full (3)."""
     cpu_slabs, partial, objects_partial = held
     cpu_held = max(min(cpu_slabs, slabs), 0)
     node = max(min(partial, slabs - cpu_held), 0)
     full = slabs - cpu_held - node
+    active = min(cpu_held, ncpus)
     profile = np.zeros(slabs, np.int64)
     rank = np.zeros(slabs, np.int64)
     profile[:full], rank[:full] = per, 3
-    if node:  # packed: as few slabs as hold them, each with a free slot
-        left = max(min(objects_partial, node * (per - 1)), 0)
-        packed = np.minimum(np.maximum(left - (per - 1) * np.arange(node), 0), per - 1)
-        profile[full:full + node] = packed
+    if node:
+        q, r = divmod(max(min(objects_partial, node * per), 0), node)
+        profile[full:full + node] = q + (np.arange(node) < r)
         rank[full:full + node] = 2
+    cpu = slice(full + node, full + node + active)
+    profile[cpu], rank[cpu] = per - per // 2, 1
+    profile[full + node + active:] = max(per - 1, 1)
     return profile, rank
 
 
@@ -141,20 +147,9 @@ def own_stamps(sample_ts: np.ndarray) -> bool:
     return len(np.unique(sample_ts)) > len(sample_ts) // 2
 
 
-def _net_at_samples(trace: TraceReader, ncpus: int) -> dict[int, tuple[int, int, int]]:
+def _net_at_samples(trace: TraceReader, ncpus: int) -> dict[int, tuple[int, int]]:
     """cache id -> (the most objects the kernel's samples leave room for at the start,
-    the fewest slabs they report, the fewest start objects the samples that read the CPU
-    fields prove). The third is the most, over those samples, of
-    ``objects(t) - cpu_slabs(t) * objs_per_slab - net(t)``: the objects of the full and
-    node-partial slabs, which the kernel counts exactly, are live, and those not the
-    trace's own are the start's (still live, or freed by the trace since: ``net``
-    counts those frees), ``net`` taken at its highest within the span of the sample's
-    reads. In a churning cache most samples have objects in flight, but a quiet one
-    shows the few long-lived objects: ``bio-184`` in churn run 1 has 2 objects on the
-    node list from 17 s to the end, none at the start (they were on the CPUs' slabs
-    then), and without them the model's node list held none, kept fewer than
-    ``min_partial`` slabs, and the model's slabs drifted from the kernel's.
-    The first is the least, over its samples, of
+    the fewest slabs they report). The first is the least, over its samples, of
     ``objects(t) - parked(t) - net(t)``, ``net(t)`` the cache's traced allocations minus
     frees since the start (a ``kfree`` counted on the cache of the
     allocation before it at that address), ``parked(t)`` the free slots of the slabs the
@@ -199,54 +194,26 @@ def _net_at_samples(trace: TraceReader, ncpus: int) -> dict[int, tuple[int, int,
     step = np.where(kind == EventKind.ALLOC, 1, np.where(kind == EventKind.FREE, -1, 0))
     # an address allocated again while live: its free reached no program (``maple_node``,
     # bulk and RCU frees on 6.18); counted where it shows, or such a cache's ``net`` only
-    # grows and leaves no room at all. The unseen free is the earlier object's, so it
-    # counts on that object's cache: where the address changed cache (a page another
-    # cache had, its object freed unseen), the new cache's allocation counts in full (as
-    # 0 it drove ``bio-184``'s ``net`` 200 objects below what the trace held)
-    # a FREE after a FREE of the address: an allocation reached no program (the object
-    # was live in between, no start object): 0, as its unseen allocation would make it
-    prev_free = np.r_[False, (ptr[by_ptr][1:] == ptr[by_ptr][:-1])
-                      & (kind[by_ptr][:-1] == EventKind.FREE)]
-    step[by_ptr[prev_free & (kind[by_ptr] == EventKind.FREE)]] = 0
-    again = prev_alloc & (kind[by_ptr] == EventKind.ALLOC)
-    now, then = by_ptr[again], by_ptr[np.flatnonzero(again) - 1]
-    same = cache[now] == cache[then]
-    step[now[same]] = 0
-    if not same.all():
-        cols = (ts, kind, cache, objs, slabs, held, step)
-        extra = (ts[now[~same]], np.full(int((~same).sum()), EventKind.FREE, kind.dtype),
-                 cache[then[~same]], 0, 0, -1, -1)
-        ts, kind, cache, objs, slabs, held, step = (
-            np.r_[a, np.broadcast_to(e, (int((~same).sum()),)).astype(a.dtype)]
-            for a, e in zip(cols, extra, strict=True))
-        order = np.argsort(ts, kind="stable")
-        ts, kind, cache, objs, slabs, held, step = (
-            a[order] for a in (ts, kind, cache, objs, slabs, held, step))
-        sample = kind == EventKind.SLAB_SAMPLE
+    # grows and leaves no room at all
+    step[by_ptr[prev_alloc & (kind[by_ptr] == EventKind.ALLOC)]] = 0
     span = int((OWN_SPAN_S if own_stamps(ts[sample]) else SAMPLE_SPAN_S) * 1e9)
     geom = {c["id"]: c for c in trace.caches}
-    out: dict[int, tuple[int, int, int]] = {}
+    out: dict[int, tuple[int, int]] = {}
     for c in np.unique(cache[sample]):
         mine = np.flatnonzero(cache == c)
         bounded = bool((held[mine] >= 0).any())
         net = np.cumsum(step[mine])  # after each of the cache's rows; samples add 0
         t = ts[mine]
-        room, least, floor = 1 << 62, 1 << 62, 0
         for i in np.flatnonzero(sample[mine]):
-            least = min(least, int(slabs[mine[i]]))
-            cpu_slabs = int(held[mine[i]])
-            if bounded and cpu_slabs < 0:  # an unsampled round: its CPU slabs unknown
-                continue
             lo, hi = np.searchsorted(t, t[i] - span), np.searchsorted(t, t[i] + span, "right")
-            before = int(net[lo - 1]) if lo else 0
+            low = min(int(net[lo:hi].min()), int(net[lo - 1]) if lo else 0)
+            had = out.get(int(c), (1 << 62, 1 << 62))
+            cpu_slabs = int(held[mine[i]])
             parked = _parked_free(geom.get(int(c), {}), int(slabs[mine[i]]),
                                   int(objs[mine[i]]), ncpus,
-                                  cpu_slabs if cpu_slabs >= 0 else None)
-            off_cpus = int(objs[mine[i]]) - parked
-            room = min(room, off_cpus - min(int(net[lo:hi].min()), before))
-            if cpu_slabs >= 0:
-                floor = max(floor, off_cpus - max(int(net[lo:hi].max()), before))
-        out[int(c)] = (room, least, floor)
+                                  cpu_slabs if cpu_slabs >= 0 else None, bounded)
+            out[int(c)] = (min(had[0], int(objs[mine[i]]) - parked - low),
+                           min(had[1], int(slabs[mine[i]])))
     return out
 
 
@@ -398,17 +365,13 @@ def _cache_prelude(cid: int, slabs: int, objects: int, bound: tuple[int, int],
                    real: np.ndarray, order: int, per_slab: int, ncpus: int,
                    held: Held = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One cache's prelude: (pointers, CPU, kept) in allocation order (see kernel_start)."""
-    room, least_slabs, floor = bound
+    room, least_slabs = bound
     real = real[:max(objects, 0)]
     if held is None:
         hidden = min(slabs, ncpus) * per_slab // 2
     else:
         hidden = _parked_free({"objs_per_slab": per_slab}, slabs, objects, ncpus, held[0])
-    # with the CPU fields the start is exact but for the CPU-held slabs, taken as empty:
-    # its survivors are a lower bound already (see _parked_free), and no later sample caps
-    # them (a survivor may sit on a slab a CPU holds at that sample)
-    keep = max(min(max(objects - hidden, floor), objects) if held is not None
-               else min(objects - hidden, room), len(real), 0)
+    keep = max(min(objects - hidden, room), len(real), 0)
     real_ptr, real_slot, n_real = _slab_groups(real, order, per_slab)
     real_slots = n_real * per_slab
     other = max(slabs - n_real, 0) * per_slab
@@ -432,7 +395,7 @@ def _cache_prelude(cid: int, slabs: int, objects: int, bound: tuple[int, int],
             share, to_other = _level_fill(counts, pinned // per_slab, per_slab, unknown)
         else:
             share, per_other = _profile_fill(counts, pinned // per_slab, per_slab, unknown,
-                                             _start_profile(slabs, held, per_slab))
+                                             _start_profile(slabs, held, per_slab, ncpus))
         for k in np.flatnonzero(share):
             free = np.flatnonzero(~kept[k * per_slab:(k + 1) * per_slab])
             kept[k * per_slab + free[:share[k]]] = True
@@ -483,10 +446,6 @@ def kernel_start(trace: TraceReader) -> dict[str, np.ndarray] | None:
     net(t)``, ``parked(t)`` the free slots of the slabs the CPUs hold then, and
     the unknown survivors are spread over no more slabs than the fewest any sample
     reports; the other starting slabs start empty, for SLUB to keep or discard.
-    A first sample that says what the CPUs hold (``cpu_slabs``, ``partial``,
-    ``objects_partial``) sets ``L`` instead: the full and node-partial slabs' objects
-    exactly, the CPU-held slabs empty (:func:`_parked_free`, :func:`_start_profile`), and
-    at least what later such samples prove (:func:`_net_at_samples`), never more than ``O``.
     Slab ``k`` is filled and thinned on CPU ``k % ncpus``: a running kernel has a CPU slab
     on each CPU that allocated from the cache, and a prelude on CPU 0 alone left the other
     CPUs none, so their first allocations took new slabs the kernel never needed (2 slabs
@@ -505,7 +464,7 @@ def kernel_start(trace: TraceReader) -> dict[str, np.ndarray] | None:
     for cid, (slabs, objects, held) in sorted(first.items()):
         if cid not in geom:
             continue
-        ptr, cpu, kept = _cache_prelude(cid, slabs, objects, room.get(cid, (objects, slabs, 0)),
+        ptr, cpu, kept = _cache_prelude(cid, slabs, objects, room.get(cid, (objects, slabs)),
                                         pre.get(cid, np.zeros(0, np.uint64)), order[cid],
                                         max(int(geom[cid]["objs_per_slab"]), 1), ncpus,
                                         held)
