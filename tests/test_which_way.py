@@ -13,7 +13,13 @@ import numpy as np
 from test_whatif import PAGE, T0, _held_sample, _trace
 
 from analyses.which_way.__main__ import main
-from analyses.which_way.calibrate import _event_ends, calibrate, untraced
+from analyses.which_way.calibrate import (
+    LIVE_OVER,
+    _event_ends,
+    calibrate,
+    live_over_kernel,
+    untraced,
+)
 from analyses.which_way.freecost import GEOMETRY, free_costs
 from analyses.which_way.record import truth_path
 from analyses.which_way.rescore import as_old_sampler, round_starts
@@ -94,6 +100,41 @@ def test_a_cache_whose_frees_reach_no_tracepoint_is_left_out_with_its_evidence(t
     assert untraced(ends, 0) == "its frees mostly reach no tracepoint"
     assert untraced(ends, 1) == "its allocations mostly reach no BPF program"
     assert untraced(ends, 2) is None
+
+
+def test_a_cache_with_more_traced_live_objects_than_the_kernel_has_is_left_out(tmp_path):
+    """Cache 0 (4 objects a slab): the kernel says 1 slab, 4 "objects"; the trace
+    allocates A, B and C and frees A (a ``kfree``); at 5 s the kernel says 1 "object",
+    an upper bound on its live objects, but the trace holds B and C live: 2 > 1, so at
+    least one free reached no tracepoint, though no address shows it (no implied free:
+    the old rule kept the cache). Cache 1: D lives from 1 ms before its sample to 1 ms
+    after it, and the kernel says 0 objects: within the 2 ms the sample's reads may span,
+    so no proof; the cache stays in."""
+    a, b, c, d = (0xFFFF_8880_0010_0000 + 64 * i for i in range(4))
+    s = 1_000_000_000
+    rows = [(EventKind.SLAB_SAMPLE, 0, 0, 1, 4), (EventKind.ALLOC, a, 0, 0, 0),
+            (EventKind.ALLOC, b, 0, 0, 0), (EventKind.ALLOC, c, 0, 0, 0),
+            (EventKind.FREE, a, -1, 0, 0), (EventKind.SLAB_SAMPLE, 0, 0, 1, 1),
+            (EventKind.ALLOC, d, 1, 0, 0, 0, {"ts_ns": T0 + 7 * s - 1_000_000}),
+            (EventKind.SLAB_SAMPLE, 0, 1, 0, 0, 0, {"ts_ns": T0 + 7 * s}),
+            (EventKind.FREE, d, 1, 0, 0, 0, {"ts_ns": T0 + 7 * s + 1_000_000})]
+    path = tmp_path / "t"
+    meta = _trace(path, rows, step=s).meta
+    meta["caches"] += [dict(meta["caches"][0], id=1, name="c1")]
+    (path / "meta.json").write_text(json.dumps(meta))
+    trace = TraceReader.open(path)
+    over = live_over_kernel(trace)
+    assert over == {0: (2, 1, 5.0)}
+    ends = _event_ends(trace)
+    assert ends[:, 0].tolist() == [3, 0, 1, 0, 0]  # 3 allocations, 1 traced free
+    assert untraced(ends, 0) is None  # the old rule: nothing implied, nothing left out
+    assert untraced(ends, 0, over.get(0)) == LIVE_OVER
+    assert untraced(ends, 1, over.get(1)) is None
+    truth_path(path).write_text(f"ts_ns,memcgs,online,dying\n{T0},10,8,2\n")
+    [cal] = calibrate([TraceSpec("hand", "real", 0, path)])
+    [x] = [x for x in cal.excluded if x["cache"] == "kmalloc-64"]
+    assert x["why"] == LIVE_OVER and x["live_over"] == (2, 1, 5.0)
+    assert "c1" not in [x["cache"] for x in cal.excluded]
 
 
 def test_davydov_benchmark_replay_separates_live_and_dead_frees():

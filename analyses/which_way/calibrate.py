@@ -53,6 +53,7 @@ TARGET_DYING_PCT = 10.0
 SETTLE_S = 10.0
 MOVED_PCT = 25.0
 WORST_LISTED = 8
+LIVE_OVER = "the trace holds more of its objects live than the kernel's `objects`"
 # A saved calibration is reused only if the prelude that seeds it and this module are the
 # ones that made it (``--cache``): either changes the fit, and the replays do not notice.
 CACHE_KEY = (STRATEGY, *(hashlib.sha256(inspect.getsource(m).encode()).hexdigest()[:16]
@@ -186,13 +187,75 @@ def _event_ends(trace: TraceReader) -> np.ndarray:
     return out
 
 
-def untraced(ends: np.ndarray, cache_id: int) -> str | None:
+def live_over_kernel(trace: TraceReader) -> dict[int, tuple[int, int, float]]:
+    """cache id -> (objects the trace shows live, the kernel's ``objects``, seconds) at the
+    sample where the first exceeds the second most, for the caches where it ever does.
+
+    ``objects`` in /sys/kernel/slab is an upper bound on a cache's live objects (it counts
+    every slot of the slabs the CPUs hold as used: ``show_slab_objects``), and the trace's
+    own objects are a lower bound on them if every free reaches the trace: an object
+    counts live from its ALLOC to the FREE of its address; one whose address is allocated
+    again with no FREE between (an implied free, :func:`_event_ends`) counts live not at
+    all, as if freed at once. Objects alive before the recording are not counted. So a
+    trace that holds more live objects than the kernel's ``objects`` proves frees went
+    missing (``kfree_rcu`` batches through ``kfree_bulk``, which no tracepoint reports:
+    ``kmalloc-cg-96`` in a churn run, 460 traced-live objects where the kernel had room
+    for 210). The sample-timing slack: the trace's count is taken at its lowest within
+    the span a sample's reads may have taken (``whatif.OWN_SPAN_S``, or a round's
+    ``SAMPLE_SPAN_S`` for traces stamped once a round)."""
+    ts, kind, ptr, cache, objs = [], [], [], [], []
+    for cols in trace.iter_parts(["ts_ns", "kind", "ptr", "cache_id", "aux2"]):
+        sel = np.isin(cols["kind"], (EventKind.ALLOC, EventKind.FREE, EventKind.SLAB_SAMPLE))
+        ts.append(cols["ts_ns"][sel])
+        kind.append(cols["kind"][sel])
+        ptr.append(cols["ptr"][sel].astype(np.uint64))
+        cache.append(cols["cache_id"][sel].astype(np.int64))
+        objs.append(cols["aux2"][sel].astype(np.int64))
+    ts, kind, ptr, cache, objs = (_cat(x) for x in (ts, kind, ptr, cache, objs))
+    sample = kind == EventKind.SLAB_SAMPLE
+    ev = np.flatnonzero((kind == EventKind.ALLOC) | (kind == EventKind.FREE))
+    by_ptr = ev[np.argsort(ptr[ev], kind="stable")]
+    alloc = kind[by_ptr] == EventKind.ALLOC
+    nxt_same = np.r_[ptr[by_ptr][1:] == ptr[by_ptr][:-1], False]
+    nxt_free = nxt_same & np.r_[kind[by_ptr][1:] == EventKind.FREE, False]
+    # each ALLOC: +1 at its time, -1 at its FREE's (counted on the ALLOC's cache: a
+    # ``kfree`` names none); an implied free's life is not counted
+    born = by_ptr[alloc & (nxt_free | ~nxt_same)]
+    died = np.r_[by_ptr[1:], 0][alloc & nxt_free]
+    c_born, c_died = cache[born], cache[by_ptr[alloc & nxt_free]]
+    span = int((whatif.OWN_SPAN_S if whatif.own_stamps(ts[sample]) else whatif.SAMPLE_SPAN_S)
+               * 1e9)
+    out: dict[int, tuple[int, int, float]] = {}
+    for c in np.unique(cache[sample]):
+        t = np.r_[ts[born[c_born == c]], ts[died[c_died == c]]]
+        step = np.r_[np.ones(int((c_born == c).sum()), np.int64),
+                     -np.ones(int((c_died == c).sum()), np.int64)]
+        if not len(t):
+            continue
+        order = np.argsort(t, kind="stable")
+        t, n = t[order], np.cumsum(step[order])  # live after each step
+        at = np.flatnonzero(sample & (cache == c))
+        lo = np.searchsorted(t, ts[at] - span)  # live at ts - span: before index lo
+        hi = np.searchsorted(t, ts[at] + span, "right")
+        low = np.array([min(n[a:b].min() if b > a else 1 << 62, n[a - 1] if a else 0)
+                        for a, b in zip(lo, hi, strict=True)])
+        excess = low - objs[at]
+        i = int(np.argmax(excess))
+        if excess[i] > 0:
+            out[int(c)] = (int(low[i]), int(objs[at[i]]), float((ts[at[i]] - trace.start_ns) / 1e9))
+    return out
+
+
+def untraced(ends: np.ndarray, cache_id: int,
+             over: tuple[int, int, float] | None = None) -> str | None:
     """Why the model cannot follow this cache on the recording kernel, or None: its frees
     or allocations mostly reach no BPF program (docs/recording.md, "Frees no probe sees";
     on 6.18 ``kmem_cache_free_bulk``, ``kfree_bulk`` and SLUB sheaves' RCU frees have no
-    tracepoint, and kprobes are off), or nothing of it reached the trace at all. Such a
-    cache is scored and listed, but its error is the recorder's blind spot, not the
-    model's: the worst per cache is given over the others too."""
+    tracepoint, and kprobes are off), the trace holds more of its objects live than the
+    kernel's ``objects`` at some sample (``over``, :func:`live_over_kernel`: frees provably
+    went missing, however few the implied ones), or nothing of it reached the trace at
+    all. Such a cache is scored and listed, but its error is the recorder's blind spot,
+    not the model's: the worst per cache is given over the others too."""
     allocs, named, traced, implied, implied_allocs = (int(x) for x in ends[:, cache_id])
     if not allocs and not named:
         return "no allocation or free of it reached a tracepoint"
@@ -200,14 +263,17 @@ def untraced(ends: np.ndarray, cache_id: int) -> str | None:
         return "its frees mostly reach no tracepoint"
     if implied_allocs and implied_allocs >= allocs:
         return "its allocations mostly reach no BPF program"
+    if over is not None:
+        return LIVE_OVER
     return None
 
 
-def _worst(v: Validation, ends: np.ndarray) -> list[dict]:
+def _worst(v: Validation, ends: np.ndarray, over: dict) -> list[dict]:
     """The worst caches, with what the trace holds for them: allocations, frees that named
     the cache, how their objects' lives ended (:func:`_event_ends`), whether the model can
-    follow them (:func:`untraced`), and the kernel's and the model's pages where the error
-    was worst."""
+    follow them (:func:`untraced`; ``live_over``: the trace's live objects against the
+    kernel's ``objects`` where they exceed it most, :func:`live_over_kernel`), and the
+    kernel's and the model's pages where the error was worst."""
     fits = sorted((f for f in v.caches if f.raw.worst_pct is not None),
                   key=lambda f: -abs(f.raw.worst_pct))[:WORST_LISTED]
     out = []
@@ -220,18 +286,20 @@ def _worst(v: Validation, ends: np.ndarray) -> list[dict]:
                     "kernel_pages_start": int(f.kernel_pages[0]),
                     "allocs": int(e[0]), "frees": int(e[1]), "frees_traced": int(e[2]),
                     "frees_implied": int(e[3]), "allocs_implied": int(e[4]),
-                    "untraced": untraced(ends, f.cache_id)})
+                    "untraced": untraced(ends, f.cache_id, over.get(f.cache_id)),
+                    "live_over": over.get(f.cache_id)})
     return out
 
 
-def _traced_worst(v: Validation, ends: np.ndarray) -> tuple[float | None, str, list[dict]]:
+def _traced_worst(v: Validation, ends: np.ndarray, over: dict
+                  ) -> tuple[float | None, str, list[dict]]:
     """(worst raw error over the caches the model can follow, that cache, the excluded
     caches with their error and reason)."""
     kept, excluded = [], []
     for f in v.caches:
         if f.raw.worst_pct is None:
             continue
-        why = untraced(ends, f.cache_id)
+        why = untraced(ends, f.cache_id, over.get(f.cache_id))
         if why is None:
             kept.append(f)
         else:
@@ -239,7 +307,8 @@ def _traced_worst(v: Validation, ends: np.ndarray) -> tuple[float | None, str, l
                              "allocs": int(ends[0, f.cache_id]),
                              "frees_traced": int(ends[2, f.cache_id]),
                              "frees_implied": int(ends[3, f.cache_id]),
-                             "allocs_implied": int(ends[4, f.cache_id])})
+                             "allocs_implied": int(ends[4, f.cache_id]),
+                             "live_over": over.get(f.cache_id)})
     top = max(kept, key=lambda f: abs(f.raw.worst_pct), default=None)
     excluded.sort(key=lambda x: -abs(x["worst_pct"]))
     return (top.raw.worst_pct if top else None), (top.name if top else ""), excluded
@@ -285,7 +354,8 @@ def _calibration(spec: TraceSpec) -> Calibration | None:
         np.zeros(0))
     t, kernel, model = _raw_totals(v)
     settled, moved, n_moved = _settled_and_moved(v)
-    ends = _event_ends(trace)
+    ends, over = _event_ends(trace), live_over_kernel(trace)
     return Calibration(spec.group, spec.run, v, empty, t, kernel, model,
                        _dying(spec, trace, result, run), settled, moved, n_moved,
-                       _worst(v, ends), *_traced_worst(v, ends), Sampling.of(trace))
+                       _worst(v, ends, over), *_traced_worst(v, ends, over),
+                       Sampling.of(trace))
