@@ -117,6 +117,7 @@ class FtraceCounter:
     """
 
     def __init__(self, pids: list[int]):
+        self.remove_stale()
         self.dir = TRACEFS / "instances" / f"kmt-bench-{os.getpid()}"
         self.dir.mkdir()
         who = " || ".join(f"common_pid == {p}" for p in pids)
@@ -127,18 +128,32 @@ class FtraceCounter:
             (self.dir / "events/kmem" / ev / "filter").write_text(f"({who}) && ptr >= 4096")
             (self.dir / "events/kmem" / ev / "enable").write_text("1")
 
+    @staticmethod
+    def remove_stale() -> None:
+        """Remove the counters of benchmark runs that died before ``stop``: left enabled,
+        one taxes every slab event of the machine, untraced runs included (one did so
+        unnoticed for eight hours; ``kmemtrace doctor`` now warns of it)."""
+        for inst in (TRACEFS / "instances").glob("kmt-bench-*"):
+            pid = inst.name.removeprefix("kmt-bench-")
+            if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+                (inst / "events/kmem/enable").write_text("0")
+                inst.rmdir()
+                print(f"removed {inst}, left tracing by a dead benchmark run", file=sys.stderr)
+
     def stop(self) -> int:
+        """The count; the instance is removed whatever happens."""
         (self.dir / "tracing_on").write_text("0")
-        total = 0
-        for stats in self.dir.glob("per_cpu/cpu*/stats"):
-            fields = dict(line.split(":", 1) for line in stats.read_text().splitlines())
-            if int(fields["dropped events"]):
-                raise RuntimeError(f"ftrace dropped events: {stats}")
-            total += int(fields["entries"]) + int(fields["overrun"])
-        for ev in KMEM_EVENTS:
-            (self.dir / "events/kmem" / ev / "enable").write_text("0")
-        self.dir.rmdir()
-        return total
+        try:
+            total = 0
+            for stats in self.dir.glob("per_cpu/cpu*/stats"):
+                fields = dict(line.split(":", 1) for line in stats.read_text().splitlines())
+                if int(fields["dropped events"]):
+                    raise RuntimeError(f"ftrace dropped events: {stats}")
+                total += int(fields["entries"]) + int(fields["overrun"])
+            return total
+        finally:
+            (self.dir / "events/kmem/enable").write_text("0")
+            self.dir.rmdir()
 
 
 def thread_cpu(pid: int) -> dict[str, float]:
@@ -190,6 +205,16 @@ def traced_kmemtrace(wl: Workload, tmp: Path, tag: str, check: bool,
                            cwd=source)
     wait_line(rec.stderr, "recording to")
     counter = FtraceCounter(wl.pids) if check else None
+    try:
+        return _measure(rec, out, wl, counter)
+    finally:
+        if counter is not None and counter.dir.exists():  # _measure failed before its stop
+            counter.stop()
+
+
+def _measure(rec: subprocess.Popen, out: Path, wl: Workload,
+             counter: "FtraceCounter | None") -> dict:
+    """The workload under a running recorder, then the recorder stopped and its trace read."""
     cpu0, threads0 = cpu_seconds(rec.pid), thread_cpu(rec.pid)
     rate = wl.run()
     cpu, threads = cpu_seconds(rec.pid) - cpu0, thread_cpu(rec.pid)

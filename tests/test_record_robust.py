@@ -312,3 +312,24 @@ def test_doctor_lists_a_leftover_memcg_with_its_fix():
     line = next(ln for ln in res.stdout.splitlines() if "leftovers" in ln)
     assert "left behind by a recorder that died" in line and str(path) in line
     assert f"rmdir {path}" in res.stdout
+
+
+def test_doctor_warns_of_an_ftrace_instance_tracing_slab_events():
+    """A tracefs instance left tracing kmem:kfree (as a killed benchmark leaves its
+    counter): doctor names it and the commands that remove it, and those commands work."""
+    inst = probes.find_tracefs() / "instances" / f"kmt-test-doctor-{os.getpid()}"
+    inst.mkdir()
+    try:
+        (inst / "events/kmem/kfree/enable").write_text("1")
+        res = subprocess.run([sys.executable, "-m", "kmemtrace", "doctor"], capture_output=True,
+                             text=True, env=ENV, timeout=120)
+        line = next(ln for ln in res.stdout.splitlines() if "slab tracing" in ln)
+        assert line.lstrip().startswith("warn") and f"{inst} (kmem:kfree)" in line
+        fix = next(ln for ln in res.stdout.splitlines() if str(inst) in ln and "fix:" in ln)
+        cmd = next(c for c in fix.split("fix:", 1)[1].split(";") if str(inst) in c)
+        subprocess.run(["sh", "-c", cmd], check=True)
+        assert not inst.exists()
+    finally:
+        if inst.exists():
+            (inst / "events/kmem/enable").write_text("0")
+            inst.rmdir()

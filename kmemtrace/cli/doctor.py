@@ -73,6 +73,44 @@ def _leftovers() -> str:
                          tip="; ".join(inmemcg.cleanup_tip(path) for path, _ in found))
 
 
+SLAB_EVENTS = ("kmem_cache_alloc", "kmem_cache_free", "kmalloc", "kfree")
+
+
+def _tracing_slab_events(tracefs: Path) -> list[tuple[Path, list[str]]]:
+    """(ftrace instance, its enabled kmem slab events) for the top level and every
+    instance: the same four tracepoints kmemtrace attaches to."""
+    out = []
+    for inst in (tracefs, *sorted((tracefs / "instances").glob("*"))):
+        on = []
+        for ev in SLAB_EVENTS:
+            try:
+                if (inst / "events/kmem" / ev / "enable").read_text().strip() not in ("0", ""):
+                    on.append(f"kmem:{ev}")
+            except OSError:
+                continue
+        if on:
+            out.append((inst, on))
+    return out
+
+
+def _slab_tracing() -> str:
+    """ftrace left tracing the slab tracepoints (a killed benchmark's private instance,
+    say) taxes every slab event of the machine: measured overheads and the recorded
+    workload's speed then carry that cost too. Found the hard way: one such instance ran
+    unnoticed for eight hours of benchmarks."""
+    tracefs = probes.find_tracefs()
+    if tracefs is None:
+        return "tracefs not mounted: nothing to look at"
+    found = _tracing_slab_events(tracefs)
+    if not found:
+        return "no ftrace instance is tracing the slab tracepoints"
+    listed = ", ".join(f"{inst} ({' '.join(evs)})" for inst, evs in found)
+    fixes = [f"echo 0 > {inst}/events/kmem/enable" + (
+        f" && rmdir {inst}" if inst.parent.name == "instances" else "") for inst, _ in found]
+    raise KmemtraceError(f"ftrace is tracing slab events, a cost on every one: {listed}",
+                         tip="; ".join(fixes))
+
+
 # Frees that emit no per-object tracepoint (docs/recording.md, "Frees no probe sees").
 UNTRACED_FREES = ("frees by kmem_cache_free_bulk/kfree_bulk (kfree_rcu batches) and SLUB "
                   "sheaves' rcu_free_sheaf (6.18)")
@@ -102,7 +140,7 @@ def _fentry() -> str:
 REQUIRED = (("root", _root), ("tracefs", _tracefs), ("bcc module", _bcc),
             ("kernel headers", _headers), ("kernel BTF", _btf), ("memory cgroup", _cgroups))
 OPTIONAL = (("kprobes", _kprobes), ("fentry", _fentry))
-CLEANUP = (("leftovers", _leftovers),)
+CLEANUP = (("leftovers", _leftovers), ("slab tracing", _slab_tracing))
 app_console = Console(soft_wrap=True)
 
 
