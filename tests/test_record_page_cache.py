@@ -93,7 +93,7 @@ def _fragment_and_compact(hole_mib: int = 1024) -> None:
         area.close()
 
 
-def _move_some_pages(memcg_ino: int, tries: int = 6) -> int:
+def _move_some_pages(memcg_ino: int, tries: int = 12) -> int:
     """Compact until some of the memcg's cached pages moved; how many did (kernel's count)."""
     before = _pfns_of(memcg_ino)
     for _ in range(tries):
