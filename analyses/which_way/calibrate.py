@@ -199,7 +199,7 @@ def live_over_kernel(trace: TraceReader) -> dict[int, tuple[int, int, float]]:
     all, as if freed at once. Objects alive before the recording are not counted. So a
     trace that holds more live objects than the kernel's ``objects`` proves frees went
     missing (``kfree_rcu`` batches through ``kfree_bulk``, which no tracepoint reports:
-    ``kmalloc-cg-96`` in a churn run, 460 traced-live objects where the kernel had room
+    ``kmalloc-cg-96`` in a churn run, 698 traced-live objects where the kernel had room
     for 210). The sample-timing slack: the trace's count is taken at its lowest within
     the span a sample's reads may have taken (``whatif.OWN_SPAN_S``, or a round's
     ``SAMPLE_SPAN_S`` for traces stamped once a round)."""
