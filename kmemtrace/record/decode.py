@@ -52,11 +52,6 @@ class KmallocIds:
                 if size <= MAX_TABLE_SIZE:
                     self.table[int(accounted) * self.width + size] = cache_id
 
-    def __call__(self, size: np.ndarray, gfp: np.ndarray) -> np.ndarray:
-        out = np.empty(size.shape, np.int32)
-        self.into(size, gfp, out, np.empty(size.shape, np.bool_), np.empty(size.shape, np.int32))
-        return out
-
     def into(self, size: np.ndarray, gfp: np.ndarray, out: np.ndarray, acct: np.ndarray,
              index: np.ndarray) -> None:
         """``out`` = the cache ids of ``size``/``gfp``; ``acct`` and ``index`` are work
