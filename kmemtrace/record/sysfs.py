@@ -17,9 +17,18 @@ GEOMETRY = {"object_size": "object_size", "size": "slab_size",
             "min_partial": "min_partial", "cpu_partial": "cpu_partial"}
 
 
-def _first_int(path: Path) -> int:
-    """``/sys/kernel/slab/x/slabs`` reads ``'4017 N0=4017'``: take the leading number."""
-    return int(path.read_text().split()[0])
+def _first_int(path: str | Path) -> int:
+    """``/sys/kernel/slab/x/slabs`` reads ``'4017 N0=4017'``: take the leading number.
+
+    One ``os.read`` (a sysfs attribute is at most a page), not ``Path.read_text``: path
+    object, text wrapper and decoding took as long as the kernel's own work for the
+    sampler's hundreds of reads a second (a round of two files per cache: 12.7 -> 6.9 ms
+    of thread CPU, with the CPU fields 28.2 -> 14.0 ms; 236 caches, load ~4)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return int(os.read(fd, 4096).split(None, 1)[0])
+    finally:
+        os.close(fd)
 
 
 def read_caches(root: Path = SLAB_ROOT) -> list[dict]:
@@ -125,25 +134,13 @@ def sample_slab_rows(caches: list[dict], cpu_fields: bool,
         d = f"{base}{c['sysfs']}/"
         try:
             t0 = clock(mono)
-            vals = [_read_first_int(d + name) for name in names]
+            vals = [_first_int(d + name) for name in names]
             t1 = clock(mono)
         except (OSError, ValueError, IndexError):
             continue
         out.append(((t0 + t1) // 2, c["id"], *vals, 1) if cpu_fields
                    else ((t0 + t1) // 2, c["id"], *vals, 0, 0, 0, 0))
     return out
-
-
-def _read_first_int(path: str) -> int:
-    """:func:`_first_int` at half the cost, for the sampler's hundreds of reads a second:
-    ``Path.read_text`` (path object, text wrapper, decoding) took as long as the kernel's
-    own work here (a round of two files per cache: 12.7 ms -> 6.9 ms of thread CPU, with
-    the CPU fields 28.2 -> 14.0 ms; 236 caches, load ~4)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        return int(os.read(fd, 4096).split(None, 1)[0])
-    finally:
-        os.close(fd)
 
 
 def memcg_tree(mount: Path) -> list[dict]:
