@@ -13,8 +13,16 @@ trace frees by name), the two old frees leave 3 objects, none of the slabs empti
 import numpy as np
 
 from kmemtrace.metrics import slab_samples
+from kmemtrace.model.state import (
+    I_NR_PARTIAL,
+    P_ACTIVE,
+    P_PSLABS,
+    S_INUSE,
+    S_STATE,
+    SL_CPU_ACTIVE,
+)
 from kmemtrace.replay.engine import replay
-from kmemtrace.replay.whatif import kernel_start, map_cpus
+from kmemtrace.replay.whatif import kernel_start, map_cpus, unseen_frees
 from kmemtrace.strategies import select
 from kmemtrace.trace.meta import new_meta
 from kmemtrace.trace.reader import TraceReader
@@ -184,25 +192,37 @@ def _held_sample(slabs, objects, cpu_slabs, partial, objects_partial):
             {"gfp": SAMPLE_HAS_CPU_FIELDS, "bytes": cpu_slabs, "pid": partial})
 
 
+def _freed_slots(pre, cache=0):
+    mine = pre["cache_id"] == cache
+    allocs = pre["ptr"][mine & (pre["kind"] == EventKind.ALLOC)]
+    slot = {int(p): i for i, p in enumerate(allocs)}
+    return len(allocs), sorted(slot[int(p)] for p in pre["ptr"][mine & (pre["kind"] ==
+                                                                       EventKind.FREE)])
+
+
 def test_sampled_cpu_slabs_set_the_start_exactly(tmp_path):
     """4 objects a slab, 1 CPU, ``cpu_partial`` 8 (up to ``DIV_ROUND_UP(2 * 8, 4)`` = 4
     CPU partial slabs). The kernel says, twice a second apart: 5 slabs, 14 "objects", and
     what the CPUs hold: ``cpu_slabs`` 1, ``partial`` 2, ``objects_partial`` 2. On paper:
     5 - 2 - 1 = 2 full slabs (8 objects), 2 node-partial slabs with 2 objects (1 each), and
-    CPU 0's active slab, taken as half full (2 of its 4 slots counted full by ``objects``
-    are free): 14 - 2 = 12 survivors, laid out 4, 4, 1, 1, 2. The prelude allocates the
-    20 slots and frees slots 9-11, 13-15 and 18-19. Without the fields the prelude had to
-    guess the CPU-held slabs: 3 of them (``min(5, 1 + 4, 14 // 4)``), 2 of them empty CPU
-    partial slabs and the active one half free, 10 free slots, so it kept 4 objects on
-    two slabs that the kernel's 2 full slabs alone prove held at least 8. (No CPU partial
-    slab here: :func:`test_a_static_cache_keeps_its_cpu_partial_slabs`.)"""
+    CPU 0's active slab, whose objects ``objects`` counts full and nothing proves live:
+    10 survivors, laid out 4, 4, 1, 1, 0. The prelude allocates the 20 slots and frees
+    slots 9-11, 13-15 and 16-19; the model then holds the 2 node-partial slabs on the node
+    list and the empty one as CPU 0's active slab, the kernel's 5 slabs at both samples.
+    Without the fields the prelude had to guess the CPU-held slabs: 3 of them (``min(5,
+    1 + 4, 14 // 4)``), 2 of them empty CPU partial slabs and the active one half free,
+    10 free slots, so it kept 4 objects on two slabs that the kernel's 2 full slabs alone
+    prove held at least 8."""
     rows = [_held_sample(5, 14, 1, 2, 2), _held_sample(5, 14, 1, 2, 2)]
     trace = _trace(tmp_path / "t", rows, step=1_000_000_000, cpu_partial=8, min_partial=5)
-    pre = kernel_start(trace)
-    allocs = pre["ptr"][pre["kind"] == EventKind.ALLOC]
-    slot = {int(p): i for i, p in enumerate(allocs)}
-    freed = sorted(slot[int(p)] for p in pre["ptr"][pre["kind"] == EventKind.FREE])
-    assert len(allocs) == 20 and freed == [9, 10, 11, 13, 14, 15, 18, 19]
+    assert _freed_slots(kernel_start(trace)) == (20, [9, 10, 11, 13, 14, 15, 16, 17, 18, 19])
+    run = replay(trace, select("objcg", {}), era="6.8", samples=2,
+                 from_kernel_state=True).runs[0]
+    m, inst = run.model, run.model.inst_of[0, 0]
+    active = m.pcpu[P_ACTIVE, inst, 0]
+    assert m.inst[I_NR_PARTIAL, inst] == 2 and m.slab[S_INUSE, active] == 0
+    assert m.slab[S_STATE, active] == SL_CPU_ACTIVE and m.pcpu[P_PSLABS, inst, 0] == 0
+    assert list(slab_samples(run)["model_slabs"]) == [5, 5]
     bare = [(EventKind.SLAB_SAMPLE, 0, 0, 5, 14)] * 2  # the same trace without the fields
     old = kernel_start(_trace(tmp_path / "b", bare, step=1_000_000_000, cpu_partial=8,
                               min_partial=5))
@@ -212,51 +232,62 @@ def test_sampled_cpu_slabs_set_the_start_exactly(tmp_path):
 def test_a_static_cache_keeps_its_cpu_partial_slabs(tmp_path):
     """4 objects a slab, 1 CPU: 4 slabs, 16 "objects", ``cpu_slabs`` 3, nothing on the node
     list, twice a second apart, nothing traced (``tracefs_inode_cache`` on paper). On
-    paper: 1 full slab; CPU 0's active slab half free (2 live); its 2 CPU partial slabs
-    free by one slot at least, 3 live each: 4 + 2 + 3 + 3 = 12 survivors, slots 6, 7, 11
-    and 15 freed, and no slab empty. Taken as empty (the estimate without the fields: 3 of
-    the 4 slabs CPU-held, ``min(4, 1 + 4, 16 // 4)``), 2 survivors, and the model
-    discarded slabs the kernel had."""
+    paper: 1 full slab (4 survivors); CPU 0's active slab and its 2 CPU partial slabs,
+    whose objects nothing proves live: slots 4-15 freed. Laid out where the kernel had
+    them, the 2 empty CPU partial slabs stay parked, as in the kernel, which keeps them
+    until a drain: the model holds the kernel's 4 slabs at both samples. Made by events
+    alone, the empty slabs went to the node list and were discarded past ``min_partial``
+    (here 0): 1 slab of the kernel's 4."""
     rows = [_held_sample(4, 16, 3, 0, 0), _held_sample(4, 16, 3, 0, 0)]
-    pre = kernel_start(_trace(tmp_path / "t", rows, step=1_000_000_000, cpu_partial=8,
-                              min_partial=5))
-    allocs = pre["ptr"][pre["kind"] == EventKind.ALLOC]
-    slot = {int(p): i for i, p in enumerate(allocs)}
-    freed = sorted(slot[int(p)] for p in pre["ptr"][pre["kind"] == EventKind.FREE])
-    assert len(allocs) == 16 and freed == [6, 7, 11, 15]
+    trace = _trace(tmp_path / "t", rows, step=1_000_000_000, cpu_partial=8, min_partial=0)
+    assert _freed_slots(kernel_start(trace)) == (16, list(range(4, 16)))
+    assert list(_objcg_samples(trace)["model_slabs"]) == [4, 4]
     bare = [(EventKind.SLAB_SAMPLE, 0, 0, 4, 16)] * 2
     old = kernel_start(_trace(tmp_path / "b", bare, step=1_000_000_000, cpu_partial=8,
                               min_partial=5))
     assert sum(old["kind"] == EventKind.ALLOC) - sum(old["kind"] == EventKind.FREE) == 2
 
 
+def test_empty_cpu_slabs_take_the_allocations_the_kernel_gave_them(tmp_path):
+    """A churning cache (``bio-184`` on paper), 4 objects a slab, 1 CPU: 3 slabs, 12
+    "objects", all 3 CPU-held (active and 2 CPU partial), none proven live. The trace
+    allocates 16 objects and the kernel then reports 4 slabs, 16 "objects", ``cpu_slabs``
+    1. On paper the 16 fill the 3 empty slabs and one new one: the model's 4 slabs. With
+    the CPU-held slabs taken as full but one slot, and the active one half full (the
+    rule before), the 3 slabs had 4 free slots and the model needed 3 new slabs: 6."""
+    new = [PAGE + 0x4000 + 64 * i for i in range(16)]
+    rows = [_held_sample(3, 12, 3, 0, 0)]
+    rows += [(EventKind.ALLOC, p, 0, 0, 0) for p in new]
+    rows += [_held_sample(4, 16, 1, 0, 0)]
+    trace = _trace(tmp_path / "t", rows, step=1_000_000, cpu_partial=8, min_partial=5)
+    assert _freed_slots(kernel_start(trace)) == (12, list(range(12)))
+    assert list(_objcg_samples(trace)["model_slabs"]) == [3, 4]
+
+
 def test_a_round_without_the_fields_bounds_as_the_sampled_ones(tmp_path):
     """The static cache above with a round between the two that did not read the CPU
-    fields (the recorder reads them every 5th round). On paper: its CPU-held slabs are
-    estimated, ``min(4, 1 + 4, 16 // 4)`` = 4, but taken as the sampled ones are, the
-    active one half free and the 3 others free by one slot: 16 - 2 - 3 = 11 survivors at
-    most, so the first CPU partial slab gives one up: slots 6, 7, 10, 11 and 15 freed.
-    Taken as empty there (as in a trace without the fields), that round left room for 2."""
+    fields (the recorder reads them every 5th round). Its CPU-held slabs are estimated,
+    ``min(4, 1 + 4, 16 // 4)`` = 4, but taken as the sampled ones are, the active one half
+    free and the 3 others free by one slot: room for 11 survivors at most, more than the
+    4 the sampled rounds prove, so the start is the same as without that round. Taken as
+    empty there (as in a trace without the fields), that round left room for 2."""
     rows = [_held_sample(4, 16, 3, 0, 0), (EventKind.SLAB_SAMPLE, 0, 0, 4, 16),
             _held_sample(4, 16, 3, 0, 0)]
     pre = kernel_start(_trace(tmp_path / "t", rows, step=1_000_000_000, cpu_partial=8,
                               min_partial=5))
-    allocs = pre["ptr"][pre["kind"] == EventKind.ALLOC]
-    slot = {int(p): i for i, p in enumerate(allocs)}
-    freed = sorted(slot[int(p)] for p in pre["ptr"][pre["kind"] == EventKind.FREE])
-    assert len(allocs) == 16 and freed == [6, 7, 10, 11, 15]
+    assert _freed_slots(pre) == (16, list(range(4, 16)))
 
 
 def test_own_stamps_pair_a_sample_with_the_net_at_its_reads(tmp_path):
     """Cache 0 (4 a slab, 1 CPU): 2 slabs, 8 "objects", ``cpu_slabs`` 1, nothing on the
     node list at the start and again a second later; 0.2 s before the second sample the
-    trace allocated 4 objects it keeps. On paper: 1 full slab and CPU 0's active one, half
-    free: 6 live at each sample, 4 of them the trace's at the second, so at most 2
-    survivors; the active slab's place gives up first, but one object each slab keeps
-    (slots 0 and 4), the 6 other slots freed. A
-    recorder that stamped a round once (cache 1 read with cache 0, same stamp) could have
-    read cache 0 up to a quarter second after its stamp, so the net is taken at its lowest
-    within that, 0 before the allocations: room for 6, kept as the profile's 4 + 2."""
+    trace allocated 4 objects it keeps. On paper: the full slab proves 4 live at the
+    start; at the second sample the CPU slab, taken as half free, leaves room for 6 live,
+    4 of them the trace's, so at most 2 survivors, kept on the full slab (slots 0 and 1),
+    the 6 other slots freed. A recorder that stamped a round once (cache 1 read with
+    cache 0, same stamp) could have read cache 0 up to a quarter second after its stamp,
+    so the net is taken at its lowest within that, 0 before the allocations: room for 6,
+    and the 4 proven are kept (slots 0-3)."""
     more = [{"id": 1, "name": "kmalloc-128", "object_size": 128, "size": 128,
              "objs_per_slab": 4, "order": 0, "accounted": False}]
 
@@ -272,15 +303,11 @@ def test_own_stamps_pair_a_sample_with_the_net_at_its_reads(tmp_path):
                 at((EventKind.SLAB_SAMPLE, 0, 1, 1, 4, 0), T0 + 1_000_000_000 + c1_lag)]
 
     def freed_slots(path, c1_lag):
-        pre = kernel_start(_trace(path, rows(c1_lag), more_caches=more,
-                                  step=1_000_000_000))
-        mine = pre["cache_id"] == 0
-        allocs = pre["ptr"][mine & (pre["kind"] == EventKind.ALLOC)]
-        slot = {int(p): i for i, p in enumerate(allocs)}
-        return sorted(slot[int(p)] for p in pre["ptr"][mine & (pre["kind"] == EventKind.FREE)])
+        return _freed_slots(kernel_start(_trace(path, rows(c1_lag), more_caches=more,
+                                                step=1_000_000_000)))[1]
 
-    assert freed_slots(tmp_path / "own", 1_000_000) == [1, 2, 3, 5, 6, 7]
-    assert freed_slots(tmp_path / "round", 0) == [6, 7]
+    assert freed_slots(tmp_path / "own", 1_000_000) == [2, 3, 4, 5, 6, 7]
+    assert freed_slots(tmp_path / "round", 0) == [4, 5, 6, 7]
 
 
 def test_a_kfree_is_not_named_after_a_later_owner_of_its_page(tmp_path):
@@ -315,3 +342,23 @@ def test_cpu_mapping():
     assert (wide % 2 == cpu).all() and (wide < 128).all()  # a split of the recorded CPU
     many = map_cpus(np.zeros(10_000, int), np.arange(10_000), 2, 128)
     assert len(np.unique(many)) == 64  # tasks of CPU 0 spread over all 64 of its CPUs
+
+
+def test_samples_that_prove_missed_frees_keep_the_start_whole(tmp_path):
+    """4 objects a slab, 1 CPU. The kernel reports 5 slabs, 20 "objects", ``cpu_slabs`` 1,
+    nothing on the node list; a second later 1 slab, 4 "objects", ``cpu_slabs`` 1; the
+    trace holds no event of the cache (``kmalloc-192`` under ``drop_caches``: its objects
+    went by ``kfree_rcu`` batches). On paper: the 4 full slabs prove 16 live at the start;
+    the second sample leaves room for 4 at most (the active slab may be full), and the
+    trace freed none of the old objects: 12 frees the trace missed. The prelude keeps the
+    16 (slots 16-19, the active slab, freed) and the model starts on the kernel's 5 slabs.
+    A second sample whose reads disagree (``objects`` is not the capacity off the node
+    list plus ``objects_partial``) proves nothing, and the start is capped as before."""
+    rows = [_held_sample(5, 20, 1, 0, 0), _held_sample(1, 4, 1, 0, 0)]
+    trace = _trace(tmp_path / "t", rows, step=1_000_000_000, cpu_partial=8, min_partial=5)
+    assert unseen_frees(trace) == {0: 12}
+    assert _freed_slots(kernel_start(trace)) == (20, [16, 17, 18, 19])
+    assert list(_objcg_samples(trace)["model_slabs"]) == [5, 5]  # it cannot see the drop
+    torn = [_held_sample(5, 20, 1, 0, 0), _held_sample(1, 3, 1, 0, 0)]
+    assert unseen_frees(_trace(tmp_path / "b", torn, step=1_000_000_000, cpu_partial=8,
+                               min_partial=5)) == {}

@@ -15,6 +15,7 @@ from test_whatif import PAGE, T0, _held_sample, _trace
 from analyses.which_way.__main__ import main
 from analyses.which_way.calibrate import (
     LIVE_OVER,
+    UNSEEN,
     _event_ends,
     calibrate,
     live_over_kernel,
@@ -100,6 +101,9 @@ def test_a_cache_whose_frees_reach_no_tracepoint_is_left_out_with_its_evidence(t
     assert untraced(ends, 0) == "its frees mostly reach no tracepoint"
     assert untraced(ends, 1) == "its allocations mostly reach no BPF program"
     assert untraced(ends, 2) is None
+    # the kernel's samples proving frees the trace missed (whatif.unseen_frees) leave an
+    # ordinary life out too, with that reason
+    assert untraced(ends, 2, None, 12) == UNSEEN
 
 
 def test_a_cache_with_more_traced_live_objects_than_the_kernel_has_is_left_out(tmp_path):

@@ -54,6 +54,7 @@ SETTLE_S = 10.0
 MOVED_PCT = 25.0
 WORST_LISTED = 8
 LIVE_OVER = "the trace holds more of its objects live than the kernel's `objects`"
+UNSEEN = "the kernel's samples prove frees the trace missed"
 # A saved calibration is reused only if the prelude that seeds it and this module are the
 # ones that made it (``--cache``): either changes the fit, and the replays do not notice.
 CACHE_KEY = (STRATEGY, *(hashlib.sha256(inspect.getsource(m).encode()).hexdigest()[:16]
@@ -247,13 +248,16 @@ def live_over_kernel(trace: TraceReader) -> dict[int, tuple[int, int, float]]:
 
 
 def untraced(ends: np.ndarray, cache_id: int,
-             over: tuple[int, int, float] | None = None) -> str | None:
+             over: tuple[int, int, float] | None = None, missed: int = 0) -> str | None:
     """Why the model cannot follow this cache on the recording kernel, or None: its frees
     or allocations mostly reach no BPF program (docs/recording.md, "Frees no probe sees";
     on 6.18 ``kmem_cache_free_bulk``, ``kfree_bulk`` and SLUB sheaves' RCU frees have no
     tracepoint, and kprobes are off), the trace holds more of its objects live than the
     kernel's ``objects`` at some sample (``over``, :func:`live_over_kernel`: frees provably
-    went missing, however few the implied ones), or nothing of it reached the trace at
+    went missing, however few the implied ones), the kernel's own samples prove more
+    objects live at the start than later samples leave room for (``missed``,
+    :func:`kmemtrace.replay.whatif.unseen_frees`: frees of objects older than the
+    recording, which no implied free can show), or nothing of it reached the trace at
     all. Such a cache is scored and listed, but its error is the recorder's blind spot,
     not the model's: the worst per cache is given over the others too."""
     allocs, named, traced, implied, implied_allocs = (int(x) for x in ends[:, cache_id])
@@ -265,10 +269,12 @@ def untraced(ends: np.ndarray, cache_id: int,
         return "its allocations mostly reach no BPF program"
     if over is not None:
         return LIVE_OVER
+    if missed:
+        return UNSEEN
     return None
 
 
-def _worst(v: Validation, ends: np.ndarray, over: dict) -> list[dict]:
+def _worst(v: Validation, ends: np.ndarray, over: dict, missed: dict) -> list[dict]:
     """The worst caches, with what the trace holds for them: allocations, frees that named
     the cache, how their objects' lives ended (:func:`_event_ends`), whether the model can
     follow them (:func:`untraced`; ``live_over``: the trace's live objects against the
@@ -286,12 +292,13 @@ def _worst(v: Validation, ends: np.ndarray, over: dict) -> list[dict]:
                     "kernel_pages_start": int(f.kernel_pages[0]),
                     "allocs": int(e[0]), "frees": int(e[1]), "frees_traced": int(e[2]),
                     "frees_implied": int(e[3]), "allocs_implied": int(e[4]),
-                    "untraced": untraced(ends, f.cache_id, over.get(f.cache_id)),
-                    "live_over": over.get(f.cache_id)})
+                    "untraced": untraced(ends, f.cache_id, over.get(f.cache_id),
+                                         missed.get(f.cache_id, 0)),
+                    "live_over": over.get(f.cache_id), "missed": missed.get(f.cache_id, 0)})
     return out
 
 
-def _traced_worst(v: Validation, ends: np.ndarray, over: dict
+def _traced_worst(v: Validation, ends: np.ndarray, over: dict, missed: dict
                   ) -> tuple[float | None, str, list[dict]]:
     """(worst raw error over the caches the model can follow, that cache, the excluded
     caches with their error and reason)."""
@@ -299,7 +306,7 @@ def _traced_worst(v: Validation, ends: np.ndarray, over: dict
     for f in v.caches:
         if f.raw.worst_pct is None:
             continue
-        why = untraced(ends, f.cache_id, over.get(f.cache_id))
+        why = untraced(ends, f.cache_id, over.get(f.cache_id), missed.get(f.cache_id, 0))
         if why is None:
             kept.append(f)
         else:
@@ -308,7 +315,8 @@ def _traced_worst(v: Validation, ends: np.ndarray, over: dict
                              "frees_traced": int(ends[2, f.cache_id]),
                              "frees_implied": int(ends[3, f.cache_id]),
                              "allocs_implied": int(ends[4, f.cache_id]),
-                             "live_over": over.get(f.cache_id)})
+                             "live_over": over.get(f.cache_id),
+                             "missed": missed.get(f.cache_id, 0)})
     top = max(kept, key=lambda f: abs(f.raw.worst_pct), default=None)
     excluded.sort(key=lambda x: -abs(x["worst_pct"]))
     return (top.raw.worst_pct if top else None), (top.name if top else ""), excluded
@@ -354,8 +362,8 @@ def _calibration(spec: TraceSpec) -> Calibration | None:
         np.zeros(0))
     t, kernel, model = _raw_totals(v)
     settled, moved, n_moved = _settled_and_moved(v)
-    ends, over = _event_ends(trace), live_over_kernel(trace)
+    ends, over, missed = _event_ends(trace), live_over_kernel(trace), whatif.unseen_frees(trace)
     return Calibration(spec.group, spec.run, v, empty, t, kernel, model,
                        _dying(spec, trace, result, run), settled, moved, n_moved,
-                       _worst(v, ends, over), *_traced_worst(v, ends, over),
+                       _worst(v, ends, over, missed), *_traced_worst(v, ends, over, missed),
                        Sampling.of(trace))

@@ -22,6 +22,7 @@ from analyses.which_way.calibrate import (
     TARGET_DYING_PCT,
     TARGET_MEDIAN_PCT,
     TARGET_WORST_PCT,
+    UNSEEN,
     Calibration,
 )
 from analyses.which_way.dying import report_section as dying_report_section
@@ -49,8 +50,8 @@ RANKED = [c for c, _, _ in FAIR[:5]] + ["sync_1k"]
 
 
 
-# What the start state cannot tell, measured on bio-184 (churn run 1) by replaying it with
-# and without the start's survivors, and where SLUB parks empty slabs, measured on the
+# What the start state cannot tell, measured by the calibration with the start before and
+# after it was laid out (model/start.py), and where SLUB parks empty slabs, measured on the
 # recording kernel by analyses/which_way/parking.py. The sampling sentences depend on how
 # the traces were recorded (:class:`analyses.which_way.calibrate.Sampling`).
 REMAINS_PARKING = (
@@ -77,30 +78,31 @@ REMAINS_PARKING = (
 REMAINS_CPU = (
     "{with_cpu} of {n} traces also sampled `cpu_slabs` (active and CPU partial slabs), "
     "`partial` and `objects_partial` (in the first round and every 5th after it), and "
-    "their prelude starts from them: `slabs − partial − cpu_slabs` full slabs and the "
-    "node-partial slabs' `objects_partial` objects exactly, the CPU-held slabs by count; "
-    "those slabs' live objects are only bounded (0 to their capacity): the active ones "
-    "(one a CPU) are taken as half full, the CPU partial ones as full but one slot (the "
-    "least free they can be), and where later samples leave less room the CPU partial "
-    "slabs give their objects up first, down to one a slab before any slab empties "
-    "(docs/replay.md). That start is what keeps the heavy-churn caches at ~2× the kernel, "
-    "not SLUB's rules: replayed alone through the same SLUB 6.8 rules from the kernel's "
-    "sampled start with the CPU-held slabs empty (node-partial slabs on the node list, "
-    "and the 2 long-lived objects that later samples show on the node list on one slab), "
-    "`bio-184` (churn runs 1 and 2, classic run 1, 2026-11-27 07:10 study) has a median "
-    "error of 0 % against the kernel's `slabs`, and `ext4_io_end` (churn run 2) matches "
-    "the kernel's `slabs`, `cpu_slabs` and `partial` at every sample; what is left (+45 to "
-    "+88 %, −58 %) is one early episode a trace that another split of the CPU partial "
-    "slabs between the two CPUs removes (the recorder reads `cpu_slabs` as a total). The "
-    "objects the start puts on the CPU-held slabs are survivors that no free reaches, and "
-    "they pin slabs that the kernel drained and discarded (`put_cpu_partial` → "
-    "`__put_partials`). Taken as empty in the whole-system prelude (07:10 study, churn "
-    "runs 1 and 2, classic run 1), they fixed those caches (churn run 1's traced worst "
-    "from +175 %, `bio-184`, to −65 %, `kmalloc-32`; its median over the caches that "
-    "moved from 4.76 % to 0 %) but cost 6 to 9 caches on target a trace elsewhere (123 → "
-    "114, 121 → 115, 123 → 116; `eventpoll_epi` +523 % in classic run 1), so the study "
-    "keeps the start above until that rule holds for every cache. Where a trace has no "
-    "such fields, ")
+    "their start is laid out where the kernel had its slabs (`kmemtrace/model/start.py`, "
+    "docs/replay.md): `slabs − partial − cpu_slabs` full slabs off every list, the "
+    "node-partial ones on the node list with the `objects_partial` objects, the CPU-held "
+    "ones on the CPUs (one active slab a CPU, the rest on the CPU partial lists, round "
+    "robin: the recorder reads `cpu_slabs` as a total). How many objects are live the "
+    "samples bound from below (a sample whose reads agree proves the full slabs' capacity "
+    "plus `objects_partial` live, less what the trace's own allocations account for) and "
+    "from above; the start keeps the fewest they prove, so a CPU-held slab holds no "
+    "survivor that no sample proves. The start before it (to 2026-11-27, git `7128321`) "
+    "was made by events alone, and an empty slab could not stay where the kernel parks "
+    "it, so the CPU-held slabs were given survivors (the active ones half full, the CPU "
+    "partial ones full but one slot) that no free ever reached, and they pinned slabs the "
+    "kernel drained. The same calibration with kmemtrace at `7128321`, on the traces "
+    "above: caches on both targets 1 025 → 1 081 of 1 143; "
+    "`bio-184`'s worst in the six traces where it was worst +75 to +188 % → −11 to "
+    "+111 %; the traced worst over all traces +188 % (`bio-184`, classic 2) → +111 % "
+    "(`bio-184`, churn 0). What is left there: at 13 s the kernel went from 21 `bio-184` "
+    "slabs to 9 within a second, its node list empty (`objects` = 9 × 21), where the model "
+    "kept 19; which CPU's partial list holds which slab decides when a list drains, and "
+    "the recorder reads `cpu_slabs` as a total, so that is not settled here. Where the "
+    "samples prove more objects live at the start than later samples leave room for, "
+    "less the old objects the trace frees, the trace missed frees (`kfree_rcu` batches "
+    "and bulk frees, which no tracepoint reports; `kmalloc-192` in classic run 1, 4 705 "
+    "objects): such a cache starts as the kernel had it and is left out of the traced "
+    "worst with that evidence (the tables below). Where a trace has no such fields, ")
 REMAINS_ESTIMATE = (
     "the prelude takes, at every sample, the CPUs' "
     "slabs (as many as `ncpus × (1 + cpu_partial_slabs)` and `objects` allow) as empty "
@@ -300,6 +302,8 @@ def _why(w: dict) -> str:
     """A worst cache's reason to be left out of the traced worst, with its counts."""
     if not w["untraced"]:
         return "–"
+    if w["untraced"] == UNSEEN and w.get("missed"):
+        return f"{w['untraced']} ({w['missed']:,} objects)"
     return w["untraced"] + (f" ({_live_over(w)})" if w.get("live_over")
                             and w["untraced"] == LIVE_OVER else "")
 
@@ -321,11 +325,19 @@ def _excluded_table(calib: list[Calibration]) -> str:
     return table(
         ["cache", "left out because", "traces", "raw worst % [min–max]", "allocs",
          "traced frees", "implied frees", "implied allocs",
-         "most live in trace > kernel objects (trace)"],
+         "most live in trace > kernel objects (trace)", "most frees missed (trace)"],
         [[name, why, str(len(xs)),
           f"{fmt(min(x['worst_pct'] for _, x in xs))}–{fmt(max(x['worst_pct'] for _, x in xs))}",
-          *(f"{sum(x[k] for _, x in xs):,}" for k in counts), _most_over(xs)]
+          *(f"{sum(x[k] for _, x in xs):,}" for k in counts), _most_over(xs),
+          _most_missed(xs)]
          for (name, why), xs in rows]) + note
+
+
+def _most_missed(xs: list) -> str:
+    """Of one cache's exclusions, the trace where the kernel's samples prove the most
+    frees missed (``whatif.unseen_frees``)."""
+    c, x = max(xs, key=lambda cx: cx[1].get("missed", 0))
+    return f"{x['missed']:,} ({c.group} {c.run})" if x.get("missed") else "–"
 
 
 def _most_over(xs: list) -> str:

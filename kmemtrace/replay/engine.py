@@ -9,7 +9,6 @@ the GIL), as many at once as there are usable CPUs, while the next batch is read
 
 import ctypes
 import functools
-import itertools
 import os
 import queue
 import threading
@@ -24,6 +23,7 @@ from kmemtrace.errors import UsageError
 from kmemtrace.model.eras import DEFAULT_ERA, ERA_3_14, Era, geometry, get_era
 from kmemtrace.model.metadata import MetadataCosts, metadata_costs
 from kmemtrace.model.objects import grow_objects
+from kmemtrace.model.start import SLAB_ROLE, hold_everything, lay_out_all, slab_roles
 from kmemtrace.model.state import (
     C_CTX_BYPASS,
     C_ERA,
@@ -35,6 +35,7 @@ from kmemtrace.model.state import (
     C_NEXT_SAMPLE,
     C_NEXT_TICK,
     C_PAGE_REF,
+    G_OBJS,
     M_OBJCGS,
     M_PARENT,
     Model,
@@ -380,12 +381,17 @@ def replay(trace: TraceReader, selection: list[tuple[Strategy, dict]], *,
             "The model started from the kernel's slabs and objects at record start "
             + ("(objects of unknown owner, in the root caches)." if prelude is not None
                else "— but the trace has no /sys/kernel/slab sample: it started empty."))
+    if prelude is not None:
+        if cpus:
+            prelude["cpu"] = map_cpus(prelude["cpu"], prelude["pid"], recorded_cpus, ncpu)
+        _start_from_kernel(runs, prelude, prepare(prelude, memcgs, accounted, ncpu,
+                                                  all_accounted=all_accounted))
     batches = trace.iter_batches(_COLUMNS + (["pid"] if cpus else []),
                                  batch_rows or BATCH_ROWS, use_threads=False)
     lanes = _Lanes(runs, _threads(threads, len(runs)), progress)
     try:
         t0 = time.perf_counter()
-        for cols in itertools.chain([prelude] if prelude is not None else [], batches):
+        for cols in batches:
             if cpus:
                 cols["cpu"] = map_cpus(cols["cpu"], cols["pid"], recorded_cpus, ncpu)
             chunk = prepare(cols, memcgs, accounted, ncpu, all_accounted=all_accounted)
@@ -395,8 +401,7 @@ def replay(trace: TraceReader, selection: list[tuple[Strategy, dict]], *,
             offline = chunk.ts[chunk.kind == EventKind.MEMCG_OFFLINE]
             if len(offline):  # a few per trace: keep nothing for the batches without
                 offlines.append(offline)
-            if cols is not prelude:  # the kernel's start state is not a recorded event
-                result.events += len(chunk.ts)
+            result.events += len(chunk.ts)
             lanes.feed(chunk, len(memcgs))
             if lanes.fed % TRIM_EVERY == 0:
                 _release_free_memory()
@@ -434,6 +439,21 @@ def _release_free_memory() -> None:
     to the kernel."""
     pa.default_memory_pool().release_unused()
     _LIBC.malloc_trim(0)
+
+
+def _start_from_kernel(runs: list[StrategyRun], prelude: dict[str, np.ndarray],
+                       chunk: Chunk) -> None:
+    """Replay the prelude (the kernel's start state, not a recorded event) into every
+    strategy's model with nothing drained or discarded, then lay each cache's starting
+    slabs out where the kernel's first sample had them (``model/start.py``)."""
+    alloc = prelude["kind"] == EventKind.ALLOC
+    for run in runs:
+        roles = slab_roles(prelude["cache_id"][alloc], prelude[SLAB_ROLE][alloc],
+                           run.model.geom[G_OBJS])
+        saved = hold_everything(run.model, list(roles))
+        run.model, seconds = _run_chunk(run.model, run.pol, chunk)
+        run.loop_seconds += seconds
+        lay_out_all(run.model, saved, roles, run.era.code)
 
 
 def _run_chunk(model: Model, pol: np.ndarray, c: Chunk) -> tuple[Model, float]:

@@ -30,6 +30,14 @@ docs/replay.md:
 import numpy as np
 
 from kmemtrace.model.eras import cpu_partial_slabs
+from kmemtrace.model.start import (
+    ROLE_ACTIVE,
+    ROLE_CPU_PARTIAL,
+    ROLE_FULL,
+    ROLE_NODE,
+    ROLE_NONE,
+    SLAB_ROLE,
+)
 from kmemtrace.trace.reader import TraceReader
 from kmemtrace.trace.schema import ROOT_MEMCG_ID, SAMPLE_HAS_CPU_FIELDS, EventKind
 
@@ -116,13 +124,17 @@ def _parked_free(cache: dict, slabs: int, objects: int, ncpus: int,
 def _start_profile(slabs: int, held: tuple[int, int, int], per: int, ncpus: int
                    ) -> tuple[np.ndarray, np.ndarray]:
     """Live objects per starting slab from a first sample that says what the CPUs hold, and
-    the order in which the unknown ones give way: ``slabs - partial - cpu_slabs`` full
-    slabs exactly, ``partial`` node-partial slabs sharing ``objects_partial`` exactly (as
-    evenly as they can), then the ``cpu_slabs`` CPU-held ones by count, their objects only
-    bounded: the active slabs (one a CPU, at most ``ncpus``) half full, the CPU partial
-    slabs full but one slot (:func:`_parked_free`). Returns (objects per slab, rank): where
-    the survivors are fewer, the CPU partial slabs (rank 0) give way first, then the active
-    ones (1), the node-partial (2) and the full (3)."""
+    each slab's role (``ROLE_*``, where :func:`kmemtrace.model.start.lay_out` puts it):
+    ``slabs - partial - cpu_slabs`` full slabs exactly, ``partial`` node-partial slabs
+    sharing ``objects_partial`` exactly (as evenly as they can), then the ``cpu_slabs``
+    CPU-held ones, the active slabs (one a CPU, at most ``ncpus``) first. Those hold no
+    survivor of unknown address here: their live objects are only bounded (``objects``
+    counts them full), and the later samples' lower bound (:func:`_net_at_samples`) says
+    whether they held any (:func:`_profile_fill` gives them the excess first). Placed on
+    the CPUs' lists, an empty CPU-held slab stays parked as long as the kernel keeps it
+    (a static cache's, ``tracefs_inode_cache``) and is drained when traffic drains it (a
+    churning cache's, ``bio-184``). The roles also order what gives way where the
+    survivors are fewer: CPU partial (0), active (1), node-partial (2), full (3)."""
     cpu_slabs, partial, objects_partial = held
     cpu_held = max(min(cpu_slabs, slabs), 0)
     node = max(min(partial, slabs - cpu_held), 0)
@@ -130,14 +142,13 @@ def _start_profile(slabs: int, held: tuple[int, int, int], per: int, ncpus: int
     active = min(cpu_held, ncpus)
     profile = np.zeros(slabs, np.int64)
     rank = np.zeros(slabs, np.int64)
-    profile[:full], rank[:full] = per, 3
+    profile[:full], rank[:full] = per, ROLE_FULL
     if node:
         q, r = divmod(max(min(objects_partial, node * per), 0), node)
         profile[full:full + node] = q + (np.arange(node) < r)
-        rank[full:full + node] = 2
-    cpu = slice(full + node, full + node + active)
-    profile[cpu], rank[cpu] = per - per // 2, 1
-    profile[full + node + active:] = max(per - 1, 1)
+        rank[full:full + node] = ROLE_NODE
+    rank[full + node:full + node + active] = ROLE_ACTIVE
+    rank[full + node + active:] = ROLE_CPU_PARTIAL
     return profile, rank
 
 
@@ -147,14 +158,23 @@ def own_stamps(sample_ts: np.ndarray) -> bool:
     return len(np.unique(sample_ts)) > len(sample_ts) // 2
 
 
-def _net_at_samples(trace: TraceReader, ncpus: int) -> dict[int, tuple[int, int]]:
+def _net_at_samples(trace: TraceReader, ncpus: int) -> dict[int, tuple[int, int, int, int]]:
     """cache id -> (the most objects the kernel's samples leave room for at the start,
-    the fewest slabs they report). The first is the least, over its samples, of
-    ``objects(t) - parked(t) - net(t)``, ``net(t)`` the cache's traced allocations minus
-    frees since the start (a ``kfree`` counted on the cache of the
-    allocation before it at that address), ``parked(t)`` the free slots of the slabs the
-    CPUs hold (:func:`_parked_free`), which ``objects`` counts in use. The kernel's live
-    objects at ``t`` are the start's survivors, less those the trace freed, plus
+    the fewest slabs they report, the fewest live at the start that they prove, the most
+    they leave room for by bounds alone). The fourth is the first over the samples that
+    read what the CPUs hold, with no CPU-held slot taken as free but the one a CPU partial
+    slab must have: where the third exceeds it (and the old pointers the trace frees), the
+    trace missed frees (:func:`unseen_frees`). The
+    third is the most, over the samples that read what the CPUs hold, of ``proven(t) -
+    net(t)``: ``proven(t)`` = the full slabs' capacity plus ``objects_partial``, live
+    objects off the CPUs' slabs, of which the trace's own allocations account for at
+    most ``own(t)`` (those it allocated and has not freed, at their most around the
+    sample); the rest were live at the start. The first is the
+    least, over its samples, of ``objects(t) - parked(t) - net(t)``, ``net(t)`` the
+    cache's traced allocations minus frees since the start (a ``kfree`` counted on the
+    cache of the allocation before it at that address), ``parked(t)`` the free slots of
+    the slabs the CPUs hold (:func:`_parked_free`), which ``objects`` counts in use. The
+    kernel's live objects at ``t`` are the start's survivors, less those the trace freed, plus
     ``net``-worth of the trace's own. Without ``parked(t)`` this was a bound (``objects``
     is never below the live count), but a loose one where CPUs park empty slabs:
     ``bio-184`` in churn run 1 kept 84 survivors on 9 slabs that no free reached, where
@@ -166,13 +186,14 @@ def _net_at_samples(trace: TraceReader, ncpus: int) -> dict[int, tuple[int, int]
     row has its own cache's stamp (:func:`own_stamps`) the window is
     :data:`OWN_SPAN_S`, the reads' own span with room to spare: the lowest ``net`` over
     a quarter second let through survivors the kernel did not have."""
-    ts, kind, ptr, cache, objs, slabs, held = [], [], [], [], [], [], []
+    ts, kind, ptr, cache, objs, slabs, held, node = [], [], [], [], [], [], [], []
     for cols in trace.iter_parts(["ts_ns", *SAMPLE_COLS]):
         sel = np.isin(cols["kind"], (EventKind.ALLOC, EventKind.FREE, EventKind.SLAB_SAMPLE))
         # cpu_slabs where the sample read it, else -1 (for samples, and for events that
         # use those columns for something else)
         has = (cols["kind"] == EventKind.SLAB_SAMPLE) & (cols["gfp"] == SAMPLE_HAS_CPU_FIELDS)
         held.append(np.where(has, cols["bytes"], -1)[sel].astype(np.int64))
+        node.append(np.where(has, cols["pid"], 0)[sel].astype(np.int64))
         ts.append(cols["ts_ns"][sel])
         kind.append(cols["kind"][sel])
         ptr.append(cols["ptr"][sel].astype(np.uint64))
@@ -183,7 +204,7 @@ def _net_at_samples(trace: TraceReader, ncpus: int) -> dict[int, tuple[int, int]
         return {}
     ts, kind, ptr = np.concatenate(ts), np.concatenate(kind), np.concatenate(ptr)
     cache, objs, slabs = np.concatenate(cache), np.concatenate(objs), np.concatenate(slabs)
-    held = np.concatenate(held)
+    held, node = np.concatenate(held), np.concatenate(node)
     sample = kind == EventKind.SLAB_SAMPLE
     ev = np.flatnonzero(~sample)
     by_ptr = ev[np.argsort(ptr[ev], kind="stable")]
@@ -194,26 +215,53 @@ def _net_at_samples(trace: TraceReader, ncpus: int) -> dict[int, tuple[int, int]
     step = np.where(kind == EventKind.ALLOC, 1, np.where(kind == EventKind.FREE, -1, 0))
     # an address allocated again while live: its free reached no program (``maple_node``,
     # bulk and RCU frees on 6.18); counted where it shows, or such a cache's ``net`` only
-    # grows and leaves no room at all
-    step[by_ptr[prev_alloc & (kind[by_ptr] == EventKind.ALLOC)]] = 0
+    # grows and leaves no room at all. Only within one cache: after another cache's
+    # allocation of the address (its slab page changed hands, that cache's free unseen)
+    # it is an allocation like any other; counted as the implied free, it left
+    # ``bio-184`` 122 objects short a churn run.
+    same_cache = np.r_[False, cache[by_ptr][1:] == cache[by_ptr][:-1]]
+    paired = prev_alloc & same_cache
+    step[by_ptr[paired & (kind[by_ptr] == EventKind.ALLOC)]] = 0
+    # the trace's own objects alone: a FREE that no traced ALLOC of the cache precedes at
+    # its address is of an object from before the recording (or one handed out by a path
+    # no program sees)
+    own_step = step.copy()
+    own_step[by_ptr[~paired & (kind[by_ptr] == EventKind.FREE)]] = 0
     span = int((OWN_SPAN_S if own_stamps(ts[sample]) else SAMPLE_SPAN_S) * 1e9)
     geom = {c["id"]: c for c in trace.caches}
-    out: dict[int, tuple[int, int]] = {}
+    out: dict[int, tuple[int, int, int, int]] = {}
     for c in np.unique(cache[sample]):
         mine = np.flatnonzero(cache == c)
         bounded = bool((held[mine] >= 0).any())
+        per = max(int(geom.get(int(c), {}).get("objs_per_slab") or 1), 1)
         net = np.cumsum(step[mine])  # after each of the cache's rows; samples add 0
+        own = np.cumsum(own_step[mine])
         t = ts[mine]
         for i in np.flatnonzero(sample[mine]):
             lo, hi = np.searchsorted(t, t[i] - span), np.searchsorted(t, t[i] + span, "right")
-            low = min(int(net[lo:hi].min()), int(net[lo - 1]) if lo else 0)
-            had = out.get(int(c), (1 << 62, 1 << 62))
-            cpu_slabs = int(held[mine[i]])
-            parked = _parked_free(geom.get(int(c), {}), int(slabs[mine[i]]),
-                                  int(objs[mine[i]]), ncpus,
+            before = int(net[lo - 1]) if lo else 0
+            low = min(int(net[lo:hi].min()), before)
+            high = max(int(own[lo:hi].max()), int(own[lo - 1]) if lo else 0)
+            had = out.get(int(c), (1 << 62, 1 << 62, 0, 1 << 62))
+            j = mine[i]
+            cpu_slabs = int(held[j])
+            parked = _parked_free(geom.get(int(c), {}), int(slabs[j]), int(objs[j]), ncpus,
                                   cpu_slabs if cpu_slabs >= 0 else None, bounded)
-            out[int(c)] = (min(had[0], int(objs[mine[i]]) - parked - low),
-                           min(had[1], int(slabs[mine[i]])))
+            # live objects the sample proves: those of the full and node-partial slabs, where
+            # its reads agree (``objects`` = the capacity of every slab off the node list
+            # plus ``objects_partial``); under churn a count read a moment later than
+            # ``slabs`` may not (``bio-184``: 231 "proven" of 170 objects)
+            off_node = int(slabs[j]) - int(node[j])
+            agree = cpu_slabs >= 0 and int(objs[j]) == off_node * per + int(ptr[j])
+            proven = max(off_node - cpu_slabs, 0) * per + int(ptr[j]) if agree else 0
+            # the least the CPU-held slabs can have free: none on an active slab, one on
+            # a CPU partial slab (a bound, where ``parked`` is an estimate)
+            least_free = (max(min(cpu_slabs, int(slabs[j])) - ncpus, 0) * min(1, per - 1)
+                          if agree else 0)
+            strict = int(objs[j]) - least_free - low if agree else 1 << 62
+            out[int(c)] = (min(had[0], int(objs[j]) - parked - low),
+                           min(had[1], int(slabs[j])), max(had[2], proven - high),
+                           min(had[3], strict))
     return out
 
 
@@ -329,11 +377,13 @@ def _profile_fill(counts: np.ndarray, n_other: int, per_slab: int, unknown: int,
     down to one object a slab before any slab empties: the kernel had those slabs, and a
     cache whose frees partly reach no probe leaves little room (``kmalloc-96``, 45 782
     unseen frees in a churn run: emptied, its slabs started at 66 pages of 162);
-    what ``unknown`` holds beyond it goes to the best known places with room. Returns per
-    known slab how many it gets and per other slab how many it holds."""
+    what ``unknown`` holds beyond it goes to the places whose live objects the first sample
+    does not say, the CPU-held slabs (active first), then to the others with room. Returns
+    per known slab how many it gets, per other slab how many it holds, and every slab's
+    role (known slabs first)."""
     n_real = len(counts)
     target = np.zeros(n_real + n_other, np.int64)
-    rank = np.zeros(n_real + n_other, np.int64)
+    rank = np.full(n_real + n_other, ROLE_NODE, np.int64)
     k = min(len(profile[0]), len(target))
     target[:k], rank[:k] = profile[0][:k], profile[1][:k]
     by_size = np.argsort(-target[:n_real], kind="stable")
@@ -354,48 +404,95 @@ def _profile_fill(counts: np.ndarray, n_other: int, per_slab: int, unknown: int,
             take = np.clip(-gap - (np.cumsum(spare) - spare), 0, spare)
             give[order] = g - take
             gap += int(take.sum())
-    elif gap > 0:  # added to the best known places with room
-        order = np.argsort(-place, kind="stable")
+    elif gap > 0:  # where the first sample leaves room: the CPU-held slabs, active first
+        first = np.where(place == ROLE_ACTIVE, 8, np.where(place == ROLE_CPU_PARTIAL, 4, 0))
+        order = np.argsort(-(first + place), kind="stable")
         room = (cap - give)[order]
         give[order] += np.clip(gap - (np.cumsum(room) - room), 0, room)
-    return give[:n_real], give[n_real:]
+    return give[:n_real], give[n_real:], place
 
 
-def _cache_prelude(cid: int, slabs: int, objects: int, bound: tuple[int, int],
+def _missed(proven: int, strict: int, n_real: int, per_slab: int) -> int:
+    """Objects live at the start that the samples prove (``proven``) beyond what later
+    samples leave room for by bounds alone (``strict``) and the old objects the trace
+    frees (``n_real``): frees no program saw. Counted past a slab's worth and 5 % (the
+    files are not read atomically)."""
+    excess = proven - strict - n_real
+    return excess if excess > max(per_slab, proven // 20) else 0
+
+
+def unseen_frees(trace: TraceReader) -> dict[int, int]:
+    """cache id -> objects whose frees the trace missed, as the kernel's own samples prove
+    (:func:`_missed`), for the caches where it did: ``kmalloc-192`` in a ``drop_caches``
+    run, 5 810 objects proven live at the start on full and node-partial slabs, room for
+    878 after the drop, 187 old objects freed in the trace. The prelude keeps such a
+    cache's start whole (the kernel had those slabs) and the calibration lists it with its
+    evidence."""
+    first = _first_samples(trace)
+    geom = {c["id"]: c for c in trace.caches}
+    order = {cid: int(c.get("order", 0)) for cid, c in geom.items()}
+    pre = _preexisting_frees(trace, order)
+    bounds = _net_at_samples(trace, max(int(trace.meta.get("ncpus") or 1), 1))
+    out = {}
+    for cid, (_, objects, held) in first.items():
+        if held is None or cid not in bounds or cid not in geom:
+            continue
+        _, _, proven, strict = bounds[cid]
+        n_real = min(len(pre.get(cid, ())), max(objects, 0))
+        missed = _missed(proven, strict, n_real, max(int(geom[cid]["objs_per_slab"]), 1))
+        if missed:
+            out[cid] = missed
+    return out
+
+
+def _cache_prelude(cid: int, slabs: int, objects: int, bound: tuple[int, int, int],
                    real: np.ndarray, order: int, per_slab: int, ncpus: int,
-                   held: Held = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One cache's prelude: (pointers, CPU, kept) in allocation order (see kernel_start)."""
-    room, least_slabs = bound
+                   held: Held = None
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """One cache's prelude: (pointers, CPU, kept) in allocation order, and each slab's
+    role where the first sample says what the CPUs hold (see kernel_start)."""
+    room, least_slabs, proven, strict = bound
     real = real[:max(objects, 0)]
+    # frees the trace missed, proven by the samples: the start they prove is kept whole
+    unseen = held is not None and _missed(proven, strict, len(real), per_slab) > 0
     if held is None:
         hidden = min(slabs, ncpus) * per_slab // 2
-    else:
+        keep = max(min(objects - hidden, room), len(real), 0)
+    else:  # the fewest the samples prove, within what they leave room for
         hidden = _parked_free({"objs_per_slab": per_slab}, slabs, objects, ncpus, held[0])
-    keep = max(min(objects - hidden, room), len(real), 0)
+        keep = max(proven if unseen else min(proven, objects - hidden, room), len(real), 0)
     real_ptr, real_slot, n_real = _slab_groups(real, order, per_slab)
     real_slots = n_real * per_slab
     other = max(slabs - n_real, 0) * per_slab
     # survivors the trace never frees pin their slabs: no more of those than the kernel
     # ever had slabs (the others start empty, for SLUB to keep or discard)
-    pinned = min(other // per_slab, max(least_slabs, 0)) * per_slab
+    pinned = other if unseen else min(other // per_slab, max(least_slabs, 0)) * per_slab
     unknown = min(keep - len(real), real_slots - len(real) + pinned) if pinned < other \
         else keep - len(real)  # kept objects whose addresses the trace never shows
     ptr = FAKE_BASE * (cid + 1) + np.arange(real_slots + other, dtype=np.uint64)
     kept = np.zeros(real_slots + other, dtype=bool)
     ptr[real_slot] = real_ptr
     kept[real_slot] = True
+    roles = None
     if unknown >= real_slots - len(real) + other:  # all full, and more slabs if need be
         other = unknown - (real_slots - len(real))
         ptr = FAKE_BASE * (cid + 1) + np.arange(real_slots + other, dtype=np.uint64)
         ptr[real_slot] = real_ptr
         kept = np.ones(real_slots + other, dtype=bool)
+        if held is not None:
+            roles = np.full(-(-len(ptr) // per_slab), ROLE_FULL, np.int64)
     else:
         counts = np.bincount(real_slot // per_slab, minlength=n_real)
         if held is None:
             share, to_other = _level_fill(counts, pinned // per_slab, per_slab, unknown)
         else:
-            share, per_other = _profile_fill(counts, pinned // per_slab, per_slab, unknown,
-                                             _start_profile(slabs, held, per_slab, ncpus))
+            profile = _start_profile(slabs, held, per_slab, ncpus)
+            share, per_other, place = _profile_fill(counts, pinned // per_slab, per_slab,
+                                                    unknown, profile)
+            # the slabs no survivor pins keep the role of their place in the profile
+            roles = np.full(n_real + other // per_slab, ROLE_NODE, np.int64)
+            roles[:len(profile[1])] = profile[1][:len(roles)]
+            roles[:len(place)] = place
         for k in np.flatnonzero(share):
             free = np.flatnonzero(~kept[k * per_slab:(k + 1) * per_slab])
             kept[k * per_slab + free[:share[k]]] = True
@@ -405,7 +502,7 @@ def _cache_prelude(cid: int, slabs: int, objects: int, bound: tuple[int, int],
             kept[real_slots:real_slots + pinned] = (np.arange(pinned) % per_slab
                                                     < np.repeat(per_other, per_slab))
     cpu = (np.arange(len(ptr)) // per_slab) % ncpus
-    return ptr, cpu, kept
+    return ptr, cpu, kept, roles
 
 
 def kernel_start(trace: TraceReader) -> dict[str, np.ndarray] | None:
@@ -460,16 +557,18 @@ def kernel_start(trace: TraceReader) -> dict[str, np.ndarray] | None:
     pre = _preexisting_frees(trace, order)
     ncpus = max(int(trace.meta.get("ncpus") or 1), 1)
     room = _net_at_samples(trace, ncpus)
-    a_ptr, a_cache, a_cpu, f_ptr, f_cache, f_cpu = [], [], [], [], [], []
+    a_ptr, a_cache, a_cpu, a_role, f_ptr, f_cache, f_cpu = [], [], [], [], [], [], []
     for cid, (slabs, objects, held) in sorted(first.items()):
         if cid not in geom:
             continue
-        ptr, cpu, kept = _cache_prelude(cid, slabs, objects, room.get(cid, (objects, slabs)),
-                                        pre.get(cid, np.zeros(0, np.uint64)), order[cid],
-                                        max(int(geom[cid]["objs_per_slab"]), 1), ncpus,
-                                        held)
+        per = max(int(geom[cid]["objs_per_slab"]), 1)
+        ptr, cpu, kept, roles = _cache_prelude(
+            cid, slabs, objects, room.get(cid, (objects, slabs, 0, 1 << 62)),
+            pre.get(cid, np.zeros(0, np.uint64)), order[cid], per, ncpus, held)
         if not len(ptr):
             continue
+        a_role.append(np.repeat(roles, per)[:len(ptr)] if roles is not None
+                      else np.full(len(ptr), ROLE_NONE, np.int64))
         a_ptr.append(ptr)
         a_cache.append(np.full(len(ptr), cid, np.int64))
         a_cpu.append(cpu)
@@ -490,4 +589,5 @@ def kernel_start(trace: TraceReader) -> dict[str, np.ndarray] | None:
         "memcg_id": np.full(n, ROOT_MEMCG_ID, np.uint64), "gfp": np.zeros(n, np.uint32),
         "aux": np.zeros(n, np.int64), "aux2": np.zeros(n, np.int64),
         "ctx": np.zeros(n, np.uint8),
+        SLAB_ROLE: np.r_[np.concatenate(a_role), np.full(n_f, ROLE_NONE, np.int64)],
     }
