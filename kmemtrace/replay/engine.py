@@ -447,9 +447,9 @@ def _start_from_kernel(runs: list[StrategyRun], prelude: dict[str, np.ndarray],
     strategy's model with nothing drained or discarded, then lay each cache's starting
     slabs out where the kernel's first sample had them (``model/start.py``)."""
     alloc = prelude["kind"] == EventKind.ALLOC
+    roles = slab_roles(prelude["cache_id"][alloc], prelude[SLAB_ROLE][alloc],
+                       runs[0].model.geom[G_OBJS])  # every strategy's geometry is the trace's
     for run in runs:
-        roles = slab_roles(prelude["cache_id"][alloc], prelude[SLAB_ROLE][alloc],
-                           run.model.geom[G_OBJS])
         saved = hold_everything(run.model, list(roles))
         run.model, seconds = _run_chunk(run.model, run.pol, chunk)
         run.loop_seconds += seconds

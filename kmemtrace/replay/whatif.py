@@ -421,18 +421,28 @@ def _missed(proven: int, strict: int, n_real: int, per_slab: int) -> int:
     return excess if excess > max(per_slab, proven // 20) else 0
 
 
-def unseen_frees(trace: TraceReader) -> dict[int, int]:
-    """cache id -> objects whose frees the trace missed, as the kernel's own samples prove
-    (:func:`_missed`), for the caches where it did: ``kmalloc-192`` in a ``drop_caches``
-    run, 5 810 objects proven live at the start on full and node-partial slabs, room for
-    878 after the drop, 187 old objects freed in the trace. The prelude keeps such a
-    cache's start whole (the kernel had those slabs) and the calibration lists it with its
-    evidence."""
+def _start_inputs(trace: TraceReader):
+    """What the start is made from: the first samples, the cache table by id, slab
+    orders, the old pointers the trace frees, CPUs, and the later samples' bounds."""
     first = _first_samples(trace)
     geom = {c["id"]: c for c in trace.caches}
     order = {cid: int(c.get("order", 0)) for cid, c in geom.items()}
-    pre = _preexisting_frees(trace, order)
-    bounds = _net_at_samples(trace, max(int(trace.meta.get("ncpus") or 1), 1))
+    if not first:
+        return first, geom, order, {}, 1, {}
+    ncpus = max(int(trace.meta.get("ncpus") or 1), 1)
+    return (first, geom, order, _preexisting_frees(trace, order), ncpus,
+            _net_at_samples(trace, ncpus))
+
+
+def unseen_frees(trace: TraceReader) -> dict[int, int]:
+    """cache id -> objects whose frees the trace missed, as the kernel's own samples prove
+    (:func:`_missed`), for the caches where it did: ``kmalloc-192`` in a ``drop_caches``
+    run, 5 810 objects proven live at the start on full and node-partial slabs, 4 705
+    more than the samples after the drop leave room for with the 187 old objects the
+    trace frees. The prelude keeps such a
+    cache's start whole (the kernel had those slabs) and the calibration lists it with its
+    evidence."""
+    first, geom, _, pre, _, bounds = _start_inputs(trace)
     out = {}
     for cid, (_, objects, held) in first.items():
         if held is None or cid not in bounds or cid not in geom:
@@ -549,14 +559,9 @@ def kernel_start(trace: TraceReader) -> dict[str, np.ndarray] | None:
     where the kernel had 1 for most small caches of a 2-CPU recording). The slabs of the
     ``P`` pointers come first, so the slabs left active on the CPUs are the others.
     """
-    first = _first_samples(trace)
+    first, geom, order, pre, ncpus, room = _start_inputs(trace)
     if not first:
         return None
-    geom = {c["id"]: c for c in trace.caches}
-    order = {cid: int(c.get("order", 0)) for cid, c in geom.items()}
-    pre = _preexisting_frees(trace, order)
-    ncpus = max(int(trace.meta.get("ncpus") or 1), 1)
-    room = _net_at_samples(trace, ncpus)
     a_ptr, a_cache, a_cpu, a_role, f_ptr, f_cache, f_cpu = [], [], [], [], [], [], []
     for cid, (slabs, objects, held) in sorted(first.items()):
         if cid not in geom:
