@@ -104,6 +104,22 @@ def _move_some_pages(memcg_ino: int, tries: int = 12) -> int:
     return moved
 
 
+def _wait_detached(image: Path, timeout_s: float = 30.0) -> None:
+    """Until no loop device is backed by ``image`` (``losetup -j``)."""
+    deadline = time.monotonic() + timeout_s
+    while subprocess.run(["losetup", "-j", str(image)], capture_output=True,
+                         text=True).stdout.strip():
+        assert time.monotonic() < deadline, f"a loop device still holds {image}"
+        time.sleep(0.2)
+
+
+def _wait_uncharged(memcg_ino: int, timeout_s: float = 30.0) -> None:
+    """Until the kernel charges no page to the memcg (its cache left with the files)."""
+    deadline = time.monotonic() + timeout_s
+    while _pfns_of(memcg_ino) and time.monotonic() < deadline:
+        time.sleep(0.5)
+
+
 def _now_ns() -> int:
     return time.clock_gettime_ns(time.CLOCK_MONOTONIC)
 
@@ -149,8 +165,14 @@ def recorded(tmp_path_factory, ext4):
         marks["delete_ns"] = _now_ns()
         subprocess.run(["umount", str(files)], check=True)
         # The loop device charged its backing file's page cache to the memcg that issued the
-        # I/O; that cache outlives the unmount (seen in full suites: +20 pages, no release).
+        # I/O; that cache outlives the unmount (seen in full suites: +20 pages, no release),
+        # and the loop device lets go of the file only when its rundown, after the unmount,
+        # has run (seen in a full suite: 1 page left, no release, when the image was
+        # unlinked 0 s after the unmount). So: wait for the detach, unlink, and wait until
+        # the kernel charges no page to the memcg (/proc/kpagecgroup).
+        _wait_detached(files.parent / "fs.img")
         (files.parent / "fs.img").unlink()
+        _wait_uncharged(marks["id"])
         time.sleep(2.0)  # the release follows an RCU grace period and a work item
     finally:
         if rec.poll() is None:
