@@ -160,6 +160,7 @@ def variants() -> list[tuple[str, Callable[[Path, random.Random], None]]]:
         "caches.0.objs_per_slab": (0, 10**4),
         "caches.0.order": (99,),
         "caches.0.id": (7,),
+        "caches.0.cpu_partial_start": ("x", [-1], [1.5], [True]),
         "caches": ([],),
         "memcgs": ("x", {}),
         "memcgs.1.id": ("x",),

@@ -115,6 +115,16 @@ def test_in_memcg_trace_holds_the_workload(in_memcg_trace):
     assert held.cache_id.nunique() > samples.cache_id.nunique() // 2
     assert (held.bytes > 0).any() and (held.pid >= 0).all()
     assert ((held.bytes + held.pid) <= held.aux + 8).mean() > 0.95
+    # the first round's slabs per CPU partial list (slabs_cpu_partial), read with its row:
+    # on no CPU more than the row's cpu_slabs, some cache's list on some CPU, and what is
+    # left of cpu_slabs, the active slabs, at most one a CPU (allowing what churn moves)
+    first = held.drop_duplicates("cache_id").set_index("cache_id").bytes
+    split = {c["id"]: c["cpu_partial_start"] for c in meta["caches"]
+             if "cpu_partial_start" in c}
+    assert len(split) >= len(first) // 2 and any(sum(v) for v in split.values())
+    assert all(len(v) <= meta["ncpus"] for v in split.values())
+    active = [first[c] - sum(v) for c, v in split.items() if c in first.index]
+    assert np.mean([0 <= a <= meta["ncpus"] for a in active]) > 0.95
     assert loss_sentence(meta["lost"]) in res.stderr
 
 

@@ -362,3 +362,23 @@ def test_samples_that_prove_missed_frees_keep_the_start_whole(tmp_path):
     torn = [_held_sample(5, 20, 1, 0, 0), _held_sample(1, 3, 1, 0, 0)]
     assert unseen_frees(_trace(tmp_path / "b", torn, step=1_000_000_000, cpu_partial=8,
                                min_partial=5)) == {}
+
+
+def test_the_first_rounds_cpu_partial_lists_place_the_starting_slabs(tmp_path):
+    """2 CPUs, 4 objects a slab: 4 slabs, 16 "objects", ``cpu_slabs`` 4, nothing on the node
+    list, and the first round's ``slabs_cpu_partial`` puts 3 slabs on CPU 1's partial list
+    and none on CPU 0's (``cpu_partial_start`` [0, 3]). On paper: 4 - 3 = 1 active slab,
+    on CPU 1 (the CPU with a partial list first), CPU 1's list 3 slabs long, CPU 0 holding
+    nothing. Without the split (an older trace) the 4 go round robin: an active slab on
+    each CPU, one CPU partial slab on each."""
+    rows = [_held_sample(4, 16, 4, 0, 0), _held_sample(4, 16, 4, 0, 0)]
+    for split, want in (([0, 3], ([1], [0, 3])), (None, ([0, 1], [1, 1]))):
+        extra = {"cpu_partial_start": split} if split is not None else {}
+        trace = _trace(tmp_path / f"t{split}", rows, ncpus=2, step=1_000_000_000,
+                       cpu_partial=8, min_partial=5, **extra)
+        run = replay(trace, select("objcg", {}), era="6.8", samples=2,
+                     from_kernel_state=True).runs[0]
+        m, inst = run.model, run.model.inst_of[0, 0]
+        assert [c for c in (0, 1) if m.pcpu[P_ACTIVE, inst, c] >= 0] == want[0], split
+        assert [m.pcpu[P_PSLABS, inst, c] for c in (0, 1)] == want[1], split
+        assert list(slab_samples(run)["model_slabs"]) == [4, 4]

@@ -65,12 +65,14 @@ CACHE_KEY = (STRATEGY, *(hashlib.sha256(inspect.getsource(m).encode()).hexdigest
 class Sampling:
     """How a trace's /sys/kernel/slab samples were taken: how many rows, how many also say
     what the CPUs hold (``cpu_slabs``, ``partial``, ``objects_partial``: the prelude's
-    start is then exact but for the CPU-held slabs' objects), and whether each row has its
-    own cache's stamp (recorders before 2026-11-27 stamped a round once)."""
+    start is then exact but for the CPU-held slabs' objects), whether each row has its
+    own cache's stamp (recorders before 2026-11-27 stamped a round once), and whether the
+    cache table says which CPU's partial list held how many slabs at the start."""
 
     rows: int
     cpu_rows: int
     own_stamps: bool
+    cpu_partial_start: bool  # the cache table says each CPU's partial slabs at the start
 
     @classmethod
     def of(cls, trace: TraceReader) -> "Sampling":
@@ -80,7 +82,8 @@ class Sampling:
             ts.append(cols["ts_ns"][sel])
             flag.append(cols["gfp"][sel] == SAMPLE_HAS_CPU_FIELDS)
         ts, flag = _cat(ts), _cat(flag)
-        return cls(len(ts), int(flag.sum()), whatif.own_stamps(ts))
+        return cls(len(ts), int(flag.sum()), whatif.own_stamps(ts),
+                   any("cpu_partial_start" in c for c in trace.caches))
 
 
 @dataclass

@@ -77,32 +77,31 @@ REMAINS_PARKING = (
     "read 256 \"objects\", none live). ")
 REMAINS_CPU = (
     "{with_cpu} of {n} traces also sampled `cpu_slabs` (active and CPU partial slabs), "
-    "`partial` and `objects_partial` (in the first round and every 5th after it), and "
-    "their start is laid out where the kernel had its slabs (`kmemtrace/model/start.py`, "
+    "`partial` and `objects_partial` (in the first round and every 5th after it), {split} "
+    "and their start is laid out where the kernel had its slabs (`kmemtrace/model/start.py`, "
     "docs/replay.md): `slabs − partial − cpu_slabs` full slabs off every list, the "
     "node-partial ones on the node list with the `objects_partial` objects, the CPU-held "
-    "ones on the CPUs (one active slab a CPU, the rest on the CPU partial lists, round "
-    "robin: the recorder reads `cpu_slabs` as a total). How many objects are live the "
-    "samples bound from below (a sample whose reads agree proves the full slabs' capacity "
-    "plus `objects_partial` live, less what the trace's own allocations account for) and "
-    "from above; the start keeps the fewest they prove, so a CPU-held slab holds no "
-    "survivor that no sample proves. The start before it (to 2026-11-27, git `7128321`) "
-    "was made by events alone, and an empty slab could not stay where the kernel parks "
-    "it, so the CPU-held slabs were given survivors (the active ones half full, the CPU "
-    "partial ones full but one slot) that no free ever reached, and they pinned slabs the "
-    "kernel drained. The same calibration with kmemtrace at `7128321`, on the traces "
-    "above: caches on both targets 1 025 → 1 081 of 1 143; "
-    "`bio-184`'s worst in the six traces where it was worst +75 to +188 % → −11 to "
-    "+111 %; the traced worst over all traces +188 % (`bio-184`, classic 2) → +111 % "
-    "(`bio-184`, churn 0). What is left there: at 13 s the kernel went from 21 `bio-184` "
-    "slabs to 9 within a second, its node list empty (`objects` = 9 × 21), where the model "
-    "kept 19; which CPU's partial list holds which slab decides when a list drains, and "
-    "the recorder reads `cpu_slabs` as a total, so that is not settled here. Where the "
-    "samples prove more objects live at the start than later samples leave room for, "
-    "less the old objects the trace frees, the trace missed frees (`kfree_rcu` batches "
-    "and bulk frees, which no tracepoint reports; `kmalloc-192` in classic run 1, 4 705 "
-    "objects): such a cache starts as the kernel had it and is left out of the traced "
-    "worst with that evidence (the tables below). Where a trace has no such fields, ")
+    "ones on the CPUs (each CPU's partial list as long as the first round's "
+    "`slabs_cpu_partial` says, one active slab on each CPU of the rest; round robin where "
+    "the trace does not say). How many objects are live the samples bound from below (a "
+    "sample whose reads agree proves the full slabs' capacity plus `objects_partial` live, "
+    "less what the trace's own allocations account for) and from above; the start keeps "
+    "the fewest they prove, so a CPU-held slab holds no survivor that no sample proves. "
+    "The start before it (to 2026-11-27, git `7128321`) was made by events alone, and an "
+    "empty slab could not stay where the kernel parks it, so the CPU-held slabs were given "
+    "survivors (the active ones half full, the CPU partial ones full but one slot) that no "
+    "free ever reached, and they pinned slabs the kernel drained (`bio-184` at about twice "
+    "the kernel's slabs in every churn run). The same calibration on the traces above: "
+    "with kmemtrace at `7128321`, 1 084 of 1 170 cache fits on both targets and a traced "
+    "worst of +67 to +133 % a trace (`bio-184` the worst in six traces); laid out with the "
+    "CPU partial slabs shared round robin (git `285b7ac`), 1 115 and −32 to +78 %; laid "
+    "out as recorded (this report), 1 115 and −32 to +74 % (`bio-184` in churn run 1: "
+    "+88 %, +75 %, +38 %). Where the samples prove more objects live at the start than "
+    "later samples leave room for, less the old objects the trace frees, the trace missed "
+    "frees (`kfree_rcu` batches and bulk frees, which no tracepoint reports; `kmalloc-192` "
+    "in a `drop_caches` run of the 12:25 study, 4 705 objects): such a cache starts as the "
+    "kernel had it and is left out of the traced worst with that evidence (the tables "
+    "below). Where a trace has no such fields, ")
 REMAINS_ESTIMATE = (
     "the prelude takes, at every sample, the CPUs' "
     "slabs (as many as `ncpus × (1 + cpu_partial_slabs)` and `objects` allow) as empty "
@@ -133,7 +132,12 @@ def remains(calib: list[Calibration]) -> str:
     with_cpu = sum(1 for c in calib if c.sampling.cpu_rows)
     own = sum(1 for c in calib if c.sampling.own_stamps)
     if with_cpu:
-        cpu = REMAINS_CPU.format(with_cpu=with_cpu, n=n) + REMAINS_ESTIMATE
+        split = sum(1 for c in calib if c.sampling.cpu_partial_start)
+        cpu = REMAINS_CPU.format(
+            with_cpu=with_cpu, n=n,
+            split=f"{split} of {n} the slabs on each CPU's partial list at the first round "
+                  "(`slabs_cpu_partial`, the cache table's `cpu_partial_start`),"
+        ) + REMAINS_ESTIMATE
     else:
         cpu = ("These traces sampled `slabs` and `objects` only (recorders before "
                "2026-11-27; later ones also sample `cpu_slabs`, `partial` and "

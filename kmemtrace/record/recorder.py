@@ -348,6 +348,7 @@ class Recorder:
             self.pipeline = WriterThread(self.writer)
         runtime.settle()
         self.sampler = SlabSampler(self.caches, self.opts.sample_interval_s)
+        self._samples_written = False
         self._next_batch_flush = 0.0
         self._next_flush = time.monotonic() + FLUSH_INTERVAL_S
 
@@ -533,6 +534,11 @@ class Recorder:
         if decoded is not None:
             self._append(*decoded)
         for rows in self.sampler.take():
+            if not self._samples_written:  # the first round: each CPU's partial slabs then
+                for c in self.caches:
+                    if c["id"] in self.sampler.start_split:
+                        c["cpu_partial_start"] = self.sampler.start_split[c["id"]]
+                self._samples_written = True
             self._write_samples(rows)
         mono = time.monotonic()
         if mono >= self._next_flush:

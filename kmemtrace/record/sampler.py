@@ -29,6 +29,8 @@ class SlabSampler:
         self.caches = caches  # the recorder's list: it may grow, each sample takes a copy
         self.interval_s = interval_s
         self._done: list[list[tuple[int, ...]]] = []
+        # the slabs on each CPU's partial list at the first round, by cache id
+        self.start_split: dict[int, list[int]] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="kmt-sampler", daemon=True)
@@ -38,7 +40,8 @@ class SlabSampler:
         name_thread("kmt-sampler")
         rounds = 0
         while True:
-            rows = sysfs.sample_slab_rows(list(self.caches), rounds % CPU_FIELDS_EVERY == 0)
+            rows = sysfs.sample_slab_rows(list(self.caches), rounds % CPU_FIELDS_EVERY == 0,
+                                          split=self.start_split if rounds == 0 else None)
             rounds += 1
             with self._lock:
                 self._done.append(rows)
@@ -47,7 +50,8 @@ class SlabSampler:
 
     def take(self) -> list[list[tuple[int, ...]]]:
         """The rounds finished since the last call, each a list of
-        :func:`sysfs.sample_slab_rows` rows."""
+        :func:`sysfs.sample_slab_rows` rows (``start_split`` is complete once the first
+        round has been taken)."""
         with self._lock:
             done, self._done = self._done, []
         return done

@@ -23,7 +23,13 @@ from kmemtrace.errors import UsageError
 from kmemtrace.model.eras import DEFAULT_ERA, ERA_3_14, Era, geometry, get_era
 from kmemtrace.model.metadata import MetadataCosts, metadata_costs
 from kmemtrace.model.objects import grow_objects
-from kmemtrace.model.start import SLAB_ROLE, hold_everything, lay_out_all, slab_roles
+from kmemtrace.model.start import (
+    SLAB_CPU,
+    SLAB_ROLE,
+    hold_everything,
+    lay_out_all,
+    slab_roles,
+)
 from kmemtrace.model.state import (
     C_CTX_BYPASS,
     C_ERA,
@@ -448,6 +454,7 @@ def _start_from_kernel(runs: list[StrategyRun], prelude: dict[str, np.ndarray],
     slabs out where the kernel's first sample had them (``model/start.py``)."""
     alloc = prelude["kind"] == EventKind.ALLOC
     roles = slab_roles(prelude["cache_id"][alloc], prelude[SLAB_ROLE][alloc],
+                       prelude[SLAB_CPU][alloc],
                        runs[0].model.geom[G_OBJS])  # every strategy's geometry is the trace's
     for run in runs:
         saved = hold_everything(run.model, list(roles))

@@ -36,6 +36,7 @@ from kmemtrace.model.start import (
     ROLE_FULL,
     ROLE_NODE,
     ROLE_NONE,
+    SLAB_CPU,
     SLAB_ROLE,
 )
 from kmemtrace.trace.reader import TraceReader
@@ -121,8 +122,26 @@ def _parked_free(cache: dict, slabs: int, objects: int, ncpus: int,
     return (held - active) * parked_free + active * per // 2
 
 
-def _start_profile(slabs: int, held: tuple[int, int, int], per: int, ncpus: int
-                   ) -> tuple[np.ndarray, np.ndarray]:
+def _cpu_order(cpu_held: int, split: list[int] | None, ncpus: int
+               ) -> tuple[int, np.ndarray, np.ndarray] | None:
+    """How many of ``cpu_held`` CPU-held slabs are active, and the CPU of each active and
+    each CPU partial slab, from the first round's slabs per CPU partial list (the cache
+    table's ``cpu_partial_start``, docs/trace-format.md), or None where that does not
+    say (older traces, or counts that do not add up: the files are read one after
+    another). The active slabs go to the CPUs with a partial list first."""
+    if split is None:
+        return None
+    split = np.asarray(split[:ncpus], np.int64)
+    active = cpu_held - int(split.sum())
+    if active < 0 or active > ncpus:
+        return None
+    by_list = np.r_[np.flatnonzero(split > 0), np.flatnonzero(split == 0),
+                    np.arange(len(split), ncpus)]
+    return active, by_list[:active], np.repeat(np.arange(len(split)), split)
+
+
+def _start_profile(slabs: int, held: tuple[int, int, int], per: int, ncpus: int,
+                   split: list[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Live objects per starting slab from a first sample that says what the CPUs hold, and
     each slab's role (``ROLE_*``, where :func:`kmemtrace.model.start.lay_out` puts it):
     ``slabs - partial - cpu_slabs`` full slabs exactly, ``partial`` node-partial slabs
@@ -139,7 +158,8 @@ def _start_profile(slabs: int, held: tuple[int, int, int], per: int, ncpus: int
     cpu_held = max(min(cpu_slabs, slabs), 0)
     node = max(min(partial, slabs - cpu_held), 0)
     full = slabs - cpu_held - node
-    active = min(cpu_held, ncpus)
+    known = _cpu_order(cpu_held, split, ncpus)
+    active = min(cpu_held, ncpus) if known is None else known[0]
     profile = np.zeros(slabs, np.int64)
     rank = np.zeros(slabs, np.int64)
     profile[:full], rank[:full] = per, ROLE_FULL
@@ -455,12 +475,26 @@ def unseen_frees(trace: TraceReader) -> dict[int, int]:
     return out
 
 
+def _slab_cpus(roles: np.ndarray, order: tuple[int, np.ndarray, np.ndarray] | None
+               ) -> np.ndarray:
+    """The CPU of each CPU-held slab by its role, in order (:func:`_cpu_order`); -1 where
+    not known (the layout then shares them round robin)."""
+    cpus = np.full(len(roles), -1, np.int64)
+    if order is None:
+        return cpus
+    for role, seq in ((ROLE_ACTIVE, order[1]), (ROLE_CPU_PARTIAL, order[2])):
+        at = np.flatnonzero(roles == role)[:len(seq)]
+        cpus[at] = seq[:len(at)]
+    return cpus
+
+
 def _cache_prelude(cid: int, slabs: int, objects: int, bound: tuple[int, int, int],
                    real: np.ndarray, order: int, per_slab: int, ncpus: int,
-                   held: Held = None
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+                   held: Held = None, split: list[int] | None = None
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None,
+                              np.ndarray | None]:
     """One cache's prelude: (pointers, CPU, kept) in allocation order, and each slab's
-    role where the first sample says what the CPUs hold (see kernel_start)."""
+    role and CPU where the first sample says what the CPUs hold (see kernel_start)."""
     room, least_slabs, proven, strict = bound
     real = real[:max(objects, 0)]
     # frees the trace missed, proven by the samples: the start they prove is kept whole
@@ -496,7 +530,7 @@ def _cache_prelude(cid: int, slabs: int, objects: int, bound: tuple[int, int, in
         if held is None:
             share, to_other = _level_fill(counts, pinned // per_slab, per_slab, unknown)
         else:
-            profile = _start_profile(slabs, held, per_slab, ncpus)
+            profile = _start_profile(slabs, held, per_slab, ncpus, split)
             share, per_other, place = _profile_fill(counts, pinned // per_slab, per_slab,
                                                     unknown, profile)
             # the slabs no survivor pins keep the role of their place in the profile
@@ -512,7 +546,10 @@ def _cache_prelude(cid: int, slabs: int, objects: int, bound: tuple[int, int, in
             kept[real_slots:real_slots + pinned] = (np.arange(pinned) % per_slab
                                                     < np.repeat(per_other, per_slab))
     cpu = (np.arange(len(ptr)) // per_slab) % ncpus
-    return ptr, cpu, kept, roles
+    if roles is None:
+        return ptr, cpu, kept, None, None
+    cpu_held = max(min(held[0], slabs), 0)
+    return ptr, cpu, kept, roles, _slab_cpus(roles, _cpu_order(cpu_held, split, ncpus))
 
 
 def kernel_start(trace: TraceReader) -> dict[str, np.ndarray] | None:
@@ -562,18 +599,21 @@ def kernel_start(trace: TraceReader) -> dict[str, np.ndarray] | None:
     first, geom, order, pre, ncpus, room = _start_inputs(trace)
     if not first:
         return None
-    a_ptr, a_cache, a_cpu, a_role, f_ptr, f_cache, f_cpu = [], [], [], [], [], [], []
+    a_ptr, a_cache, a_cpu, a_role, a_scpu, f_ptr, f_cache, f_cpu = [], [], [], [], [], [], [], []
     for cid, (slabs, objects, held) in sorted(first.items()):
         if cid not in geom:
             continue
         per = max(int(geom[cid]["objs_per_slab"]), 1)
-        ptr, cpu, kept, roles = _cache_prelude(
+        ptr, cpu, kept, roles, cpus = _cache_prelude(
             cid, slabs, objects, room.get(cid, (objects, slabs, 0, 1 << 62)),
-            pre.get(cid, np.zeros(0, np.uint64)), order[cid], per, ncpus, held)
+            pre.get(cid, np.zeros(0, np.uint64)), order[cid], per, ncpus, held,
+            geom[cid].get("cpu_partial_start"))
         if not len(ptr):
             continue
         a_role.append(np.repeat(roles, per)[:len(ptr)] if roles is not None
                       else np.full(len(ptr), ROLE_NONE, np.int64))
+        a_scpu.append(np.repeat(cpus, per)[:len(ptr)] if cpus is not None
+                      else np.full(len(ptr), -1, np.int64))
         a_ptr.append(ptr)
         a_cache.append(np.full(len(ptr), cid, np.int64))
         a_cpu.append(cpu)
@@ -595,4 +635,5 @@ def kernel_start(trace: TraceReader) -> dict[str, np.ndarray] | None:
         "aux": np.zeros(n, np.int64), "aux2": np.zeros(n, np.int64),
         "ctx": np.zeros(n, np.uint8),
         SLAB_ROLE: np.r_[np.concatenate(a_role), np.full(n_f, ROLE_NONE, np.int64)],
+        SLAB_CPU: np.r_[np.concatenate(a_scpu), np.full(n_f, -1, np.int64)],
     }

@@ -129,6 +129,11 @@ def check_caches(meta: dict) -> None:
             raise _fail(f"{field}.aliases", "a list of strings", aliases)
         if not isinstance(c.setdefault("accounted", False), bool):
             raise _fail(f"{field}.accounted", "true or false", c["accounted"])
+        split = c.get("cpu_partial_start")
+        if split is not None and not (isinstance(split, list) and all(
+                isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in split)):
+            raise _fail(f"{field}.cpu_partial_start", "a list of non-negative integers",
+                        split)
 
 
 def check_memcgs(meta: dict) -> None:
