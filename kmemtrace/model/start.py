@@ -88,13 +88,12 @@ def lay_out_all(m: Model, saved: np.ndarray, roles: dict[int, tuple[np.ndarray, 
     missed = 0
     for cache, (role, cpu) in roles.items():
         inst = m.inst_of[cache, 0]
-        if inst < 0 or not lay_out(m, inst, role, cpu, np.empty(len(role), np.int64), era):
+        if inst < 0:
             missed += 1
-    for cache in roles:
-        inst = m.inst_of[cache, 0]
-        if inst >= 0:
-            m.inst[I_MIN_PARTIAL, inst] = m.geom[G_MIN_PARTIAL, cache]
-            m.inst[I_CPU_PARTIAL, inst] = m.geom[G_CPU_PARTIAL, cache]
+            continue
+        m.inst[I_MIN_PARTIAL, inst] = m.geom[G_MIN_PARTIAL, cache]
+        m.inst[I_CPU_PARTIAL, inst] = m.geom[G_CPU_PARTIAL, cache]
+        missed += not lay_out(m, inst, role, cpu, np.empty(len(role), np.int64), era)
     return missed
 
 

@@ -390,8 +390,12 @@ def replay(trace: TraceReader, selection: list[tuple[Strategy, dict]], *,
     if prelude is not None:
         if cpus:
             prelude["cpu"] = map_cpus(prelude["cpu"], prelude["pid"], recorded_cpus, ncpu)
-        _start_from_kernel(runs, prelude, prepare(prelude, memcgs, accounted, ncpu,
-                                                  all_accounted=all_accounted))
+        missed = _start_from_kernel(runs, prelude, prepare(prelude, memcgs, accounted, ncpu,
+                                                           all_accounted=all_accounted))
+        if missed:
+            result.notes.append(
+                f"{missed} cache(s) could not be laid out as the first sample had them (the "
+                "prelude made another number of slabs): SLUB's rules placed their slabs.")
     batches = trace.iter_batches(_COLUMNS + (["pid"] if cpus else []),
                                  batch_rows or BATCH_ROWS, use_threads=False)
     lanes = _Lanes(runs, _threads(threads, len(runs)), progress)
@@ -448,19 +452,22 @@ def _release_free_memory() -> None:
 
 
 def _start_from_kernel(runs: list[StrategyRun], prelude: dict[str, np.ndarray],
-                       chunk: Chunk) -> None:
+                       chunk: Chunk) -> int:
     """Replay the prelude (the kernel's start state, not a recorded event) into every
     strategy's model with nothing drained or discarded, then lay each cache's starting
-    slabs out where the kernel's first sample had them (``model/start.py``)."""
+    slabs out where the kernel's first sample had them (``model/start.py``); returns the
+    caches that could not be laid out in some strategy's model."""
     alloc = prelude["kind"] == EventKind.ALLOC
     roles = slab_roles(prelude["cache_id"][alloc], prelude[SLAB_ROLE][alloc],
                        prelude[SLAB_CPU][alloc],
                        runs[0].model.geom[G_OBJS])  # every strategy's geometry is the trace's
+    missed = 0
     for run in runs:
         saved = hold_everything(run.model, list(roles))
         run.model, seconds = _run_chunk(run.model, run.pol, chunk)
         run.loop_seconds += seconds
-        lay_out_all(run.model, saved, roles, run.era.code)
+        missed = max(missed, lay_out_all(run.model, saved, roles, run.era.code))
+    return missed
 
 
 def _run_chunk(model: Model, pol: np.ndarray, c: Chunk) -> tuple[Model, float]:

@@ -141,12 +141,14 @@ def _cpu_order(cpu_held: int, split: list[int] | None, ncpus: int
 
 
 def _start_profile(slabs: int, held: tuple[int, int, int], per: int, ncpus: int,
-                   split: list[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+                   on_cpus: tuple[int, np.ndarray, np.ndarray] | None = None
+                   ) -> tuple[np.ndarray, np.ndarray]:
     """Live objects per starting slab from a first sample that says what the CPUs hold, and
     each slab's role (``ROLE_*``, where :func:`kmemtrace.model.start.lay_out` puts it):
     ``slabs - partial - cpu_slabs`` full slabs exactly, ``partial`` node-partial slabs
     sharing ``objects_partial`` exactly (as evenly as they can), then the ``cpu_slabs``
-    CPU-held ones, the active slabs (one a CPU, at most ``ncpus``) first. Those hold no
+    CPU-held ones, the active slabs first (one a CPU, at most ``ncpus``, or as many as
+    ``on_cpus``, :func:`_cpu_order`, says). Those hold no
     survivor of unknown address here: their live objects are only bounded (``objects``
     counts them full), and the later samples' lower bound (:func:`_net_at_samples`) says
     whether they held any (:func:`_profile_fill` gives them the excess first). Placed on
@@ -158,8 +160,7 @@ def _start_profile(slabs: int, held: tuple[int, int, int], per: int, ncpus: int,
     cpu_held = max(min(cpu_slabs, slabs), 0)
     node = max(min(partial, slabs - cpu_held), 0)
     full = slabs - cpu_held - node
-    known = _cpu_order(cpu_held, split, ncpus)
-    active = min(cpu_held, ncpus) if known is None else known[0]
+    active = min(cpu_held, ncpus) if on_cpus is None else on_cpus[0]
     profile = np.zeros(slabs, np.int64)
     rank = np.zeros(slabs, np.int64)
     profile[:full], rank[:full] = per, ROLE_FULL
@@ -181,19 +182,18 @@ def own_stamps(sample_ts: np.ndarray) -> bool:
 def _net_at_samples(trace: TraceReader, ncpus: int) -> dict[int, tuple[int, int, int, int]]:
     """cache id -> (the most objects the kernel's samples leave room for at the start,
     the fewest slabs they report, the fewest live at the start that they prove, the most
-    they leave room for by bounds alone). The fourth is the first over the samples that
-    read what the CPUs hold, with no CPU-held slot taken as free but the one a CPU partial
-    slab must have: where the third exceeds it (and the old pointers the trace frees), the
-    trace missed frees (:func:`unseen_frees`). The
-    third is the most, over the samples that read what the CPUs hold, of ``proven(t) -
-    net(t)``: ``proven(t)`` = the full slabs' capacity plus ``objects_partial``, live
-    objects off the CPUs' slabs, of which the trace's own allocations account for at
-    most ``own(t)`` (those it allocated and has not freed, at their most around the
-    sample); the rest were live at the start. The first is the
-    least, over its samples, of ``objects(t) - parked(t) - net(t)``, ``net(t)`` the
-    cache's traced allocations minus frees since the start (a ``kfree`` counted on the
-    cache of the allocation before it at that address), ``parked(t)`` the free slots of
-    the slabs the CPUs hold (:func:`_parked_free`), which ``objects`` counts in use. The
+    they leave room for by bounds alone). The first is the least, over its samples, of
+    ``objects(t) - parked(t) - net(t)``, ``net(t)`` the cache's traced allocations minus
+    frees since the start (a ``kfree`` counted on the cache of the allocation before it at
+    that address), ``parked(t)`` the free slots of the slabs the CPUs hold
+    (:func:`_parked_free`), which ``objects`` counts in use. The third is the most, over
+    the samples that read what the CPUs hold, of ``proven(t) - own(t)``: ``proven(t)`` =
+    the full slabs' capacity plus ``objects_partial``, live objects off the CPUs' slabs,
+    of which the trace's own allocations not yet freed account for at most ``own(t)``
+    (taken at its most around the sample); the rest were live at the start. The fourth
+    is the first over those samples with no CPU-held slot taken as free but the one a CPU
+    partial slab must have: where the third exceeds it (and the old pointers the trace
+    frees), the trace missed frees (:func:`unseen_frees`). The
     kernel's live objects at ``t`` are the start's survivors, less those the trace freed, plus
     ``net``-worth of the trace's own. Without ``parked(t)`` this was a bound (``objects``
     is never below the live count), but a loose one where CPUs park empty slabs:
@@ -488,7 +488,7 @@ def _slab_cpus(roles: np.ndarray, order: tuple[int, np.ndarray, np.ndarray] | No
     return cpus
 
 
-def _cache_prelude(cid: int, slabs: int, objects: int, bound: tuple[int, int, int],
+def _cache_prelude(cid: int, slabs: int, objects: int, bound: tuple[int, int, int, int],
                    real: np.ndarray, order: int, per_slab: int, ncpus: int,
                    held: Held = None, split: list[int] | None = None
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None,
@@ -497,6 +497,7 @@ def _cache_prelude(cid: int, slabs: int, objects: int, bound: tuple[int, int, in
     role and CPU where the first sample says what the CPUs hold (see kernel_start)."""
     room, least_slabs, proven, strict = bound
     real = real[:max(objects, 0)]
+    on_cpus = None if held is None else _cpu_order(max(min(held[0], slabs), 0), split, ncpus)
     # frees the trace missed, proven by the samples: the start they prove is kept whole
     unseen = held is not None and _missed(proven, strict, len(real), per_slab) > 0
     if held is None:
@@ -530,7 +531,7 @@ def _cache_prelude(cid: int, slabs: int, objects: int, bound: tuple[int, int, in
         if held is None:
             share, to_other = _level_fill(counts, pinned // per_slab, per_slab, unknown)
         else:
-            profile = _start_profile(slabs, held, per_slab, ncpus, split)
+            profile = _start_profile(slabs, held, per_slab, ncpus, on_cpus)
             share, per_other, place = _profile_fill(counts, pinned // per_slab, per_slab,
                                                     unknown, profile)
             # the slabs no survivor pins keep the role of their place in the profile
@@ -548,8 +549,7 @@ def _cache_prelude(cid: int, slabs: int, objects: int, bound: tuple[int, int, in
     cpu = (np.arange(len(ptr)) // per_slab) % ncpus
     if roles is None:
         return ptr, cpu, kept, None, None
-    cpu_held = max(min(held[0], slabs), 0)
-    return ptr, cpu, kept, roles, _slab_cpus(roles, _cpu_order(cpu_held, split, ncpus))
+    return ptr, cpu, kept, roles, _slab_cpus(roles, on_cpus)
 
 
 def kernel_start(trace: TraceReader) -> dict[str, np.ndarray] | None:
