@@ -380,6 +380,23 @@ def test_named_frees_of_old_objects_are_counted_once_in_the_proof(tmp_path):
     assert unseen_frees(trace) == {0: 12}
 
 
+def test_survivors_proven_later_spread_evenly_over_the_cpu_partial_slabs(tmp_path):
+    """4 objects a slab, 1 CPU. The first sample: 5 slabs, 20 "objects", all 5 CPU-held
+    (the active slab and 4 CPU partial ones), so it proves nothing live. A second later
+    the CPU has flushed 4 of them to the node list: 1 CPU slab, 4 node-partial slabs
+    holding 8 objects; the trace has no event, so those 8 were live at the start, on the
+    CPU-held slabs. On paper: the active slab takes 4 (its room); the other 4 are shared
+    evenly over the CPU partial slabs, each with room for 3 (a slab goes there at a
+    free): 4, 1, 1, 1, 1, and no CPU partial slab starts empty, as none of the kernel's
+    4 flushed slabs was. Each filled before the next, they were 4, 3, 1, 0, 0: two empty
+    slabs that a drain discards (``pid`` in classic run 2: 7 of 20 slabs, -35 %)."""
+    rows = [_held_sample(5, 20, 5, 0, 0), _held_sample(5, 12, 1, 4, 8)]
+    trace = _trace(tmp_path / "t", rows, step=1_000_000_000, cpu_partial=8, min_partial=5)
+    n, freed = _freed_slots(kernel_start(trace))
+    assert n == 20
+    assert list(4 - np.bincount(np.array(freed) // 4, minlength=5)) == [4, 1, 1, 1, 1]
+
+
 def test_the_first_rounds_cpu_partial_lists_place_the_starting_slabs(tmp_path):
     """2 CPUs, 4 objects a slab: 4 slabs, 16 "objects", ``cpu_slabs`` 4, nothing on the node
     list, and the first round's ``slabs_cpu_partial`` puts 3 slabs on CPU 1's partial list
