@@ -397,6 +397,26 @@ def test_survivors_proven_later_spread_evenly_over_the_cpu_partial_slabs(tmp_pat
     assert list(4 - np.bincount(np.array(freed) // 4, minlength=5)) == [4, 1, 1, 1, 1]
 
 
+def test_what_the_trace_frees_before_the_first_sample_was_live_at_the_start(tmp_path):
+    """4 objects a slab, 1 CPU, no CPU partial list, ``min_partial`` 0. At the start the
+    kernel has 3 full slabs of old objects; the trace frees slab A's 4 before the first
+    sample, which reads 2 slabs and 8 "objects" (A emptied and was discarded); then it
+    frees B's and C's 8, and the kernel reports nothing left. On paper: 12 were live at
+    the start, all 12 pointers the trace frees sit on their 3 slabs, A's frees empty A
+    and the model shows the kernel's 2 slabs at the first sample and 0 at the second.
+    Capped at the first sample's 8, the prelude left C out, A's frees emptied A all the
+    same, and the model showed 1 slab where the kernel had 2 (``tw_sock_TCP``: 1 090
+    TIME_WAIT sockets freed before the first sample, 61 slabs short to the end)."""
+    def frees(slabs):
+        return [(EventKind.FREE, PAGE + k * 4096 + j * 64, 0, 0, 0) for k in slabs
+                for j in range(4)]
+    rows = [*frees([0]), _held_sample(2, 8, 0, 0, 0), *frees([1, 2]),
+            _held_sample(0, 0, 0, 0, 0)]
+    trace = _trace(tmp_path / "t", rows, step=1_000_000_000, cpu_partial=0, min_partial=0)
+    assert _freed_slots(kernel_start(trace)) == (12, [])
+    assert list(_objcg_samples(trace)["model_slabs"]) == [2, 0]
+
+
 def test_the_first_rounds_cpu_partial_lists_place_the_starting_slabs(tmp_path):
     """2 CPUs, 4 objects a slab: 4 slabs, 16 "objects", ``cpu_slabs`` 4, nothing on the node
     list, and the first round's ``slabs_cpu_partial`` puts 3 slabs on CPU 1's partial list

@@ -17,6 +17,7 @@ from analyses.which_way.calibrate import (
     LIVE_OVER,
     UNSEEN,
     _event_ends,
+    _over_target,
     calibrate,
     live_over_kernel,
     untraced,
@@ -25,6 +26,7 @@ from analyses.which_way.freecost import GEOMETRY, free_costs
 from analyses.which_way.record import truth_path
 from analyses.which_way.rescore import as_old_sampler, round_starts
 from analyses.which_way.sweep import CACHE_ENV, TraceSpec
+from kmemtrace.report.validate import CacheFit, ErrorStats, Validation, pct_error
 from kmemtrace.strategies import REGISTRY
 from kmemtrace.trace.reader import TraceReader
 from kmemtrace.trace.schema import EventKind
@@ -139,6 +141,29 @@ def test_a_cache_with_more_traced_live_objects_than_the_kernel_has_is_left_out(t
     [x] = [x for x in cal.excluded if x["cache"] == "kmalloc-64"]
     assert x["why"] == LIVE_OVER and x["live_over"] == (2, 1, 5.0)
     assert "c1" not in [x["cache"] for x in cal.excluded]
+
+
+def test_fits_over_the_target_say_by_how_many_slabs(tmp_path):
+    """Three caches, three samples each. ``small`` (order 2, 4 pages a slab): the kernel
+    12, 12, 12 pages, the model 12, 8, 12: -33 % at 1 s, one slab off, 1 sample of 3
+    over 25 %. ``drift`` (order 0): 10, 10, 10 against 10, 14, 16: +60 % at 2 s, 6 slabs
+    off at most, 2 samples over. ``fine``: 20 against 22 (+10 %), within the target.
+    ``left`` misses it too, but is left out of the traced worst (its frees unseen)."""
+    def fit(cid, name, kernel, model):
+        kernel, model = np.array(kernel), np.array(model)
+        err = pct_error(model, kernel)
+        return CacheFit(cid, name, (), np.array([0.0, 1.0, 2.0]), kernel, model,
+                        ErrorStats.of(err), ErrorStats.of(err))
+    fits = (fit(0, "small", [12] * 3, [12, 8, 12]), fit(1, "drift", [10] * 3, [10, 14, 16]),
+            fit(2, "fine", [20] * 3, [20, 22, 20]), fit(3, "left", [4] * 3, [4, 9, 4]))
+    v = Validation("objcg", 3, fits, (), ErrorStats.of(np.zeros(1)),
+                   ErrorStats.of(np.zeros(1)), np.zeros(3), np.zeros(3), np.zeros(3), True)
+    caches = [{"id": 0, "order": 2}, {"id": 1, "order": 0}, {"id": 2, "order": 0},
+              {"id": 3, "order": 0}]
+    got = [(x["cache"], round(x["worst_pct"]), x["t_s"], x["kernel_pages"], x["model_pages"],
+            x["slab_pages"], x["most_slabs_off"], x["samples_over"])
+           for x in _over_target(v, {"left"}, caches)]
+    assert got == [("drift", 60, 2.0, 10, 16, 1, 6, 2), ("small", -33, 1.0, 12, 8, 4, 1, 1)]
 
 
 def test_davydov_benchmark_replay_separates_live_and_dead_frees():

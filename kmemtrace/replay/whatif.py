@@ -179,34 +179,35 @@ def own_stamps(sample_ts: np.ndarray) -> bool:
     return len(np.unique(sample_ts)) > len(sample_ts) // 2
 
 
-def _net_at_samples(trace: TraceReader, ncpus: int) -> dict[int, tuple[int, int, int, int]]:
-    """cache id -> (the most objects the kernel's samples leave room for at the start,
-    the fewest slabs they report, the fewest live at the start that they prove, the most
-    they leave room for by bounds alone). The first is the least, over its samples, of
-    ``objects(t) - parked(t) - net(t)``, ``net(t)`` the cache's traced allocations minus
-    frees since the start (a ``kfree`` counted on the cache of the allocation before it at
-    that address), ``parked(t)`` the free slots of the slabs the CPUs hold
-    (:func:`_parked_free`), which ``objects`` counts in use. The third is the most, over
-    the samples that read what the CPUs hold, of ``proven(t) - own(t)``: ``proven(t)`` =
-    the full slabs' capacity plus ``objects_partial``, live objects off the CPUs' slabs,
-    of which the trace's own allocations not yet freed account for at most ``own(t)``
-    (taken at its most around the sample); the rest were live at the start. The fourth
-    is the first over those samples with no CPU-held slot taken as free but the one a CPU
-    partial slab must have: where the third exceeds it (with the old objects' frees that
-    only their slab page names counted back, :func:`_start_inputs`), the trace missed
-    frees (:func:`unseen_frees`). The
-    kernel's live objects at ``t`` are the start's survivors, less those the trace freed, plus
-    ``net``-worth of the trace's own. Without ``parked(t)`` this was a bound (``objects``
-    is never below the live count), but a loose one where CPUs park empty slabs:
-    ``bio-184`` in churn run 1 kept 84 survivors on 9 slabs that no free reached, where
-    the kernel's 9 slabs at 58.5 s were 5 empty ones on the node list (84 "objects" = the
-    capacity of the other 4), and the model sat up to 13 slabs above the kernel. ``net`` is
-    taken at its lowest within :data:`SAMPLE_SPAN_S` of the sample: a round of samples is
-    stamped once and read cache by cache after it, and a burst that came and went while
-    it was read (``bio-184``: 480 objects in flight within ms) must not count. Where each
-    row has its own cache's stamp (:func:`own_stamps`) the window is
-    :data:`OWN_SPAN_S`, the reads' own span with room to spare: the lowest ``net`` over
-    a quarter second let through survivors the kernel did not have."""
+def _net_at_samples(trace: TraceReader, ncpus: int
+                    ) -> dict[int, tuple[int, int, int, int, int]]:
+    """cache id -> (the most objects the kernel's samples leave room for at the start, the
+    fewest slabs they report, the fewest live at the start that they prove, the most they
+    leave room for by bounds alone, the objects the trace freed, net, before the first
+    sample was read: at least, its highest ``net`` around it). The first is the least, over
+    its samples, of ``objects(t) - parked(t) - net(t)``, ``net(t)`` the cache's traced
+    allocations minus frees since the start (a ``kfree`` counted on the cache of the
+    allocation before it at that address), ``parked(t)`` the free slots of the slabs the
+    CPUs hold (:func:`_parked_free`), which ``objects`` counts in use. The third is the
+    most, over the samples that read what the CPUs hold, of ``proven(t) - own(t)``:
+    ``proven(t)`` = the full slabs' capacity plus ``objects_partial``, live objects off the
+    CPUs' slabs, of which the trace's own allocations not yet freed account for at most
+    ``own(t)`` (taken at its most around the sample); the rest were live at the start. The
+    fourth is the first over those samples with no CPU-held slot taken as free but the one a
+    CPU partial slab must have: where the third exceeds it (with the old objects' frees that
+    only their slab page names counted back, :func:`_start_inputs`), the trace missed frees
+    (:func:`unseen_frees`). The kernel's live objects at ``t`` are the start's survivors,
+    less those the trace freed, plus ``net``-worth of the trace's own. Without ``parked(t)``
+    this was a bound (``objects`` is never below the live count), but a loose one where CPUs
+    park empty slabs: ``bio-184`` in churn run 1 kept 84 survivors on 9 slabs that no free
+    reached, where the kernel's 9 slabs at 58.5 s were 5 empty ones on the node list (84
+    "objects" = the capacity of the other 4), and the model sat up to 13 slabs above the
+    kernel. ``net`` is taken at its lowest within :data:`SAMPLE_SPAN_S` of the sample: a
+    round of samples is stamped once and read cache by cache after it, and a burst that came
+    and went while it was read (``bio-184``: 480 objects in flight within ms) must not
+    count. Where each row has its own cache's stamp (:func:`own_stamps`) the window is
+    :data:`OWN_SPAN_S`, the reads' own span with room to spare: the lowest ``net`` over a
+    quarter second let through survivors the kernel did not have."""
     ts, kind, ptr, cache, objs, slabs, held, node = [], [], [], [], [], [], [], []
     for cols in trace.iter_parts(["ts_ns", *SAMPLE_COLS]):
         sel = np.isin(cols["kind"], (EventKind.ALLOC, EventKind.FREE, EventKind.SLAB_SAMPLE))
@@ -263,7 +264,10 @@ def _net_at_samples(trace: TraceReader, ncpus: int) -> dict[int, tuple[int, int,
             before = int(net[lo - 1]) if lo else 0
             low = min(int(net[lo:hi].min()), before)
             high = max(int(own[lo:hi].max()), int(own[lo - 1]) if lo else 0)
-            had = out.get(int(c), (1 << 62, 1 << 62, 0, 1 << 62))
+            if int(c) not in out:  # its first sample: what the trace freed (net) before
+                out[int(c)] = (1 << 62, 1 << 62, 0, 1 << 62,
+                               max(-max(int(net[lo:hi].max()), before), 0))
+            had = out[int(c)]
             j = mine[i]
             cpu_slabs = int(held[j])
             parked = _parked_free(geom.get(int(c), {}), int(slabs[j]), int(objs[j]), ncpus,
@@ -282,7 +286,7 @@ def _net_at_samples(trace: TraceReader, ncpus: int) -> dict[int, tuple[int, int,
             strict = int(objs[j]) - least_free - low if agree else 1 << 62
             out[int(c)] = (min(had[0], int(objs[j]) - parked - low),
                            min(had[1], int(slabs[j])), max(had[2], proven - high),
-                           min(had[3], strict))
+                           min(had[3], strict), had[4])
     return out
 
 
@@ -502,8 +506,9 @@ def _start_inputs(trace: TraceReader):
     # give it room back. Counting every old pointer back instead counted the named ones
     # twice and hid 1 500 frees of ``inode_cache`` in classic run 1 (3 326 live at the
     # start proven, room for 1 826, and the 1 708 old objects freed all by name).
-    bounds = {c: (room, least, proven, strict + paged.get(c, 0))
-              for c, (room, least, proven, strict) in _net_at_samples(trace, ncpus).items()}
+    bounds = {c: (room, least, proven, strict + paged.get(c, 0), first)
+              for c, (room, least, proven, strict, first) in
+              _net_at_samples(trace, ncpus).items()}
     return first, geom, order, pre, ncpus, bounds
 
 
@@ -520,7 +525,7 @@ def unseen_frees(trace: TraceReader) -> dict[int, int]:
     for cid, (_, _, held) in first.items():
         if held is None or cid not in bounds or cid not in geom:
             continue
-        _, _, proven, strict = bounds[cid]
+        _, _, proven, strict, _ = bounds[cid]
         missed = _missed(proven, strict, max(int(geom[cid]["objs_per_slab"]), 1))
         if missed:
             out[cid] = missed
@@ -547,7 +552,13 @@ def _cache_prelude(cid: int, slabs: int, objects: int, bound: tuple[int, int, in
                               np.ndarray | None]:
     """One cache's prelude: (pointers, CPU, kept) in allocation order, and each slab's
     role and CPU where the first sample says what the CPUs hold (see kernel_start)."""
-    room, least_slabs, proven, strict = bound
+    room, least_slabs, proven, strict, freed_first = bound
+    # the first sample is read a moment after the start: what the trace freed before it
+    # was live at the start (``tw_sock_TCP`` in classic run 1 of the 15:58 study: 1 090
+    # TIME_WAIT sockets freed in the 0.24 s before a first sample of 29 421; capped at
+    # that, the prelude left 61 slabs out, and the model sat under the kernel by them to
+    # the end, -63 % when the kernel was down to 13 slabs)
+    objects += freed_first
     real = real[:max(objects, 0)]
     on_cpus = None if held is None else _cpu_order(max(min(held[0], slabs), 0), split, ncpus)
     # frees the trace missed, proven by the samples: the start they prove is kept whole
@@ -657,7 +668,7 @@ def kernel_start(trace: TraceReader) -> dict[str, np.ndarray] | None:
             continue
         per = max(int(geom[cid]["objs_per_slab"]), 1)
         ptr, cpu, kept, roles, cpus = _cache_prelude(
-            cid, slabs, objects, room.get(cid, (objects, slabs, 0, 1 << 62)),
+            cid, slabs, objects, room.get(cid, (objects, slabs, 0, 1 << 62, 0)),
             pre.get(cid, np.zeros(0, np.uint64)), order[cid], per, ncpus, held,
             geom[cid].get("cpu_partial_start"))
         if not len(ptr):
