@@ -408,7 +408,7 @@ def calibration_section(calib: list[Calibration], previous: tuple[str, str] | No
           f"{w['frees_implied']:,}", f"{w['allocs_implied']:,}", _why(w)]
          for c, w in worst_rows])
     left_out = _excluded_table(calib)
-    missing = sorted(((c, x) for c in calib for x in c.over_target),
+    over_fits = sorted(((c, x) for c in calib for x in c.over_target),
                      key=lambda cx: -abs(cx[1]["worst_pct"]))
     over_table = table(
         ["trace", "cache", "raw worst %", "at s", "kernel pages then", "model pages then",
@@ -416,7 +416,7 @@ def calibration_section(calib: list[Calibration], previous: tuple[str, str] | No
         [[f"{c.group} {c.run}", x["cache"], fmt(x["worst_pct"]), f"{x['t_s']:.0f}",
           str(x["kernel_pages"]), str(x["model_pages"]), str(x["slab_pages"]),
           str(x["most_slabs_off"]), f"{x['samples_over']} of {x['samples']}"]
-         for c, x in missing])
+         for c, x in over_fits])
     first = calib[0]
     big = sorted(first.seeded.caches, key=lambda f: -int(f.kernel_pages[-1]))[:12]
     per = table(["cache", "merged with", "kernel pages end", "model pages end",
@@ -438,8 +438,8 @@ def calibration_section(calib: list[Calibration], previous: tuple[str, str] | No
         "says how many caches meet it); over the caches whose frees and allocations reach "
         f"the recorder {k.traced_worst:+.0f} % (`{k.traced_worst_cache}`; "
         f"{'met' if abs(k.traced_worst) <= TARGET_WORST_PCT else 'NOT met'}: "
-        f"{len(missing)} fits miss it; "
-        f"{sum(x['most_slabs_off'] <= 1 for _, x in missing)} of them stay within one slab "
+        f"{len(over_fits)} fits miss it; "
+        f"{sum(x['most_slabs_off'] <= 1 for _, x in over_fits)} of them stay within one slab "
         "of the kernel at every sample), "
         f"{k.n_excluded} cache fits left out (besides idle caches), each listed below with "
         "why. "
@@ -485,7 +485,7 @@ def calibration_section(calib: list[Calibration], previous: tuple[str, str] | No
         "The traced cache fits that miss the worst-case target, with how far off in whole "
         "slabs (a slab is the model's and the kernel's unit: a cache of 3 slabs one slab "
         "off is 33 % off) and for how many samples:\n\n"
-        + (over_table if missing else "none.") + "\n\n"
+        + (over_table if over_fits else "none.") + "\n\n"
         "Dying memcgs: v1 has no `nr_dying_descendants`; the kernel figure is the memory "
         "line's `num_cgroups` in `/proc/cgroups` (every memcg not yet freed, dying ones "
         "included) minus the memcg directories listed under `/sys/fs/cgroup/memory`, "

@@ -432,8 +432,7 @@ def _profile_fill(counts: np.ndarray, n_other: int, per_slab: int, unknown: int,
         floor = ((np.r_[counts, np.zeros(n_other, np.int64)] == 0) & (give > 0))[order]
         for keep in (floor.astype(np.int64), 0):
             g = give[order]
-            spare = np.clip(g - keep, 0, None)
-            take = np.clip(-gap - (np.cumsum(spare) - spare), 0, spare)
+            take = _in_turn(np.clip(g - keep, 0, None), -gap)
             give[order] = g - take
             gap += int(take.sum())
     elif gap > 0:  # where the first sample leaves room: the CPU-held slabs
@@ -446,11 +445,16 @@ def _profile_fill(counts: np.ndarray, n_other: int, per_slab: int, unknown: int,
     return give[:n_real], give[n_real:], place
 
 
+def _in_turn(room: np.ndarray, n: int) -> np.ndarray:
+    """Up to ``n`` shared over slots with ``room``, each slot taking all it can before
+    the next."""
+    return np.clip(n - (np.cumsum(room) - room), 0, room)
+
+
 def _fill(give: np.ndarray, cap: np.ndarray, order: np.ndarray, n: int) -> int:
     """Give up to ``n`` more to the slabs ``order`` names, each filled to ``cap`` before
     the next (in place); returns what is left of ``n``."""
-    room = (cap - give)[order]
-    take = np.clip(n - (np.cumsum(room) - room), 0, room)
+    take = _in_turn((cap - give)[order], n)
     give[order] += take
     return n - int(take.sum())
 
