@@ -81,10 +81,10 @@ def _write_into_holes(write, hole_mib: int = 1024, chunk_kib: int = 64) -> None:
 
     Written where the allocator chose, the pages often sat in the pageblocks compaction moves
     pages *into* (it fills partly used movable blocks from the top of the zone) and stayed:
-    on 6.18, 0-3 of 4 075 pages moved in six of eight tries, 5 in twelve on a fresh CI
-    machine. Written into the holes after a compaction, 1 464-4 000 moved in eight test
-    runs of eight with the recorder running (without that compaction, one run of seventeen
-    moved none in four tries)."""
+    on 6.18, written back and compacted, 0-2 of 4 075 pages moved in seven of eight
+    rewrites. Written into the holes after a compaction, 1 464-4 000 moved in eight test
+    runs of eight with the recorder running (without that compaction, one run of
+    twenty-one moved none in four tries)."""
     size, chunk = hole_mib << 20, chunk_kib << 10
     area = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | mmap.MAP_POPULATE)
     view = ctypes.c_char.from_buffer(area)
