@@ -27,6 +27,8 @@ docs/replay.md:
   slab), as any other.
 """
 
+from typing import NamedTuple
+
 import numpy as np
 
 from kmemtrace.model.eras import cpu_partial_slabs
@@ -49,6 +51,16 @@ SAMPLE_SPAN_S = 0.25  # a round of /sys/kernel/slab samples is read within this 
 OWN_SPAN_S = 0.002
 SAMPLE_COLS = ["kind", "cache_id", "aux", "aux2", "gfp", "bytes", "pid", "ptr"]
 Held = tuple[int, int, int] | None  # a sample's (cpu_slabs, partial, objects_partial)
+
+
+class Bounds(NamedTuple):
+    """What a cache's samples say of its start (:func:`_net_at_samples`)."""
+
+    room: int  # the most objects they leave room for
+    least_slabs: int  # the fewest slabs they report
+    proven: int  # the fewest live that they prove
+    strict: int  # the most they leave room for by bounds alone
+    freed_first: int  # what the trace freed, net, before the first sample was read
 
 
 def _held(cols: dict[str, np.ndarray], i: int) -> Held:
@@ -179,8 +191,7 @@ def own_stamps(sample_ts: np.ndarray) -> bool:
     return len(np.unique(sample_ts)) > len(sample_ts) // 2
 
 
-def _net_at_samples(trace: TraceReader, ncpus: int
-                    ) -> dict[int, tuple[int, int, int, int, int]]:
+def _net_at_samples(trace: TraceReader, ncpus: int) -> dict[int, Bounds]:
     """cache id -> (the most objects the kernel's samples leave room for at the start, the
     fewest slabs they report, the fewest live at the start that they prove, the most they
     leave room for by bounds alone, the objects the trace freed, net, before the first
@@ -265,8 +276,8 @@ def _net_at_samples(trace: TraceReader, ncpus: int
             low = min(int(net[lo:hi].min()), before)
             high = max(int(own[lo:hi].max()), int(own[lo - 1]) if lo else 0)
             if int(c) not in out:  # its first sample: what the trace freed (net) before
-                out[int(c)] = (1 << 62, 1 << 62, 0, 1 << 62,
-                               max(-max(int(net[lo:hi].max()), before), 0))
+                out[int(c)] = Bounds(1 << 62, 1 << 62, 0, 1 << 62,
+                                     max(-max(int(net[lo:hi].max()), before), 0))
             had = out[int(c)]
             j = mine[i]
             cpu_slabs = int(held[j])
@@ -284,9 +295,10 @@ def _net_at_samples(trace: TraceReader, ncpus: int
             least_free = (max(min(cpu_slabs, int(slabs[j])) - ncpus, 0) * min(1, per - 1)
                           if agree else 0)
             strict = int(objs[j]) - least_free - low if agree else 1 << 62
-            out[int(c)] = (min(had[0], int(objs[j]) - parked - low),
-                           min(had[1], int(slabs[j])), max(had[2], proven - high),
-                           min(had[3], strict), had[4])
+            out[int(c)] = had._replace(room=min(had.room, int(objs[j]) - parked - low),
+                                       least_slabs=min(had.least_slabs, int(slabs[j])),
+                                       proven=max(had.proven, proven - high),
+                                       strict=min(had.strict, strict))
     return out
 
 
@@ -510,9 +522,8 @@ def _start_inputs(trace: TraceReader):
     # give it room back. Counting every old pointer back instead counted the named ones
     # twice and hid 1 500 frees of ``inode_cache`` in classic run 1 (3 326 live at the
     # start proven, room for 1 826, and the 1 708 old objects freed all by name).
-    bounds = {c: (room, least, proven, strict + paged.get(c, 0), first)
-              for c, (room, least, proven, strict, first) in
-              _net_at_samples(trace, ncpus).items()}
+    bounds = {c: b._replace(strict=b.strict + paged.get(c, 0))
+              for c, b in _net_at_samples(trace, ncpus).items()}
     return first, geom, order, pre, ncpus, bounds
 
 
@@ -529,8 +540,8 @@ def unseen_frees(trace: TraceReader) -> dict[int, int]:
     for cid, (_, _, held) in first.items():
         if held is None or cid not in bounds or cid not in geom:
             continue
-        _, _, proven, strict, _ = bounds[cid]
-        missed = _missed(proven, strict, max(int(geom[cid]["objs_per_slab"]), 1))
+        missed = _missed(bounds[cid].proven, bounds[cid].strict,
+                         max(int(geom[cid]["objs_per_slab"]), 1))
         if missed:
             out[cid] = missed
     return out
@@ -549,7 +560,7 @@ def _slab_cpus(roles: np.ndarray, order: tuple[int, np.ndarray, np.ndarray] | No
     return cpus
 
 
-def _cache_prelude(cid: int, slabs: int, objects: int, bound: tuple[int, int, int, int],
+def _cache_prelude(cid: int, slabs: int, objects: int, bound: Bounds,
                    real: np.ndarray, order: int, per_slab: int, ncpus: int,
                    held: Held = None, split: list[int] | None = None
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None,
@@ -672,7 +683,7 @@ def kernel_start(trace: TraceReader) -> dict[str, np.ndarray] | None:
             continue
         per = max(int(geom[cid]["objs_per_slab"]), 1)
         ptr, cpu, kept, roles, cpus = _cache_prelude(
-            cid, slabs, objects, room.get(cid, (objects, slabs, 0, 1 << 62, 0)),
+            cid, slabs, objects, room.get(cid, Bounds(objects, slabs, 0, 1 << 62, 0)),
             pre.get(cid, np.zeros(0, np.uint64)), order[cid], per, ncpus, held,
             geom[cid].get("cpu_partial_start"))
         if not len(ptr):
