@@ -95,3 +95,26 @@ def test_replay_and_report_warn_on_an_incomplete_trace(tmp_path):
                             text=True, env=env)
     assert report.returncode == 0, report.stderr
     assert "incomplete trace (the recorder was killed)" in html.read_text()
+
+
+def test_a_hang_while_stderr_is_quiet_still_dumps_the_python_stacks():
+    """libbpf's refusal is silenced (fd 2 to /dev/null) while the fentry check compiles,
+    tens of seconds under TCG; the lab's watchdog SIGABRTs a hung recorder for its stacks,
+    which must reach the real stderr even then (a CI guest once hung there, and said
+    nothing)."""
+    code = ("import os, sys, time\n"
+            "from kmemtrace.record.probes import _quiet_stderr\n"
+            "with _quiet_stderr():\n"
+            "    print('quiet', flush=True)\n"
+            "    sys.stderr.write('silenced\\n'); sys.stderr.flush()\n"
+            "    time.sleep(60)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONFAULTHANDLER": "1"})
+    assert proc.stdout.readline() == "quiet\n"
+    proc.send_signal(6)  # SIGABRT, as the watchdog's pkill -ABRT
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == -6
+    assert "silenced" not in err
+    assert "Current thread 0x" in err
+    assert 'File "<string>", line 6' in err  # the sleep inside the quiet block

@@ -7,7 +7,9 @@ the trace's meta so a reader knows which events could appear at all.
 
 import contextlib
 import ctypes
+import faulthandler
 import os
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -221,13 +223,21 @@ def _emulated() -> bool:
 
 @contextlib.contextmanager
 def _quiet_stderr():
+    """fd 2 to /dev/null while libbpf prints what the caller says better, but not the
+    fault handler's: a compile that hangs (tens of seconds under TCG) still dumps its
+    Python stacks where the lab's watchdog (SIGABRT) and the user look for them."""
     saved = os.dup(2)
+    dumping = faulthandler.is_enabled()
     try:
+        if dumping:
+            faulthandler.enable(file=saved)
         with open(os.devnull, "w") as null:
             os.dup2(null.fileno(), 2)
             yield
     finally:
         os.dup2(saved, 2)
+        if dumping:
+            faulthandler.enable(file=sys.stderr)
         os.close(saved)
 
 
