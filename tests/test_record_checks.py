@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 
 from kmemtrace.cli.record import loss_sentence
-from kmemtrace.errors import UsageError
+from kmemtrace.errors import TraceFormatError, UsageError
 from kmemtrace.record.inmemcg import leftovers
 from kmemtrace.record.output import check_output, fs_type
 from kmemtrace.trace.meta import load_meta, write_meta_atomic
+from kmemtrace.trace.reader import open_trace
 from kmemtrace.trace.schema import LostReason
 
 from conftest import SEC, TraceBuilder
@@ -118,3 +119,15 @@ def test_a_hang_while_stderr_is_quiet_still_dumps_the_python_stacks():
     assert "silenced" not in err
     assert "Current thread 0x" in err
     assert 'File "<string>", line 6' in err  # the sleep inside the quiet block
+
+
+@pytest.mark.parametrize("bad", [True, -1, "236"])
+def test_record_shrunk_at_start_must_be_a_count_or_null(trace_builder, bad):
+    for good in (None, 0, 236):
+        tb = trace_builder(f"good-{good}", record={"shrunk_at_start": good})
+        tb.cache()
+        assert open_trace(tb.write(end_ns=SEC)).meta["record"]["shrunk_at_start"] == good
+    tb = trace_builder(record={"shrunk_at_start": bad})
+    tb.cache()
+    with pytest.raises(TraceFormatError, match=r"record\.shrunk_at_start"):
+        open_trace(tb.write(end_ns=SEC))

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from analyses.which_way import parking
 from kmemtrace.cli.record import loss_sentence
 from kmemtrace.trace.reader import open_trace
 from kmemtrace.trace.schema import (
@@ -346,3 +347,30 @@ def test_the_recorders_own_start_up_leaves_no_object_live(tmp_path):
     ours = left[(left.pid == rec.pid) & left.cache_id.isin(kmalloc_cg)]
     assert len(ours) == 0, ours
     assert (df[df.pid == rec.pid].kind == EventKind.ALLOC).sum() > 0  # it did allocate
+
+
+@pytest.mark.parametrize("shrink", [False, True])
+def test_shrink_at_start_frees_what_the_cpus_parked_before_the_first_sample(tmp_path, shrink):
+    """``dnotify_struct`` filled to 20 slabs from CPU 0 and emptied: the kernel keeps 7
+    empty slabs (5 on the node list, 2 on CPU 0) that ``objects`` reads as 256 live
+    (analyses/which_way/parking.py). The first sample sees them all without
+    ``--shrink-at-start``, and with it none: the cache was shrunk right before its row was
+    read, so its ``objects`` are the live ones, which the replay's start takes."""
+    _, after = parking.workload(2560)
+    assert after["slabs"] >= 7 and after["objects_partial"] == 0
+    out = tmp_path / "t"
+    res = kmemtrace("record", "-o", str(out), "--duration", "2s",
+                    *(["--shrink-at-start"] if shrink else []))
+    assert res.returncode == 0, res.stderr[-2000:]
+    trace = open_trace(out)
+    caches = trace.meta["caches"]
+    cid = next(c["id"] for c in caches if c["name"] == parking.CACHE)
+    df = trace.to_pandas([EventKind.SLAB_SAMPLE])
+    first = df[df.cache_id == cid].sort_values("ts_ns").iloc[0]
+    assert first.gfp == SAMPLE_HAS_CPU_FIELDS
+    shrunk = trace.meta["record"]["shrunk_at_start"]
+    if shrink:
+        assert (first.aux, first.aux2, first.bytes) == (0, 0, 0)  # slabs, objects, cpu_slabs
+        assert len(caches) - 5 <= shrunk <= len(caches)
+    else:
+        assert first.aux >= 7 and first.aux2 >= 256 and shrunk is None

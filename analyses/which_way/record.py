@@ -103,7 +103,10 @@ class Recording:
             self._lock_fd = os.open(self.lock, os.O_RDWR | os.O_CREAT, 0o666)
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
         self.proc = subprocess.Popen(
-            [*KMEMTRACE, "record", "-o", str(self.out), "--all-objects", "--force"],
+            # shrunk at start: the first sample then counts live objects, and the model
+            # starts from the kernel's state rather than from bounds on what the CPUs held
+            [*KMEMTRACE, "record", "-o", str(self.out), "--all-objects", "--force",
+             "--shrink-at-start"],
             cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + START_TIMEOUT_S
         while not (self.out / "meta.json").exists():

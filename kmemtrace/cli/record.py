@@ -47,6 +47,10 @@ def record(
         "--page-cache/--no-page-cache",
         help="Record page-cache insertions and removals (PAGE_CACHE rows: what holds an "
         "offline memcg besides slab).")] = True,
+    shrink_at_start: Annotated[bool, typer.Option(
+        "--shrink-at-start", help="Shrink every slab cache right before its first sample "
+        "(as `slabinfo -s`: CPU slabs flushed, empty slabs freed), so that the sample says "
+        "how many objects are live; the replay's start is then the kernel's.")] = False,
     print_bpf: Annotated[bool, typer.Option(
         "--print-bpf", help="Print the BPF program and its -D flags, then exit.")] = False,
     in_memcg: Annotated[bool, typer.Option(
@@ -111,7 +115,8 @@ def record(
                          sample_interval_s=_positive("--sample-interval", sample_interval),
                          command=list(command or []), in_memcg=in_memcg, lifecycle=lifecycle,
                          follow_tasks=in_memcg if follow_tasks is None else follow_tasks,
-                         force=force, page_cache=page_cache)
+                         force=force, page_cache=page_cache,
+                         shrink_at_start=shrink_at_start)
     if print_bpf:
         _print_bpf(opts)
         return

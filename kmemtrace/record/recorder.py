@@ -121,6 +121,7 @@ class RecordOptions:
     lifecycle: str = "auto"  # auto | kprobe | fentry: how lifecycle events are caught
     force: bool = False  # replace the trace already in ``output``
     page_cache: bool = True  # PAGE_CACHE rows, where the kernel has the probes
+    shrink_at_start: bool = False  # shrink every cache right before its first sample
 
 
 def require_root() -> None:
@@ -335,6 +336,8 @@ class Recorder:
                           # PAGE_CACHE rows: folios inserted during the recording, followed
                           # to their removal (docs/trace-format.md)
                           "page_cache": self.page_cache,
+                          # --shrink-at-start: the caches shrunk before their first sample
+                          "shrunk_at_start": 0 if self.opts.shrink_at_start else None,
                           "headers": self.header_note, "cflags": self.cflags,
                           "nested_rescued": 0, "recursion_misses": {}}
         meta["clock"]["start_ns"] = self.start_ns
@@ -347,7 +350,8 @@ class Recorder:
                                       reorder_window_ns=REORDER_WINDOW_NS)
             self.pipeline = WriterThread(self.writer)
         runtime.settle()
-        self.sampler = SlabSampler(self.caches, self.opts.sample_interval_s)
+        self.sampler = SlabSampler(self.caches, self.opts.sample_interval_s,
+                                   self.opts.shrink_at_start)
         self._samples_written = False
         self._next_batch_flush = 0.0
         self._next_flush = time.monotonic() + FLUSH_INTERVAL_S
@@ -538,6 +542,8 @@ class Recorder:
                 for c in self.caches:
                     if c["id"] in self.sampler.start_split:
                         c["cpu_partial_start"] = self.sampler.start_split[c["id"]]
+                if self.sampler.shrunk is not None:
+                    self.pipeline.meta["record"]["shrunk_at_start"] = len(self.sampler.shrunk)
                 self._samples_written = True
             self._write_samples(rows)
         mono = time.monotonic()

@@ -25,12 +25,14 @@ CPU_FIELDS_EVERY = 5  # rounds; round 0 always has them
 class SlabSampler:
     """Samples ``caches`` now and then every ``interval_s`` until :meth:`close`."""
 
-    def __init__(self, caches: list[dict], interval_s: float):
+    def __init__(self, caches: list[dict], interval_s: float, shrink_first: bool = False):
         self.caches = caches  # the recorder's list: it may grow, each sample takes a copy
         self.interval_s = interval_s
         self._done: list[list[tuple[int, ...]]] = []
         # the slabs on each CPU's partial list at the first round, by cache id
         self.start_split: dict[int, list[int]] = {}
+        # with shrink_first: the ids of the caches shrunk right before their first reads
+        self.shrunk: list[int] | None = [] if shrink_first else None
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="kmt-sampler", daemon=True)
@@ -40,8 +42,10 @@ class SlabSampler:
         name_thread("kmt-sampler")
         rounds = 0
         while True:
+            first = rounds == 0
             rows = sysfs.sample_slab_rows(list(self.caches), rounds % CPU_FIELDS_EVERY == 0,
-                                          split=self.start_split if rounds == 0 else None)
+                                          split=self.start_split if first else None,
+                                          shrunk=self.shrunk if first else None)
             rounds += 1
             with self._lock:
                 self._done.append(rows)
@@ -50,8 +54,8 @@ class SlabSampler:
 
     def take(self) -> list[list[tuple[int, ...]]]:
         """The rounds finished since the last call, each a list of
-        :func:`sysfs.sample_slab_rows` rows (``start_split`` is complete once the first
-        round has been taken)."""
+        :func:`sysfs.sample_slab_rows` rows (``start_split`` and ``shrunk`` are complete
+        once the first round has been taken)."""
         with self._lock:
             done, self._done = self._done, []
         return done

@@ -130,7 +130,8 @@ def _cpu_partial(path: str) -> list[int]:
 
 
 def sample_slab_rows(caches: list[dict], cpu_fields: bool, root: Path = SLAB_ROOT,
-                     split: dict[int, list[int]] | None = None) -> list[tuple[int, ...]]:
+                     split: dict[int, list[int]] | None = None,
+                     shrunk: list[int] | None = None) -> list[tuple[int, ...]]:
     """One row per cache still present: (CLOCK_MONOTONIC ns, cache id, slabs, objects,
     cpu_slabs, partial, objects_partial, 1), or with ``cpu_fields`` False the last four 0.
     With ``split`` (and ``cpu_fields``), the slabs on each CPU's partial list
@@ -148,6 +149,12 @@ def sample_slab_rows(caches: list[dict], cpu_fields: bool, root: Path = SLAB_ROO
     node-partial slabs; ``objects_partial`` (SO_PARTIAL|SO_OBJECTS) their live objects
     (``count_partial(n, count_inuse)``). ``objects`` (SO_ALL|SO_OBJECTS) is every slab's
     capacity minus the free slots of the node-partial ones, so CPU-held slabs count full.
+
+    With ``shrunk`` (a list), each cache is shrunk right before its reads (its ``shrink``
+    file: ``kmem_cache_shrink``, every CPU's slabs flushed to the node list and every empty
+    slab discarded) and the ids of those that took it are appended: the row then finds
+    almost nothing on the CPUs, and ``objects`` counts the live objects, not CPU-held
+    capacity (``record --shrink-at-start``).
     """
     out = []
     clock, mono = time.clock_gettime_ns, time.CLOCK_MONOTONIC  # bpf_ktime_get_ns's clock
@@ -155,6 +162,8 @@ def sample_slab_rows(caches: list[dict], cpu_fields: bool, root: Path = SLAB_ROO
     base = f"{root}/"
     for c in caches:
         d = f"{base}{c['sysfs']}/"
+        if shrunk is not None and _shrink(d + "shrink"):
+            shrunk.append(c["id"])
         try:
             t0 = clock(mono)
             vals = [_first_int(d + name) for name in names]
@@ -168,6 +177,21 @@ def sample_slab_rows(caches: list[dict], cpu_fields: bool, root: Path = SLAB_ROO
         out.append(((t0 + t1) // 2, c["id"], *vals, 1) if cpu_fields
                    else ((t0 + t1) // 2, c["id"], *vals, 0, 0, 0, 0))
     return out
+
+
+def _shrink(path: str) -> bool:
+    """Write 1 to a cache's ``shrink`` file; False if the kernel refused or it vanished."""
+    try:
+        fd = os.open(path, os.O_WRONLY)
+    except OSError:
+        return False
+    try:
+        os.write(fd, b"1")
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
 
 
 def memcg_tree(mount: Path) -> list[dict]:

@@ -195,6 +195,9 @@ def check_meta(meta: dict) -> dict:
     page_cache = meta["record"].get("page_cache")
     if page_cache is not None and not isinstance(page_cache, bool):
         raise _fail("record.page_cache", "true or false", page_cache)
+    # the calibration says from it whether the start was shrunk (record --shrink-at-start)
+    _int(meta["record"], "shrunk_at_start", "record.shrunk_at_start", lo=0, hi=1 << 20,
+         null=True)
     for i, entry in enumerate(meta["attach_plan"]):
         if not isinstance(entry, dict):
             raise _fail(f"attach_plan[{i}]", "an object", entry)
