@@ -25,6 +25,16 @@ def test_a_cache_emptied_from_one_cpu_keeps_the_kernels_seven_slabs(era):
                                               "cpu0_active": 1}
 
 
+@pytest.mark.parametrize("era", ["3.14", "5.16", "6.8"])
+def test_a_cache_shrunk_before_its_sample_keeps_no_empty_slab(era):
+    """``record --shrink-at-start`` shrank the cache right before the sample was read: the
+    replay shrinks it at that row, so the 7 parked empty slabs (19 before v5.16) go, as
+    ``kmem_cache_shrink`` frees every empty slab wherever it is parked."""
+    assert parking.model(N, era, DNOTIFY | {"shrunk_at_start": True}) == {
+        "slabs": 0, "partial": 0, "cpu0_partial": 0, "cpu0_active": 0}
+    assert parking.model(N, era, DNOTIFY | {"shrunk_at_start": False})["slabs"] > 0
+
+
 @pytest.mark.parametrize("era", ["3.14", "5.15"])
 def test_before_516_the_stale_object_count_parks_them_all(era):
     assert parking.model(N, era, DNOTIFY) == {"slabs": 20, "partial": 0, "cpu0_partial": 19,

@@ -66,24 +66,36 @@ class Sampling:
     """How a trace's /sys/kernel/slab samples were taken: how many rows, how many also say
     what the CPUs hold (``cpu_slabs``, ``partial``, ``objects_partial``: the prelude's
     start is then exact but for the CPU-held slabs' objects), whether each row has its
-    own cache's stamp (recorders before 2026-11-27 stamped a round once), and whether the
-    cache table says which CPU's partial list held how many slabs at the start."""
+    own cache's stamp (recorders before 2026-11-27 stamped a round once), whether the
+    cache table says which CPU's partial list held how many slabs at the start, and
+    whether each cache was shrunk right before its first sample (``record
+    --shrink-at-start``: the CPUs then held next to nothing, and ``objects`` was live)."""
 
     rows: int
     cpu_rows: int
     own_stamps: bool
     cpu_partial_start: bool  # the cache table says each CPU's partial slabs at the start
+    shrunk: bool  # recorded with --shrink-at-start
+    start_slabs: int  # the first sample's slabs, summed over the caches
+    start_cpu_slabs: int  # of those, the ones a CPU held (the start's unknown objects)
 
     @classmethod
     def of(cls, trace: TraceReader) -> "Sampling":
-        ts, flag = [], []
-        for cols in trace.iter_parts(["ts_ns", "kind", "gfp"]):
+        ts, flag, cache, slabs, cpu = [], [], [], [], []
+        for cols in trace.iter_parts(["ts_ns", "kind", "gfp", "cache_id", "aux", "bytes"]):
             sel = cols["kind"] == EventKind.SLAB_SAMPLE
             ts.append(cols["ts_ns"][sel])
             flag.append(cols["gfp"][sel] == SAMPLE_HAS_CPU_FIELDS)
-        ts, flag = _cat(ts), _cat(flag)
+            cache.append(cols["cache_id"][sel])
+            slabs.append(cols["aux"][sel])
+            cpu.append(cols["bytes"][sel])
+        ts, flag, cache = _cat(ts), _cat(flag), _cat(cache)
+        first = np.unique(cache, return_index=True)[1]  # rows are in time order
+        first = first[flag[first]]
         return cls(len(ts), int(flag.sum()), whatif.own_stamps(ts),
-                   any("cpu_partial_start" in c for c in trace.caches))
+                   any("cpu_partial_start" in c for c in trace.caches),
+                   trace.meta["record"].get("shrunk_at_start") is not None,
+                   int(_cat(slabs)[first].sum()), int(_cat(cpu)[first].sum()))
 
 
 @dataclass

@@ -92,28 +92,31 @@ def workload(n: int) -> tuple[dict, dict]:
 
 
 def model(n: int, era: str, geometry: dict) -> dict:
-    """The same sequence through the model's SLUB (objcg, one root cache): slabs, node
-    partial slabs, CPU 0's partial slabs, and whether CPU 0 holds an active slab."""
-    from kmemtrace.model.state import I_CACHE, I_NR_PARTIAL, I_NR_SLABS, P_ACTIVE, P_PSLABS
+    """The same sequence through the model's SLUB (objcg, one root cache), then the
+    sysfs read as a SLAB_SAMPLE row (which shrinks the cache first where ``geometry`` says
+    ``shrunk_at_start``, as ``record --shrink-at-start`` did): slabs, node partial slabs,
+    CPU 0's partial slabs, and whether CPU 0 holds an active slab."""
+    from kmemtrace.model.state import I_NR_PARTIAL, I_NR_SLABS, P_ACTIVE, P_PSLABS
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "t"
-        cols = empty_columns(2 * n)
-        cols["ts_ns"][:] = 1_000 + np.arange(2 * n)
-        cols["seq"][:] = np.arange(2 * n)
+        cols = empty_columns(2 * n + 1)
+        cols["ts_ns"][:] = 1_000 + np.arange(2 * n + 1)
+        cols["seq"][:] = np.arange(2 * n + 1)
         cols["kind"][:n], cols["kind"][n:] = EventKind.ALLOC, EventKind.FREE
+        cols["kind"][-1] = EventKind.SLAB_SAMPLE
         ptr = (1 << 40) + 4096 * np.arange(n, dtype=np.uint64)
-        cols["ptr"][:n], cols["ptr"][n:] = ptr, ptr
-        cols["memcg_id"][:] = 1
+        cols["ptr"][:n], cols["ptr"][n:2 * n] = ptr, ptr
+        cols["memcg_id"][:2 * n] = 1
         cols["cache_id"][:] = 0
         cols["cpu"][:] = 0
         cols["bytes"][:n] = geometry["size"]
         meta = new_meta("synth", ncpus=2)
         meta["caches"] = [{"id": 0, "name": CACHE, "accounted": False} | geometry]
-        meta["clock"] = {"start_ns": 1_000, "end_ns": 1_000 + 2 * n}
+        meta["clock"] = {"start_ns": 1_000, "end_ns": 1_000 + 2 * n + 1}
         with TraceWriter(path, meta) as writer:
             writer.append(cols)
         m = replay(TraceReader.open(path), select("objcg", {}), era=era).runs[0].model
-    inst = int(np.flatnonzero((m.inst[I_CACHE] == 0) & (m.inst[I_NR_SLABS] > 0))[0])
+    inst = int(m.inst_of[0, 0])
     return {"slabs": int(m.inst[I_NR_SLABS, inst]), "partial": int(m.inst[I_NR_PARTIAL, inst]),
             "cpu0_partial": int(m.pcpu[P_PSLABS, inst, 0]),
             "cpu0_active": int(m.pcpu[P_ACTIVE, inst, 0] >= 0)}

@@ -14,7 +14,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from kmemtrace.errors import UsageError
-from kmemtrace.model.state import G_CPU_PARTIAL, G_MIN_PARTIAL, G_OBJS, G_PAGES, G_SIZE, NG
+from kmemtrace.model.state import (
+    G_CPU_PARTIAL,
+    G_MIN_PARTIAL,
+    G_OBJS,
+    G_PAGES,
+    G_SHRINK_AT_SAMPLE,
+    G_SIZE,
+    NG,
+)
 
 ERA_3_14 = 0
 ERA_5_15 = 1
@@ -101,4 +109,5 @@ def geometry(caches: list[dict], era: Era) -> np.ndarray:
         recorded = c.get("min_partial")
         geom[G_MIN_PARTIAL, i] = int(recorded) if recorded is not None else min_partial_for(size)
         geom[G_CPU_PARTIAL, i] = cpu_partial_budget(size, objs, era, c.get("cpu_partial"))
+        geom[G_SHRINK_AT_SAMPLE, i] = bool(c.get("shrunk_at_start"))
     return geom

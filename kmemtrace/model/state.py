@@ -101,7 +101,10 @@ G_PAGES = 1
 G_SIZE = 2
 G_MIN_PARTIAL = 3
 G_CPU_PARTIAL = 4  # in the era's unit (objects or slabs)
-NG = 5
+# 1 until the cache's first SLAB_SAMPLE row, where the recorder shrank it before reading it
+# (record --shrink-at-start): the replay shrinks it there too
+G_SHRINK_AT_SAMPLE = 5
+NG = 6
 
 # --- integer counters: ctr[C_*] ------------------------------------------------------------
 C_ALLOCS = 0

@@ -543,7 +543,11 @@ class Recorder:
                     if c["id"] in self.sampler.start_split:
                         c["cpu_partial_start"] = self.sampler.start_split[c["id"]]
                 if self.sampler.shrunk is not None:
-                    self.pipeline.meta["record"]["shrunk_at_start"] = len(self.sampler.shrunk)
+                    shrunk = set(self.sampler.shrunk)
+                    for c in self.caches:
+                        if c["id"] in shrunk:
+                            c["shrunk_at_start"] = True
+                    self.pipeline.meta["record"]["shrunk_at_start"] = len(shrunk)
                 self._samples_written = True
             self._write_samples(rows)
         mono = time.monotonic()

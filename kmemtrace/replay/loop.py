@@ -122,6 +122,7 @@ from kmemtrace.model.state import (
     G_CPU_PARTIAL,
     G_MIN_PARTIAL,
     G_OBJS,
+    G_SHRINK_AT_SAMPLE,
     G_SIZE,
     H_VAL,
     I_AHEAD,
@@ -822,6 +823,21 @@ def _pair_slab_sample(m: Model, cache: int, slabs: int, objects: int, now: int) 
 
 
 @njit(cache=True, nogil=True, _nrt=False)
+def _shrunk_before_sample(m: Model, pol, cache: int) -> None:
+    """``record --shrink-at-start`` shrank the cache right before its first sample was
+    read: every instance of it is shrunk here, as the sysfs ``shrink`` file does (CPU
+    slabs flushed, empty slabs discarded; v5.3-v5.8 ``kmem_cache_shrink_all`` took the
+    memcg children too). Without it, slabs that the trace's first few ms of events emptied
+    stay parked in the model but not in the kernel (``seq_file``: 2 model slabs, 1 kernel,
+    at its first sample of a churn run)."""
+    m.geom[G_SHRINK_AT_SAMPLE, cache] = 0
+    for g in range(m.inst_of.shape[1]):
+        inst = m.inst_of[cache, g]
+        if inst >= 0:
+            shrink(m, inst, pol[PO_ERA])
+
+
+@njit(cache=True, nogil=True, _nrt=False)
 def _other_event(m: Model, pol, k: int, cache: int, g: int, aux: int, aux2: int,
                  t: int) -> None:
     """Every kind but ALLOC and FREE: a few per thousand events, so a call of its own.
@@ -849,6 +865,8 @@ def _other_event(m: Model, pol, k: int, cache: int, g: int, aux: int, aux2: int,
     elif k == K_LOST:
         m.ctr[C_LOST_EVENTS] += aux
     elif k == K_SLAB_SAMPLE:
+        if cache >= 0 and m.geom[G_SHRINK_AT_SAMPLE, cache]:
+            _shrunk_before_sample(m, pol, cache)
         _pair_slab_sample(m, cache, aux, aux2, t)
 
 

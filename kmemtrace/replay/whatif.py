@@ -562,7 +562,7 @@ def _slab_cpus(roles: np.ndarray, order: tuple[int, np.ndarray, np.ndarray] | No
 
 def _cache_prelude(cid: int, slabs: int, objects: int, bound: Bounds,
                    real: np.ndarray, order: int, per_slab: int, ncpus: int,
-                   held: Held = None, split: list[int] | None = None
+                   held: Held = None, split: list[int] | None = None, shrunk: bool = False
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None,
                               np.ndarray | None]:
     """One cache's prelude: (pointers, CPU, kept) in allocation order, and each slab's
@@ -583,7 +583,8 @@ def _cache_prelude(cid: int, slabs: int, objects: int, bound: Bounds,
         keep = max(min(objects - hidden, room), len(real), 0)
     else:  # the fewest the samples prove, within what they leave room for
         hidden = _parked_free({"objs_per_slab": per_slab}, slabs, objects, ncpus, held[0])
-        keep = max(proven if unseen else min(proven, objects - hidden, room), len(real), 0)
+        fewest = objects - hidden if shrunk else min(proven, objects - hidden)
+        keep = max(proven if unseen else min(fewest, room), len(real), 0)
     real_ptr, real_slot, n_real = _slab_groups(real, order, per_slab)
     real_slots = n_real * per_slab
     other = max(slabs - n_real, 0) * per_slab
@@ -685,7 +686,7 @@ def kernel_start(trace: TraceReader) -> dict[str, np.ndarray] | None:
         ptr, cpu, kept, roles, cpus = _cache_prelude(
             cid, slabs, objects, room.get(cid, Bounds(objects, slabs, 0, 1 << 62, 0)),
             pre.get(cid, np.zeros(0, np.uint64)), order[cid], per, ncpus, held,
-            geom[cid].get("cpu_partial_start"))
+            geom[cid].get("cpu_partial_start"), bool(geom[cid].get("shrunk_at_start")))
         if not len(ptr):
             continue
         a_role.append(np.repeat(roles, per)[:len(ptr)] if roles is not None

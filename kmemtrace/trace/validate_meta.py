@@ -134,6 +134,8 @@ def check_caches(meta: dict) -> None:
                 isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in split)):
             raise _fail(f"{field}.cpu_partial_start", "a list of non-negative integers",
                         split)
+        if not isinstance(c.get("shrunk_at_start", False), bool):
+            raise _fail(f"{field}.shrunk_at_start", "true or false", c["shrunk_at_start"])
 
 
 def check_memcgs(meta: dict) -> None:
