@@ -75,6 +75,23 @@ REMAINS_PARKING = (
     "CPU holds, active or on its partial list, as full (`show_slab_objects`: capacity less "
     "the free slots of node-partial slabs only; the 7 empty `dnotify_struct` slabs above "
     "read 256 \"objects\", none live). ")
+REMAINS_SHRUNK = (
+    "All {n} traces were recorded with `record --shrink-at-start`: each cache was shrunk "
+    "(its sysfs `shrink` file: `kmem_cache_shrink` flushes every CPU's active and partial "
+    "slabs to the node list and frees every empty slab) right before the first sample "
+    "read it, and the replay shrinks it at that row too (`tests/test_slub_parking.py`, "
+    "`tests/test_record_root.py`). So the start is the kernel's, not bounds on it: of "
+    "{slabs:,} slabs at the first samples (summed over caches and traces), {cpu:,} were "
+    "held by a CPU ({pct:.1f} %), the only ones whose objects no file gives; taken in the "
+    "µs since the shrink, the partial ones by a free from a full slab, they start as "
+    "`objects` counts them less one slot a CPU partial slab and half of each active one "
+    "(docs/replay.md). Unshrunk, the start had to be bounded: the CPUs held 645 of 9 388 "
+    "slabs in churn run 0 of the 15:58 study, empty ones parked by churn among them, "
+    "which no file tells from full ones (`objects` counts a CPU-held slab full: "
+    "`show_slab_objects`), and its worst per traced cache was −41 to +50 % a trace, 1 121 "
+    "of 1 170 fits on both targets. What is left: (1) small caches. Shrunk, most caches "
+    "start with 1–4 slabs, where one slab is 25–100 %: the table of misses below gives "
+    "each in whole slabs. ")
 REMAINS_CPU = (
     "{with_cpu} of {n} traces also sampled `cpu_slabs` (active and CPU partial slabs), "
     "`partial` and `objects_partial` (in the first round and every 5th after it), {split} "
@@ -135,7 +152,7 @@ REMAINS_ESTIMATE = (
     "all it is +50 % at worst (churn 1, 57.5 s: 21 model slabs, 14 kernel; median |error| "
     "4.2 %), +118 % with the 84. ")
 REMAINS_TIMING = (
-    "(3) Sample timing: these caches have hundreds of objects in flight for a few ms, and "
+    "Sample timing: these caches have hundreds of objects in flight for a few ms, and "
     "a round of samples over ~240 caches takes 10–50 ms. {stamps} "
     "`slabs` is `node_nr_slabs()` (every "
     "slab of the cache, wherever parked), as is the model's count; 6.18's sheaves do not "
@@ -171,7 +188,16 @@ def remains(calib: list[Calibration]) -> str:
                   "the model as it was then, so a sample can miss a burst the model "
                   "counts; the prelude takes each sample's traced net allocations at their "
                   "lowest within 0.25 s of it.")
-    return REMAINS_PARKING + cpu + REMAINS_TIMING.format(stamps=stamps)
+    timing = REMAINS_TIMING.format(stamps=stamps)
+    shrunk = [c.sampling for c in calib if c.sampling.shrunk]
+    if len(shrunk) == n:
+        slabs = sum(s.start_slabs for s in shrunk)
+        held = sum(s.start_cpu_slabs for s in shrunk)
+        return REMAINS_SHRUNK.format(n=n, slabs=slabs, cpu=held,
+                                     pct=100 * held / max(slabs, 1)) + "(2) " + timing
+    note = (f"{len(shrunk)} of {n} traces were recorded with `--shrink-at-start`; this "
+            "paragraph is about the others. " if shrunk else "")
+    return note + REMAINS_PARKING + cpu + "(3) " + timing
 
 
 def fmt(x) -> str:

@@ -117,9 +117,13 @@ def _cpu_partial(path: str) -> list[int]:
     listed holding none."""
     fd = os.open(path, os.O_RDONLY)
     try:
-        items = os.read(fd, 4096).split()[1:]
+        return _parse_cpu_partial(os.read(fd, 4096))
     finally:
         os.close(fd)
+
+
+def _parse_cpu_partial(text: bytes) -> list[int]:
+    items = text.split()[1:]
     split: list[int] = []
     for item in items:
         if item.startswith(b"C") and b"=" in item and b"(" in item:
@@ -150,11 +154,10 @@ def sample_slab_rows(caches: list[dict], cpu_fields: bool, root: Path = SLAB_ROO
     (``count_partial(n, count_inuse)``). ``objects`` (SO_ALL|SO_OBJECTS) is every slab's
     capacity minus the free slots of the node-partial ones, so CPU-held slabs count full.
 
-    With ``shrunk`` (a list), each cache is shrunk right before its reads (its ``shrink``
-    file: ``kmem_cache_shrink``, every CPU's slabs flushed to the node list and every empty
-    slab discarded) and the ids of those that took it are appended: the row then finds
-    almost nothing on the CPUs, and ``objects`` counts the live objects, not CPU-held
-    capacity (``record --shrink-at-start``).
+    With ``shrunk`` (a list), each cache is shrunk right before its reads
+    (:func:`_shrink_then_read`) and the ids of those that took it are appended: the row
+    then finds almost nothing on the CPUs, and ``objects`` counts the live objects, not
+    CPU-held capacity (``record --shrink-at-start``).
     """
     out = []
     clock, mono = time.clock_gettime_ns, time.CLOCK_MONOTONIC  # bpf_ktime_get_ns's clock
@@ -162,14 +165,20 @@ def sample_slab_rows(caches: list[dict], cpu_fields: bool, root: Path = SLAB_ROO
     base = f"{root}/"
     for c in caches:
         d = f"{base}{c['sysfs']}/"
-        if shrunk is not None and _shrink(d + "shrink"):
-            shrunk.append(c["id"])
         try:
-            t0 = clock(mono)
-            vals = [_first_int(d + name) for name in names]
-            if split is not None and cpu_fields:
-                per_cpu = _cpu_partial(d + "slabs_cpu_partial")
-            t1 = clock(mono)
+            if shrunk is not None:
+                took, t0, t1, texts = _shrink_then_read(d, names, split is not None
+                                                        and cpu_fields)
+                if took:
+                    shrunk.append(c["id"])
+                vals = [int(t.split(None, 1)[0]) for t in texts[:len(names)]]
+                per_cpu = _parse_cpu_partial(texts[-1]) if len(texts) > len(names) else []
+            else:
+                t0 = clock(mono)
+                vals = [_first_int(d + name) for name in names]
+                if split is not None and cpu_fields:
+                    per_cpu = _cpu_partial(d + "slabs_cpu_partial")
+                t1 = clock(mono)
         except (OSError, ValueError, IndexError):
             continue
         if split is not None and cpu_fields:
@@ -179,19 +188,37 @@ def sample_slab_rows(caches: list[dict], cpu_fields: bool, root: Path = SLAB_ROO
     return out
 
 
-def _shrink(path: str) -> bool:
-    """Write 1 to a cache's ``shrink`` file; False if the kernel refused or it vanished."""
+def _shrink_then_read(d: str, names: tuple[str, ...], with_split: bool
+                      ) -> tuple[bool, int, int, list[bytes]]:
+    """Shrink cache directory ``d`` (its ``shrink`` file: ``kmem_cache_shrink`` flushes
+    every CPU's slabs to the node list and frees every empty slab), then read ``names``
+    (and ``slabs_cpu_partial``): (whether the kernel took the shrink, read start and end
+    stamps, the texts).
+
+    Every file is opened before the shrink: an open allocates (``names_cache``,
+    ``filp``, ``seq_file``, ``lsm_file_cache``) and the close frees, so opened after it,
+    the sampler's own reads took a fresh CPU slab of those caches that the row then
+    counted (``names_cache``: 1 slab in the kernel at its first sample, where the model,
+    shrinking at the row, had none)."""
+    paths = [d + name for name in names] + ([d + "slabs_cpu_partial"] if with_split else [])
+    fds: list[int] = []
     try:
-        fd = os.open(path, os.O_WRONLY)
-    except OSError:
-        return False
-    try:
-        os.write(fd, b"1")
-        return True
-    except OSError:
-        return False
+        for path in paths:
+            fds.append(os.open(path, os.O_RDONLY))
+        took = False
+        try:  # a refused shrink (read-only sysfs) still leaves the row to read
+            shrink = os.open(d + "shrink", os.O_WRONLY)  # closed with the others, after
+            fds.append(shrink)
+            took = os.write(shrink, b"1") == 1
+        except OSError:
+            pass
+        t0 = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+        texts = [os.read(fd, 4096) for fd in fds[:len(paths)]]
+        t1 = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
     finally:
-        os.close(fd)
+        for fd in fds:
+            os.close(fd)
+    return took, t0, t1, texts
 
 
 def memcg_tree(mount: Path) -> list[dict]:

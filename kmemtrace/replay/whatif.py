@@ -560,6 +560,19 @@ def _slab_cpus(roles: np.ndarray, order: tuple[int, np.ndarray, np.ndarray] | No
     return cpus
 
 
+def _retaken_free(cpu_slabs: int, split: list[int] | None, per_slab: int, ncpus: int) -> int:
+    """Free slots of the slabs the CPUs took in the µs between a shrink and the sample
+    (``record --shrink-at-start``), which ``objects`` counts full. A CPU partial slab got
+    there by a free from a full slab (the shrink left no other kind off the node list):
+    one slot free. An active slab came from the page allocator or the node list for an
+    allocation, most often the sampler's own (``seq_file``, ``names_cache``: a sysfs
+    open) and freed again: taken as empty (half full, it pinned a slab the kernel did
+    not have for the whole of a churn run)."""
+    partial = sum(split) if split else max(cpu_slabs - ncpus, 0)
+    partial = min(partial, cpu_slabs)
+    return partial + (cpu_slabs - partial) * per_slab
+
+
 def _cache_prelude(cid: int, slabs: int, objects: int, bound: Bounds,
                    real: np.ndarray, order: int, per_slab: int, ncpus: int,
                    held: Held = None, split: list[int] | None = None, shrunk: bool = False
@@ -583,7 +596,8 @@ def _cache_prelude(cid: int, slabs: int, objects: int, bound: Bounds,
         keep = max(min(objects - hidden, room), len(real), 0)
     else:  # the fewest the samples prove, within what they leave room for
         hidden = _parked_free({"objs_per_slab": per_slab}, slabs, objects, ncpus, held[0])
-        fewest = objects - hidden if shrunk else min(proven, objects - hidden)
+        fewest = (objects - _retaken_free(held[0], split, per_slab, ncpus) if shrunk
+                  else min(proven, objects - hidden))
         keep = max(proven if unseen else min(fewest, room), len(real), 0)
     real_ptr, real_slot, n_real = _slab_groups(real, order, per_slab)
     real_slots = n_real * per_slab
