@@ -249,25 +249,28 @@ def test_a_static_cache_keeps_its_cpu_partial_slabs(tmp_path):
 
 
 def test_a_cache_shrunk_before_its_first_sample_keeps_what_its_cpus_retook(tmp_path):
-    """The static cache above (4 slabs, 16 "objects", ``cpu_slabs`` 3: CPU 0's active slab
-    and 2 CPU partial slabs), recorded with ``--shrink-at-start``: the kernel shrank it
-    right before the sample, so every slab the CPUs hold there was taken since, the
-    partial ones by a free from a full slab. On paper the start takes what ``objects``
-    counts less the usual estimate of their free slots (1 a CPU partial slab, half of
-    the active one: 4), 12 survivors, not the 4 that the full slab alone proves; the
-    replay's shrink at that row then flushes the CPUs and finds no slab empty: the 4
-    slabs stay, the 3 that the CPUs held on the node list, none on a CPU."""
-    rows = [_held_sample(4, 16, 3, 0, 0), _held_sample(4, 16, 3, 0, 0)]
+    """4 objects a slab, 1 CPU, recorded with ``--shrink-at-start``: the kernel shrank the
+    cache right before the sample, which says 5 slabs, 20 "objects", ``cpu_slabs`` 3 of
+    which 2 on CPU 0's partial list (``cpu_partial_start``), nothing on the node list,
+    twice a second apart. The shrink left no slab on a CPU and none empty, so the CPU
+    slabs were taken since: the 2 partial ones by a free from a full slab (3 objects
+    each), the active one for an allocation (1 object, the least it holds). On paper: 2
+    full slabs, 20 - 2 - 3 = 15 survivors. The replay's shrink at that row flushes the
+    CPUs and finds no slab empty: the kernel's 5 slabs, none left on the CPU. Bounded as an unshrunk trace (the full slabs' 8 proven), the CPU-held slabs
+    start empty, and that shrink would discard all 3."""
+    rows = [_held_sample(5, 20, 3, 0, 0), _held_sample(5, 20, 3, 0, 0)]
     trace = _trace(tmp_path / "t", rows, step=1_000_000_000, cpu_partial=8, min_partial=0,
-                   shrunk_at_start=True)
+                   shrunk_at_start=True, cpu_partial_start=[2])
     slots, freed = _freed_slots(kernel_start(trace))
-    assert (slots, len(freed)) == (16, 4)
+    assert (slots, len(freed)) == (20, 5)
     run = replay(trace, select("objcg", {}), era="6.8", samples=2,
                  from_kernel_state=True).runs[0]
     m, inst = run.model, run.model.inst_of[0, 0]
-    assert list(slab_samples(run)["model_slabs"]) == [4, 4]
+    assert list(slab_samples(run)["model_slabs"]) == [5, 5]
     assert m.pcpu[P_ACTIVE, inst, 0] == -1 and m.pcpu[P_PSLABS, inst, 0] == 0
-    assert m.inst[I_NR_PARTIAL, inst] == 3
+    unshrunk = _trace(tmp_path / "u", rows, step=1_000_000_000, cpu_partial=8,
+                      min_partial=0, cpu_partial_start=[2])
+    assert len(_freed_slots(kernel_start(unshrunk))[1]) == 12
 
 
 def test_empty_cpu_slabs_take_the_allocations_the_kernel_gave_them(tmp_path):

@@ -562,15 +562,15 @@ def _slab_cpus(roles: np.ndarray, order: tuple[int, np.ndarray, np.ndarray] | No
 
 def _retaken_free(cpu_slabs: int, split: list[int] | None, per_slab: int, ncpus: int) -> int:
     """Free slots of the slabs the CPUs took in the µs between a shrink and the sample
-    (``record --shrink-at-start``), which ``objects`` counts full. A CPU partial slab got
-    there by a free from a full slab (the shrink left no other kind off the node list):
-    one slot free. An active slab came from the page allocator or the node list for an
-    allocation, most often the sampler's own (``seq_file``, ``names_cache``: a sysfs
-    open) and freed again: taken as empty (half full, it pinned a slab the kernel did
-    not have for the whole of a churn run)."""
-    partial = sum(split) if split else max(cpu_slabs - ncpus, 0)
-    partial = min(partial, cpu_slabs)
-    return partial + (cpu_slabs - partial) * per_slab
+    (``record --shrink-at-start``), which ``objects`` counts full. The shrink freed every
+    empty slab and left none on a CPU, so each slab a CPU holds at the sample came since:
+    a CPU partial one by a free from a full slab, one slot free; an active one for an
+    allocation, from the node list or the page allocator, holding at least that object:
+    taken as holding just it, so that the replay's own shrink at the sample keeps it, as
+    the kernel still had it. (Half full, it pinned a slab the kernel did not have for a
+    whole churn run when the sampler's own opens still took it: ``seq_file``.)"""
+    partial = min(sum(split) if split else max(cpu_slabs - ncpus, 0), cpu_slabs)
+    return partial + (cpu_slabs - partial) * (per_slab - 1)
 
 
 def _cache_prelude(cid: int, slabs: int, objects: int, bound: Bounds,
