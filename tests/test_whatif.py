@@ -256,8 +256,9 @@ def test_a_cache_shrunk_before_its_first_sample_keeps_what_its_cpus_retook(tmp_p
     slabs were taken since: the 2 partial ones by a free from a full slab (3 objects
     each), the active one for an allocation (1 object, the least it holds). On paper: 2
     full slabs, 20 - 2 - 3 = 15 survivors. The replay's shrink at that row flushes the
-    CPUs and finds no slab empty: the kernel's 5 slabs, none left on the CPU. Bounded as an unshrunk trace (the full slabs' 8 proven), the CPU-held slabs
-    start empty, and that shrink would discard all 3."""
+    CPUs and finds no slab empty: the kernel's 5 slabs, none left on the CPU. Bounded as
+    an unshrunk trace is (the full slabs' 8 proven), the CPU-held slabs would start empty,
+    and that shrink would discard all 3."""
     rows = [_held_sample(5, 20, 3, 0, 0), _held_sample(5, 20, 3, 0, 0)]
     trace = _trace(tmp_path / "t", rows, step=1_000_000_000, cpu_partial=8, min_partial=0,
                    shrunk_at_start=True, cpu_partial_start=[2])
