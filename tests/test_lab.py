@@ -237,20 +237,22 @@ def test_guest_not_up_within_boot_timeout(tmp_path):
 
 
 def test_hung_guest_command_dumps_its_state(tmp_path):
-    """A guest command that outlives the watchdog (timeout 240 s: at 180 s) leaves its tasks,
-    the kernel's blocked-task stacks and the recorder's Python stacks in the console, and
-    the run fails with one line that says so, not a bare "did not finish".
+    """A guest run that outlives the watchdog (timeout 120 s: at 90 s) leaves its tasks, the
+    kernel's blocked-task stacks and the recorder's Python stacks in the console, and the
+    run fails with one line that says so, not a bare "did not finish".
 
-    The watchdog comes late enough for the recorder to be recording and the command to run:
-    under TCG the recorder compiles for 60-90 s after a 15 s boot (at 90 s CI caught it still
-    compiling, and the command not yet started)."""
+    At 90 s the recorder may still be compiling (under TCG 60-90 s after a 15 s boot) or
+    recording beside the command: either is a hang to the watchdog, and the stacks must
+    come out of both (CI caught it inside the fentry check, whose silenced stderr once
+    swallowed them: tests/test_record_checks.py has that case on the host)."""
     out = tmp_path / "t"
-    res = lab("run", "--timeout", "240s", "-o", str(out), "--", "sleep", "1000", timeout=900)
+    res = lab("run", "--timeout", "120s", "-o", str(out), "--", "sleep", "1000", timeout=600)
     assert res.returncode == LabError.exit_code, res.stderr[-2000:]
-    assert "still running after 180 s" in res.stderr, res.stderr[-2000:]
+    assert "still running after 90 s" in res.stderr, res.stderr[-2000:]
     console = out.with_name("t.console.log").read_text(errors="replace")
     dump = console[console.rindex(WATCHDOG_MARK):]  # the last: the first is the command line
-    assert re.search(r"^ *\d+ +\d+ +\S+ +\S+ +[\d:]+ sleep 1000$", dump, re.M)  # ps: running
+    assert re.search(r"^ *\d+ +\d+ +\S+ +\S+ +[\d:]+ \S+python\S* -m kmemtrace record ",
+                     dump, re.M)  # ps: the recorder's row
     assert "Show Blocked State" in dump  # sysrq w
     assert "Current thread 0x" in dump  # faulthandler: the recorder's stacks
     assert not out.exists()
