@@ -274,6 +274,51 @@ def test_a_cache_shrunk_before_its_first_sample_keeps_what_its_cpus_retook(tmp_p
     assert len(_freed_slots(kernel_start(unshrunk))[1]) == 12
 
 
+def test_a_shrunk_cache_starts_at_its_first_sample(tmp_path):
+    """4 objects a slab, 2 CPUs, ``min_partial`` 5 (empty slabs stay on the node list),
+    recorded with ``--shrink-at-start``. Before the cache's first sample the trace frees
+    an old object and CPU 0 allocates and frees one, while CPU 1 allocates N at an address
+    on the old slab's page; the sample, right after the shrink, reads 1 slab holding 3
+    objects on the node list; then N is freed and the kernel reports 1 slab, 2 objects. On
+    paper the start is that sample, N one of its 3 objects on its page: 1 slab, then 1.
+    Replayed on a start laid out from the sample, the events before it ran again: CPU 0
+    took the slab for its allocation, N went on a new slab for CPU 1, which the shrink
+    kept (N was live) and N's free left empty on the node list: 2 slabs, then 2
+    (``seq_file`` in five study traces, +100 % to the end)."""
+    old, a, n = PAGE, PAGE, PAGE + 3 * 64
+    rows = [(EventKind.FREE, old, 0, 0, 0, 0), (EventKind.ALLOC, a, 0, 0, 0, 0),
+            (EventKind.FREE, a, 0, 0, 0, 0), (EventKind.ALLOC, n, 0, 0, 0, 1),
+            _held_sample(1, 3, 0, 1, 3), (EventKind.FREE, n, 0, 0, 0, 1),
+            _held_sample(1, 2, 0, 1, 2)]
+    trace = _trace(tmp_path / "t", rows, ncpus=2, step=1_000_000_000, cpu_partial=0,
+                   min_partial=5, shrunk_at_start=True)
+    pre = kernel_start(trace)
+    kept = set(pre["ptr"][pre["kind"] == EventKind.ALLOC]) - set(
+        pre["ptr"][pre["kind"] == EventKind.FREE])
+    assert len(kept) == 3 and n in kept
+    result = replay(trace, select("objcg", {}), era="6.8", samples=2,
+                    from_kernel_state=True)
+    assert list(slab_samples(result.runs[0])["model_slabs"]) == [1, 1]
+    assert any("4 allocations and frees before it" in note for note in result.notes)
+
+
+def test_the_start_keeps_what_its_samples_prove_when_the_trace_outruns_them(tmp_path):
+    """4 objects a slab, 1 CPU, shrunk at start: the first sample reads 1 slab holding 1
+    object on the node list; the trace then allocates 4 objects and the next sample reads
+    2 "objects": the trace missed frees (a merged cache's ``kfree_rcu`` batches), and its
+    net leaves room for 2 - 4 = -2 at the start. On paper the sample proves 1 object
+    there, and its slab is the kernel's. Taken as the room, the start kept none, and the
+    replay's shrink at the first sample discarded the slab the kernel had
+    (``dmaengine-unmap-2``: -100 % there)."""
+    rows = [_held_sample(1, 1, 0, 1, 1), *[(EventKind.ALLOC, PAGE + 0x1000 + 64 * i, 0, 0, 0)
+                                           for i in range(4)],
+            _held_sample(1, 2, 0, 1, 2)]
+    trace = _trace(tmp_path / "t", rows, step=1_000_000_000, cpu_partial=0, min_partial=5,
+                   shrunk_at_start=True)
+    assert _freed_slots(kernel_start(trace)) == (4, [1, 2, 3])
+    assert _objcg_samples(trace)["model_slabs"].iloc[0] == 1
+
+
 def test_empty_cpu_slabs_take_the_allocations_the_kernel_gave_them(tmp_path):
     """A churning cache (``bio-184`` on paper), 4 objects a slab, 1 CPU: 3 slabs, 12
     "objects", all 3 CPU-held (active and 2 CPU partial), none proven live. The trace

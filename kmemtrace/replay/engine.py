@@ -69,7 +69,7 @@ from kmemtrace.replay.policy import (
     new_policy,
 )
 from kmemtrace.replay.prep import insert_ids, map_charged, map_ids
-from kmemtrace.replay.whatif import kernel_start, map_cpus
+from kmemtrace.replay.whatif import kernel_start, map_cpus, pre_start, shrunk_starts
 from kmemtrace.strategies.base import Strategy
 from kmemtrace.trace.reader import TraceReader
 from kmemtrace.trace.schema import ROOT_MEMCG_ID, EventContext, EventKind
@@ -396,12 +396,18 @@ def replay(trace: TraceReader, selection: list[tuple[Strategy, dict]], *,
             result.notes.append(
                 f"{missed} cache(s) could not be laid out as the first sample had them (the "
                 "prelude made another number of slabs): SLUB's rules placed their slabs.")
+    starts = shrunk_starts(trace) if prelude is not None else None
+    before_start = 0
     batches = trace.iter_batches(_COLUMNS + (["pid"] if cpus else []),
                                  batch_rows or BATCH_ROWS, use_threads=False)
     lanes = _Lanes(runs, _threads(threads, len(runs)), progress)
     try:
         t0 = time.perf_counter()
         for cols in batches:
+            early = pre_start(cols, starts)
+            if early.any():  # a shrunk cache's events before its start: in its first sample
+                before_start += int(early.sum())
+                cols = {k: v[~early] for k, v in cols.items()}
             if cpus:
                 cols["cpu"] = map_cpus(cols["cpu"], cols["pid"], recorded_cpus, ncpu)
             chunk = prepare(cols, memcgs, accounted, ncpu, all_accounted=all_accounted)
@@ -420,6 +426,11 @@ def replay(trace: TraceReader, selection: list[tuple[Strategy, dict]], *,
         lanes.stop()
         raise
     lanes.close()
+    if starts is not None:
+        result.notes.append(
+            f"The caches shrunk at record start start at their first sample: their "
+            f"{before_start:,} allocations and frees before it, whose result that sample "
+            "holds, were taken as before the recording (docs/replay.md).")
     has_pc = page_cache_recorded(trace.meta)
     for run in runs:
         run.page_cache = has_pc
