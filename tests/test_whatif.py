@@ -316,7 +316,7 @@ def test_the_start_keeps_what_its_samples_prove_when_the_trace_outruns_them(tmp_
     trace = _trace(tmp_path / "t", rows, step=1_000_000_000, cpu_partial=0, min_partial=5,
                    shrunk_at_start=True)
     assert _freed_slots(kernel_start(trace)) == (4, [1, 2, 3])
-    assert _objcg_samples(trace)["model_slabs"].iloc[0] == 1
+    assert _objcg_samples(trace)["model_slabs"][0] == 1
 
 
 def test_empty_cpu_slabs_take_the_allocations_the_kernel_gave_them(tmp_path):
