@@ -16,10 +16,12 @@ from analyses.which_way.__main__ import main
 from analyses.which_way.calibrate import (
     LIVE_OVER,
     UNSEEN,
+    UNSEEN_ALLOCS,
     _event_ends,
     _over_target,
     calibrate,
     live_over_kernel,
+    slabs_over_allocs,
     untraced,
 )
 from analyses.which_way.freecost import GEOMETRY, free_costs
@@ -106,6 +108,31 @@ def test_a_cache_whose_frees_reach_no_tracepoint_is_left_out_with_its_evidence(t
     # the kernel's samples proving frees the trace missed (whatif.unseen_frees) leave an
     # ordinary life out too, with that reason
     assert untraced(ends, 2, None, 12) == UNSEEN
+
+
+def test_a_cache_whose_slabs_outgrow_its_traced_allocations_is_left_out(tmp_path):
+    """Cache 0: the kernel has no slab at the first sample and 2 at the second, a second
+    later; the trace holds one allocation between: a slab is made only for an allocation,
+    so at least one reached no program (``pde_opener`` on 6.18). Cache 1: no slab, then 1,
+    and its one allocation is stamped 1 ms after that sample, within the 2 ms its reads
+    may span: no proof; the cache stays in."""
+    s = 1_000_000_000
+    rows = [(EventKind.SLAB_SAMPLE, 0, 0, 0, 0), (EventKind.SLAB_SAMPLE, 0, 1, 0, 0),
+            (EventKind.ALLOC, 0xFFFF_8880_0010_0000, 0, 0, 0),
+            (EventKind.SLAB_SAMPLE, 0, 0, 2, 8, 0, {"ts_ns": T0 + 3 * s}),
+            (EventKind.SLAB_SAMPLE, 0, 1, 1, 4, 0, {"ts_ns": T0 + 3 * s + 100}),
+            (EventKind.ALLOC, 0xFFFF_8880_0020_0000, 1, 0, 0, 0,
+             {"ts_ns": T0 + 3 * s + 1_000_000})]
+    path = tmp_path / "t"
+    meta = _trace(path, rows, step=s).meta
+    meta["caches"] += [dict(meta["caches"][0], id=1, name="c1")]
+    (path / "meta.json").write_text(json.dumps(meta))
+    trace = TraceReader.open(path)
+    gained = slabs_over_allocs(trace)
+    assert gained == {0: (2, 1, 3.0)}
+    ends = _event_ends(trace)
+    assert untraced(ends, 0, None, 0, gained.get(0)) == UNSEEN_ALLOCS
+    assert untraced(ends, 1, None, 0, gained.get(1)) is None
 
 
 def test_a_cache_with_more_traced_live_objects_than_the_kernel_has_is_left_out(tmp_path):

@@ -55,6 +55,7 @@ MOVED_PCT = 25.0
 WORST_LISTED = 8
 LIVE_OVER = "the trace holds more of its objects live than the kernel's `objects`"
 UNSEEN = "the kernel's samples prove frees the trace missed"
+UNSEEN_ALLOCS = "the kernel's samples prove allocations the trace missed"
 # A saved calibration is reused only if the prelude that seeds it and this module are the
 # ones that made it (``--cache``): either changes the fit, and the replays do not notice.
 CACHE_KEY = (STRATEGY, *(hashlib.sha256(inspect.getsource(m).encode()).hexdigest()[:16]
@@ -263,8 +264,51 @@ def live_over_kernel(trace: TraceReader) -> dict[int, tuple[int, int, float]]:
     return out
 
 
+def slabs_over_allocs(trace: TraceReader) -> dict[int, tuple[int, int, float]]:
+    """cache id -> (slabs the kernel gained between two of its samples, the cache's traced
+    allocations between them, seconds at the later one) where the first exceeds the second
+    most, for the caches where it ever does.
+
+    A slab is made only for an allocation (``allocate_slab()`` is reached from the
+    allocation paths alone in mm/slub.c), so slabs gained beyond the allocations the trace
+    holds prove allocations that reached no program: ``pde_opener`` on the recording
+    kernel gets a CPU slab, empty, with no ``kmem_cache_alloc`` event for it (an ftrace
+    instance filtered on its name saw none in the 12 of 40 tries where a shrunk
+    ``pde_opener`` had a slab again 0.3 s later, this machine at rest), and the kmalloc
+    tracepoint names no cache, so the recorder files a ``memdup_user-8`` allocation (a
+    ``kmem_buckets`` cache, 6.11 on) under ``kmalloc-8`` by its size. Allocations are
+    counted within the span a sample's reads may take on either side
+    (:data:`kmemtrace.replay.whatif.OWN_SPAN_S`, or a round's span)."""
+    ts, kind, cache, slabs = [], [], [], []
+    for cols in trace.iter_parts(["ts_ns", "kind", "cache_id", "aux"]):
+        sel = (cols["kind"] == EventKind.ALLOC) | (cols["kind"] == EventKind.SLAB_SAMPLE)
+        ts.append(cols["ts_ns"][sel])
+        kind.append(cols["kind"][sel])
+        cache.append(cols["cache_id"][sel].astype(np.int64))
+        slabs.append(cols["aux"][sel].astype(np.int64))
+    ts, kind, cache, slabs = (_cat(x) for x in (ts, kind, cache, slabs))
+    sample = kind == EventKind.SLAB_SAMPLE
+    span = int((whatif.OWN_SPAN_S if whatif.own_stamps(ts[sample]) else whatif.SAMPLE_SPAN_S)
+               * 1e9)
+    out: dict[int, tuple[int, int, float]] = {}
+    for c in np.unique(cache[sample]):
+        at = np.flatnonzero(sample & (cache == c))
+        if len(at) < 2:
+            continue
+        t_alloc = ts[~sample & (cache == c)]
+        gained = np.diff(slabs[at])
+        allocs = (np.searchsorted(t_alloc, ts[at[1:]] + span, "right")
+                  - np.searchsorted(t_alloc, ts[at[:-1]] - span))
+        i = int(np.argmax(gained - allocs))
+        if gained[i] > allocs[i]:
+            out[int(c)] = (int(gained[i]), int(allocs[i]),
+                           float((ts[at[i + 1]] - trace.start_ns) / 1e9))
+    return out
+
+
 def untraced(ends: np.ndarray, cache_id: int,
-             over: tuple[int, int, float] | None = None, missed: int = 0) -> str | None:
+             over: tuple[int, int, float] | None = None, missed: int = 0,
+             gained: tuple[int, int, float] | None = None) -> str | None:
     """Why the model cannot follow this cache on the recording kernel, or None: its frees
     or allocations mostly reach no BPF program (docs/recording.md, "Frees no probe sees";
     on 6.18 ``kmem_cache_free_bulk``, ``kfree_bulk`` and SLUB sheaves' RCU frees have no
@@ -273,9 +317,11 @@ def untraced(ends: np.ndarray, cache_id: int,
     went missing, however few the implied ones), the kernel's own samples prove more
     objects live at the start than later samples leave room for (``missed``,
     :func:`kmemtrace.replay.whatif.unseen_frees`: frees of objects older than the
-    recording, which no implied free can show), or nothing of it reached the trace at
-    all. Such a cache is scored and listed, but its error is the recorder's blind spot,
-    not the model's: the worst per cache is given over the others too."""
+    recording, which no implied free can show), the kernel's slabs grew by more than its
+    traced allocations between two samples (``gained``, :func:`slabs_over_allocs`), or
+    nothing of it reached the trace at all. Such a cache is scored and listed, but its
+    error is the recorder's blind spot, not the model's: the worst per cache is given over
+    the others too."""
     allocs, named, traced, implied, implied_allocs = (int(x) for x in ends[:, cache_id])
     if not allocs and not named:
         return "no allocation or free of it reached a tracepoint"
@@ -287,10 +333,13 @@ def untraced(ends: np.ndarray, cache_id: int,
         return LIVE_OVER
     if missed:
         return UNSEEN
+    if gained is not None:
+        return UNSEEN_ALLOCS
     return None
 
 
-def _worst(v: Validation, ends: np.ndarray, over: dict, missed: dict) -> list[dict]:
+def _worst(v: Validation, ends: np.ndarray, over: dict, missed: dict, gained: dict
+           ) -> list[dict]:
     """The worst caches, with what the trace holds for them: allocations, frees that named
     the cache, how their objects' lives ended (:func:`_event_ends`), whether the model can
     follow them (:func:`untraced`; ``live_over``: the trace's live objects against the
@@ -309,12 +358,13 @@ def _worst(v: Validation, ends: np.ndarray, over: dict, missed: dict) -> list[di
                     "allocs": int(e[0]), "frees": int(e[1]), "frees_traced": int(e[2]),
                     "frees_implied": int(e[3]), "allocs_implied": int(e[4]),
                     "untraced": untraced(ends, f.cache_id, over.get(f.cache_id),
-                                         missed.get(f.cache_id, 0)),
-                    "live_over": over.get(f.cache_id), "missed": missed.get(f.cache_id, 0)})
+                                         missed.get(f.cache_id, 0), gained.get(f.cache_id)),
+                    "live_over": over.get(f.cache_id), "missed": missed.get(f.cache_id, 0),
+                    "gained": gained.get(f.cache_id)})
     return out
 
 
-def _traced_worst(v: Validation, ends: np.ndarray, over: dict, missed: dict
+def _traced_worst(v: Validation, ends: np.ndarray, over: dict, missed: dict, gained: dict
                   ) -> tuple[float | None, str, list[dict]]:
     """(worst raw error over the caches the model can follow, that cache, the excluded
     caches with their error and reason)."""
@@ -322,7 +372,8 @@ def _traced_worst(v: Validation, ends: np.ndarray, over: dict, missed: dict
     for f in v.caches:
         if f.raw.worst_pct is None:
             continue
-        why = untraced(ends, f.cache_id, over.get(f.cache_id), missed.get(f.cache_id, 0))
+        why = untraced(ends, f.cache_id, over.get(f.cache_id), missed.get(f.cache_id, 0),
+                       gained.get(f.cache_id))
         if why is None:
             kept.append(f)
         else:
@@ -332,7 +383,8 @@ def _traced_worst(v: Validation, ends: np.ndarray, over: dict, missed: dict
                              "frees_implied": int(ends[3, f.cache_id]),
                              "allocs_implied": int(ends[4, f.cache_id]),
                              "live_over": over.get(f.cache_id),
-                             "missed": missed.get(f.cache_id, 0)})
+                             "missed": missed.get(f.cache_id, 0),
+                             "gained": gained.get(f.cache_id)})
     top = max(kept, key=lambda f: abs(f.raw.worst_pct), default=None)
     excluded.sort(key=lambda x: -abs(x["worst_pct"]))
     return (top.raw.worst_pct if top else None), (top.name if top else ""), excluded
@@ -402,9 +454,10 @@ def _calibration(spec: TraceSpec) -> Calibration | None:
     t, kernel, model = _raw_totals(v)
     settled, moved, n_moved = _settled_and_moved(v)
     ends, over, missed = _event_ends(trace), live_over_kernel(trace), whatif.unseen_frees(trace)
-    traced = _traced_worst(v, ends, over, missed)
+    gained = slabs_over_allocs(trace)
+    traced = _traced_worst(v, ends, over, missed, gained)
     return Calibration(spec.group, spec.run, v, empty, t, kernel, model,
                        _dying(spec, trace, result, run), settled, moved, n_moved,
-                       _worst(v, ends, over, missed), *traced,
+                       _worst(v, ends, over, missed, gained), *traced,
                        _over_target(v, {x["cache"] for x in traced[2]}, trace.caches),
                        Sampling.of(trace))

@@ -23,6 +23,7 @@ from analyses.which_way.calibrate import (
     TARGET_MEDIAN_PCT,
     TARGET_WORST_PCT,
     UNSEEN,
+    UNSEEN_ALLOCS,
     Calibration,
 )
 from analyses.which_way.dying import report_section as dying_report_section
@@ -359,6 +360,8 @@ def _why(w: dict) -> str:
         return "–"
     if w["untraced"] == UNSEEN and w.get("missed"):
         return f"{w['untraced']} ({w['missed']:,} objects)"
+    if w["untraced"] == UNSEEN_ALLOCS and w.get("gained"):
+        return f"{w['untraced']} ({_gained(w)})"
     return w["untraced"] + (f" ({_live_over(w)})" if w.get("live_over")
                             and w["untraced"] == LIVE_OVER else "")
 
@@ -380,12 +383,30 @@ def _excluded_table(calib: list[Calibration]) -> str:
     return table(
         ["cache", "left out because", "traces", "raw worst % [min–max]", "allocs",
          "traced frees", "implied frees", "implied allocs",
-         "most live in trace > kernel objects (trace)", "most frees missed (trace)"],
+         "most live in trace > kernel objects (trace)", "most frees missed (trace)",
+         "slabs gained > traced allocations (trace)"],
         [[name, why, str(len(xs)),
           f"{fmt(min(x['worst_pct'] for _, x in xs))}–{fmt(max(x['worst_pct'] for _, x in xs))}",
           *(f"{sum(x[k] for _, x in xs):,}" for k in counts), _most_over(xs),
-          _most_missed(xs)]
+          _most_missed(xs), _most_gained(xs)]
          for (name, why), xs in rows]) + note
+
+
+def _gained(x: dict) -> str:
+    """Slabs the kernel gained between two samples against the traced allocations between
+    them (``calibrate.slabs_over_allocs``)."""
+    gained, allocs, t = x["gained"]
+    return f"{gained} slab(s) with {allocs} traced allocation(s), at {t:.0f} s"
+
+
+def _most_gained(xs: list) -> str:
+    """Of one cache's exclusions, the trace where its slabs outgrew its traced allocations
+    most."""
+    over = [(c, x) for c, x in xs if x.get("gained")]
+    if not over:
+        return "–"
+    c, x = max(over, key=lambda cx: cx[1]["gained"][0] - cx[1]["gained"][1])
+    return f"{_gained(x)} ({c.group} {c.run})"
 
 
 def _most_missed(xs: list) -> str:
@@ -511,7 +532,15 @@ def calibration_section(calib: list[Calibration], previous: tuple[str, str] | No
         "counts not at all), taken at its lowest within the span of the sample's reads, "
         "so more of them than `objects` proves that frees went missing, however few "
         "implied frees show (`kfree_rcu` batches go through `kfree_bulk`, which no "
-        "tracepoint reports). Its error is then the recorder's blind spot on this kernel "
+        "tracepoint reports), or the kernel's slabs grew between two samples by more than "
+        "the cache's traced allocations around them: a slab is made only for an allocation "
+        "(`allocate_slab()`), so those prove allocations no program saw (`pde_opener` gets "
+        "an empty CPU slab with no `kmem_cache_alloc` event for it: an ftrace instance "
+        "filtered on its name saw none in the 12 of 40 tries where a shrunk `pde_opener` "
+        "had a slab again 0.3 s later, this machine at rest; the kmalloc tracepoint names "
+        "no cache, so a `memdup_user-8` allocation, a `kmem_buckets` cache of 6.11 on, is "
+        "filed under `kmalloc-8` by its size). Its error is then the recorder's blind spot "
+        "on this kernel "
         "(no kprobes: "
         "docs/recording.md, \"Frees no probe sees\"), not the model's. Left out, over all "
         f"traces:\n\n{left_out}\n\n"
