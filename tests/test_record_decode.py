@@ -4,7 +4,7 @@ import numpy as np
 
 from kmemtrace.record.decode import KmallocIds, columns
 from kmemtrace.record.events import EVENT_DTYPE, K
-from kmemtrace.trace.schema import GFP_ACCOUNT, EventContext, EventKind
+from kmemtrace.trace.schema import GFP_ACCOUNT, GFP_DMA, GFP_RECLAIMABLE, EventContext, EventKind
 
 
 def _rec(kind: int, size: int, ctx: int, cache_idx: int = 0, gfp: int = 0) -> tuple:
@@ -23,7 +23,7 @@ def test_a_span_of_every_kind_decodes_to_its_columns():
         _rec(K["KMT_K_CACHE_CREATE"], 0, K["KMT_CTX_TASK"], cache_idx=1),
     ], EVENT_DTYPE)
     xlate = np.array([-1, 30, 31], np.int32)  # BPF index 1 -> cache 30, 2 -> 31
-    ids = KmallocIds({True: {64: 11, 128: 12}, False: {32: 20, 64: 21}})
+    ids = KmallocIds({"kmalloc-cg-": {64: 11, 128: 12}, "kmalloc-": {32: 20, 64: 21}})
     cols = columns(recs, xlate, ids)
     assert cols["kind"].tolist() == [EventKind.ALLOC, EventKind.FREE, EventKind.ALLOC,
                                      EventKind.ALLOC, EventKind.ALLOC, EventKind.FREE,
@@ -42,15 +42,31 @@ def test_a_span_of_every_kind_decodes_to_its_columns():
 
 def _kmalloc_ids(table: KmallocIds, size: np.ndarray, gfp: np.ndarray) -> list[int]:
     out = np.empty(size.shape, np.int32)
-    table.into(size, gfp, out, np.empty(size.shape, np.bool_), np.empty(size.shape, np.int32))
+    table.into(size, gfp, out, np.empty(size.shape, np.int32))
     return out.tolist()
 
 
 def test_kmalloc_sizes_between_caches_have_none():
-    ids = KmallocIds({True: {}, False: {32: 20, 64: 21}})
+    ids = KmallocIds({"kmalloc-cg-": {128: 11}, "kmalloc-": {32: 20, 64: 21}})
     size = np.array([16, 32, 48, 64, 96], np.int32)
     assert _kmalloc_ids(ids, size, np.zeros(5, np.uint32)) == [-1, 20, -1, 21, -1]
     assert _kmalloc_ids(ids, size, np.full(5, GFP_ACCOUNT, np.uint32)) == [-1] * 5
+
+
+def test_a_kmalloc_goes_to_the_family_kmalloc_type_picks():
+    """``kmalloc_type()`` (include/linux/slab.h): __GFP_DMA before __GFP_RECLAIMABLE before
+    __GFP_ACCOUNT. ``dentry`` names are ``GFP_KERNEL_ACCOUNT | __GFP_RECLAIMABLE``: in
+    ``kmalloc-rcl-96``, not ``kmalloc-cg-96``. A kernel with no family for a flag (no
+    ZONE_DMA: no ``dma-kmalloc``; before 5.14: no ``kmalloc-cg``) does not look at it."""
+    ids = KmallocIds({"kmalloc-": {96: 1}, "kmalloc-cg-": {96: 2}, "kmalloc-rcl-": {96: 3},
+                      "dma-kmalloc-": {96: 4}})
+    flags = [0, GFP_ACCOUNT, GFP_RECLAIMABLE, GFP_ACCOUNT | GFP_RECLAIMABLE, GFP_DMA,
+             GFP_DMA | GFP_ACCOUNT | GFP_RECLAIMABLE]
+    gfp = np.array(flags, np.uint32) | 0xCC0  # GFP_KERNEL's bits change nothing
+    size = np.full(len(flags), 96, np.int32)
+    assert _kmalloc_ids(ids, size, gfp) == [1, 2, 3, 3, 4, 4]
+    no_dma_no_cg = KmallocIds({"kmalloc-": {96: 1}, "kmalloc-rcl-": {96: 3}})
+    assert _kmalloc_ids(no_dma_no_cg, size, gfp) == [1, 1, 3, 3, 1, 3]
 
 
 def test_a_view_of_full_batches_decodes_like_its_events_one_by_one():
@@ -70,7 +86,7 @@ def test_a_view_of_full_batches_decodes_like_its_events_one_by_one():
     [view] = event_views(batches)
     assert view.shape == (3, n) and np.shares_memory(view, batches)  # no copy taken
     xlate = np.array([-1, 30, 31], np.int32)  # index 3 unknown: the slow path too
-    ids = KmallocIds({True: {64: 11}, False: {64: 21}})
+    ids = KmallocIds({"kmalloc-cg-": {64: 11}, "kmalloc-": {64: 21}})
     got, want = columns(view, xlate, ids), columns(flat, xlate, ids)
     assert set(got) == set(want)
     for name in want:
@@ -94,7 +110,7 @@ def test_a_poll_s_pieces_decode_into_one_chunk_like_their_concatenation():
     flat["ts_ns"] = np.arange(len(flat))
     pieces = [flat[:2 * n].reshape(2, n), flat[2 * n:]]
     xlate = np.array([-1, 30, 31], np.int32)
-    ids = KmallocIds({True: {64: 11}, False: {64: 21}})
+    ids = KmallocIds({"kmalloc-cg-": {64: 11}, "kmalloc-": {64: 21}})
     pool = ChunkPool()
     chunk = pool.take(len(flat))
     for a in chunk.arrays.values():

@@ -131,7 +131,7 @@ def test_pooled_decode_chunks_are_reused_only_after_the_writer_copied_them(tmp_p
     writer = TraceWriter(tmp_path / "t", meta, rotate_rows=20_000, reorder_window_ns=0)
     pipe = WriterThread(writer, max_rows=60_000)
     xlate = np.array([-1, 0, 1], np.int32)
-    ids = KmallocIds({True: {64: 2}, False: {64: 3}})
+    ids = KmallocIds({"kmalloc-cg-": {64: 2}, "kmalloc-": {64: 3}})
     sent, seq, chunks_seen = [], 0, set()
     for i in range(60):
         n = int(rng.integers(1, 9_000))

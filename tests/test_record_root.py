@@ -21,6 +21,7 @@ from kmemtrace.cli.record import loss_sentence
 from kmemtrace.trace.reader import open_trace
 from kmemtrace.trace.schema import (
     GFP_ACCOUNT,
+    GFP_RECLAIMABLE,
     SAMPLE_HAS_CPU_FIELDS,
     EventKind,
     OfflineSource,
@@ -32,6 +33,7 @@ from conftest import assert_loss_is_the_counted_residue, wait_for_line
 pytestmark = pytest.mark.root
 
 N_FILES = 2000
+N_LONG_NAMES = 200
 WORKLOAD = """
 import os, sys, tempfile
 n = int(sys.argv[1]); d = tempfile.mkdtemp(dir="/dev/shm", prefix="kmt-test-")
@@ -40,6 +42,8 @@ for i in range(n):
         fh.write("x")
 for i in range(0, n, 2):
     os.unlink(f"{d}/f{i}")
+for i in range(int(sys.argv[2]) if len(sys.argv) > 2 else 0):  # names past the dentry's
+    open(f"{d}/{'n' * 100}{i}", "w").close()  # inline room: a kmalloc each
 thp = [ln for ln in open("/proc/self/status") if ln.startswith("THP_enabled:")]
 print("settings", os.nice(0), *(ln.split()[1] for ln in thp))
 print(d)
@@ -58,7 +62,7 @@ def in_memcg_trace(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]
     script = out.parent / "workload.py"
     script.write_text(WORKLOAD)
     res = kmemtrace("record", "-o", str(out), "--in-memcg", "--grace", "1s", "--",
-                    "/usr/bin/python3", str(script), str(N_FILES))
+                    "/usr/bin/python3", str(script), str(N_FILES), str(N_LONG_NAMES))
     shm = res.stdout.strip().splitlines()[-1] if res.stdout.strip() else ""
     if shm.startswith("/dev/shm/kmt-test-"):
         shutil.rmtree(shm, ignore_errors=True)
@@ -127,6 +131,23 @@ def test_in_memcg_trace_holds_the_workload(in_memcg_trace):
     active = [first[c] - sum(v) for c, v in split.items() if c in first.index]
     assert np.mean([0 <= a <= meta["ncpus"] for a in active]) > 0.95
     assert loss_sentence(meta["lost"]) in res.stderr
+
+
+def test_reclaimable_kmallocs_are_filed_where_kmalloc_type_puts_them(in_memcg_trace):
+    """A dentry name past the inline room is ``kmalloc(GFP_KERNEL_ACCOUNT |
+    __GFP_RECLAIMABLE)`` (``__d_alloc``), which the kernel serves from ``kmalloc-rcl-<n>``
+    (``kmalloc_type()``: reclaimable before accounted). Filed by ``__GFP_ACCOUNT`` alone,
+    they went to ``kmalloc-cg-<n>``, and the model put them on slabs the kernel never
+    had."""
+    out, _ = in_memcg_trace
+    trace = open_trace(out)
+    df = trace.to_pandas([EventKind.ALLOC])
+    names = np.array([c["name"] for c in trace.meta["caches"]])
+    ours = {m["id"] for m in trace.meta["memcgs"] if m["path"].startswith("/kmemtrace-")}
+    rcl = df[df.memcg_id.isin(ours) & ((df.gfp.to_numpy() & GFP_RECLAIMABLE) != 0)]
+    assert len(rcl) >= N_LONG_NAMES
+    filed = rcl.cache_id.map(lambda i: names[i] if i >= 0 else "none").value_counts()
+    assert all(n.startswith("kmalloc-rcl-") for n in filed.index), filed.to_dict()
 
 
 def test_in_memcg_command_does_not_inherit_the_recorders_settings(in_memcg_trace):

@@ -314,8 +314,7 @@ class Recorder:
         self.caches = sysfs.read_caches()
         self.by_name = sysfs.name_index(self.caches)
         self.kmalloc_ids = decode.KmallocIds(
-            {True: sysfs.kmalloc_sizes(self.caches, "kmalloc-cg-"),
-             False: sysfs.kmalloc_sizes(self.caches, "kmalloc-")})
+            {prefix: sysfs.kmalloc_sizes(self.caches, prefix) for prefix in decode.FAMILIES})
         self.xlate = np.full(1, -1, np.int32)
         self.memcgs = sysfs.memcg_tree(self.feats.memcg_root)
         self.memcg_by_path = {m["path"]: m for m in self.memcgs}

@@ -82,7 +82,8 @@ def name_index(caches: list[dict]) -> dict[str, int]:
 
 
 def kmalloc_sizes(caches: list[dict], prefix: str) -> dict[int, int]:
-    """object_size -> cache id for a kmalloc family (``kmalloc-`` or ``kmalloc-cg-``).
+    """object_size -> cache id for a kmalloc family (``kmalloc-``, ``kmalloc-cg-``,
+    ``kmalloc-rcl-``, ``dma-kmalloc-``).
 
     Names look like kmalloc-96, kmalloc-1k, kmalloc-cg-8k; the size comes from sysfs, not
     from the name, and a merged kmalloc cache is found through its alias.

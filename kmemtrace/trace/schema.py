@@ -131,6 +131,8 @@ SAMPLE_COLUMNS = ("ts_ns", "cache_id", "aux", "aux2", "bytes", "pid", "ptr", "gf
 
 ROOT_MEMCG_ID = 1  # the root cgroup's id on v1 and v2: not charged, never offline
 GFP_ACCOUNT = 1 << 22  # ___GFP_ACCOUNT_BIT on 6.x (include/linux/gfp_types.h)
+GFP_DMA = 1 << 0  # ___GFP_DMA_BIT, on every kernel since the bits were numbered
+GFP_RECLAIMABLE = 1 << 4  # ___GFP_RECLAIMABLE_BIT, likewise
 
 
 def empty_columns(n: int) -> dict[str, np.ndarray]:
