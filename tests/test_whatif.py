@@ -319,6 +319,22 @@ def test_the_start_keeps_what_its_samples_prove_when_the_trace_outruns_them(tmp_
     assert _objcg_samples(trace)["model_slabs"][0] == 1
 
 
+def test_a_shrunk_caches_cpu_slabs_each_keep_what_they_were_retaken_with(tmp_path):
+    """8 objects a slab, 2 CPUs, shrunk at start: the sample reads 2 slabs, 16 "objects",
+    both CPU-held, one on CPU 0's partial list (``cpu_partial_start``), and the later
+    sample leaves room for 8 survivors (the active slab taken as half free). On paper the
+    CPU partial slab holds 7 (one slot freed put it there) and the active one 1: 8, on
+    both slabs, which the replay's shrink at the sample keeps. Given as the excess over a
+    profile of empty CPU slabs, the 8 filled the active slab and the shrink discarded the
+    partial one (``names_cache``: 1 slab where the kernel had 2)."""
+    rows = [_held_sample(2, 16, 2, 0, 0), _held_sample(2, 16, 2, 0, 0)]
+    trace = _trace(tmp_path / "t", rows, ncpus=2, step=1_000_000_000, objs_per_slab=8,
+                   cpu_partial=8, min_partial=5, shrunk_at_start=True, cpu_partial_start=[1, 0])
+    slots, freed = _freed_slots(kernel_start(trace))
+    assert (slots, len(freed)) == (16, 8)
+    assert list(_objcg_samples(trace)["model_slabs"]) == [2, 2]
+
+
 def test_empty_cpu_slabs_take_the_allocations_the_kernel_gave_them(tmp_path):
     """A churning cache (``bio-184`` on paper), 4 objects a slab, 1 CPU: 3 slabs, 12
     "objects", all 3 CPU-held (active and 2 CPU partial), none proven live. The trace

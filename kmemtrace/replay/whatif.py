@@ -196,8 +196,8 @@ def _cpu_order(cpu_held: int, split: list[int] | None, ncpus: int
 
 
 def _start_profile(slabs: int, held: tuple[int, int, int], per: int, ncpus: int,
-                   on_cpus: tuple[int, np.ndarray, np.ndarray] | None = None
-                   ) -> tuple[np.ndarray, np.ndarray]:
+                   on_cpus: tuple[int, np.ndarray, np.ndarray] | None = None,
+                   shrunk: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Live objects per starting slab from a first sample that says what the CPUs hold, and
     each slab's role (``ROLE_*``, where :func:`kmemtrace.model.start.lay_out` puts it):
     ``slabs - partial - cpu_slabs`` full slabs exactly, ``partial`` node-partial slabs
@@ -210,7 +210,13 @@ def _start_profile(slabs: int, held: tuple[int, int, int], per: int, ncpus: int,
     the CPUs' lists, an empty CPU-held slab stays parked as long as the kernel keeps it
     (a static cache's, ``tracefs_inode_cache``) and is drained when traffic drains it (a
     churning cache's, ``bio-184``). The roles also order what gives way where the
-    survivors are fewer: CPU partial (0), active (1), node-partial (2), full (3)."""
+    survivors are fewer: CPU partial (0), active (1), node-partial (2), full (3).
+    ``shrunk`` (``record --shrink-at-start``): the CPU-held slabs were taken in the µs
+    since the shrink, and hold what :func:`_retaken_free` says, an active one one object, a
+    CPU partial one all but one: so placed, not as the excess. As the excess, the 8
+    survivors of ``names_cache`` (2 CPU-held slabs of 8 in churn run 1 of the 22:06 study)
+    all went on the active slab, and the replay's shrink at the sample discarded the empty
+    CPU partial one (-50 %)."""
     cpu_slabs, partial, objects_partial = held
     cpu_held = max(min(cpu_slabs, slabs), 0)
     node = max(min(partial, slabs - cpu_held), 0)
@@ -225,6 +231,9 @@ def _start_profile(slabs: int, held: tuple[int, int, int], per: int, ncpus: int,
         rank[full:full + node] = ROLE_NODE
     rank[full + node:full + node + active] = ROLE_ACTIVE
     rank[full + node + active:] = ROLE_CPU_PARTIAL
+    if shrunk:
+        profile[full + node:full + node + active] = min(1, per)
+        profile[full + node + active:] = max(per - 1, 0)
     return profile, rank
 
 
@@ -678,7 +687,7 @@ def _cache_prelude(cid: int, slabs: int, objects: int, bound: Bounds,
         if held is None:
             share, to_other = _level_fill(counts, pinned // per_slab, per_slab, unknown)
         else:
-            profile = _start_profile(slabs, held, per_slab, ncpus, on_cpus)
+            profile = _start_profile(slabs, held, per_slab, ncpus, on_cpus, shrunk)
             share, per_other, place = _profile_fill(counts, pinned // per_slab, per_slab,
                                                     unknown, profile)
             # the slabs no survivor pins keep the role of their place in the profile
