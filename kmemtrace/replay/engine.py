@@ -397,6 +397,8 @@ def replay(trace: TraceReader, selection: list[tuple[Strategy, dict]], *,
                 f"{missed} cache(s) could not be laid out as the first sample had them (the "
                 "prelude made another number of slabs): SLUB's rules placed their slabs.")
     starts = shrunk_starts(trace) if prelude is not None else None
+    # the first samples are read in the trace's first second: later batches need no look
+    last_start = int(starts.max()) if starts is not None else np.iinfo(np.int64).min
     before_start = 0
     batches = trace.iter_batches(_COLUMNS + (["pid"] if cpus else []),
                                  batch_rows or BATCH_ROWS, use_threads=False)
@@ -404,9 +406,9 @@ def replay(trace: TraceReader, selection: list[tuple[Strategy, dict]], *,
     try:
         t0 = time.perf_counter()
         for cols in batches:
-            early = pre_start(cols, starts)
-            if early.any():  # a shrunk cache's events before its start: in its first sample
-                before_start += int(early.sum())
+            if len(cols["ts_ns"]) and cols["ts_ns"][0] < last_start:
+                early = pre_start(cols, starts)  # a shrunk cache's events before its start:
+                before_start += int(early.sum())  # their result is in its first sample
                 cols = {k: v[~early] for k, v in cols.items()}
             if cpus:
                 cols["cpu"] = map_cpus(cols["cpu"], cols["pid"], recorded_cpus, ncpu)
