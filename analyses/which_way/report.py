@@ -93,13 +93,18 @@ REMAINS_SHRUNK = (
     "`show_slab_objects`), and its worst per traced cache was −41 to +50 % a trace, 1 121 "
     "of 1 170 fits on both targets. What is left: (1) small caches. Shrunk, most caches "
     "start with 1–4 slabs, where one slab is 25–100 %: the table of misses below gives "
-    "each in whole slabs. Some of those single slabs come from the trace's first "
-    "milliseconds: the events before a cache's first sample (read 20–50 ms into the "
-    "round) run on the start laid out from that sample, which already holds their "
-    "result, and where they land on another CPU's slab the replay's shrink at the row "
-    "keeps two partly used slabs where the kernel had one (`seq_file` in five traces: +1 "
-    "slab, +100 %, to the end); starting a shrunk cache at its first sample, its earlier "
-    "events taken as before the recording, would remove that, and is not done. ")
+    "each in whole slabs. A shrunk cache's model starts at its first sample (read "
+    "20–250 ms into the trace): its events before it, whose result that sample already "
+    "holds, are taken as before the recording (docs/replay.md); replayed on a start laid "
+    "out from the sample, they had left `seq_file` one slab over (+100 %) to the end in "
+    "five traces of the 22:06 study. (2) Frees the samples prove missed, but by less than "
+    "the proof allows for reads that are not atomic (a slab and 5 % of the start, "
+    "`whatif.unseen_frees`): such a cache stays in the traced worst. `tw_sock_TCP` in "
+    "classic run 2 of the 2026-11-28 00:58 study started with 23 073 TIME_WAIT sockets, "
+    "left by the service runs before it; the samples prove 454 more of them live at the "
+    "start than the later ones leave room for (2.0 % of 23 073, under the 5 %): frees "
+    "that reached no program (docs/recording.md, \"Frees no probe sees\"). The model keeps "
+    "those sockets and ends 34 slabs over the kernel's 11. ")
 REMAINS_CPU = (
     "{with_cpu} of {n} traces also sampled `cpu_slabs` (active and CPU partial slabs), "
     "`partial` and `objects_partial` (in the first round and every 5th after it), {split} "
@@ -202,7 +207,7 @@ def remains(calib: list[Calibration]) -> str:
         slabs = sum(s.start_slabs for s in shrunk)
         held = sum(s.start_cpu_slabs for s in shrunk)
         return REMAINS_SHRUNK.format(n=n, slabs=slabs, cpu=held,
-                                     pct=100 * held / max(slabs, 1)) + "(2) " + timing
+                                     pct=100 * held / max(slabs, 1)) + "(3) " + timing
     note = (f"{len(shrunk)} of {n} traces were recorded with `--shrink-at-start`; this "
             "paragraph is about the others. " if shrunk else "")
     return note + REMAINS_PARKING + cpu + "(3) " + timing
