@@ -87,6 +87,15 @@ def test_calibration_against_a_hand_scenario(tmp_path):
     assert c.dying_error() == (1.0, 0.0, None)
 
 
+def _caches_trace(path, rows, n, **kw) -> TraceReader:
+    """A hand trace (``test_whatif._trace``) with ``n`` more caches like its cache 0, ids 1
+    to ``n``: rows may name any of them."""
+    meta = _trace(path, rows, **kw).meta
+    meta["caches"] += [dict(meta["caches"][0], id=i, name=f"c{i}") for i in range(1, n + 1)]
+    (path / "meta.json").write_text(json.dumps(meta))
+    return TraceReader.open(path)
+
+
 def test_a_cache_whose_frees_reach_no_tracepoint_is_left_out_with_its_evidence(tmp_path):
     """Cache 0's 3 allocations reuse one address with no FREE between (2 implied frees,
     0 traced: a bulk free's objects), cache 1's address is freed twice with no ALLOC
@@ -96,11 +105,7 @@ def test_a_cache_whose_frees_reach_no_tracepoint_is_left_out_with_its_evidence(t
             (EventKind.ALLOC, a, 0, 0, 0), (EventKind.ALLOC, b, 1, 0, 0),
             (EventKind.FREE, b, 1, 0, 0), (EventKind.FREE, b, 1, 0, 0),
             (EventKind.ALLOC, c, 2, 0, 0), (EventKind.FREE, c, -1, 0, 0)]
-    path = tmp_path / "t"
-    meta = _trace(path, rows).meta
-    meta["caches"] += [dict(meta["caches"][0], id=i, name=f"c{i}") for i in (1, 2)]
-    (path / "meta.json").write_text(json.dumps(meta))
-    ends = _event_ends(TraceReader.open(path))
+    ends = _event_ends(_caches_trace(tmp_path / "t", rows, 2))
     assert ends[:, :3].T.tolist() == [[3, 0, 0, 2, 0], [1, 2, 1, 0, 1], [1, 0, 1, 0, 0]]
     assert untraced(ends, 0) == "its frees mostly reach no tracepoint"
     assert untraced(ends, 1) == "its allocations mostly reach no BPF program"
@@ -123,11 +128,7 @@ def test_a_cache_whose_slabs_outgrow_its_traced_allocations_is_left_out(tmp_path
             (EventKind.SLAB_SAMPLE, 0, 1, 1, 4, 0, {"ts_ns": T0 + 3 * s + 100}),
             (EventKind.ALLOC, 0xFFFF_8880_0020_0000, 1, 0, 0, 0,
              {"ts_ns": T0 + 3 * s + 1_000_000})]
-    path = tmp_path / "t"
-    meta = _trace(path, rows, step=s).meta
-    meta["caches"] += [dict(meta["caches"][0], id=1, name="c1")]
-    (path / "meta.json").write_text(json.dumps(meta))
-    trace = TraceReader.open(path)
+    trace = _caches_trace(tmp_path / "t", rows, 1, step=s)
     gained = slabs_over_allocs(trace)
     assert gained == {0: (2, 1, 3.0)}
     ends = _event_ends(trace)
@@ -152,10 +153,7 @@ def test_a_cache_with_more_traced_live_objects_than_the_kernel_has_is_left_out(t
             (EventKind.SLAB_SAMPLE, 0, 1, 0, 0, 0, {"ts_ns": T0 + 7 * s}),
             (EventKind.FREE, d, 1, 0, 0, 0, {"ts_ns": T0 + 7 * s + 1_000_000})]
     path = tmp_path / "t"
-    meta = _trace(path, rows, step=s).meta
-    meta["caches"] += [dict(meta["caches"][0], id=1, name="c1")]
-    (path / "meta.json").write_text(json.dumps(meta))
-    trace = TraceReader.open(path)
+    trace = _caches_trace(path, rows, 1, step=s)
     over = live_over_kernel(trace)
     assert over == {0: (2, 1, 5.0)}
     ends = _event_ends(trace)
