@@ -98,10 +98,10 @@ def _first_samples(trace: TraceReader) -> dict[int, tuple[int, int, Held]]:
 def shrunk_starts(trace: TraceReader) -> np.ndarray | None:
     """The time each cache's model starts at, indexed by cache id: its first sample's stamp
     for a cache the recorder shrank right before it (``record --shrink-at-start``), else
-    the trace's start; None when no cache was shrunk.
+    the int64 minimum (no cut: from the trace's start); None when no cache was shrunk.
 
     A shrunk cache's first sample is its whole start (no CPU holds an empty slab then), but
-    it is read 20-200 ms after the trace starts, and the events between already shaped it.
+    it is read 20-250 ms after the trace starts, and the events between already shaped it.
     Replayed on a start laid out from that sample, they counted twice and landed where they
     liked: ``seq_file``, 21 objects on one node-partial slab at 0.2 s in churn run 0, got
     a second, partly used slab from the 0.2 s of opens before it, and the model stayed one
