@@ -97,14 +97,13 @@ REMAINS_SHRUNK = (
     "20–250 ms into the trace): its events before it, whose result that sample already "
     "holds, are taken as before the recording (docs/replay.md); replayed on a start laid "
     "out from the sample, they had left `seq_file` one slab over (+100 %) to the end in "
-    "five traces of the 22:06 study. (2) Frees the samples prove missed, but by less than "
-    "the proof allows for reads that are not atomic (a slab and 5 % of the start, "
-    "`whatif.unseen_frees`): such a cache stays in the traced worst. `tw_sock_TCP` in "
-    "classic run 2 of the 2026-11-28 00:58 study started with 23 073 TIME_WAIT sockets, "
-    "left by the service runs before it; the samples prove 454 more of them live at the "
-    "start than the later ones leave room for (2.0 % of 23 073, under the 5 %): frees "
-    "that reached no program (docs/recording.md, \"Frees no probe sees\"). The model keeps "
-    "those sockets and ends 34 slabs over the kernel's 11. ")
+    "five traces of the 22:06 study. (2) Frees the samples prove missed are counted past "
+    "a slab's worth (`whatif.unseen_frees`), no longer past 5 % of the start as well: both "
+    "bounds of the proof come from samples whose reads agree, and the cushion hid the 454 "
+    "frees (2.0 % of 23 073 TIME_WAIT sockets) that classic run 2 of the 2026-11-28 00:58 "
+    "study missed for `tw_sock_TCP`, which then stood in the traced worst at +309 % (34 "
+    "slabs over the kernel's 11); the same traces' fits on both targets were 986 of 1 031 "
+    "with the cushion and without it. ")
 REMAINS_CPU = (
     "{with_cpu} of {n} traces also sampled `cpu_slabs` (active and CPU partial slabs), "
     "`partial` and `objects_partial` (in the first round and every 5th after it), {split} "
