@@ -243,7 +243,8 @@ def own_stamps(sample_ts: np.ndarray) -> bool:
     return len(np.unique(sample_ts)) > len(sample_ts) // 2
 
 
-def _net_at_samples(trace: TraceReader, ncpus: int) -> dict[int, Bounds]:
+def _net_at_samples(trace: TraceReader, ncpus: int, starts: np.ndarray | None
+                    ) -> dict[int, Bounds]:
     """cache id -> (the most objects the kernel's samples leave room for at the start, the
     fewest slabs they report, the fewest live at the start that they prove, the most they
     leave room for by bounds alone, the objects the trace freed, net, before the first
@@ -270,9 +271,10 @@ def _net_at_samples(trace: TraceReader, ncpus: int) -> dict[int, Bounds]:
     and went while it was read (``bio-184``: 480 objects in flight within ms) must not
     count. Where each row has its own cache's stamp (:func:`own_stamps`) the window is
     :data:`OWN_SPAN_S`, the reads' own span with room to spare: the lowest ``net`` over a
-    quarter second let through survivors the kernel did not have."""
+    quarter second let through survivors the kernel did not have. A shrunk cache's
+    allocations and frees before its start (``starts``, :func:`shrunk_starts`) are not
+    counted: their result is in its first sample."""
     ts, kind, ptr, cache, objs, slabs, held, node = [], [], [], [], [], [], [], []
-    starts = shrunk_starts(trace)
     for cols in trace.iter_parts(["ts_ns", *SAMPLE_COLS]):
         sel = np.isin(cols["kind"], (EventKind.ALLOC, EventKind.FREE, EventKind.SLAB_SAMPLE))
         sel &= ~pre_start(cols, starts)
@@ -356,13 +358,14 @@ def _net_at_samples(trace: TraceReader, ncpus: int) -> dict[int, Bounds]:
     return out
 
 
-def _preexisting_frees(trace: TraceReader, order: dict[int, int]
+def _preexisting_frees(trace: TraceReader, order: dict[int, int], starts: np.ndarray | None
                        ) -> tuple[dict[int, np.ndarray], dict[int, int]]:
     """(cache id -> pointers whose first event in the trace is a FREE, first freed first;
     cache id -> how many of those a ``kfree`` freed, their cache named by their slab page
-    alone, which :func:`_net_at_samples` cannot count)."""
+    alone, which :func:`_net_at_samples` cannot count). A shrunk cache's events before its
+    start (``starts``) are not seen, so an object allocated before it and freed after is
+    an old pointer of the start."""
     ptrs, kinds, caches = [], [], []
-    starts = shrunk_starts(trace)
     for cols in trace.iter_parts(["ts_ns", "kind", "ptr", "cache_id"]):
         sel = (cols["kind"] == EventKind.ALLOC) | (cols["kind"] == EventKind.FREE)
         sel &= ~pre_start(cols, starts)
@@ -577,14 +580,15 @@ def _start_inputs(trace: TraceReader):
     if not first:
         return first, geom, order, {}, 1, {}
     ncpus = max(int(trace.meta.get("ncpus") or 1), 1)
-    pre, paged = _preexisting_frees(trace, order)
+    starts = shrunk_starts(trace)  # a shrunk cache's events before its start are not seen
+    pre, paged = _preexisting_frees(trace, order, starts)
     # the strict bound's ``net`` counts the frees that name the cache (or follow its
     # allocation), not the old objects' ``kfree``s that only their slab page names: those
     # give it room back. Counting every old pointer back instead counted the named ones
     # twice and hid 1 500 frees of ``inode_cache`` in classic run 1 (3 326 live at the
     # start proven, room for 1 826, and the 1 708 old objects freed all by name).
     bounds = {c: b._replace(strict=b.strict + paged.get(c, 0))
-              for c, b in _net_at_samples(trace, ncpus).items()}
+              for c, b in _net_at_samples(trace, ncpus, starts).items()}
     return first, geom, order, pre, ncpus, bounds
 
 
